@@ -14,6 +14,9 @@ import (
 type Fence struct {
 	Cmp   clientv3.Cmp
 	Token int64
+	// OnReject, if set, is called whenever a write is refused because the
+	// fence failed (for a metric, and to stop the holder).
+	OnReject func(err error)
 }
 
 // Execution is a holder's handle on one execution of an instance. Every
@@ -80,10 +83,23 @@ func (e *Execution) Update(ctx context.Context, change func(*Status), ops ...cli
 			return nil
 		}
 		owners := resp.Responses[0].GetResponseRange().Kvs
-		if len(owners) == 0 || owners[0].CreateRevision != e.fence.Token {
-			return fmt.Errorf("%w: owners key of '%s' no longer has token %d", ErrFenced, e.rec.InstanceID, e.fence.Token)
-		}
 		recs := resp.Responses[1].GetResponseRange().Kvs
+		if len(recs) > 0 && len(owners) == 0 {
+			// An earlier attempt whose outcome was unknown may have landed
+			// our own final write (which deletes the owners key).
+			if cur, err := decodeStatus(recs[0].Value); err == nil && cur.ExecutionID == e.rec.ExecutionID &&
+				cur.RuntimeStatus.Terminal() && cur.FencingToken == e.fence.Token && next.RuntimeStatus == cur.RuntimeStatus {
+				e.rec, e.rev = cur, recs[0].ModRevision
+				return nil
+			}
+		}
+		if len(owners) == 0 || owners[0].CreateRevision != e.fence.Token {
+			err := fmt.Errorf("%w: owners key of '%s' no longer has token %d", ErrFenced, e.rec.InstanceID, e.fence.Token)
+			if e.fence.OnReject != nil {
+				e.fence.OnReject(err)
+			}
+			return err
+		}
 		if len(recs) == 0 {
 			return fmt.Errorf("%w: '%s' was purged", ErrExecutionChanged, e.rec.InstanceID)
 		}

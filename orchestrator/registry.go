@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"sync"
+	"time"
 )
 
 // OrchestratorFunc is an orchestration. It returns the instance's output
@@ -61,6 +62,9 @@ func (r *Registry) Names() []string {
 	return names
 }
 
+// writeTimeout bounds one write of a holder.
+const writeTimeout = 5 * time.Second
+
 // OrchestrationContext is what an orchestration sees of its instance.
 type OrchestrationContext struct {
 	ctx  context.Context
@@ -97,7 +101,8 @@ func (c *OrchestrationContext) GetInput(v any) error {
 }
 
 // SetCustomStatus stores v (as JSON) in the instance's customStatus with a
-// fenced write.
+// fenced write. The write is attempted even after Context() is cancelled
+// (bounded by writeTimeout): a holder that lost the instance gets ErrFenced.
 func (c *OrchestrationContext) SetCustomStatus(v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -106,7 +111,9 @@ func (c *OrchestrationContext) SetCustomStatus(v any) error {
 	if b, err = c.exec.c.checkJSON("custom status", b); err != nil {
 		return err
 	}
-	return c.exec.Update(c.ctx, func(s *Status) { s.CustomStatus = b })
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), writeTimeout)
+	defer cancel()
+	return c.exec.Update(ctx, func(s *Status) { s.CustomStatus = b })
 }
 
 // Run executes fn for the execution under ctx: it marks the record Running,
@@ -135,7 +142,21 @@ func Run(ctx context.Context, exec *Execution, fn OrchestratorFunc) error {
 			runErr = fmt.Errorf("output: %w", err)
 		}
 	}
-	return exec.Finish(ctx, output, runErr)
+	// The result is computed: retry its write through store hiccups rather
+	// than let the next holder run the orchestration again.
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+		err := exec.Finish(wctx, output, runErr)
+		cancel()
+		if err == nil || !errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(backoff):
+		}
+	}
 }
 
 func call(fn OrchestratorFunc, octx *OrchestrationContext) (out any, err error) {

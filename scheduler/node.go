@@ -2,19 +2,24 @@ package scheduler
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/soloist-dev/soloist/lease"
 	"github.com/soloist-dev/soloist/orchestrator"
 )
 
 // Config configures a Node.
 type Config struct {
-	// Etcd is the connection the node uses; the caller closes it after Stop.
+	// Etcd is the connection the node uses; the caller closes it after Drain.
 	Etcd *clientv3.Client
 	// Prefix is the root of every key. Defaults to "/soloist/".
 	Prefix string
@@ -37,42 +42,331 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the node's metrics. Defaults to a fresh registry.
 	Registerer prometheus.Registerer
-	// PreferenceDelay is how long a node waits per rank below the preferred
-	// node of an instance before it campaigns. Defaults to 200ms.
+	// PreferenceDelay is how long a node waits per rank below an instance's
+	// preferred node before it campaigns. Defaults to 200ms.
 	PreferenceDelay time.Duration
+	// ResyncInterval is how often the node re-checks every instance it could
+	// run, besides reacting to watch events. Defaults to 1s.
+	ResyncInterval time.Duration
 }
 
 // ErrDraining means the node is shutting down and takes no new work.
-var ErrDraining = errors.New("scheduler: node is draining")
+var ErrDraining = errors.New("scheduler: node is draining; send the request to another node")
 
 // ErrNoSession means the node has no live etcd session.
-var ErrNoSession = errors.New("scheduler: no live etcd session")
+var ErrNoSession = errors.New("scheduler: no live etcd session; the node cannot reach etcd")
 
-var _ = context.Background
+// Reasons a run stops, as context causes.
+var (
+	errDrain   = errors.New("scheduler: node draining")
+	errChanged = errors.New("scheduler: instance terminated, suspended or restarted")
+	errStopped = errors.New("scheduler: node stopped")
+)
 
-// Node is one Soloist replica. (Stub signatures; implementation in progress.)
-type Node struct{ cfg Config }
+// Node is one Soloist replica: it watches instance records, campaigns for
+// the runnable ones whose function it has, and runs those it holds.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	m      *metrics
+	client *orchestrator.Client
+	keys   orchestrator.Keys
+
+	ctx    context.Context // the node's life; cancelled by Drain at the end
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup
+	kick   chan struct{}
+
+	mu          sync.Mutex
+	started     bool
+	draining    bool
+	drained     chan struct{}
+	session     *lease.Session
+	instances   map[string]instanceView // active instances only
+	owners      map[string]ownerView
+	ownerGone   map[string]ownerGone // owners keys seen deleted, while the instance is active
+	nodes       map[string]bool
+	campaigning map[string]bool
+	runs        map[string]*run
+}
+
+type instanceView struct {
+	name        string
+	status      orchestrator.RuntimeStatus
+	executionID string
+	modRev      int64 // the record's ModRevision
+}
+
+type ownerView struct {
+	node        string
+	executionID string
+	token       int64
+}
+
+// ownerGone is when this node saw an owners key deleted, and whose it was.
+type ownerGone struct {
+	at          time.Time
+	executionID string
+}
+
+type run struct {
+	id, name, executionID string
+	holding               *lease.Holding
+	cancel                context.CancelCauseFunc
+	done                  chan struct{}
+}
+
+// handoffMarker is the value a draining node leaves at {prefix}v1/handoffs/{id}.
+type handoffMarker struct {
+	// Reason is "drain" for a node's graceful exit, "suspend" for an
+	// instance suspended while held.
+	Reason       string    `json:"reason"`
+	Node         string    `json:"node"`
+	FencingToken int64     `json:"fencingToken"`
+	ReleasedTime time.Time `json:"releasedTime"`
+}
 
 // New validates cfg and returns a Node that is not started.
-func New(cfg Config) (*Node, error) { return &Node{cfg: cfg}, nil }
-
-// Start opens the node's etcd session, registers its node key and starts
-// watching and campaigning in the background. It returns once the first
-// session is up, or with ctx's error.
-func (n *Node) Start(ctx context.Context) error { return nil }
-
-// Drain shuts the node down gracefully: it stops taking starts and
-// campaigning, stops its runs at a safe point, releases every owners key
-// with a handoff marker so peers take over at once, and closes its session.
-// It returns when done or when ctx ends. Idempotent.
-func (n *Node) Drain(ctx context.Context) error { return nil }
-
-// Ready returns nil while the node's session is alive and it is not
-// draining; ErrNoSession or ErrDraining otherwise.
-func (n *Node) Ready() error { return nil }
+func New(cfg Config) (*Node, error) {
+	if cfg.Etcd == nil {
+		return nil, errors.New("scheduler: Config.Etcd is required")
+	}
+	if cfg.NodeID == "" {
+		return nil, errors.New("scheduler: Config.NodeID is required")
+	}
+	if cfg.Registry == nil {
+		return nil, errors.New("scheduler: Config.Registry is required")
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = 10 * time.Second
+	}
+	if err := lease.ValidateTTL(cfg.LeaseTTL); err != nil {
+		return nil, fmt.Errorf("scheduler: %w", err)
+	}
+	if cfg.MaxConcurrent < 0 {
+		return nil, fmt.Errorf("scheduler: MaxConcurrent %d must be 0 (no limit) or more", cfg.MaxConcurrent)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	if cfg.PreferenceDelay <= 0 {
+		cfg.PreferenceDelay = 200 * time.Millisecond
+	}
+	if cfg.ResyncInterval <= 0 {
+		cfg.ResyncInterval = time.Second
+	}
+	if cfg.Client == nil {
+		cfg.Client = orchestrator.NewClient(cfg.Etcd, orchestrator.ClientConfig{Prefix: cfg.Prefix, Logger: cfg.Logger})
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: register metrics: %w", err)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	return &Node{
+		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), m: m, client: cfg.Client,
+		keys: cfg.Client.Keys(), ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1),
+		drained:   make(chan struct{}),
+		instances: map[string]instanceView{}, owners: map[string]ownerView{},
+		ownerGone: map[string]ownerGone{}, nodes: map[string]bool{},
+		campaigning: map[string]bool{}, runs: map[string]*run{},
+	}, nil
+}
 
 // Client returns the orchestrator client the node uses.
-func (n *Node) Client() *orchestrator.Client { return n.cfg.Client }
+func (n *Node) Client() *orchestrator.Client { return n.client }
 
 // Registry returns the node's orchestration registry.
 func (n *Node) Registry() *orchestrator.Registry { return n.cfg.Registry }
+
+// ID returns the node ID.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// Ready returns nil while the node's session is alive and it is not
+// draining; ErrDraining or ErrNoSession otherwise.
+func (n *Node) Ready() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.draining {
+		return ErrDraining
+	}
+	if n.session == nil || n.session.Err() != nil {
+		return ErrNoSession
+	}
+	return nil
+}
+
+// Held returns the IDs of the instances this node runs now, sorted.
+func (n *Node) Held() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ids := make([]string, 0, len(n.runs))
+	for id := range n.runs {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Start opens the node's etcd session, registers its node key and starts
+// watching and campaigning in the background. It returns once the first
+// session is up, or with the error that prevented it.
+func (n *Node) Start(ctx context.Context) error {
+	n.mu.Lock()
+	if n.started {
+		n.mu.Unlock()
+		return errors.New("scheduler: node already started")
+	}
+	n.started = true
+	n.mu.Unlock()
+	s, err := n.openSession(ctx)
+	if err != nil {
+		return err
+	}
+	n.setSession(s)
+	n.wg.Add(3)
+	go n.sessionLoop(s)
+	go n.mirror()
+	go n.reconcileLoop()
+	n.log.Info("node started", "lease_id", leaseHex(s.LeaseID()), "lease_ttl", n.cfg.LeaseTTL,
+		"functions", n.cfg.Registry.Names(), "max_concurrent", n.cfg.MaxConcurrent)
+	return nil
+}
+
+func leaseHex(id clientv3.LeaseID) string { return fmt.Sprintf("%x", int64(id)) }
+
+// openSession grants a session and registers the node key on it.
+func (n *Node) openSession(ctx context.Context) (*lease.Session, error) {
+	s, err := lease.NewSession(ctx, n.cfg.Etcd, lease.Config{
+		TTL: n.cfg.LeaseTTL, Logger: n.log,
+		OnRenewFailure: func(error) { n.m.renewFailures.Inc() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: open etcd session: %w", err)
+	}
+	info, _ := json.Marshal(orchestrator.NodeInfo{
+		Node: n.cfg.NodeID, Address: n.cfg.Address, Version: n.cfg.Version,
+		StartedTime: time.Now().UTC(), LeaseID: leaseHex(s.LeaseID()),
+	})
+	if _, err := n.cfg.Etcd.Put(ctx, n.keys.Node(n.cfg.NodeID), string(info), clientv3.WithLease(s.LeaseID())); err != nil {
+		_ = s.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("scheduler: register node key: %w", err)
+	}
+	return s, nil
+}
+
+func (n *Node) setSession(s *lease.Session) {
+	n.mu.Lock()
+	n.session = s
+	n.mu.Unlock()
+	if s != nil {
+		n.m.sessionUp.Set(1)
+	} else {
+		n.m.sessionUp.Set(0)
+	}
+	n.poke()
+}
+
+// sessionLoop replaces the session whenever it ends, until the node stops.
+func (n *Node) sessionLoop(s *lease.Session) {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-s.Done():
+		}
+		n.m.sessionUp.Set(0)
+		n.log.Warn("etcd session lost; every held instance stops", "error", s.Err())
+		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+			if n.isDraining() {
+				return
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.LeaseTTL)
+			next, err := n.openSession(ctx)
+			cancel()
+			if err == nil {
+				s = next
+				n.setSession(s)
+				n.log.Info("etcd session renewed", "lease_id", leaseHex(s.LeaseID()))
+				break
+			}
+			n.log.Warn("cannot open etcd session; retrying", "error", err, "backoff", backoff)
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+		}
+	}
+}
+
+func (n *Node) isDraining() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.draining
+}
+
+// poke asks the reconcile loop to look at every instance now.
+func (n *Node) poke() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Drain shuts the node down gracefully: it stops taking starts and
+// campaigning, stops its runs, releases every owners key with a handoff
+// marker so peers take over at once, and revokes its session lease. It
+// returns when done or when ctx ends (then the lease is revoked anyway, and
+// peers see a failover). Drain is idempotent; later calls wait for the first.
+func (n *Node) Drain(ctx context.Context) error {
+	n.mu.Lock()
+	if n.draining {
+		n.mu.Unlock()
+		select {
+		case <-n.drained:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	n.draining = true
+	runs := make([]*run, 0, len(n.runs))
+	for _, r := range n.runs {
+		runs = append(runs, r)
+	}
+	s := n.session
+	n.mu.Unlock()
+	defer close(n.drained)
+	n.log.Info("draining", "held", len(runs))
+	for _, r := range runs {
+		r.cancel(errDrain)
+	}
+	var err error
+	for _, r := range runs {
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			err = fmt.Errorf("scheduler: drain: %d runs did not stop in time: %w", len(runs), ctx.Err())
+		}
+		if err != nil {
+			break
+		}
+	}
+	n.cancel(errStopped)
+	n.wg.Wait()
+	if s != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		if cerr := s.Close(rctx); cerr != nil && err == nil {
+			err = cerr
+		}
+		cancel()
+	}
+	n.setSession(nil)
+	n.log.Info("drained")
+	return err
+}

@@ -13,6 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 // Etcd is a running embedded etcd.
@@ -45,6 +46,7 @@ func start(t testing.TB) (*Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = t.TempDir()
 	cfg.LogLevel = "error"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.UnsafeNoFsync = true
 	cu, err := freeURL()
 	if err != nil {
@@ -84,7 +86,7 @@ func (e *Etcd) close() {
 // Client returns a new client of the etcd, closed when the test ends.
 func (e *Etcd) Client() *clientv3.Client {
 	e.t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints, DialTimeout: 5 * time.Second})
+	c, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		e.t.Fatalf("leasetest: client: %v", err)
 	}

@@ -1,0 +1,73 @@
+package scheduler
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are one node's collectors (SPEC section 7). They live in the
+// registry the node is given, never in process globals, so several nodes can
+// share a test binary.
+type metrics struct {
+	instancesHeld     *prometheus.GaugeVec
+	campaigns         *prometheus.CounterVec
+	failovers         prometheus.Counter
+	handoffs          prometheus.Counter
+	leasesLost        *prometheus.CounterVec
+	renewFailures     prometheus.Counter
+	fencingRejections prometheus.Counter
+	completed         *prometheus.CounterVec
+	startToRunning    prometheus.Histogram
+	takeover          prometheus.Histogram
+	sessionUp         prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	buckets := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2, 3, 5, 8, 13, 21, 34, 60}
+	m := &metrics{
+		instancesHeld: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "soloist_instances_held", Help: "Instances this node holds and runs.",
+		}, []string{"function"}),
+		campaigns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "soloist_campaigns_total", Help: "Attempts to take an instance's owners key, by result.",
+		}, []string{"result"}),
+		failovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "soloist_failovers_total", Help: "Instances taken over after the previous holder's lease ended without a release.",
+		}),
+		handoffs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "soloist_handoffs_total", Help: "Instances taken over after a draining node released them.",
+		}),
+		leasesLost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "soloist_leases_lost_total", Help: "Holdings lost while running, by reason.",
+		}, []string{"reason"}),
+		renewFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "soloist_lease_renew_failures_total", Help: "Session keepalives that failed.",
+		}),
+		fencingRejections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "soloist_fencing_rejections_total", Help: "Writes refused because the writer no longer held the instance.",
+		}),
+		completed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "soloist_orchestrations_completed_total", Help: "Executions this node brought to a terminal status.",
+		}, []string{"function", "status"}),
+		startToRunning: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "soloist_start_to_running_seconds", Help: "From the start commit to the holder running the instance.",
+			Buckets: buckets,
+		}),
+		takeover: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "soloist_takeover_seconds", Help: "From the previous holder's lease end (or release) to the new holder running.",
+			Buckets: buckets,
+		}),
+		sessionUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "soloist_etcd_session_up", Help: "1 while the node's etcd session lease is alive.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{
+		m.instancesHeld, m.campaigns, m.failovers, m.handoffs, m.leasesLost, m.renewFailures,
+		m.fencingRejections, m.completed, m.startToRunning, m.takeover, m.sessionUp,
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range []string{"won", "lost", "error"} {
+		m.campaigns.WithLabelValues(r)
+	}
+	return m, nil
+}
