@@ -247,4 +247,3 @@ func (h *Holding) watch(ctx context.Context) {
 		rev = resp.Header.Revision + 1
 	}
 }
-

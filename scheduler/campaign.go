@@ -83,7 +83,15 @@ func score(node, id string) uint64 {
 	h.Write([]byte(node))
 	h.Write([]byte{0})
 	h.Write([]byte(id))
-	return h.Sum64()
+	// FNV alone orders similar node names the same way for most IDs; the
+	// murmur3 finaliser spreads them.
+	x := h.Sum64()
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
 }
 
 // campaign waits its rank's delay, then tries once to take the owners key.

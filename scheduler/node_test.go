@@ -69,6 +69,8 @@ type cluster struct {
 	reg    *orchestrator.Registry
 	nodes  []*testNode
 	ttl    time.Duration
+	// maxConcurrent applies to nodes added after it is set.
+	maxConcurrent int
 }
 
 func newCluster(t *testing.T, n int, ttl time.Duration, reg *orchestrator.Registry) *cluster {
@@ -86,7 +88,7 @@ func (c *cluster) addNode(id string) *testNode {
 	preg := prometheus.NewRegistry()
 	node, err := scheduler.New(scheduler.Config{
 		Etcd: cli, Prefix: c.prefix, NodeID: id, LeaseTTL: c.ttl, Registry: c.reg,
-		Registerer: preg, PreferenceDelay: 50 * time.Millisecond,
+		Registerer: preg, PreferenceDelay: 50 * time.Millisecond, MaxConcurrent: c.maxConcurrent,
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -107,7 +109,7 @@ func (c *cluster) addNode(id string) *testNode {
 }
 
 func (c *cluster) client() *orchestrator.Client {
-	return orchestrator.NewClient(c.nodes[0].etcd, orchestrator.ClientConfig{Prefix: c.prefix})
+	return orchestrator.NewClient(c.e.Client(), orchestrator.ClientConfig{Prefix: c.prefix})
 }
 
 // eventually polls cond until it holds or the deadline passes.

@@ -1,34 +1,305 @@
 package httpapi
 
 import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/soloist-dev/soloist/orchestrator"
 )
 
-// Config configures the HTTP API handler. (Stub: being written.)
+// BasePath is the root of the instance management routes ({base} in SPEC
+// section 3), as in Durable Functions.
+const BasePath = "/runtime/webhooks/durabletask"
+
+// ContinuationHeader carries the continuation token of an instance list, in
+// the request (the page to read) and in the response (the next page; absent
+// on the last page).
+const ContinuationHeader = "x-ms-continuation-token"
+
+// retryAfterSeconds is the Retry-After of every 202 that asks the client to
+// poll, and of a 503 from a node that takes no starts.
+const retryAfterSeconds = "1"
+
+// Config configures the HTTP API handler.
 type Config struct {
 	// Client performs the operations. Required.
 	Client *orchestrator.Client
 	// HasFunction reports whether an orchestration name is known (404 otherwise). Required.
 	HasFunction func(name string) bool
 	// Ready returns nil while the node can serve (/readyz 200), an error otherwise (503).
-	// Starts are refused with 503 while Ready returns an error.
+	// Starts and restarts are refused with 503 while Ready returns an error.
+	// Defaults to always ready.
 	Ready func() error
 	// Gatherer is served at /metrics. Required.
 	Gatherer prometheus.Gatherer
-	// Registerer receives soloist_start_requests_total. Required.
+	// Registerer receives soloist_start_requests_total. Required. If the
+	// counter is already registered there (a second handler on the same
+	// registry), the registered one is shared.
 	Registerer prometheus.Registerer
 	// APIKeys, if not empty, are required on every route but /livez, /readyz, /healthz.
+	// A key must not be empty nor contain white space or control characters.
 	APIKeys []string
-	// MaxPayload limits request bodies in bytes. Defaults to orchestrator.DefaultMaxPayload.
+	// MaxPayload limits request bodies in bytes. Defaults to
+	// Client.MaxPayload() (orchestrator.DefaultMaxPayload unless the client
+	// was configured otherwise).
 	MaxPayload int
+	// OperationTimeout bounds the etcd work of one request; a request that
+	// runs out of it gets 503. Defaults to 10s.
+	OperationTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
 
-// New returns the handler of every route of SPEC section 3.
-func New(cfg Config) (http.Handler, error) { return http.NotFoundHandler(), nil }
+// handler serves every route of SPEC section 3.
+type handler struct {
+	client      *orchestrator.Client
+	hasFunction func(string) bool
+	ready       func() error
+	keys        [][sha256.Size]byte
+	maxPayload  int
+	timeout     time.Duration
+	log         *slog.Logger
+	metrics     *metrics
+	mux         *http.ServeMux
+}
+
+// New returns the handler of every route of SPEC section 3. It returns an
+// error if a required field is missing, an API key is unusable, or the
+// metric cannot be registered.
+func New(cfg Config) (http.Handler, error) {
+	switch {
+	case cfg.Client == nil:
+		return nil, errors.New("httpapi: Config.Client is required")
+	case cfg.HasFunction == nil:
+		return nil, errors.New("httpapi: Config.HasFunction is required")
+	case cfg.Gatherer == nil:
+		return nil, errors.New("httpapi: Config.Gatherer is required")
+	case cfg.Registerer == nil:
+		return nil, errors.New("httpapi: Config.Registerer is required")
+	case cfg.MaxPayload < 0:
+		return nil, fmt.Errorf("httpapi: Config.MaxPayload is %d; use a positive size in bytes, or 0 for the default", cfg.MaxPayload)
+	case cfg.OperationTimeout < 0:
+		return nil, fmt.Errorf("httpapi: Config.OperationTimeout is %s; use a positive duration, or 0 for the default", cfg.OperationTimeout)
+	}
+	h := &handler{
+		client:      cfg.Client,
+		hasFunction: cfg.HasFunction,
+		ready:       cfg.Ready,
+		maxPayload:  cfg.MaxPayload,
+		timeout:     cfg.OperationTimeout,
+		log:         cfg.Logger,
+	}
+	if h.ready == nil {
+		h.ready = func() error { return nil }
+	}
+	if h.maxPayload == 0 {
+		h.maxPayload = cfg.Client.MaxPayload()
+	}
+	if h.timeout == 0 {
+		h.timeout = 10 * time.Second
+	}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	for i, k := range cfg.APIKeys {
+		if k == "" {
+			return nil, fmt.Errorf("httpapi: API key %d is empty; remove it (an empty key would let every request in)", i+1)
+		}
+		if strings.IndexFunc(k, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+			return nil, fmt.Errorf("httpapi: API key %d contains white space or a control character, which a client cannot send in a header; remove it", i+1)
+		}
+		h.keys = append(h.keys, sha256.Sum256([]byte(k)))
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	h.metrics = m
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/orchestrators/{functionName}", h.startGenerated)
+	// {instanceId...} also takes an empty or slashed remainder, so that such
+	// an ID gets a 400 that says what is wrong rather than a routing 404.
+	mux.HandleFunc("POST /api/orchestrators/{functionName}/{instanceId...}", h.startWithID)
+	mux.HandleFunc("GET "+BasePath+"/instances", h.list)
+	mux.HandleFunc("GET "+BasePath+"/instances/{id}", h.status)
+	mux.HandleFunc("DELETE "+BasePath+"/instances/{id}", h.purge)
+	mux.HandleFunc("POST "+BasePath+"/instances/{id}/terminate", h.terminate)
+	mux.HandleFunc("POST "+BasePath+"/instances/{id}/suspend", h.suspend)
+	mux.HandleFunc("POST "+BasePath+"/instances/{id}/resume", h.resume)
+	mux.HandleFunc("POST "+BasePath+"/instances/{id}/restart", h.restart)
+	mux.HandleFunc("POST "+BasePath+"/instances/{id}/raiseEvent/{eventName}", h.raiseEvent)
+	mux.HandleFunc("GET /livez", h.livez)
+	mux.HandleFunc("GET /readyz", h.readyz)
+	mux.HandleFunc("GET /healthz", h.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{
+		ErrorLog:      promLogger{h.log},
+		ErrorHandling: promhttp.ContinueOnError,
+	}))
+	h.mux = mux
+	return h, nil
+}
+
+// ServeHTTP recovers panics, checks the API key and routes.
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			h.log.Error("panic while serving a request", "method", r.Method, "path", r.URL.Path,
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			writeError(w, http.StatusInternalServerError, "internal error; the details are in the server log")
+		}
+	}()
+	if !openPath(r.URL.Path) && !h.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="soloist"`)
+		writeError(w, http.StatusUnauthorized, "missing or invalid API key: send it as 'Authorization: Bearer <key>', as the 'x-functions-key' header, or as the query parameter code=<key>")
+		return
+	}
+	h.route(w, r)
+}
+
+// route serves r with the mux, answering unknown routes and wrong methods
+// with JSON errors instead of the mux's plain text.
+func (h *handler) route(w http.ResponseWriter, r *http.Request) {
+	fallback, pattern := h.mux.Handler(r)
+	if pattern != "" {
+		h.mux.ServeHTTP(w, r) // sets the path values that Handler does not
+		return
+	}
+	p := &probe{header: http.Header{}}
+	fallback.ServeHTTP(p, r)
+	switch p.code {
+	case http.StatusNotFound:
+		writeError(w, http.StatusNotFound, fmt.Sprintf(
+			"no route for %s %s; the API serves POST /api/orchestrators/{functionName}[/{instanceId}], %s/instances[/{instanceId}[/terminate|suspend|resume|restart|raiseEvent/{eventName}]], /livez, /readyz, /healthz and /metrics",
+			r.Method, truncate(r.URL.Path, 200), BasePath))
+	case http.StatusMethodNotAllowed:
+		allow := p.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf(
+			"method %s is not allowed on %s; use %s", r.Method, truncate(r.URL.Path, 200), allow))
+	default: // a redirect to the clean path: the mux does it
+		h.mux.ServeHTTP(w, r)
+	}
+}
+
+// probe records what the mux's fallback handler would answer.
+type probe struct {
+	header http.Header
+	code   int
+}
+
+func (p *probe) Header() http.Header { return p.header }
+func (p *probe) WriteHeader(code int) {
+	if p.code == 0 {
+		p.code = code
+	}
+}
+func (p *probe) Write(b []byte) (int, error) {
+	p.WriteHeader(http.StatusOK)
+	return len(b), nil
+}
+
+// openPath reports whether path is served without an API key.
+func openPath(path string) bool {
+	switch path {
+	case "/livez", "/readyz", "/healthz":
+		return true
+	}
+	return false
+}
+
+// authorized reports whether r carries a valid API key in one of the three
+// accepted places, or no keys are configured.
+func (h *handler) authorized(r *http.Request) bool {
+	if len(h.keys) == 0 {
+		return true
+	}
+	if scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
+		if h.validKey(strings.TrimSpace(token)) {
+			return true
+		}
+	}
+	if h.validKey(r.Header.Get("x-functions-key")) {
+		return true
+	}
+	return h.validKey(r.URL.Query().Get("code"))
+}
+
+// validKey compares the SHA-256 of k with every key's in constant time, so
+// neither the key nor its length leaks through timing.
+func (h *handler) validKey(k string) bool {
+	if k == "" || len(h.keys) == 0 {
+		return false
+	}
+	sum := sha256.Sum256([]byte(k))
+	match := 0
+	for i := range h.keys {
+		match |= subtle.ConstantTimeCompare(sum[:], h.keys[i][:])
+	}
+	return match == 1
+}
+
+// opContext bounds the etcd work of a request.
+func (h *handler) opContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), h.timeout)
+}
+
+// fail writes the JSON error of err with its status code. A 500 is logged
+// at error level and its message is not sent: it may describe internals.
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code := StatusCode(err)
+	msg := publicMessage(err)
+	switch {
+	case r.Context().Err() != nil:
+		// The client went away; nobody reads the answer.
+		h.log.Debug("request abandoned by the client", "method", r.Method, "path", r.URL.Path, "error", err)
+	case code >= http.StatusInternalServerError && code != http.StatusServiceUnavailable && code != http.StatusNotImplemented:
+		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		msg = "internal error; the details are in the server log"
+	case code == http.StatusServiceUnavailable:
+		h.log.Warn("request failed: store unavailable", "method", r.Method, "path", r.URL.Path, "error", err)
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		if !strings.Contains(msg, "try again") && !strings.Contains(msg, "retry") {
+			msg += "; retry later"
+		}
+	default:
+		h.log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", code, "error", err)
+	}
+	writeError(w, code, msg)
+}
+
+// livez answers 200 while the process serves; it never checks etcd.
+func (h *handler) livez(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz answers 200 while Ready returns nil, else 503 with its error.
+func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
+	if err := h.ready(); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// promLogger sends promhttp's errors to slog.
+type promLogger struct{ log *slog.Logger }
+
+func (l promLogger) Println(v ...any) {
+	l.log.Error("serving /metrics", "error", strings.TrimSpace(fmt.Sprintln(v...)))
+}

@@ -1,0 +1,323 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/soloist-dev/soloist/orchestrator"
+)
+
+// InstanceStatus is the status body of an instance (GET {base}/instances/{id}
+// and the items of GET {base}/instances).
+type InstanceStatus struct {
+	Name            string          `json:"name"`
+	InstanceID      string          `json:"instanceId"`
+	RuntimeStatus   string          `json:"runtimeStatus"`
+	Input           json.RawMessage `json:"input"`
+	CustomStatus    json.RawMessage `json:"customStatus"`
+	Output          json.RawMessage `json:"output"`
+	CreatedTime     time.Time       `json:"createdTime"`
+	LastUpdatedTime time.Time       `json:"lastUpdatedTime"`
+	// HistoryEvents is present only with showHistory=true. (History is not
+	// recorded yet: it is then an empty array.)
+	HistoryEvents []json.RawMessage `json:"historyEvents,omitzero"`
+	ExecutionID   string            `json:"executionId"`
+	// Node is the current holder, "" if none. In list items it is always
+	// "": read the instance for its holder.
+	Node string `json:"node"`
+	// FencingToken is the current holder's token (read of one instance), or
+	// that of the holding that last wrote the record (list items); 0 if none.
+	FencingToken int64 `json:"fencingToken"`
+}
+
+func statusBody(st *orchestrator.Status, showInput, showHistory bool) InstanceStatus {
+	b := InstanceStatus{
+		Name:            st.Name,
+		InstanceID:      st.InstanceID,
+		RuntimeStatus:   string(st.RuntimeStatus),
+		CustomStatus:    orNull(st.CustomStatus),
+		Output:          orNull(st.Output),
+		CreatedTime:     st.CreatedTime.UTC(),
+		LastUpdatedTime: st.LastUpdatedTime.UTC(),
+		ExecutionID:     st.ExecutionID,
+		Node:            st.Node,
+		FencingToken:    st.FencingToken,
+		Input:           json.RawMessage("null"),
+	}
+	if showInput {
+		b.Input = orNull(st.Input)
+	}
+	if showHistory {
+		b.HistoryEvents = []json.RawMessage{}
+	}
+	return b
+}
+
+func orNull(m json.RawMessage) json.RawMessage {
+	if len(m) == 0 {
+		return json.RawMessage("null")
+	}
+	return m
+}
+
+// boolParam parses an optional boolean query parameter.
+func boolParam(r *http.Request, name string, def bool) (bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, &orchestrator.ValidationError{Field: name, Value: v, Reason: "must be true or false"}
+	}
+	return b, nil
+}
+
+// instanceID returns the validated {id} path value; on failure it has
+// written the 400.
+func (h *handler) instanceID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if err := orchestrator.ValidateInstanceID(id); err != nil {
+		h.fail(w, r, err)
+		return "", false
+	}
+	return id, true
+}
+
+// instanceFail writes err of an operation on instance id; a missing
+// instance gets a message that says how to find the right ID.
+func (h *handler) instanceFail(w http.ResponseWriter, r *http.Request, id string, err error) {
+	if errors.Is(err, orchestrator.ErrInstanceNotFound) && r.Context().Err() == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf(
+			"no instance with ID '%s' exists; check the ID, or list the instances with GET %s/instances", id, BasePath))
+		return
+	}
+	h.fail(w, r, err)
+}
+
+// status serves GET {base}/instances/{id}: 202 while active, 200 when terminal.
+func (h *handler) status(w http.ResponseWriter, r *http.Request) {
+	id, ok := h.instanceID(w, r)
+	if !ok {
+		return
+	}
+	showInput, err := boolParam(r, "showInput", true)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	showHistory, err := boolParam(r, "showHistory", false)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	ctx, cancel := h.opContext(r)
+	defer cancel()
+	st, err := h.client.Status(ctx, id)
+	if err != nil {
+		h.instanceFail(w, r, id, err)
+		return
+	}
+	code := http.StatusOK
+	if st.RuntimeStatus.Active() {
+		code = http.StatusAccepted
+		w.Header().Set("Location", h.checkStatus(r, id).StatusQueryGetURI)
+		w.Header().Set("Retry-After", retryAfterSeconds)
+	}
+	writeJSON(w, code, statusBody(st, showInput, showHistory))
+}
+
+// list serves GET {base}/instances: one page, and the next page's token in
+// the x-ms-continuation-token header.
+func (h *handler) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	opts := orchestrator.ListOptions{
+		InstanceIDPrefix:  q.Get("instanceIdPrefix"),
+		ContinuationToken: strings.TrimSpace(r.Header.Get(ContinuationHeader)),
+	}
+	for _, v := range q["runtimeStatus"] {
+		for _, s := range strings.Split(v, ",") {
+			if strings.TrimSpace(s) == "" {
+				continue
+			}
+			rs, err := orchestrator.ParseRuntimeStatus(s)
+			if err != nil {
+				h.fail(w, r, err)
+				return
+			}
+			opts.Statuses = append(opts.Statuses, rs)
+		}
+	}
+	if v := q.Get("top"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			h.fail(w, r, &orchestrator.ValidationError{Field: "top", Value: v, Reason: "must be a whole number from 1 to 1000"})
+			return
+		}
+		opts.Top = n
+	}
+	showInput, err := boolParam(r, "showInput", true)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	ctx, cancel := h.opContext(r)
+	defer cancel()
+	page, next, err := h.client.List(ctx, opts)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	out := make([]InstanceStatus, 0, len(page))
+	for _, st := range page {
+		out = append(out, statusBody(st, showInput, false))
+	}
+	if next != "" {
+		w.Header().Set(ContinuationHeader, next)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// control serves terminate, suspend and resume: 202, 404, 410.
+func (h *handler) control(w http.ResponseWriter, r *http.Request, verb string,
+	op func(ctx context.Context, id, reason string) (*orchestrator.Status, error)) {
+	id, ok := h.instanceID(w, r)
+	if !ok {
+		return
+	}
+	reason := r.URL.Query().Get("reason")
+	if len(reason) > h.maxPayload {
+		h.fail(w, r, fmt.Errorf("%w: the reason is %d bytes, the limit is %d bytes; send a shorter reason",
+			orchestrator.ErrPayloadTooLarge, len(reason), h.maxPayload))
+		return
+	}
+	ctx, cancel := h.opContext(r)
+	defer cancel()
+	st, err := op(ctx, id, reason)
+	if err != nil {
+		h.instanceFail(w, r, id, err)
+		return
+	}
+	h.log.Info("instance "+verb, "instance_id", id, "function", st.Name, "execution_id", st.ExecutionID,
+		"runtime_status", string(st.RuntimeStatus), "reason", truncate(reason, 200))
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (h *handler) terminate(w http.ResponseWriter, r *http.Request) {
+	h.control(w, r, "terminated", h.client.Terminate)
+}
+
+func (h *handler) suspend(w http.ResponseWriter, r *http.Request) {
+	h.control(w, r, "suspended", h.client.Suspend)
+}
+
+func (h *handler) resume(w http.ResponseWriter, r *http.Request) {
+	h.control(w, r, "resumed", h.client.Resume)
+}
+
+// restart serves POST {base}/instances/{id}/restart: a new execution with the
+// original input, terminating the current one if it is active.
+func (h *handler) restart(w http.ResponseWriter, r *http.Request) {
+	id, ok := h.instanceID(w, r)
+	if !ok {
+		return
+	}
+	if err := h.ready(); err != nil {
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
+			"this node is not taking starts (%v); retry later or send the restart to another node", err))
+		return
+	}
+	ctx, cancel := h.opContext(r)
+	defer cancel()
+	cur, err := h.client.Status(ctx, id)
+	if err != nil {
+		h.instanceFail(w, r, id, err)
+		return
+	}
+	if !h.hasFunction(cur.Name) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf(
+			"instance '%s' runs the orchestration '%s', which is not registered on this node; add it to the config file before restarting",
+			id, truncate(cur.Name, 100)))
+		return
+	}
+	res, err := h.client.Restart(ctx, id)
+	if err != nil {
+		h.instanceFail(w, r, id, err)
+		return
+	}
+	h.log.Info("orchestration restarted", "function", res.Status.Name, "instance_id", id,
+		"execution_id", res.Status.ExecutionID, "replaced_execution_id", res.Replaced)
+	h.writeAccepted(w, r, id)
+}
+
+// raiseEvent serves POST {base}/instances/{id}/raiseEvent/{eventName}.
+func (h *handler) raiseEvent(w http.ResponseWriter, r *http.Request) {
+	id, ok := h.instanceID(w, r)
+	if !ok {
+		return
+	}
+	name := r.PathValue("eventName")
+	if err := validateEventName(name); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	data, _, ok := h.readJSONBody(w, r, "event data")
+	if !ok {
+		return
+	}
+	ctx, cancel := h.opContext(r)
+	defer cancel()
+	if err := h.client.RaiseEvent(ctx, id, name, data); err != nil {
+		if errors.Is(err, orchestrator.ErrNotImplemented) {
+			writeError(w, http.StatusNotImplemented, fmt.Sprintf(
+				"raising events is not supported by this version of Soloist (%s); the event was not delivered", publicMessage(err)))
+			return
+		}
+		h.instanceFail(w, r, id, err)
+		return
+	}
+	h.log.Info("event raised", "instance_id", id, "event", name)
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func validateEventName(name string) error {
+	bad := func(reason string) error {
+		return &orchestrator.ValidationError{Field: "event name", Value: name, Reason: reason}
+	}
+	switch {
+	case name == "":
+		return bad("it is empty")
+	case !utf8.ValidString(name):
+		return bad("it is not valid UTF-8")
+	case utf8.RuneCountInString(name) > orchestrator.MaxInstanceIDLength:
+		return bad("it is longer than 256 characters")
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		return bad("it contains a control character; use printable characters only")
+	}
+	return nil
+}
+
+// purge serves DELETE {base}/instances/{id}: 200, 404, 409 if active.
+func (h *handler) purge(w http.ResponseWriter, r *http.Request) {
+	id, ok := h.instanceID(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := h.opContext(r)
+	defer cancel()
+	if err := h.client.Purge(ctx, id); err != nil {
+		h.instanceFail(w, r, id, err)
+		return
+	}
+	h.log.Info("instance purged", "instance_id", id)
+	writeJSON(w, http.StatusOK, map[string]int{"instancesDeleted": 1})
+}
