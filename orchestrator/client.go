@@ -172,6 +172,8 @@ func (c *Client) replaceOps(id string, rec *Status) []clientv3.Op {
 		clientv3.OpPut(c.keys.Instance(id), rec.encode()),
 		clientv3.OpDelete(c.keys.Owner(id)),
 		clientv3.OpDelete(c.keys.Handoff(id)),
+		clientv3.OpDelete(c.keys.HistoryPrefix(id), clientv3.WithPrefix()),
+		clientv3.OpDelete(c.keys.InboxPrefix(id), clientv3.WithPrefix()),
 	}
 }
 
@@ -331,9 +333,10 @@ func (c *Client) List(ctx context.Context, opts ListOptions) ([]*Status, string,
 	}
 }
 
-// update applies change to the active record of id in a compare-and-swap
-// loop. change returns an error to refuse (the record is left alone).
-func (c *Client) update(ctx context.Context, id string, change func(*Status) error, ops ...clientv3.Op) (*Status, error) {
+// update applies change to the record of id in a compare-and-swap loop and
+// writes it with the ops change returns. change returns an error to refuse
+// (nothing is written).
+func (c *Client) update(ctx context.Context, id string, change func(*Status) ([]clientv3.Op, error)) (*Status, error) {
 	if err := ValidateInstanceID(id); err != nil {
 		return nil, err
 	}
@@ -343,7 +346,8 @@ func (c *Client) update(ctx context.Context, id string, change func(*Status) err
 		if err != nil {
 			return nil, err
 		}
-		if err := change(cur); err != nil {
+		ops, err := change(cur)
+		if err != nil {
 			return nil, err
 		}
 		cur.LastUpdatedTime = now()
@@ -359,6 +363,13 @@ func (c *Client) update(ctx context.Context, id string, change func(*Status) err
 	return nil, fmt.Errorf("%w: '%s' changed %d times while we tried to update it; try again", ErrUnavailable, id, maxAttempts)
 }
 
+// inboxOp puts an event into the inbox of the record's execution.
+func (c *Client) inboxOp(s *Status, ev HistoryEvent) clientv3.Op {
+	ev.Timestamp = now()
+	b, _ := json.Marshal(ev)
+	return clientv3.OpPut(c.keys.Inbox(s.InstanceID, s.ExecutionID)+NewID(), string(b))
+}
+
 func reasonJSON(reason string) json.RawMessage {
 	b, _ := json.Marshal(reason)
 	return b
@@ -367,39 +378,51 @@ func reasonJSON(reason string) json.RawMessage {
 // Terminate ends an active instance with status Terminated and the reason as
 // output. Its holder sees the change and stops its run at once.
 func (c *Client) Terminate(ctx context.Context, id, reason string) (*Status, error) {
-	return c.update(ctx, id, func(s *Status) error {
+	out, err := c.checkJSON("reason", reasonJSON(reason))
+	if err != nil {
+		return nil, err
+	}
+	return c.update(ctx, id, func(s *Status) ([]clientv3.Op, error) {
 		if s.RuntimeStatus.Terminal() {
-			return &TerminalError{InstanceID: id, Status: s.RuntimeStatus}
+			return nil, &TerminalError{InstanceID: id, Status: s.RuntimeStatus}
 		}
 		s.RuntimeStatus = StatusTerminated
-		s.Output = reasonJSON(reason)
-		return nil
+		s.Output = out
+		return []clientv3.Op{clientv3.OpDelete(c.keys.Inbox(id, s.ExecutionID), clientv3.WithPrefix())}, nil
 	})
 }
 
 // Suspend pauses an active instance: its holder stops and releases it, and
 // no node runs it until Resume.
+//
+// The suspension is recorded in the execution's history (as
+// ExecutionSuspended, with the reason) when a holder next runs it. Events
+// raised while suspended are kept and delivered after Resume.
 func (c *Client) Suspend(ctx context.Context, id, reason string) (*Status, error) {
-	return c.update(ctx, id, func(s *Status) error {
+	return c.update(ctx, id, func(s *Status) ([]clientv3.Op, error) {
 		if s.RuntimeStatus.Terminal() {
-			return &TerminalError{InstanceID: id, Status: s.RuntimeStatus}
+			return nil, &TerminalError{InstanceID: id, Status: s.RuntimeStatus}
+		}
+		if s.RuntimeStatus == StatusSuspended {
+			return nil, nil
 		}
 		s.RuntimeStatus = StatusSuspended
-		return nil
+		return []clientv3.Op{c.inboxOp(s, HistoryEvent{EventType: EventExecutionSuspended, Reason: reason})}, nil
 	})
 }
 
 // Resume lets a suspended instance run again. Resuming an instance that is
 // not suspended changes nothing.
 func (c *Client) Resume(ctx context.Context, id, reason string) (*Status, error) {
-	return c.update(ctx, id, func(s *Status) error {
+	return c.update(ctx, id, func(s *Status) ([]clientv3.Op, error) {
 		if s.RuntimeStatus.Terminal() {
-			return &TerminalError{InstanceID: id, Status: s.RuntimeStatus}
+			return nil, &TerminalError{InstanceID: id, Status: s.RuntimeStatus}
 		}
-		if s.RuntimeStatus == StatusSuspended {
-			s.RuntimeStatus = StatusRunning
+		if s.RuntimeStatus != StatusSuspended {
+			return nil, nil
 		}
-		return nil
+		s.RuntimeStatus = StatusRunning
+		return []clientv3.Op{c.inboxOp(s, HistoryEvent{EventType: EventExecutionResumed, Reason: reason})}, nil
 	})
 }
 
@@ -416,12 +439,40 @@ func (c *Client) Restart(ctx context.Context, id string) (*StartResult, error) {
 	})
 }
 
-// RaiseEvent delivers an external event. Not in this version.
+// RaiseEvent stores an external event for the instance's current execution
+// and returns after the commit. The holder delivers it to the orchestration
+// exactly once, in arrival order; an event raised before the orchestration
+// waits for it is buffered. A terminal instance returns *TerminalError.
 func (c *Client) RaiseEvent(ctx context.Context, id, name string, data json.RawMessage) error {
-	if _, err := c.Status(ctx, id); err != nil {
+	if name == "" {
+		return &ValidationError{Field: "event name", Reason: "it is empty"}
+	}
+	data, err := c.checkJSON("event data", data)
+	if err != nil {
 		return err
 	}
-	return fmt.Errorf("%w: external events arrive with durable orchestrations", ErrNotImplemented)
+	key := c.keys.Instance(id)
+	if err := ValidateInstanceID(id); err != nil {
+		return err
+	}
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		cur, rev, err := c.read(ctx, id)
+		if err != nil {
+			return err
+		}
+		if cur.RuntimeStatus.Terminal() {
+			return &TerminalError{InstanceID: id, Status: cur.RuntimeStatus}
+		}
+		resp, err := c.etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+			Then(c.inboxOp(cur, HistoryEvent{EventType: EventEventRaised, Name: name, Input: data})).Commit()
+		if err != nil {
+			return storeErr(err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: '%s' kept changing while the event was raised; try again", ErrUnavailable, id)
 }
 
 // Purge deletes a terminal instance and everything stored for it.
@@ -439,7 +490,9 @@ func (c *Client) Purge(ctx context.Context, id string) error {
 			return fmt.Errorf("%w: '%s' is %s; terminate it before purging", ErrInstanceActive, id, cur.RuntimeStatus)
 		}
 		resp, err := c.etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-			Then(clientv3.OpDelete(key), clientv3.OpDelete(c.keys.Handoff(id))).Commit()
+			Then(clientv3.OpDelete(key), clientv3.OpDelete(c.keys.Handoff(id)),
+				clientv3.OpDelete(c.keys.HistoryPrefix(id), clientv3.WithPrefix()),
+				clientv3.OpDelete(c.keys.InboxPrefix(id), clientv3.WithPrefix())).Commit()
 		if err != nil {
 			return storeErr(err)
 		}

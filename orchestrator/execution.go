@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -61,6 +62,16 @@ func (e *Execution) Token() int64 { return e.fence.Token }
 // transaction. If the record changed since it was read but still belongs to
 // this runnable execution, change is applied again to the new record.
 func (e *Execution) Update(ctx context.Context, change func(*Status), ops ...clientv3.Op) error {
+	return e.updateIf(ctx, nil, change, ops...)
+}
+
+// errConditionFailed: an updateIf condition failed while the fence and the
+// record held.
+var errConditionFailed = errors.New("orchestrator: update condition failed")
+
+// updateIf is Update with extra compares; if only they fail it returns
+// errConditionFailed without retrying.
+func (e *Execution) updateIf(ctx context.Context, cmps []clientv3.Cmp, change func(*Status), ops ...clientv3.Op) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	key := e.c.keys.Instance(e.rec.InstanceID)
@@ -71,7 +82,7 @@ func (e *Execution) Update(ctx context.Context, change func(*Status), ops ...cli
 		next.FencingToken = e.fence.Token
 		next.LastUpdatedTime = now()
 		resp, err := e.c.etcd.Txn(ctx).
-			If(e.fence.Cmp, clientv3.Compare(clientv3.ModRevision(key), "=", e.rev)).
+			If(append([]clientv3.Cmp{e.fence.Cmp, clientv3.Compare(clientv3.ModRevision(key), "=", e.rev)}, cmps...)...).
 			Then(append([]clientv3.Op{clientv3.OpPut(key, next.encode())}, ops...)...).
 			Else(clientv3.OpGet(ownerKey), clientv3.OpGet(key)).
 			Commit()
@@ -100,6 +111,9 @@ func (e *Execution) Update(ctx context.Context, change func(*Status), ops ...cli
 			}
 			return err
 		}
+		if len(recs) > 0 && recs[0].ModRevision == e.rev {
+			return errConditionFailed
+		}
 		if len(recs) == 0 {
 			return fmt.Errorf("%w: '%s' was purged", ErrExecutionChanged, e.rec.InstanceID)
 		}
@@ -124,6 +138,10 @@ func (e *Execution) MarkRunning(ctx context.Context) error {
 // the error message as output) and deletes the owners key in the same
 // fenced transaction, so the instance is never terminal and held at once.
 func (e *Execution) Finish(ctx context.Context, output json.RawMessage, runErr error) error {
+	return e.finish(ctx, output, runErr)
+}
+
+func (e *Execution) finish(ctx context.Context, output json.RawMessage, runErr error, ops ...clientv3.Op) error {
 	return e.Update(ctx, func(s *Status) {
 		if runErr != nil {
 			s.RuntimeStatus = StatusFailed
@@ -132,5 +150,5 @@ func (e *Execution) Finish(ctx context.Context, output json.RawMessage, runErr e
 		}
 		s.RuntimeStatus = StatusCompleted
 		s.Output = output
-	}, clientv3.OpDelete(string(e.fence.Cmp.KeyBytes())))
+	}, append(ops, clientv3.OpDelete(string(e.fence.Cmp.KeyBytes())))...)
 }

@@ -5,8 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime/debug"
-	"sort"
+		"sort"
 	"sync"
 	"time"
 )
@@ -21,11 +20,76 @@ type OrchestratorFunc func(ctx *OrchestrationContext) (any, error)
 type Registry struct {
 	mu            sync.RWMutex
 	orchestrators map[string]OrchestratorFunc
+	activities    map[string]ActivityFunc
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{orchestrators: map[string]OrchestratorFunc{}}
+	return &Registry{orchestrators: map[string]OrchestratorFunc{}, activities: map[string]ActivityFunc{}}
+}
+
+// ActivityFunc is an activity: ordinary Go code with side effects, called
+// by orchestrations through CallActivity. Its ctx carries ActivityInfo
+// (instance, execution, fencing token) and is cancelled when the holder
+// stops. Activities run at least once: one in flight when its holder dies
+// runs again on the next holder, with a larger fencing token.
+type ActivityFunc func(ctx context.Context, input json.RawMessage) (any, error)
+
+// Activity adapts a typed function to an ActivityFunc: the input is
+// unmarshalled into In.
+func Activity[In, Out any](fn func(ctx context.Context, in In) (Out, error)) ActivityFunc {
+	return func(ctx context.Context, input json.RawMessage) (any, error) {
+		var in In
+		if len(input) > 0 && string(input) != "null" {
+			if err := json.Unmarshal(input, &in); err != nil {
+				return nil, fmt.Errorf("activity input does not fit %T: %w", in, err)
+			}
+		}
+		return fn(ctx, in)
+	}
+}
+
+// AddActivity registers an activity under name. Names are unique.
+func (r *Registry) AddActivity(name string, fn ActivityFunc) error {
+	if name == "" || fn == nil {
+		return errors.New("orchestrator: AddActivity needs a name and a function")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.activities[name]; dup {
+		return fmt.Errorf("orchestrator: activity %q is registered twice", name)
+	}
+	r.activities[name] = fn
+	return nil
+}
+
+// Activity returns the activity registered under name.
+func (r *Registry) Activity(name string) (ActivityFunc, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	fn, ok := r.activities[name]
+	return fn, ok
+}
+
+// ActivityInfo is what an activity's context carries.
+type ActivityInfo struct {
+	InstanceID   string
+	ExecutionID  string
+	FencingToken int64
+	Name         string
+	TaskID       int
+}
+
+type activityInfoKey struct{}
+
+func withActivityInfo(ctx context.Context, info ActivityInfo) context.Context {
+	return context.WithValue(ctx, activityInfoKey{}, info)
+}
+
+// ActivityInfoFrom returns the ActivityInfo of an activity's context.
+func ActivityInfoFrom(ctx context.Context) (ActivityInfo, bool) {
+	info, ok := ctx.Value(activityInfoKey{}).(ActivityInfo)
+	return info, ok
 }
 
 // AddOrchestrator registers fn under name. Names are unique.
@@ -66,10 +130,17 @@ func (r *Registry) Names() []string {
 const writeTimeout = 5 * time.Second
 
 // OrchestrationContext is what an orchestration sees of its instance.
+//
+// Orchestrations that call activities, timers or events must be
+// deterministic: on replay after a takeover the code runs again from the
+// start, and each call must match the history in order. Read time with
+// CurrentTime and make IDs with NewGUID; do I/O only in activities. Call
+// the context's methods and Await only from the orchestration's goroutine.
 type OrchestrationContext struct {
 	ctx  context.Context
 	exec *Execution
 	rec  *Status
+	e    *executor
 }
 
 // Context is cancelled when the run must stop; its cause says why.
@@ -111,59 +182,130 @@ func (c *OrchestrationContext) SetCustomStatus(v any) error {
 	if b, err = c.exec.c.checkJSON("custom status", b); err != nil {
 		return err
 	}
+	if c.e != nil && c.e.replaying {
+		raw := json.RawMessage(b)
+		c.e.customSet = &raw
+		return nil
+	}
+	return c.writeCustomStatus(b)
+}
+
+func (c *OrchestrationContext) writeCustomStatus(b json.RawMessage) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), writeTimeout)
 	defer cancel()
 	return c.exec.Update(ctx, func(s *Status) { s.CustomStatus = b })
 }
 
-// Run executes fn for the execution under ctx: it marks the record Running,
-// calls fn, and writes Completed or Failed with the owners key's release in
-// one fenced transaction. If ctx ends first, Run writes nothing and returns
-// context.Cause(ctx): the run stopped without a result and may run again on
-// the next holder. A panic in fn fails the instance.
-func Run(ctx context.Context, exec *Execution, fn OrchestratorFunc) error {
-	if st := exec.Status().RuntimeStatus; st != StatusRunning {
-		if err := exec.MarkRunning(ctx); err != nil {
-			return err
-		}
+// IsReplaying reports whether the code is re-running history after a
+// takeover (for example to skip logging).
+func (c *OrchestrationContext) IsReplaying() bool { return c.e.replaying }
+
+// CurrentTime is the deterministic current time: the time of the history
+// event being processed. Use it instead of time.Now.
+func (c *OrchestrationContext) CurrentTime() time.Time { return c.e.now }
+
+// NewGUID returns a deterministic unique ID: the same on every replay.
+func (c *OrchestrationContext) NewGUID() string { return c.e.newGUID() }
+
+// CallActivity schedules the activity name with input (marshalled to JSON)
+// and returns its task. The activity runs after the schedule is committed.
+func (c *OrchestrationContext) CallActivity(name string, input any, opts ...ActivityOption) *Task {
+	t := c.e.newTask(kindActivity, name)
+	for _, o := range opts {
+		o(t)
 	}
-	octx := &OrchestrationContext{ctx: ctx, exec: exec, rec: exec.Status()}
-	out, runErr := call(fn, octx)
-	if ctx.Err() != nil {
-		return context.Cause(ctx)
+	b, err := json.Marshal(input)
+	if err == nil {
+		b, err = c.exec.c.checkJSON("activity input", b)
 	}
-	var output json.RawMessage
-	if runErr == nil {
-		b, err := json.Marshal(out)
-		if err == nil {
-			output, err = exec.c.checkJSON("output", b)
-		}
-		if err != nil {
-			runErr = fmt.Errorf("output: %w", err)
-		}
+	if err != nil {
+		// The schedule still goes to history so replay stays aligned.
+		b = jsonNull
+		t.input = b
+		t.complete(nil, &TaskFailedError{Name: name, Message: "input: " + err.Error()})
+		return t
 	}
-	// The result is computed: retry its write through store hiccups rather
-	// than let the next holder run the orchestration again.
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
-		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
-		err := exec.Finish(wctx, output, runErr)
-		cancel()
-		if err == nil || !errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		case <-time.After(backoff):
-		}
-	}
+	t.input = b
+	return t
 }
 
-func call(fn OrchestratorFunc, octx *OrchestrationContext) (out any, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("orchestration panicked: %v\n%s", r, debug.Stack())
-		}
-	}()
-	return fn(octx)
+// CreateTimer returns a durable timer that fires d after CurrentTime. It
+// keeps its fire time across takeovers.
+func (c *OrchestrationContext) CreateTimer(d time.Duration) *Task {
+	t := c.e.newTask(kindTimer, "")
+	t.fireAt = c.e.now.Add(d)
+	return t
 }
+
+// WaitForExternalEvent returns a task that completes with the data of the
+// next event called name raised to the instance (events raised earlier are
+// buffered, and each is delivered once, in arrival order). With a timeout
+// above zero, the task fails with ErrEventTimeout if no event comes in
+// time.
+func (c *OrchestrationContext) WaitForExternalEvent(name string, timeout time.Duration) *Task {
+	e := c.e
+	t := &Task{e: e, id: -1, kind: kindEvent, name: name}
+	if buf := e.buffered[name]; len(buf) > 0 {
+		e.buffered[name] = buf[1:]
+		t.complete(buf[0], nil)
+		return t
+	}
+	e.waiters[name] = append(e.waiters[name], t)
+	if timeout > 0 {
+		timer := c.CreateTimer(timeout)
+		timer.onDone = append(timer.onDone, func() {
+			if t.done {
+				return
+			}
+			ws := e.waiters[name]
+			for i, w := range ws {
+				if w == t {
+					e.waiters[name] = append(ws[:i:i], ws[i+1:]...)
+					break
+				}
+			}
+			t.complete(nil, ErrEventTimeout)
+		})
+	}
+	return t
+}
+
+// WhenAny waits until one of tasks is done and returns the first done (in
+// argument order).
+func (c *OrchestrationContext) WhenAny(tasks ...*Task) *Task {
+	if len(tasks) == 0 {
+		return nil
+	}
+	c.e.waitFor(tasks...)
+	for _, t := range tasks {
+		if t.done {
+			return t
+		}
+	}
+	return nil
+}
+
+// WhenAll waits until every task is done and returns the first error.
+func (c *OrchestrationContext) WhenAll(tasks ...*Task) error {
+	var first error
+	for _, t := range tasks {
+		if err := t.Await(nil); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// ContinueAsNew asks for the instance to restart with input and a fresh
+// history when the orchestration returns (return right after calling it;
+// the return value is ignored). Events raised and not yet consumed carry
+// over to the new execution.
+func (c *OrchestrationContext) ContinueAsNew(input any) {
+	b, err := json.Marshal(input)
+	if err != nil {
+		b = jsonNull
+	}
+	raw := json.RawMessage(b)
+	c.e.continueAs = &raw
+}
+

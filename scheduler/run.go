@@ -48,8 +48,7 @@ func (n *Node) runHeld(ctx context.Context, r *run, gone ownerGone) {
 		err = n.begin(ctx, exec, h, gone, log)
 	}
 	if err == nil {
-		fn, _ := n.cfg.Registry.Orchestrator(r.name)
-		err = orchestrator.Run(ctx, exec, fn)
+		err = n.cfg.Registry.Run(ctx, exec)
 	}
 	n.after(ctx, r, exec, err, log)
 }
@@ -97,9 +96,11 @@ func (n *Node) after(ctx context.Context, r *run, exec *orchestrator.Execution, 
 	switch {
 	case err == nil:
 		st := exec.Status().RuntimeStatus
-		n.m.completed.WithLabelValues(r.name, string(st)).Inc()
+		if st.Terminal() {
+			n.m.completed.WithLabelValues(r.name, string(st)).Inc()
+		}
 		h.Lose(lease.ErrReleased) // the final write deleted the owners key
-		log.Info("instance finished", "runtime_status", st)
+		log.Info("run ended", "runtime_status", st)
 	case errors.Is(err, orchestrator.ErrFenced):
 		n.m.leasesLost.WithLabelValues("fenced").Inc()
 		log.Warn("run stopped: fenced", "error", err)
