@@ -21,9 +21,9 @@ var ErrHistoryLimit = fmt.Errorf("orchestrator: history passed %d events; use Co
 // NonDeterminismError fails an execution whose code no longer matches its
 // history.
 type NonDeterminismError struct {
-	Seq      int
-	History  string // what the history holds at Seq
-	Code     string // what the code did instead
+	Seq     int
+	History string // what the history holds at Seq
+	Code    string // what the code did instead
 }
 
 func (e *NonDeterminismError) Error() string {
@@ -67,16 +67,16 @@ type executor struct {
 	now       time.Time
 	guids     int
 
-	started   bool
-	parked    bool
-	finished  bool
-	waiting   []*Task
-	resume    chan bool
-	yielded   chan struct{}
-	output    any
-	outErr    error
+	started    bool
+	parked     bool
+	finished   bool
+	waiting    []*Task
+	resume     chan bool
+	yielded    chan struct{}
+	output     any
+	outErr     error
 	continueAs *json.RawMessage
-	customSet *json.RawMessage // custom status set during replay
+	customSet  *json.RawMessage // custom status set during replay
 
 	work        sync.WaitGroup
 	workCtx     context.Context

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-		"sort"
+	"sort"
 	"sync"
 	"time"
 )
@@ -308,4 +308,3 @@ func (c *OrchestrationContext) ContinueAsNew(input any) {
 	raw := json.RawMessage(b)
 	c.e.continueAs = &raw
 }
-
