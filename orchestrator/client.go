@@ -301,7 +301,8 @@ func (c *Client) List(ctx context.Context, opts ListOptions) ([]*Status, string,
 	}
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	var out []*Status
-	for {
+	next := ""
+	for more := true; more && next == ""; {
 		batch := int64(opts.Top + 1)
 		if len(want) > 0 {
 			batch = 500
@@ -322,15 +323,46 @@ func (c *Client) List(ctx context.Context, opts ListOptions) ([]*Status, string,
 			}
 			if len(out) == opts.Top {
 				last := c.keys.Instance(out[len(out)-1].InstanceID)
-				return out, base64.RawURLEncoding.EncodeToString([]byte(last)), nil
+				next = base64.RawURLEncoding.EncodeToString([]byte(last))
+				break
 			}
 			out = append(out, st)
 		}
-		if !resp.More || len(resp.Kvs) == 0 {
-			return out, "", nil
+		more = resp.More && len(resp.Kvs) > 0
+		if more {
+			from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 		}
-		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
+	if err := c.fillHolders(ctx, out); err != nil {
+		return nil, "", err
+	}
+	return out, next, nil
+}
+
+// fillHolders sets Node and FencingToken of each status from the owners
+// keys in their ID range (one read), where the owner holds that execution.
+func (c *Client) fillHolders(ctx context.Context, sts []*Status) error {
+	if len(sts) == 0 {
+		return nil
+	}
+	resp, err := c.etcd.Get(ctx, c.keys.Owner(sts[0].InstanceID),
+		clientv3.WithRange(c.keys.Owner(sts[len(sts)-1].InstanceID)+"\x00"))
+	if err != nil {
+		return storeErr(err)
+	}
+	byID := map[string]*Status{}
+	for _, st := range sts {
+		byID[st.InstanceID] = st
+	}
+	for _, kv := range resp.Kvs {
+		id, _ := IDFrom(c.keys.Owners(), string(kv.Key))
+		var o Owner
+		if st := byID[id]; st != nil && json.Unmarshal(kv.Value, &o) == nil && o.ExecutionID == st.ExecutionID {
+			st.Node = o.Node
+			st.FencingToken = kv.CreateRevision
+		}
+	}
+	return nil
 }
 
 // update applies change to the record of id in a compare-and-swap loop and
