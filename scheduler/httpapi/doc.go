@@ -5,10 +5,10 @@
 //
 //	POST   /api/orchestrators/{functionName}[/{instanceId}]   start
 //	GET    {base}/instances                                   list (x-ms-continuation-token)
-//	GET    {base}/instances/{id}                              status: 202 active, 200 terminal
+//	GET    {base}/instances/{id}                              status: 202 active, 200 terminal (showInput, showHistory, showHistoryOutput)
 //	DELETE {base}/instances/{id}                              purge a terminal instance
 //	POST   {base}/instances/{id}/terminate|suspend|resume|restart
-//	POST   {base}/instances/{id}/raiseEvent/{eventName}
+//	POST   {base}/instances/{id}/raiseEvent/{eventName}     body = event data (JSON)
 //
 // with {base} = /runtime/webhooks/durabletask (BasePath).
 //
@@ -40,6 +40,24 @@
 //     (Authorization: Bearer, x-functions-key, or ?code=); keys are compared
 //     in constant time. The URLs of a check-status body carry ?code= only
 //     if the request authenticated with ?code=.
+//   - raiseEvent answers 202 only after the event is committed to the
+//     inbox of the instance's current execution; its holder delivers it to
+//     the orchestration once, in arrival order (events raised before the
+//     orchestration waits for them are kept). A terminal instance gets 410
+//     and nothing is stored; an unknown one 404; a bad event name or a body
+//     that is not JSON 400; a body over the payload limit 413.
+//   - showHistory=true adds historyEvents: the history of the execution
+//     the body's executionId names, in the Durable Functions shape (see
+//     HistoryEvent), compressed as Durable Functions does (the TaskScheduled
+//     of a finished activity is folded into its TaskCompleted or
+//     TaskFailed). Payloads of history events (activity inputs and results,
+//     event data, the orchestration's result) are included only with
+//     showHistoryOutput=true; the input of ExecutionStarted follows
+//     showInput.
+//   - node and fencingToken name the current holder: the owners key that
+//     holds the record's execution. When no node holds it, node is "" and
+//     fencingToken is that of the holding that last wrote the record (0 if
+//     none did).
 //   - soloist_start_requests_total{function,result} counts every start
 //     request that passed authentication; function is "" for a function the
 //     node does not know, so its values are bounded by the registry.
@@ -49,11 +67,22 @@
 //   - A 202 from terminate, suspend or resume means the record changed in
 //     etcd; the holder stops its run when it sees the change, a moment later.
 //   - List pages are read at different revisions: an instance that changes
-//     between pages can appear twice or not at all. List items carry node ""
-//     and the fencing token of the record's last writer; read an instance
-//     for its current holder.
-//   - historyEvents is an empty array until history is recorded, and
-//     raiseEvent answers 501 until external events exist.
+//     between pages can appear twice or not at all. The node and
+//     fencingToken of list items come from one read of the page's owners
+//     keys, at a later revision than the records: an item can show a holder
+//     that took the instance just after its record was read, or none for
+//     one released in between. Read an instance for a consistent view (one
+//     etcd transaction reads its record and owners key).
+//   - historyEvents is read just after the record, so it can be a step
+//     ahead of runtimeStatus (for example end with ExecutionCompleted while
+//     the body still says Running). It is [] for a Pending instance and for
+//     an execution whose history is gone (restarted or purged in between).
+//     Terminate, suspend and resume do not wait for the holder: suspend and
+//     resume appear in the history when a holder next runs the instance,
+//     and terminate adds no history event.
+//   - A 202 from raiseEvent does not mean the orchestration consumed the
+//     event: one that never waits for it drops it when the execution ends
+//     (ContinueAsNew carries it over to the next execution).
 //   - The absolute URLs are built from the request's Host and
 //     X-Forwarded-Proto; a proxy that rewrites the host must pass it on.
 package httpapi

@@ -31,7 +31,6 @@ var statusTable = []struct {
 	{orchestrator.ErrInstanceActive, http.StatusConflict},
 	{orchestrator.ErrInstanceTerminal, http.StatusGone},
 	{orchestrator.ErrPayloadTooLarge, http.StatusRequestEntityTooLarge},
-	{orchestrator.ErrNotImplemented, http.StatusNotImplemented},
 	{orchestrator.ErrUnavailable, http.StatusServiceUnavailable},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable},
 }
@@ -40,11 +39,10 @@ var statusTable = []struct {
 // orchestrator.ErrInvalidInput and ErrInvalidInstanceID, 401 for
 // ErrUnauthorized, 404 for ErrUnknownFunction and ErrInstanceNotFound, 409
 // for ErrInstanceExists and ErrInstanceActive, 410 for ErrInstanceTerminal,
-// 413 for ErrPayloadTooLarge, 501 for ErrNotImplemented, 503 for
-// ErrUnavailable and context.DeadlineExceeded, 200 for nil and 500 for
-// anything else. Errors are matched with errors.Is, so wrapped and typed
-// errors (ExistsError, ValidationError, TerminalError) map like their
-// sentinels.
+// 413 for ErrPayloadTooLarge, 503 for ErrUnavailable and
+// context.DeadlineExceeded, 200 for nil and 500 for anything else. Errors
+// are matched with errors.Is, so wrapped and typed errors (ExistsError,
+// ValidationError, TerminalError) map like their sentinels.
 func StatusCode(err error) int {
 	if err == nil {
 		return http.StatusOK

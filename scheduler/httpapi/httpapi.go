@@ -268,7 +268,7 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
 		h.log.Debug("request abandoned by the client", "method", r.Method, "path", r.URL.Path, "error", err)
-	case code >= http.StatusInternalServerError && code != http.StatusServiceUnavailable && code != http.StatusNotImplemented:
+	case code >= http.StatusInternalServerError && code != http.StatusServiceUnavailable:
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		msg = "internal error; the details are in the server log"
 	case code == http.StatusServiceUnavailable:

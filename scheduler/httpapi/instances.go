@@ -26,19 +26,27 @@ type InstanceStatus struct {
 	Output          json.RawMessage `json:"output"`
 	CreatedTime     time.Time       `json:"createdTime"`
 	LastUpdatedTime time.Time       `json:"lastUpdatedTime"`
-	// HistoryEvents is present only with showHistory=true. (History is not
-	// recorded yet: it is then an empty array.)
-	HistoryEvents []json.RawMessage `json:"historyEvents,omitzero"`
-	ExecutionID   string            `json:"executionId"`
-	// Node is the current holder, "" if none. In list items it is always
-	// "": read the instance for its holder.
+	// HistoryEvents is present only with showHistory=true (never in list
+	// items): the history of the execution ExecutionID names, in the Durable
+	// Functions shape of HistoryEvent. It is [] while nothing is recorded
+	// yet (a Pending instance) and if the execution's history is gone (the
+	// instance was restarted or purged just after its record was read). It
+	// is read just after the record, so it can be a step ahead of
+	// runtimeStatus.
+	HistoryEvents []HistoryEvent `json:"historyEvents,omitzero"`
+	ExecutionID   string         `json:"executionId"`
+	// Node is the current holder: the node whose owners key holds this
+	// execution, "" if none.
 	Node string `json:"node"`
-	// FencingToken is the current holder's token (read of one instance), or
-	// that of the holding that last wrote the record (list items); 0 if none.
+	// FencingToken is the current holder's fencing token (the create
+	// revision of its owners key); when no node holds the execution, the
+	// token of the holding that last wrote the record (0 if none did). In
+	// list items Node and FencingToken come from one read of the page's
+	// owners keys, at a later revision than the records.
 	FencingToken int64 `json:"fencingToken"`
 }
 
-func statusBody(st *orchestrator.Status, showInput, showHistory bool) InstanceStatus {
+func statusBody(st *orchestrator.Status, showInput bool) InstanceStatus {
 	b := InstanceStatus{
 		Name:            st.Name,
 		InstanceID:      st.InstanceID,
@@ -54,9 +62,6 @@ func statusBody(st *orchestrator.Status, showInput, showHistory bool) InstanceSt
 	}
 	if showInput {
 		b.Input = orNull(st.Input)
-	}
-	if showHistory {
-		b.HistoryEvents = []json.RawMessage{}
 	}
 	return b
 }
@@ -103,21 +108,29 @@ func (h *handler) instanceFail(w http.ResponseWriter, r *http.Request, id string
 	h.fail(w, r, err)
 }
 
-// status serves GET {base}/instances/{id}: 202 while active, 200 when terminal.
+// status serves GET {base}/instances/{id}: 202 while active, 200 when
+// terminal; with showHistory=true the body has the execution's history.
 func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 	id, ok := h.instanceID(w, r)
 	if !ok {
 		return
 	}
-	showInput, err := boolParam(r, "showInput", true)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	showHistory, err := boolParam(r, "showHistory", false)
-	if err != nil {
-		h.fail(w, r, err)
-		return
+	var showInput, showHistory, showHistoryOutput bool
+	for _, p := range []struct {
+		name string
+		def  bool
+		v    *bool
+	}{
+		{"showInput", true, &showInput},
+		{"showHistory", false, &showHistory},
+		{"showHistoryOutput", false, &showHistoryOutput},
+	} {
+		v, err := boolParam(r, p.name, p.def)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		*p.v = v
 	}
 	ctx, cancel := h.opContext(r)
 	defer cancel()
@@ -126,13 +139,24 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 		h.instanceFail(w, r, id, err)
 		return
 	}
+	body := statusBody(st, showInput)
+	if showHistory {
+		// The history of the execution this body describes: if the instance
+		// was restarted or purged since, that history is gone and reads empty.
+		events, err := h.client.History(ctx, id, st.ExecutionID)
+		if err != nil && !errors.Is(err, orchestrator.ErrInstanceNotFound) {
+			h.fail(w, r, err)
+			return
+		}
+		body.HistoryEvents = historyBody(events, showInput, showHistoryOutput)
+	}
 	code := http.StatusOK
 	if st.RuntimeStatus.Active() {
 		code = http.StatusAccepted
 		w.Header().Set("Location", h.checkStatus(r, id).StatusQueryGetURI)
 		w.Header().Set("Retry-After", retryAfterSeconds)
 	}
-	writeJSON(w, code, statusBody(st, showInput, showHistory))
+	writeJSON(w, code, body)
 }
 
 // list serves GET {base}/instances: one page, and the next page's token in
@@ -178,7 +202,7 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]InstanceStatus, 0, len(page))
 	for _, st := range page {
-		out = append(out, statusBody(st, showInput, false))
+		out = append(out, statusBody(st, showInput))
 	}
 	if next != "" {
 		w.Header().Set(ContinuationHeader, next)
@@ -259,7 +283,11 @@ func (h *handler) restart(w http.ResponseWriter, r *http.Request) {
 	h.writeAccepted(w, r, id)
 }
 
-// raiseEvent serves POST {base}/instances/{id}/raiseEvent/{eventName}.
+// raiseEvent serves POST {base}/instances/{id}/raiseEvent/{eventName}: 202
+// once the event is committed to the instance's inbox (its holder delivers
+// it to the orchestration), 404 for an unknown instance, 410 for a terminal
+// one, 400 for a bad event name or a body that is not JSON, 413 for a body
+// over the payload limit. An empty body raises the event with null data.
 func (h *handler) raiseEvent(w http.ResponseWriter, r *http.Request) {
 	id, ok := h.instanceID(w, r)
 	if !ok {
@@ -277,11 +305,6 @@ func (h *handler) raiseEvent(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := h.opContext(r)
 	defer cancel()
 	if err := h.client.RaiseEvent(ctx, id, name, data); err != nil {
-		if errors.Is(err, orchestrator.ErrNotImplemented) {
-			writeError(w, http.StatusNotImplemented, fmt.Sprintf(
-				"raising events is not supported by this version of Soloist (%s); the event was not delivered", publicMessage(err)))
-			return
-		}
 		h.instanceFail(w, r, id, err)
 		return
 	}

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -298,18 +299,57 @@ func TestRaiseEvent(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.do("POST", "/api/orchestrators/hello/ev", "").want(t, http.StatusAccepted)
+	ex := e.status("ev").ExecutionID
+	inbox := func() int64 {
+		t.Helper()
+		resp, err := e.etcd.Get(e.ctx(), e.client.Keys().Inbox("ev", ex), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Count
+	}
+
+	// Refusals store nothing.
 	r := e.do("POST", BasePath+"/instances/ev/raiseEvent/Approval", "yes please").want(t, http.StatusBadRequest)
 	if msg := r.errorMessage(t); !strings.Contains(msg, "JSON") {
 		t.Errorf("message %q", msg)
 	}
-	r = e.do("POST", BasePath+"/instances/ev/raiseEvent/Approval", `{"ok":true}`).want(t, http.StatusNotImplemented)
-	if msg := r.errorMessage(t); !strings.Contains(msg, "not supported") {
-		t.Errorf("501 message %q", msg)
-	}
 	e.do("POST", BasePath+"/instances/missing/raiseEvent/Approval", `1`).want(t, http.StatusNotFound).errorMessage(t)
 	e.do("POST", BasePath+"/instances/ev/raiseEvent/a%01", `1`).want(t, http.StatusBadRequest).errorMessage(t)
+	e.do("POST", BasePath+"/instances/a%2Fb/raiseEvent/Approval", `1`).want(t, http.StatusBadRequest).errorMessage(t)
 	e.do("POST", BasePath+"/instances/ev/raiseEvent/Approval", `"`+strings.Repeat("x", orchestrator.DefaultMaxPayload)+`"`).
 		want(t, http.StatusRequestEntityTooLarge).errorMessage(t)
+	if n := inbox(); n != 0 {
+		t.Fatalf("%d inbox keys after refused raises", n)
+	}
+
+	// 202 only after the commit: the event is in the inbox when it comes.
+	r = e.do("POST", BasePath+"/instances/ev/raiseEvent/Approval", `{"ok":true}`).want(t, http.StatusAccepted)
+	if len(r.body) != 0 {
+		t.Errorf("202 body %s", r.body)
+	}
+	if n := inbox(); n != 1 {
+		t.Fatalf("%d inbox keys after a raise, want 1", n)
+	}
+	resp, err := e.etcd.Get(e.ctx(), e.client.Keys().Inbox("ev", ex), clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored orchestrator.HistoryEvent
+	if err := json.Unmarshal(resp.Kvs[0].Value, &stored); err != nil ||
+		stored.EventType != orchestrator.EventEventRaised || stored.Name != "Approval" || string(stored.Input) != `{"ok":true}` {
+		t.Errorf("stored event %s (%v)", resp.Kvs[0].Value, err)
+	}
+	e.do("POST", BasePath+"/instances/ev/raiseEvent/Approval", "").want(t, http.StatusAccepted) // empty body: null data
+
+	e.do("POST", BasePath+"/instances/ev/terminate", "").want(t, http.StatusAccepted)
+	r = e.do("POST", BasePath+"/instances/ev/raiseEvent/Approval", `{"ok":true}`).want(t, http.StatusGone)
+	if msg := r.errorMessage(t); !strings.Contains(msg, "Terminated") {
+		t.Errorf("410 message %q does not say the instance is terminated", msg)
+	}
+	if n := inbox(); n != 0 {
+		t.Errorf("%d inbox keys after terminate and a refused raise, want 0", n)
+	}
 }
 
 func TestStoreUnavailable(t *testing.T) {

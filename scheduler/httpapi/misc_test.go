@@ -31,7 +31,6 @@ func TestStatusCode(t *testing.T) {
 		{orchestrator.ErrInstanceActive, 409},
 		{&orchestrator.TerminalError{InstanceID: "x", Status: orchestrator.StatusCompleted}, 410},
 		{fmt.Errorf("%w: big", orchestrator.ErrPayloadTooLarge), 413},
-		{orchestrator.ErrNotImplemented, 501},
 		{fmt.Errorf("%w: %w", orchestrator.ErrUnavailable, context.Canceled), 503},
 		{context.DeadlineExceeded, 503},
 		{errors.New("something else"), 500},
