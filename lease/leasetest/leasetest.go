@@ -32,8 +32,10 @@ func Start(t testing.TB) *Etcd {
 	t.Helper()
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		e, err := start(t)
+		e, err := start(t.TempDir())
 		if err == nil {
+			e.t = t
+			t.Cleanup(e.Close)
 			return e
 		}
 		lastErr = err
@@ -42,9 +44,23 @@ func Start(t testing.TB) *Etcd {
 	return nil
 }
 
-func start(t testing.TB) (*Etcd, error) {
+// StartIn starts an embedded etcd with its data in dir, for examples and
+// programs without a testing.TB; the caller calls Close.
+func StartIn(dir string) (*Etcd, error) {
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		e, err := start(dir)
+		if err == nil {
+			return e, nil
+		}
+		lastErr = err
+	}
+	return nil, fmt.Errorf("leasetest: start embedded etcd: %w", lastErr)
+}
+
+func start(dir string) (*Etcd, error) {
 	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
+	cfg.Dir = dir
 	cfg.LogLevel = "error"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.UnsafeNoFsync = true
@@ -69,12 +85,11 @@ func start(t testing.TB) (*Etcd, error) {
 		srv.Close()
 		return nil, fmt.Errorf("etcd not ready after 30s")
 	}
-	e := &Etcd{Server: srv, Endpoints: []string{cu.String()}, t: t}
-	t.Cleanup(e.close)
-	return e, nil
+	return &Etcd{Server: srv, Endpoints: []string{cu.String()}}, nil
 }
 
-func (e *Etcd) close() {
+// Close closes every client made by Client, then the server.
+func (e *Etcd) Close() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, c := range e.clients {
@@ -85,9 +100,11 @@ func (e *Etcd) close() {
 
 // Client returns a new client of the etcd, closed when the test ends.
 func (e *Etcd) Client() *clientv3.Client {
-	e.t.Helper()
 	c, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
+		if e.t == nil {
+			panic(fmt.Sprintf("leasetest: client: %v", err))
+		}
 		e.t.Fatalf("leasetest: client: %v", err)
 	}
 	e.mu.Lock()
