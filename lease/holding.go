@@ -102,7 +102,8 @@ func (s *Session) reconcileAcquire(ctx context.Context, claim Claim, cause error
 			if len(resp.Kvs) == 0 || clientv3.LeaseID(resp.Kvs[0].Lease) != s.id {
 				return nil, fmt.Errorf("lease: acquire %s: %w", claim.Key, cause)
 			}
-			h, err := s.track(claim, resp.Kvs[0].CreateRevision, nil)
+			created := resp.Kvs[0].CreateRevision
+			h, err := s.track(claim, created, s.markerBefore(claim, created))
 			if err != nil {
 				return nil, err
 			}
@@ -119,6 +120,21 @@ func (s *Session) reconcileAcquire(ctx context.Context, claim Claim, cause error
 		case <-time.After(backoff):
 		}
 	}
+}
+
+// markerBefore reads the handoff marker as it was just before revision rev,
+// where our own create consumed it (nil if none, or if compacted away).
+func (s *Session) markerBefore(claim Claim, rev int64) []byte {
+	if claim.HandoffKey == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, claim.HandoffKey, clientv3.WithRev(rev-1))
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil
+	}
+	return resp.Kvs[0].Value
 }
 
 func (s *Session) track(claim Claim, token int64, marker []byte) (*Holding, error) {

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"sync"
 	"testing"
+	"time"
 )
 
 // tcpProxy forwards TCP connections to an upstream address. A test can drop
@@ -17,11 +18,12 @@ type tcpProxy struct {
 	upstream string
 	wg       sync.WaitGroup
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	dropTx bool // client -> etcd bytes are discarded
-	dropRx bool // etcd -> client bytes are discarded
-	closed bool
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	dropTx  bool          // client -> etcd bytes are discarded
+	dropRx  bool          // etcd -> client bytes are discarded
+	delayRx time.Duration // etcd -> client bytes are held this long
+	closed  bool
 }
 
 // newTCPProxy starts a proxy to the host of endpoint (a URL such as
@@ -54,11 +56,21 @@ func (p *tcpProxy) Blackhole(tx, rx bool) {
 	p.mu.Unlock()
 }
 
-// Heal forwards both directions again and closes every open connection:
-// dropped bytes have broken their framing, so clients must reconnect.
+// DelayRx holds every etcd -> client chunk read from now on for d before
+// forwarding it: a request is served at once but its reply comes late, so a
+// test can act between a commit and the client learning of it.
+func (p *tcpProxy) DelayRx(d time.Duration) {
+	p.mu.Lock()
+	p.delayRx = d
+	p.mu.Unlock()
+}
+
+// Heal forwards both directions again, without delay, and closes every open
+// connection: dropped bytes have broken their framing, and delayed replies
+// must not arrive, so clients reconnect.
 func (p *tcpProxy) Heal() {
 	p.mu.Lock()
-	p.dropTx, p.dropRx = false, false
+	p.dropTx, p.dropRx, p.delayRx = false, false, 0
 	for c := range p.conns {
 		_ = c.Close()
 	}
@@ -77,13 +89,14 @@ func (p *tcpProxy) Close() {
 	p.wg.Wait()
 }
 
-func (p *tcpProxy) drop(tx bool) bool {
+// fate says what happens to a chunk read now: dropped, or forwarded at due.
+func (p *tcpProxy) fate(tx bool) (drop bool, due time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if tx {
-		return p.dropTx
+		return p.dropTx, time.Now()
 	}
-	return p.dropRx
+	return p.dropRx, time.Now().Add(p.delayRx)
 }
 
 func (p *tcpProxy) track(cs ...net.Conn) bool {
@@ -132,22 +145,55 @@ func (p *tcpProxy) accept() {
 	}
 }
 
+type chunk struct {
+	b   []byte
+	due time.Time
+}
+
 // pipe copies src to dst, discarding what arrives while its direction is
-// blackholed. Either side closing closes both.
+// blackholed and holding what must be delayed. Either side closing closes
+// both.
 func (p *tcpProxy) pipe(dst, src net.Conn, tx bool) {
 	defer p.wg.Done()
-	buf := make([]byte, 32<<10)
+	q := make(chan chunk, 1024)
+	stop := make(chan struct{}) // closed when src ends: pending chunks are dropped
+	p.wg.Add(1)
+	go func() { // the writer: forwards each chunk when due, in order
+		defer p.wg.Done()
+		failed := false
+		for c := range q {
+			if failed {
+				continue
+			}
+			if d := time.Until(c.due); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-stop:
+					failed = true
+					continue
+				}
+			}
+			if _, err := dst.Write(c.b); err != nil {
+				failed = true
+				_ = src.Close()
+				_ = dst.Close()
+			}
+		}
+	}()
 	for {
+		buf := make([]byte, 32<<10)
 		n, err := src.Read(buf)
-		if n > 0 && !p.drop(tx) {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				break
+		if n > 0 {
+			if drop, due := p.fate(tx); !drop {
+				q <- chunk{buf[:n], due}
 			}
 		}
 		if err != nil {
 			break
 		}
 	}
+	close(stop)
+	close(q)
 	_ = src.Close()
 	_ = dst.Close()
 	p.untrack(src, dst)

@@ -201,7 +201,9 @@ func (s *Session) keepAlive() {
 		if now.Before(next) {
 			continue
 		}
-		kctx, cancel := context.WithDeadline(s.ctx, safe)
+		// One attempt gets at most an interval, so a keepalive stuck on a
+		// dead connection is retried (and counted) well before safe-until.
+		kctx, cancel := context.WithDeadline(s.ctx, minTime(safe, now.Add(interval)))
 		resp, err := s.cli.KeepAliveOnce(kctx, s.id)
 		cancel()
 		switch {
@@ -253,4 +255,11 @@ func (s *Session) Abandon() {
 func (s *Session) wait() {
 	s.loopWG.Wait()
 	s.wg.Wait()
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }

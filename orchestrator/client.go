@@ -379,6 +379,9 @@ func (c *Client) update(ctx context.Context, id string, change func(*Status) ([]
 			return nil, err
 		}
 		ops, err := change(cur)
+		if errors.Is(err, errUnchanged) {
+			return cur, nil
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -394,6 +397,9 @@ func (c *Client) update(ctx context.Context, id string, change func(*Status) ([]
 	}
 	return nil, fmt.Errorf("%w: '%s' changed %d times while we tried to update it; try again", ErrUnavailable, id, maxAttempts)
 }
+
+// errUnchanged is returned by an update's change to write nothing.
+var errUnchanged = errors.New("orchestrator: unchanged")
 
 // inboxOp puts an event into the inbox of the record's execution.
 func (c *Client) inboxOp(s *Status, ev HistoryEvent) clientv3.Op {
@@ -436,7 +442,7 @@ func (c *Client) Suspend(ctx context.Context, id, reason string) (*Status, error
 			return nil, &TerminalError{InstanceID: id, Status: s.RuntimeStatus}
 		}
 		if s.RuntimeStatus == StatusSuspended {
-			return nil, nil
+			return nil, errUnchanged
 		}
 		s.RuntimeStatus = StatusSuspended
 		return []clientv3.Op{c.inboxOp(s, HistoryEvent{EventType: EventExecutionSuspended, Reason: reason})}, nil
@@ -451,7 +457,7 @@ func (c *Client) Resume(ctx context.Context, id, reason string) (*Status, error)
 			return nil, &TerminalError{InstanceID: id, Status: s.RuntimeStatus}
 		}
 		if s.RuntimeStatus != StatusSuspended {
-			return nil, nil
+			return nil, errUnchanged
 		}
 		s.RuntimeStatus = StatusRunning
 		return []clientv3.Op{c.inboxOp(s, HistoryEvent{EventType: EventExecutionResumed, Reason: reason})}, nil

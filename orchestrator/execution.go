@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -99,7 +100,7 @@ func (e *Execution) updateIf(ctx context.Context, cmps []clientv3.Cmp, change fu
 			// An earlier attempt whose outcome was unknown may have landed
 			// our own final write (which deletes the owners key).
 			if cur, err := decodeStatus(recs[0].Value); err == nil && cur.ExecutionID == e.rec.ExecutionID &&
-				cur.RuntimeStatus.Terminal() && cur.FencingToken == e.fence.Token && next.RuntimeStatus == cur.RuntimeStatus {
+				cur.RuntimeStatus.Terminal() && cur.FencingToken == e.fence.Token && sameResult(next, cur) {
 				e.rec, e.rev = cur, recs[0].ModRevision
 				return nil
 			}
@@ -151,4 +152,17 @@ func (e *Execution) finish(ctx context.Context, output json.RawMessage, runErr e
 		s.RuntimeStatus = StatusCompleted
 		s.Output = output
 	}, append(ops, clientv3.OpDelete(string(e.fence.Cmp.KeyBytes())))...)
+}
+
+// sameResult reports whether two records carry the same final result.
+func sameResult(a, b *Status) bool {
+	return a.RuntimeStatus == b.RuntimeStatus && jsonEqual(a.Output, b.Output) && jsonEqual(a.CustomStatus, b.CustomStatus)
+}
+
+func jsonEqual(a, b json.RawMessage) bool {
+	var x, y bytes.Buffer
+	if json.Compact(&x, orNull(a)) != nil || json.Compact(&y, orNull(b)) != nil {
+		return bytes.Equal(a, b)
+	}
+	return bytes.Equal(x.Bytes(), y.Bytes())
 }

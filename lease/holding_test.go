@@ -1,0 +1,554 @@
+package lease_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/soloist-dev/soloist/lease"
+	"github.com/soloist-dev/soloist/lease/leasetest"
+)
+
+// The first Acquire takes the key on its session lease with its
+// CreateRevision as the token; a second session gets a *HeldError with the
+// holder's value; Cmp passes in a Txn only while the holding is current.
+func TestAcquire(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	cli1, cli2 := e.Client(), e.Client()
+	key := prefix(t) + "owner"
+	s1, s2 := newSession(t, cli1, 5*time.Second), newSession(t, cli2, 5*time.Second)
+
+	h := acquire(t, s1, lease.Claim{Key: key, Value: "node-1"})
+	kv := get(t, cli2, key)
+	if kv == nil || kv.Value != "node-1" || kv.Lease != s1.LeaseID() {
+		t.Fatalf("owners key = %+v, want node-1 on lease %x", kv, s1.LeaseID())
+	}
+	if h.Token() != kv.CreateRevision {
+		t.Fatalf("token %d != CreateRevision %d", h.Token(), kv.CreateRevision)
+	}
+	if h.Key() != key || h.Session() != s1 || h.HandoffMarker() != nil || h.Err() != nil {
+		t.Fatalf("holding: key %q session %p marker %q err %v", h.Key(), h.Session(), h.HandoffMarker(), h.Err())
+	}
+
+	for _, s := range []*lease.Session{s2, s1} { // another session, and the holder again
+		_, err := s.Acquire(ctxT(t), lease.Claim{Key: key, Value: "node-2"})
+		var he *lease.HeldError
+		if !errors.As(err, &he) || !errors.Is(err, lease.ErrHeld) {
+			t.Fatalf("second Acquire: %v (%T), want *HeldError matching ErrHeld", err, err)
+		}
+		if he.Key != key || string(he.Value) != "node-1" {
+			t.Fatalf("HeldError = %+v (value %q), want the holder's value node-1", he, he.Value)
+		}
+	}
+	if kv2 := get(t, cli2, key); *kv2 != *kv {
+		t.Fatalf("a refused Acquire changed the key: %+v -> %+v", kv, kv2)
+	}
+
+	// The fencing compare works in a transaction of any client.
+	fenced := func() bool {
+		resp, err := cli2.Txn(ctxT(t)).If(h.Cmp()).Then(clientv3.OpPut(prefix(t)+"effect", "x")).Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return !resp.Succeeded
+	}
+	if fenced() {
+		t.Fatal("Cmp failed while held")
+	}
+	if err := h.Release(ctxT(t), nil); err != nil {
+		t.Fatal(err)
+	}
+	if !fenced() {
+		t.Fatal("Cmp passed after the release")
+	}
+	h2 := acquire(t, s2, lease.Claim{Key: key, Value: "node-2"})
+	if !fenced() {
+		t.Fatal("the old holding's Cmp passed against a new holder")
+	}
+	if h2.Token() <= h.Token() {
+		t.Fatalf("new token %d not above old %d", h2.Token(), h.Token())
+	}
+}
+
+// Tokens grow strictly across successive holders, whichever session holds.
+func TestTokensGrow(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	key := prefix(t) + "owner"
+	sessions := []*lease.Session{newSession(t, e.Client(), 5*time.Second), newSession(t, e.Client(), 5*time.Second), newSession(t, e.Client(), 5*time.Second)}
+	other := e.Client()
+	var last int64
+	for i := 0; i < 9; i++ {
+		h := acquire(t, sessions[i%3], lease.Claim{Key: key, Value: fmt.Sprint(i)})
+		if h.Token() <= last {
+			t.Fatalf("holder %d: token %d not above %d", i, h.Token(), last)
+		}
+		last = h.Token()
+		// Unrelated writes in between must not matter.
+		if _, err := other.Put(ctxT(t), prefix(t)+"noise", fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+		switch i % 3 {
+		case 0:
+			err := h.Release(ctxT(t), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+		case 1: // an operator deletes it
+			if _, err := other.Delete(ctxT(t), key); err != nil {
+				t.Fatal(err)
+			}
+			waitClosed(t, h.Done(), time.Second, "holding after delete")
+		case 2: // the holder's session ends
+			if err := sessions[2].Close(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+			sessions[2] = newSession(t, e.Client(), 5*time.Second)
+		}
+	}
+}
+
+// Of many sessions racing for one key, exactly one wins.
+func TestAcquireRace(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	key := prefix(t) + "owner"
+	const n = 12
+	var sessions []*lease.Session
+	for i := 0; i < n; i++ {
+		cli := e.Client()
+		if i%2 == 1 {
+			cli = e.Client()
+		}
+		sessions = append(sessions, newSession(t, cli, 5*time.Second))
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var wins []*lease.Holding
+	held := 0
+	start := make(chan struct{})
+	for i, s := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			h, err := s.Acquire(context.Background(), lease.Claim{Key: key, Value: fmt.Sprint(i)})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				wins = append(wins, h)
+			case errors.Is(err, lease.ErrHeld):
+				held++
+			default:
+				t.Errorf("session %d: %v", i, err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if len(wins) != 1 || held != n-1 {
+		t.Fatalf("%d wins and %d HeldErrors, want 1 and %d", len(wins), held, n-1)
+	}
+	if kv := get(t, e.Client(), key); kv == nil || kv.CreateRevision != wins[0].Token() || kv.Lease != wins[0].Session().LeaseID() {
+		t.Fatalf("owners key %+v does not belong to the winner", kv)
+	}
+}
+
+// Conditions must hold for the key to be created; with the key free and a
+// condition false, Acquire returns ErrConditionFailed and writes nothing.
+func TestAcquireConditions(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	cli := e.Client()
+	pfx := prefix(t)
+	put, err := cli.Put(ctxT(t), pfx+"record", "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSession(t, cli, 5*time.Second)
+	stale := clientv3.Compare(clientv3.ModRevision(pfx+"record"), "=", put.Header.Revision)
+	if _, err := cli.Put(ctxT(t), pfx+"record", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Acquire(ctxT(t), lease.Claim{Key: pfx + "owner", Value: "n", Conditions: []clientv3.Cmp{stale}})
+	if !errors.Is(err, lease.ErrConditionFailed) || errors.Is(err, lease.ErrHeld) {
+		t.Fatalf("Acquire with a false condition: %v, want ErrConditionFailed", err)
+	}
+	if kv := get(t, cli, pfx+"owner"); kv != nil {
+		t.Fatalf("a refused Acquire wrote %+v", kv)
+	}
+	rec := get(t, cli, pfx+"record")
+	fresh := clientv3.Compare(clientv3.ModRevision(pfx+"record"), "=", rec.ModRevision)
+	h := acquire(t, s, lease.Claim{Key: pfx + "owner", Value: "n", Conditions: []clientv3.Cmp{fresh}})
+	// Held beats a failed condition: the caller learns who holds it.
+	s2 := newSession(t, e.Client(), 5*time.Second)
+	_, err = s2.Acquire(ctxT(t), lease.Claim{Key: pfx + "owner", Value: "m", Conditions: []clientv3.Cmp{stale}})
+	if !errors.Is(err, lease.ErrHeld) {
+		t.Fatalf("Acquire of a held key with a false condition: %v, want ErrHeld", err)
+	}
+	_ = h
+}
+
+// An Acquire whose context is already done leaves no key behind.
+func TestAcquireCancelledLeavesNothing(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	cli := e.Client()
+	s := newSession(t, cli, 5*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	key := prefix(t) + "owner"
+	if h, err := s.Acquire(ctx, lease.Claim{Key: key, Value: "n"}); err == nil {
+		t.Fatalf("Acquire with a cancelled context took the key (token %d)", h.Token())
+	} else if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Acquire with a cancelled context: %v, want context.Canceled", err)
+	}
+	if kv := get(t, cli, key); kv != nil {
+		t.Fatalf("key left behind: %+v", kv)
+	}
+	if s.Err() != nil {
+		t.Fatalf("session ended: %v", s.Err())
+	}
+	acquire(t, s, lease.Claim{Key: key, Value: "n"})
+}
+
+// A holding's Done closes within a second when its owners key is deleted by
+// another client; the session lives on.
+func TestHoldingDoneOnDelete(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	cli, op := e.Client(), e.Client()
+	s := newSession(t, cli, 5*time.Second)
+	h := acquire(t, s, lease.Claim{Key: prefix(t) + "owner", Value: "n1"})
+	keep := acquire(t, s, lease.Claim{Key: prefix(t) + "other", Value: "n1"})
+
+	deleted := time.Now()
+	if _, err := op.Delete(ctxT(t), h.Key()); err != nil {
+		t.Fatal(err)
+	}
+	done := waitClosed(t, h.Done(), time.Second, "holding Done after delete")
+	wantErr(t, h.Err(), lease.ErrKeyDeleted, "holding")
+	t.Logf("holding Done %v after its key was deleted", done.Sub(deleted).Round(time.Microsecond))
+	if s.Err() != nil || keep.Err() != nil {
+		t.Fatalf("session or other holding ended: %v, %v", s.Err(), keep.Err())
+	}
+	// The session can take the key again, with a larger token.
+	h2 := acquire(t, s, lease.Claim{Key: h.Key(), Value: "n1"})
+	if h2.Token() <= h.Token() {
+		t.Fatalf("token %d after %d", h2.Token(), h.Token())
+	}
+}
+
+// An operator rewriting the owners key's value (same CreateRevision) does
+// not end the holding; only deletion or replacement does.
+func TestHoldingSurvivesValueUpdate(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	cli, op := e.Client(), e.Client()
+	s := newSession(t, cli, 5*time.Second)
+	h := acquire(t, s, lease.Claim{Key: prefix(t) + "owner", Value: "n1"})
+	if _, err := op.Put(ctxT(t), h.Key(), "n1-updated", clientv3.WithIgnoreLease()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-h.Done():
+		t.Fatalf("holding ended on a value update: %v", h.Err())
+	case <-time.After(300 * time.Millisecond): // a window for a wrong Done to show, not the assertion below
+	}
+	// Then delete it: the holding must have kept watching after the update.
+	deleted := time.Now()
+	if _, err := op.Delete(ctxT(t), h.Key()); err != nil {
+		t.Fatal(err)
+	}
+	done := waitClosed(t, h.Done(), time.Second, "holding Done after delete")
+	wantErr(t, h.Err(), lease.ErrKeyDeleted, "holding")
+	t.Logf("holding Done %v after delete (after an update)", done.Sub(deleted).Round(time.Microsecond))
+}
+
+// Lose ends the holding at once with the given error; the key stays (the
+// holder reports a loss, it does not release).
+func TestHoldingLose(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	cli := e.Client()
+	s := newSession(t, cli, 5*time.Second)
+	h := acquire(t, s, lease.Claim{Key: prefix(t) + "owner", Value: "n1"})
+	myErr := errors.New("fenced write refused")
+	lost := time.Now()
+	h.Lose(myErr)
+	done := waitClosed(t, h.Done(), time.Second, "holding Done after Lose")
+	if h.Err() != myErr {
+		t.Fatalf("Err = %v, want the error given to Lose", h.Err())
+	}
+	h.Lose(errors.New("second"))
+	if h.Err() != myErr {
+		t.Fatalf("a second Lose replaced the error: %v", h.Err())
+	}
+	if kv := get(t, cli, h.Key()); kv == nil || kv.CreateRevision != h.Token() {
+		t.Fatalf("Lose deleted or changed the key: %+v", kv)
+	}
+	if s.Err() != nil {
+		t.Fatalf("Lose ended the session: %v", s.Err())
+	}
+	t.Logf("holding Done %v after Lose", done.Sub(lost).Round(time.Microsecond))
+}
+
+// Release deletes the key and writes the handoff marker in one transaction;
+// the next Acquire reads the marker and deletes it atomically with its own
+// create.
+func TestReleaseWithHandoff(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	cli1, cli2, obs := e.Client(), e.Client(), e.Client()
+	pfx := prefix(t)
+	claim := lease.Claim{Key: pfx + "owners/x", Value: "n1", HandoffKey: pfx + "handoffs/x"}
+	s1, s2 := newSession(t, cli1, 5*time.Second), newSession(t, cli2, 5*time.Second)
+	h1 := acquire(t, s1, claim)
+	if h1.HandoffMarker() != nil {
+		t.Fatalf("marker without a handoff: %q", h1.HandoffMarker())
+	}
+
+	wctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := obs.Watch(wctx, pfx, clientv3.WithPrefix(), clientv3.WithRev(h1.Token()+1))
+
+	if err := h1.Release(ctxT(t), []byte(`{"reason":"drain"}`)); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if !isClosed(h1.Done()) {
+		t.Fatal("Release returned with the holding not done")
+	}
+	wantErr(t, h1.Err(), lease.ErrReleased, "released holding")
+	release := nextEvents(t, events, 2)
+	if release[0].Kv.ModRevision != release[1].Kv.ModRevision {
+		t.Fatalf("delete and marker in different revisions: %v", release)
+	}
+	byKey := map[string]*clientv3.Event{}
+	for _, ev := range release {
+		byKey[string(ev.Kv.Key)] = ev
+	}
+	if ev := byKey[claim.Key]; ev == nil || ev.Type != clientv3.EventTypeDelete {
+		t.Fatalf("release did not delete the owners key: %v", release)
+	}
+	if ev := byKey[claim.HandoffKey]; ev == nil || ev.Type != clientv3.EventTypePut || string(ev.Kv.Value) != `{"reason":"drain"}` {
+		t.Fatalf("release did not write the marker: %v", release)
+	}
+	if ev := byKey[claim.HandoffKey]; ev.Kv.Lease != 0 {
+		t.Fatalf("the marker is on lease %x; it must outlive the releasing session", ev.Kv.Lease)
+	}
+
+	claim.Value = "n2"
+	h2 := acquire(t, s2, claim)
+	if string(h2.HandoffMarker()) != `{"reason":"drain"}` {
+		t.Fatalf("HandoffMarker = %q, want the released marker", h2.HandoffMarker())
+	}
+	take := nextEvents(t, events, 2)
+	if take[0].Kv.ModRevision != take[1].Kv.ModRevision || take[0].Kv.ModRevision != h2.Token() {
+		t.Fatalf("create and marker deletion not in the acquiring revision %d: %v", h2.Token(), take)
+	}
+	if kv := get(t, obs, claim.HandoffKey); kv != nil {
+		t.Fatalf("marker left after Acquire: %+v", kv)
+	}
+
+	// A release without a marker leaves none; the next holder sees nil.
+	if err := h2.Release(ctxT(t), nil); err != nil {
+		t.Fatal(err)
+	}
+	if kv := get(t, obs, claim.HandoffKey); kv != nil {
+		t.Fatalf("marker written without one: %+v", kv)
+	}
+	h3 := acquire(t, s1, claim)
+	if h3.HandoffMarker() != nil {
+		t.Fatalf("HandoffMarker = %q after a release without marker", h3.HandoffMarker())
+	}
+	// A marker is ignored when the claim has no HandoffKey.
+	plain := lease.Claim{Key: pfx + "owners/y", Value: "n1"}
+	hy := acquire(t, s1, plain)
+	if err := hy.Release(ctxT(t), []byte("m")); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := obs.Get(ctxT(t), pfx+"owners/y"); err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("owners/y after release: %v %v", resp, err)
+	}
+}
+
+func nextEvents(t testing.TB, wch clientv3.WatchChan, n int) []*clientv3.Event {
+	t.Helper()
+	var evs []*clientv3.Event
+	timeout := time.After(5 * time.Second)
+	for len(evs) < n {
+		select {
+		case wr, ok := <-wch:
+			if !ok || wr.Err() != nil {
+				t.Fatalf("watch ended: %v", wr.Err())
+			}
+			evs = append(evs, wr.Events...)
+		case <-timeout:
+			t.Fatalf("got %d of %d events", len(evs), n)
+		}
+	}
+	if len(evs) != n {
+		t.Fatalf("got %d events, want %d: %v", len(evs), n, evs)
+	}
+	return evs
+}
+
+// Release after another holder took the key must not delete the new
+// holder's key nor leave a marker.
+func TestReleaseDoesNotDeleteNewHolder(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	cli1, cli2, op := e.Client(), e.Client(), e.Client()
+	pfx := prefix(t)
+	claim := lease.Claim{Key: pfx + "owner", Value: "n1", HandoffKey: pfx + "handoff"}
+	s1, s2 := newSession(t, cli1, 5*time.Second), newSession(t, cli2, 5*time.Second)
+	h1 := acquire(t, s1, claim)
+	if _, err := op.Delete(ctxT(t), claim.Key); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, h1.Done(), time.Second, "old holding")
+	claim.Value = "n2"
+	h2 := acquire(t, s2, claim)
+	before := get(t, op, claim.Key)
+
+	if err := h1.Release(ctxT(t), []byte("stale marker")); err != nil {
+		t.Fatalf("stale Release: %v", err)
+	}
+	wantErr(t, h1.Err(), lease.ErrKeyDeleted, "old holding keeps its first reason")
+	after := get(t, op, claim.Key)
+	if after == nil || *after != *before {
+		t.Fatalf("stale Release changed the new holder's key: %+v -> %+v", before, after)
+	}
+	if kv := get(t, op, claim.HandoffKey); kv != nil {
+		t.Fatalf("stale Release left a marker: %+v", kv)
+	}
+	if h2.Err() != nil {
+		t.Fatalf("new holding ended: %v", h2.Err())
+	}
+	// Releasing twice is harmless too.
+	if err := h2.Release(ctxT(t), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.Release(ctxT(t), nil); err != nil {
+		t.Fatalf("second Release: %v", err)
+	}
+}
+
+// An Acquire whose commit landed but whose reply was lost (outcome unknown)
+// reconciles by reading the key: with its context still alive it returns
+// the holding; with its context gone it releases the key. Either way no
+// untracked key of the session is left behind.
+func TestAcquireUnknownOutcome(t *testing.T) {
+	t.Parallel()
+	for _, ctxAlive := range []bool{true, false} {
+		t.Run(fmt.Sprintf("ctxAlive=%v", ctxAlive), func(t *testing.T) {
+			t.Parallel()
+			e := leasetest.Start(t)
+			direct := e.Client()
+			cli, proxy := proxiedClient(t, e)
+			// TTL 5s: the session survives the cut of about a second.
+			s := newSession(t, cli, 5*time.Second)
+			key := prefix(t) + "owner"
+
+			timeout := 10 * time.Second
+			if !ctxAlive {
+				timeout = 300 * time.Millisecond
+			}
+			type result struct {
+				h   *lease.Holding
+				err error
+			}
+			res := make(chan result, 1)
+			proxy.Blackhole(false, true) // requests arrive, replies are lost
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			go func() {
+				h, err := s.Acquire(ctx, lease.Claim{Key: key, Value: "n1"})
+				res <- result{h, err}
+			}()
+			eventually(t, 5*time.Second, "the acquire committed", func() bool { return get(t, direct, key) != nil })
+			committed := get(t, direct, key)
+			if !ctxAlive {
+				<-ctx.Done() // the caller gives up before the heal
+			}
+			proxy.Heal()
+			var r result
+			select {
+			case r = <-res:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Acquire did not return after the heal")
+			}
+			if s.Err() != nil {
+				t.Fatalf("session ended: %v", s.Err())
+			}
+			if ctxAlive {
+				if r.err != nil {
+					t.Fatalf("Acquire: %v, want the holding it committed", r.err)
+				}
+				if r.h.Token() != committed.CreateRevision {
+					t.Fatalf("token %d, key created at %d", r.h.Token(), committed.CreateRevision)
+				}
+				// It is tracked: deleting the key ends it.
+				if _, err := direct.Delete(ctxT(t), key); err != nil {
+					t.Fatal(err)
+				}
+				waitClosed(t, r.h.Done(), time.Second, "reconciled holding after delete")
+				return
+			}
+			if r.err == nil {
+				t.Fatalf("Acquire succeeded after its context ended (token %d)", r.h.Token())
+			}
+			if !errors.Is(r.err, context.DeadlineExceeded) {
+				t.Fatalf("Acquire: %v, want context.DeadlineExceeded", r.err)
+			}
+			if kv := get(t, direct, key); kv != nil {
+				t.Fatalf("Acquire left the key it committed on a live session: %+v", kv)
+			}
+		})
+	}
+}
+
+// The handoff marker an Acquire consumed must reach the caller even when
+// the commit's reply was lost and Acquire learned of its success by reading
+// the key.
+func TestAcquireUnknownOutcomeKeepsHandoffMarker(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	direct := e.Client()
+	cli, proxy := proxiedClient(t, e)
+	s := newSession(t, cli, 5*time.Second)
+	pfx := prefix(t)
+	claim := lease.Claim{Key: pfx + "owner", Value: "n2", HandoffKey: pfx + "handoff"}
+	if _, err := direct.Put(ctxT(t), claim.HandoffKey, "marker"); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Blackhole(false, true)
+	type result struct {
+		h   *lease.Holding
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		h, err := s.Acquire(ctxT(t), claim)
+		res <- result{h, err}
+	}()
+	eventually(t, 5*time.Second, "the acquire committed", func() bool { return get(t, direct, claim.Key) != nil })
+	proxy.Heal()
+	r := <-res
+	if r.err != nil {
+		t.Fatalf("Acquire: %v", r.err)
+	}
+	if kv := get(t, direct, claim.HandoffKey); kv != nil {
+		t.Fatalf("marker not consumed: %+v", kv)
+	}
+	if string(r.h.HandoffMarker()) != "marker" {
+		t.Fatalf("HandoffMarker() = %q after the commit consumed marker %q", r.h.HandoffMarker(), "marker")
+	}
+}

@@ -1,0 +1,200 @@
+package orchestrator_test
+
+import (
+	"errors"
+	"net"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+)
+
+// tcpProxy forwards TCP connections to an upstream address. A test can drop
+// the bytes of either direction (a blackhole: connections stay up, nothing
+// arrives, as in a network partition) and heal it again, to cut a client
+// from etcd while etcd itself keeps running.
+type tcpProxy struct {
+	ln       net.Listener
+	upstream string
+	wg       sync.WaitGroup
+
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	dropTx  bool          // client -> etcd bytes are discarded
+	dropRx  bool          // etcd -> client bytes are discarded
+	delayRx time.Duration // etcd -> client bytes are held this long
+	closed  bool
+}
+
+// newTCPProxy starts a proxy to the host of endpoint (a URL such as
+// http://127.0.0.1:2379), closed when the test ends.
+func newTCPProxy(t testing.TB, endpoint string) *tcpProxy {
+	t.Helper()
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		t.Fatalf("proxy: parse %q: %v", endpoint, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("proxy: listen: %v", err)
+	}
+	p := &tcpProxy{ln: ln, upstream: u.Host, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.Close)
+	return p
+}
+
+// URL is the endpoint clients use instead of etcd's.
+func (p *tcpProxy) URL() string { return "http://" + p.ln.Addr().String() }
+
+// Blackhole drops (true) or forwards (false) each direction's bytes, for
+// open and new connections alike.
+func (p *tcpProxy) Blackhole(tx, rx bool) {
+	p.mu.Lock()
+	p.dropTx, p.dropRx = tx, rx
+	p.mu.Unlock()
+}
+
+// DelayRx holds every etcd -> client chunk read from now on for d before
+// forwarding it: a request is served at once but its reply comes late, so a
+// test can act between a commit and the client learning of it.
+func (p *tcpProxy) DelayRx(d time.Duration) {
+	p.mu.Lock()
+	p.delayRx = d
+	p.mu.Unlock()
+}
+
+// Heal forwards both directions again, without delay, and closes every open
+// connection: dropped bytes have broken their framing, and delayed replies
+// must not arrive, so clients reconnect.
+func (p *tcpProxy) Heal() {
+	p.mu.Lock()
+	p.dropTx, p.dropRx, p.delayRx = false, false, 0
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	p.mu.Unlock()
+}
+
+// Close stops the proxy and closes every connection.
+func (p *tcpProxy) Close() {
+	p.mu.Lock()
+	p.closed = true
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	p.mu.Unlock()
+	_ = p.ln.Close()
+	p.wg.Wait()
+}
+
+// fate says what happens to a chunk read now: dropped, or forwarded at due.
+func (p *tcpProxy) fate(tx bool) (drop bool, due time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if tx {
+		return p.dropTx, time.Now()
+	}
+	return p.dropRx, time.Now().Add(p.delayRx)
+}
+
+func (p *tcpProxy) track(cs ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	for _, c := range cs {
+		p.conns[c] = struct{}{}
+	}
+	return true
+}
+
+func (p *tcpProxy) untrack(cs ...net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range cs {
+		delete(p.conns, c)
+	}
+}
+
+func (p *tcpProxy) accept() {
+	defer p.wg.Done()
+	for {
+		client, err := p.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		server, err := net.Dial("tcp", p.upstream)
+		if err != nil {
+			_ = client.Close()
+			continue
+		}
+		if !p.track(client, server) {
+			_ = client.Close()
+			_ = server.Close()
+			return
+		}
+		p.wg.Add(2)
+		go p.pipe(server, client, true)
+		go p.pipe(client, server, false)
+	}
+}
+
+type chunk struct {
+	b   []byte
+	due time.Time
+}
+
+// pipe copies src to dst, discarding what arrives while its direction is
+// blackholed and holding what must be delayed. Either side closing closes
+// both.
+func (p *tcpProxy) pipe(dst, src net.Conn, tx bool) {
+	defer p.wg.Done()
+	q := make(chan chunk, 1024)
+	stop := make(chan struct{}) // closed when src ends: pending chunks are dropped
+	p.wg.Add(1)
+	go func() { // the writer: forwards each chunk when due, in order
+		defer p.wg.Done()
+		failed := false
+		for c := range q {
+			if failed {
+				continue
+			}
+			if d := time.Until(c.due); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-stop:
+					failed = true
+					continue
+				}
+			}
+			if _, err := dst.Write(c.b); err != nil {
+				failed = true
+				_ = src.Close()
+				_ = dst.Close()
+			}
+		}
+	}()
+	for {
+		buf := make([]byte, 32<<10)
+		n, err := src.Read(buf)
+		if n > 0 {
+			if drop, due := p.fate(tx); !drop {
+				q <- chunk{buf[:n], due}
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	close(stop)
+	close(q)
+	_ = src.Close()
+	_ = dst.Close()
+	p.untrack(src, dst)
+}
