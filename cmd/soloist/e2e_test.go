@@ -1,0 +1,332 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestEndToEnd builds the binary, runs "soloist serve" with an embedded etcd
+// and drives it with the CLI verbs, then stops it with SIGTERM.
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary; skipped with -short")
+	}
+	t.Parallel()
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command to build the binary with")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "soloist")
+	build := exec.Command(gobin, "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	pidFile := filepath.Join(dir, "slow.pid")
+	config := filepath.Join(dir, "soloist.yaml")
+	writeFile(t, config, fmt.Sprintf(`functions:
+  - name: echo
+    exec: ["/bin/sh", "-c", "cat; echo"]
+  - name: slow
+    exec: ['/bin/sh', '-c', 'echo $$ > %s; exec sleep 60']
+    timeout: 2m
+`, pidFile))
+
+	listen := freeAddr(t)
+	server := "http://" + listen
+	const shutdownTimeout = 10 * time.Second
+	srv := exec.Command(bin, "serve",
+		"--listen", listen,
+		"--embedded-etcd-client-url", "http://"+freeAddr(t),
+		"--data-dir", filepath.Join(dir, "data"),
+		"--demo", "--config", config,
+		"--lease-ttl", "2s",
+		"--shutdown-timeout", shutdownTimeout.String(),
+		"--log-format", "json",
+	)
+	srv.Env = cleanEnv()
+	logs := &syncBuffer{}
+	srv.Stdout, srv.Stderr = logs, logs
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- srv.Wait() }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = srv.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("server logs:\n%s", logs.String())
+		}
+	})
+	waitReady(t, server, exited)
+
+	cli := func(args ...string) (stdout, stderr string, code int) {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(cleanEnv(), "SOLOIST_SERVER="+server)
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		var xe *exec.ExitError
+		switch {
+		case err == nil:
+		case errors.As(err, &xe):
+			code = xe.ExitCode()
+		default:
+			t.Fatalf("soloist %v: %v", args, err)
+		}
+		return o.String(), e.String(), code
+	}
+	mustOK := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := cli(args...)
+		if code != 0 {
+			t.Fatalf("soloist %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+		}
+		return out
+	}
+	mustFail := func(wantErr string, args ...string) string {
+		t.Helper()
+		out, errOut, code := cli(args...)
+		if code != 1 || !strings.Contains(errOut, wantErr) || !strings.HasPrefix(errOut, "soloist: ") {
+			t.Fatalf("soloist %s: exit %d, stderr %q; want exit 1 and %q", strings.Join(args, " "), code, errOut, wantErr)
+		}
+		return out
+	}
+
+	// The demo, start to finish.
+	var started struct {
+		ID                string `json:"id"`
+		StatusQueryGetURI string `json:"statusQueryGetUri"`
+	}
+	decode(t, mustOK("start", "HelloCities", "hello-1", "--input", "{}"), &started)
+	if started.ID != "hello-1" || !strings.HasSuffix(started.StatusQueryGetURI, "/instances/hello-1") {
+		t.Fatalf("start printed %+v", started)
+	}
+	st := decodeStatus(t, mustOK("wait", "hello-1", "--timeout", "30s"))
+	if st.RuntimeStatus != "Completed" || !jsonEqual(st.Output, `["Hello Tokyo!","Hello Seattle!","Hello London!"]`) {
+		t.Fatalf("wait: %s with output %s", st.RuntimeStatus, st.Output)
+	}
+	mustFail("An instance with ID 'hello-1' already exists. (HTTP 409)", "start", "HelloCities", "hello-1", "--reuse-policy", "reject")
+	if st := decodeStatus(t, mustOK("status", "hello-1")); st.RuntimeStatus != "Completed" || st.InstanceID != "hello-1" {
+		t.Fatalf("status: %+v", st)
+	}
+	var list []instanceStatus
+	decode(t, mustOK("list", "--status", "Completed", "--prefix", "hello-"), &list)
+	if len(list) != 1 || list[0].InstanceID != "hello-1" {
+		t.Fatalf("list printed %+v, want hello-1 alone", list)
+	}
+	mustFail("(HTTP 410)", "terminate", "hello-1")
+	mustFail("(HTTP 404)", "start", "NoSuchFunction", "x-1")
+
+	// A generated ID: 32 hex characters.
+	decode(t, mustOK("start", "HelloCities"), &started)
+	if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(started.ID) {
+		t.Fatalf("generated ID %q", started.ID)
+	}
+
+	// An exec function from the config file: its output is its input.
+	input := `{"a":[1,2,"x"],"b":{"c":null}}`
+	mustOK("start", "echo", "echo-1", "--input", input, "--server", server)
+	if st := decodeStatus(t, mustOK("wait", "echo-1", "--timeout", "30s")); !jsonEqual(st.Output, input) {
+		t.Fatalf("echo output %s, want %s", st.Output, input)
+	}
+
+	// A long exec function: a second start is refused while it runs, and a
+	// terminate kills its process.
+	mustOK("start", "slow", "slow-1")
+	mustFail("already exists. (HTTP 409)", "start", "slow", "slow-1")
+	pid := waitPIDFile(t, pidFile)
+	mustOK("terminate", "slow-1", "--reason", "e2e test")
+	out := mustFail("instance 'slow-1' is Terminated", "wait", "slow-1", "--timeout", "30s")
+	if st := decodeStatus(t, out); st.RuntimeStatus != "Terminated" {
+		t.Fatalf("wait printed %s, want the Terminated status", out)
+	}
+	waitProcessGone(t, pid, 15*time.Second)
+
+	// Purge, version, metrics.
+	if out := mustOK("purge", "hello-1"); !jsonEqual(json.RawMessage(out), `{"instancesDeleted":1}`) {
+		t.Fatalf("purge printed %s", out)
+	}
+	mustFail("(HTTP 404)", "status", "hello-1")
+	if out := mustOK("version"); !strings.HasPrefix(out, "soloist ") || !strings.Contains(out, "go1.") {
+		t.Fatalf("version printed %q", out)
+	}
+	resp, err := http.Get(server + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var metrics bytes.Buffer
+	_, _ = metrics.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(metrics.String(), `soloist_build_info{goversion="go1.`) {
+		t.Fatalf("/metrics has no soloist_build_info:\n%.2000s", metrics.String())
+	}
+
+	// SIGTERM: exit 0 within --shutdown-timeout.
+	start := time.Now()
+	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		stopped = true
+		if err != nil {
+			t.Fatalf("serve exited with %v after SIGTERM, want 0", err)
+		}
+		t.Logf("serve stopped %s after SIGTERM", time.Since(start).Round(time.Millisecond))
+	case <-time.After(shutdownTimeout + 5*time.Second):
+		t.Fatalf("serve still running %s after SIGTERM (--shutdown-timeout %s)", time.Since(start), shutdownTimeout)
+	}
+}
+
+type instanceStatus struct {
+	Name          string          `json:"name"`
+	InstanceID    string          `json:"instanceId"`
+	RuntimeStatus string          `json:"runtimeStatus"`
+	Output        json.RawMessage `json:"output"`
+}
+
+func decode(t *testing.T, s string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		t.Fatalf("not the JSON of %T: %v\n%s", v, err, s)
+	}
+}
+
+func decodeStatus(t *testing.T, s string) instanceStatus {
+	t.Helper()
+	var st instanceStatus
+	decode(t, s, &st)
+	return st
+}
+
+func jsonEqual(a json.RawMessage, b string) bool {
+	var x, y any
+	return json.Unmarshal(a, &x) == nil && json.Unmarshal([]byte(b), &y) == nil && reflect.DeepEqual(x, y)
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cleanEnv is the test's environment without SOLOIST_* variables.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SOLOIST_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func waitReady(t *testing.T, server string, exited <-chan error) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			t.Fatalf("serve exited before it was ready: %v", err)
+		default:
+		}
+		resp, err := http.Get(server + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("serve was not ready (/readyz 200) within 60s")
+}
+
+func waitPIDFile(t *testing.T, path string) int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(path)
+		if err == nil && bytes.HasSuffix(b, []byte("\n")) {
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil {
+				t.Fatalf("pid file %q: %v", b, err)
+			}
+			return pid
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("the slow function did not start within 30s")
+	return 0
+}
+
+// waitProcessGone waits until pid is gone or a zombie (a container's PID 1
+// may never reap it).
+func waitProcessGone(t *testing.T, pid int, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if syscall.Kill(pid, 0) != nil {
+			return
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if i := bytes.LastIndexByte(b, ')'); err == nil && i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
+			return
+		}
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("process %d of the terminated instance still runs after %s", pid, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mapEnv(kv ...string) env {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return newEnv(func(k string) string { return m[k] })
+}
+
+func TestServeDefaults(t *testing.T) {
+	t.Parallel()
+	o, err := parseServe(nil, mapEnv(), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Listen != "127.0.0.1:8080" || o.DataDir != "./soloist-data" || o.EmbeddedClientURL != "http://127.0.0.1:2379" ||
+		o.EtcdPrefix != "/soloist/" || o.LeaseTTL != 10*time.Second || o.MaxConcurrent != 0 ||
+		o.MaxPayload != 256<<10 || o.LogFormat != "auto" || o.LogLevel != "info" || o.ShutdownTimeout != 25*time.Second {
+		t.Fatalf("defaults: %+v", o)
+	}
+	host, _ := os.Hostname()
+	if !strings.HasPrefix(o.NodeID, host+"-") || len(o.NodeID) != len(host)+5 {
+		t.Fatalf("default node ID %q, want %s-XXXX", o.NodeID, host)
+	}
+}
+
+func TestServeEnvAndFlagPrecedence(t *testing.T) {
+	t.Parallel()
+	e := mapEnv(
+		"SOLOIST_LISTEN", "127.0.0.1:9000",
+		"SOLOIST_NODE_ID", "from-env",
+		"SOLOIST_LEASE_TTL", "5s",
+		"SOLOIST_MAX_CONCURRENT", "7",
+		"SOLOIST_EMBEDDED_ETCD_CLIENT_URL", "http://127.0.0.1:3379",
+		"SOLOIST_DEMO", "true",
+		"SOLOIST_MAX_PAYLOAD", "1MiB",
+	)
+	o, err := parseServe([]string{"--node-id", "from-flag", "--lease-ttl=3s"}, e, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.NodeID != "from-flag" || o.LeaseTTL != 3*time.Second {
+		t.Errorf("flags did not beat the environment: node %q, ttl %s", o.NodeID, o.LeaseTTL)
+	}
+	if o.Listen != "127.0.0.1:9000" || o.MaxConcurrent != 7 || o.EmbeddedClientURL != "http://127.0.0.1:3379" || !o.Demo || o.MaxPayload != 1<<20 {
+		t.Errorf("environment not applied: %+v", o)
+	}
+
+	_, err = parseServe(nil, mapEnv("SOLOIST_LEASE_TTL", "ten seconds"), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `invalid SOLOIST_LEASE_TTL="ten seconds"`) {
+		t.Fatalf("bad variable: %v", err)
+	}
+}
+
+func TestServeValidation(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	writeFile(t, keys, "k1\n")
+	cases := []struct {
+		name string
+		args []string
+		env  []string
+		want string // "" means valid
+	}{
+		{"ttl 2s", []string{"--lease-ttl", "2s"}, nil, ""},
+		{"ttl 1s", []string{"--lease-ttl", "1s"}, nil, "invalid --lease-ttl 1s: etcd counts lease TTLs in whole seconds and needs at least 2s"},
+		{"ttl fraction", []string{"--lease-ttl", "2500ms"}, nil, "invalid --lease-ttl 2.5s"},
+		{"ttl zero", []string{"--lease-ttl", "0s"}, nil, "invalid --lease-ttl"},
+		{"ttl env", nil, []string{"SOLOIST_LEASE_TTL", "1s"}, "invalid --lease-ttl 1s"},
+		{"max concurrent", []string{"--max-concurrent", "-1"}, nil, "invalid --max-concurrent -1"},
+		{"max payload", []string{"--max-payload", "0"}, nil, "invalid --max-payload"},
+		{"max payload unit", []string{"--max-payload", "lots"}, nil, "exit status 2"},
+		{"shutdown timeout", []string{"--shutdown-timeout", "0s"}, nil, "invalid --shutdown-timeout"},
+		{"log format", []string{"--log-format", "xml"}, nil, `invalid --log-format "xml": use auto, text or json`},
+		{"log level", []string{"--log-level", "loud"}, nil, `invalid --log-level "loud"`},
+		{"all interfaces", []string{"--listen", ":8080"}, nil, "refusing to serve on --listen :8080 without authentication"},
+		{"public ip", []string{"--listen", "0.0.0.0:8080"}, nil, "pass --api-keys-file FILE"},
+		{"host name", []string{"--listen", "example.com:8080"}, nil, "--insecure-no-auth"},
+		{"public via env", nil, []string{"SOLOIST_LISTEN", "10.1.2.3:80"}, "refusing to serve"},
+		{"public with keys", []string{"--listen", "0.0.0.0:8080", "--api-keys-file", keys}, nil, ""},
+		{"public insecure", []string{"--listen", "0.0.0.0:8080", "--insecure-no-auth"}, nil, ""},
+		{"public insecure env", []string{"--listen", "0.0.0.0:8080"}, []string{"SOLOIST_INSECURE_NO_AUTH", "true"}, ""},
+		{"localhost", []string{"--listen", "localhost:8080"}, nil, ""},
+		{"ipv6 loopback", []string{"--listen", "[::1]:8080"}, nil, ""},
+		{"bad listen", []string{"--listen", "8080"}, nil, `invalid --listen "8080"`},
+		{"cert without key", []string{"--etcd-endpoints", "e:2379", "--etcd-certfile", "c.pem"}, nil, "--etcd-certfile and --etcd-keyfile go together"},
+		{"both passwords", []string{"--etcd-endpoints", "e:2379", "--etcd-username", "u", "--etcd-password", "p", "--etcd-password-file", "f"}, nil, "not both"},
+		{"password no user", []string{"--etcd-endpoints", "e:2379", "--etcd-password", "p"}, nil, "needs --etcd-username"},
+		{"tls on embedded", []string{"--etcd-cafile", "ca.pem"}, nil, "for an external etcd"},
+		{"bad node id", []string{"--node-id", "a/b"}, nil, `invalid --node-id "a/b"`},
+		{"positional", []string{"extra"}, nil, `unexpected argument "extra"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parseServe(c.args, mapEnv(c.env...), io.Discard)
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Fatalf("error %v, want one containing %q", err, c.want)
+			}
+			var ue *usageError
+			var xe *exitError
+			if err != nil && !errors.As(err, &ue) && !errors.As(err, &xe) {
+				t.Fatalf("error %T is not a usage error (exit code 2)", err)
+			}
+		})
+	}
+}
+
+func TestServeHelp(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	_, err := parseServe([]string{"-h"}, mapEnv(), &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err = %v, want flag.ErrHelp", err)
+	}
+	for _, w := range []string{"--etcd-endpoints", "[$SOLOIST_ETCD_ENDPOINTS]", "--lease-ttl TTL", "(default 10s)", "--max-payload"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("usage lacks %q:\n%s", w, out.String())
+		}
+	}
+}
+
+func TestEtcdConfig(t *testing.T) {
+	t.Parallel()
+	pw := filepath.Join(t.TempDir(), "pw")
+	writeFile(t, pw, "s3cret\n")
+	o, err := parseServe([]string{"--etcd-endpoints", " https://e1:2379, e2:2379 ,", "--etcd-username", "soloist", "--etcd-password-file", pw}, mapEnv(), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := o.etcdConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cfg.Endpoints, ",") != "https://e1:2379,e2:2379" || cfg.Username != "soloist" || cfg.Password != "s3cret" || cfg.TLS == nil {
+		t.Fatalf("etcd config: endpoints %q user %q password %q tls %v", cfg.Endpoints, cfg.Username, cfg.Password, cfg.TLS != nil)
+	}
+	o.EtcdCAFile = filepath.Join(t.TempDir(), "missing.pem")
+	if _, err := o.etcdConfig(); err == nil || !strings.Contains(err.Error(), "etcd TLS") {
+		t.Fatalf("missing CA file: %v", err)
+	}
+}
+
+func TestParseInterleaved(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		args      []string
+		pos       string
+		input     string
+		conflicts string
+	}{
+		{[]string{"HelloCities", "my-id", "--input", "{}"}, "HelloCities my-id", "{}", ""},
+		{[]string{"--input", "[1]", "HelloCities", "my-id"}, "HelloCities my-id", "[1]", ""},
+		{[]string{"HelloCities", "--conflict-policy=useExisting", "my-id", "--input", "-1"}, "HelloCities my-id", "-1", "useExisting"},
+		{[]string{"fn", "--", "--not-a-flag"}, "fn --not-a-flag", "", ""},
+	}
+	for _, c := range cases {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		input := fs.String("input", "", "")
+		conflict := fs.String("conflict-policy", "", "")
+		pos, err := parseInterleaved(fs, c.args)
+		if err != nil {
+			t.Fatalf("%q: %v", c.args, err)
+		}
+		if strings.Join(pos, " ") != c.pos || *input != c.input || *conflict != c.conflicts {
+			t.Errorf("%q: positional %q input %q conflict %q", c.args, pos, *input, *conflict)
+		}
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int64{"100": 100, "256KiB": 256 << 10, "1MiB": 1 << 20, "2mb": 2 << 20, "4k": 4096, "10B": 10} {
+		var b byteSize
+		if err := b.Set(in); err != nil || int64(b) != want {
+			t.Errorf("%q: %d, %v; want %d", in, b, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5MiB", "lots", "1TiB"} {
+		var b byteSize
+		if err := b.Set(in); err == nil {
+			t.Errorf("%q: no error", in)
+		}
+	}
+	b := byteSize(256 << 10)
+	if b.String() != "256KiB" {
+		t.Errorf("String() = %q", b.String())
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	t.Parallel()
+	for addr, want := range map[string]bool{
+		"127.0.0.1:8080": true, "127.0.0.2:1": true, "localhost:80": true, "[::1]:80": true,
+		":8080": false, "0.0.0.0:80": false, "[::]:80": false, "192.168.1.1:80": false, "myhost:80": false,
+	} {
+		if got := isLoopback(addr); got != want {
+			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}

@@ -1,0 +1,353 @@
+package execfn
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/soloist-dev/soloist/orchestrator"
+)
+
+// DefaultMaxOutput is the default cap of a program's captured stdout: 1 MiB.
+const DefaultMaxOutput = 1 << 20
+
+// stderrTail is how much of the end of stderr an error carries.
+const stderrTail = 4 << 10
+
+// waitDelay bounds how long an attempt waits, after its program exited or was
+// killed, for stdout and stderr to be closed by processes that escaped the
+// process group.
+const waitDelay = 2 * time.Second
+
+// ErrOutputTooLarge means the program wrote more than Options.MaxOutput bytes
+// to stdout.
+var ErrOutputTooLarge = errors.New("execfn: stdout too large")
+
+// ErrTimeout means an attempt ran longer than Options.Timeout.
+var ErrTimeout = errors.New("execfn: timed out")
+
+// Options configure an exec function.
+type Options struct {
+	// Timeout bounds each attempt; 0 means no limit. An attempt that times
+	// out is killed and fails (and is retried if Retry allows).
+	Timeout time.Duration
+	// Retry re-runs the program after a failed attempt. Defaults to one
+	// attempt.
+	Retry Retry
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Env is added to the parent's environment ("KEY=value"). The SOLOIST_*
+	// variables of the contract always win.
+	Env []string
+	// MaxOutput caps the captured stdout in bytes. Defaults to
+	// DefaultMaxOutput.
+	MaxOutput int
+}
+
+// Retry says how often and how soon a failed attempt is re-run.
+type Retry struct {
+	// MaxAttempts is the number of attempts in all, the first included.
+	// Values below 1 mean 1.
+	MaxAttempts int
+	// Backoff is the pause between attempts. Defaults to no pause.
+	Backoff time.Duration
+}
+
+// ExitError is the failure of an attempt whose program exited non-zero or
+// was killed by a signal.
+type ExitError struct {
+	// Program is argv[0].
+	Program string
+	// ExitCode is the exit code, or -1 if a signal ended the program.
+	ExitCode int
+	// Signal ended the program when ExitCode is -1.
+	Signal syscall.Signal
+	// Stderr is the last 4 KiB of stderr, trimmed.
+	Stderr string
+}
+
+func (e *ExitError) Error() string {
+	var b strings.Builder
+	if e.ExitCode >= 0 {
+		fmt.Fprintf(&b, "%s exited with code %d", e.Program, e.ExitCode)
+	} else {
+		fmt.Fprintf(&b, "%s was killed by signal %d (%s)", e.Program, int(e.Signal), e.Signal)
+	}
+	if e.Stderr != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Stderr)
+	} else {
+		b.WriteString(" (stderr was empty)")
+	}
+	return b.String()
+}
+
+// New returns an orchestration that runs argv (argv[0] is looked up in PATH
+// if it has no slash) as described in the package documentation. It panics
+// if argv is empty: validate configuration before calling it.
+func New(argv []string, opts Options) orchestrator.OrchestratorFunc {
+	if len(argv) == 0 || argv[0] == "" {
+		panic("execfn: New needs a program to run")
+	}
+	argv = append([]string(nil), argv...)
+	opts.Env = append([]string(nil), opts.Env...)
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return func(octx *orchestrator.OrchestrationContext) (any, error) {
+		inv := Invocation{
+			InstanceID:   octx.InstanceID(),
+			ExecutionID:  octx.ExecutionID(),
+			Function:     octx.Name(),
+			FencingToken: octx.FencingToken(),
+			Input:        octx.RawInput(),
+		}
+		out, err := Run(octx.Context(), argv, inv, opts)
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+}
+
+// Invocation is what one run of an exec function is about.
+type Invocation struct {
+	InstanceID   string
+	ExecutionID  string
+	Function     string
+	FencingToken int64
+	// Input is written to stdin; empty writes nothing.
+	Input json.RawMessage
+}
+
+// Env returns the contract's environment variables of the invocation.
+func (inv Invocation) Env() []string {
+	return []string{
+		"SOLOIST_INSTANCE_ID=" + inv.InstanceID,
+		"SOLOIST_EXECUTION_ID=" + inv.ExecutionID,
+		"SOLOIST_FUNCTION=" + inv.Function,
+		"SOLOIST_FENCING_TOKEN=" + strconv.FormatInt(inv.FencingToken, 10),
+	}
+}
+
+// Run runs argv for inv with the retries of opts and returns the output of
+// the first successful attempt. If ctx is cancelled it kills the running
+// attempt, does not retry, and returns context.Cause(ctx). New wraps Run;
+// it is exported for callers that have no OrchestrationContext.
+func Run(ctx context.Context, argv []string, inv Invocation, opts Options) (json.RawMessage, error) {
+	if len(argv) == 0 || argv[0] == "" {
+		return nil, errors.New("execfn: no program to run")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("instance_id", inv.InstanceID, "execution_id", inv.ExecutionID, "fencing_token", inv.FencingToken)
+	attempts := max(opts.Retry.MaxAttempts, 1)
+	env := append(append(os.Environ(), opts.Env...), inv.Env()...)
+	var lastErr error
+	for attempt := 1; attempt <= attempts; attempt++ {
+		start := time.Now()
+		log.Debug("exec attempt starting", "program", argv[0], "attempt", attempt)
+		out, err := runOnce(ctx, argv, env, inv.Input, opts.Timeout, opts.MaxOutput)
+		if err == nil {
+			log.Debug("exec attempt succeeded", "attempt", attempt, "duration", time.Since(start))
+			return out, nil
+		}
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		lastErr = err
+		if attempt == attempts {
+			break
+		}
+		log.Warn("exec attempt failed; retrying", "attempt", attempt, "max_attempts", attempts,
+			"backoff", opts.Retry.Backoff, "error", err)
+		if opts.Retry.Backoff > 0 {
+			t := time.NewTimer(opts.Retry.Backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, context.Cause(ctx)
+			case <-t.C:
+			}
+		}
+	}
+	if attempts > 1 {
+		return nil, fmt.Errorf("all %d attempts failed, the last: %w", attempts, lastErr)
+	}
+	return nil, lastErr
+}
+
+// runOnce runs one attempt. Its process group is killed when ctx is done,
+// when timeout expires, when stdout passes maxOutput, and after the program
+// exits.
+func runOnce(ctx context.Context, argv, env []string, input []byte, timeout time.Duration, maxOutput int) (json.RawMessage, error) {
+	if maxOutput <= 0 {
+		maxOutput = DefaultMaxOutput
+	}
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if timeout > 0 {
+		var stop context.CancelFunc
+		actx, stop = context.WithTimeoutCause(actx, timeout,
+			&causeError{msg: fmt.Sprintf("%s timed out after %s", argv[0], timeout), err: ErrTimeout})
+		defer stop()
+	}
+
+	cmd := exec.CommandContext(actx, argv[0], argv[1:]...)
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
+	cmd.WaitDelay = waitDelay
+	if len(input) > 0 {
+		cmd.Stdin = bytes.NewReader(input)
+	}
+	stdout := &cappedBuffer{max: maxOutput, overflow: func() {
+		cancel(&causeError{err: ErrOutputTooLarge, msg: fmt.Sprintf(
+			"%s wrote more than %d bytes to stdout and was killed; write large results elsewhere and print a reference", argv[0], maxOutput)})
+	}}
+	stderr := &tailBuffer{max: stderrTail}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	waitErr := cmd.Wait()
+	// Whatever the program left behind in its group dies with it. The group
+	// ID cannot be reused while a member is alive, so this never hits a
+	// stranger while there is something to kill.
+	_ = killGroup(cmd.Process.Pid)
+
+	switch {
+	case ctx.Err() != nil:
+		return nil, context.Cause(ctx)
+	case stdout.overflowed():
+		return nil, context.Cause(actx)
+	case waitErr == nil || errors.Is(waitErr, exec.ErrWaitDelay):
+		// Exit 0 (ErrWaitDelay: and something it left held stdout open).
+		// A timeout that fired after the exit does not undo the success.
+		return outputJSON(stdout.Bytes()), nil
+	case actx.Err() != nil:
+		return nil, context.Cause(actx) // the timeout killed it
+	default:
+		var ee *exec.ExitError
+		if errors.As(waitErr, &ee) {
+			xe := &ExitError{Program: argv[0], ExitCode: ee.ExitCode(), Stderr: strings.TrimSpace(stderr.String())}
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				xe.Signal = ws.Signal()
+			}
+			return nil, xe
+		}
+		return nil, fmt.Errorf("run %s: %w", argv[0], waitErr)
+	}
+}
+
+// causeError reads well in an instance's output and still matches its
+// sentinel with errors.Is.
+type causeError struct {
+	msg string
+	err error
+}
+
+func (e *causeError) Error() string { return e.msg }
+func (e *causeError) Unwrap() error { return e.err }
+
+// killGroup sends SIGKILL to the process group pgid.
+func killGroup(pgid int) error {
+	err := syscall.Kill(-pgid, syscall.SIGKILL)
+	if errors.Is(err, syscall.ESRCH) {
+		return os.ErrProcessDone
+	}
+	return err
+}
+
+// outputJSON turns stdout into the instance's output: the JSON value if it
+// parses, else a JSON string without trailing newlines; null if empty.
+func outputJSON(b []byte) json.RawMessage {
+	t := bytes.TrimSpace(b)
+	if len(t) == 0 {
+		return json.RawMessage("null")
+	}
+	if json.Valid(t) {
+		return json.RawMessage(t)
+	}
+	s, _ := json.Marshal(strings.TrimRight(string(b), "\r\n"))
+	return s
+}
+
+// cappedBuffer keeps up to max bytes and calls overflow once when more
+// arrive. It keeps accepting (and dropping) writes so the writer does not
+// block until it is killed.
+type cappedBuffer struct {
+	mu       sync.Mutex
+	buf      bytes.Buffer
+	max      int
+	over     bool
+	overflow func()
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.over {
+		return len(p), nil
+	}
+	if b.buf.Len()+len(p) > b.max {
+		b.over = true
+		b.overflow()
+		return len(p), nil
+	}
+	return b.buf.Write(p)
+}
+
+func (b *cappedBuffer) overflowed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.over
+}
+
+func (b *cappedBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Bytes()
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu        sync.Mutex
+	buf       []byte
+	max       int
+	truncated bool
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if over := len(b.buf) - b.max; over > 0 {
+		b.buf = append(b.buf[:0], b.buf[over:]...)
+		b.truncated = true
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := strings.ToValidUTF8(string(b.buf), "")
+	if b.truncated {
+		return "..." + s
+	}
+	return s
+}
