@@ -82,7 +82,7 @@ func newServeFlags(o *serveOptions, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.LogFormat, "log-format", "auto", "`format` of logs: auto (coloured on a terminal, else JSON), text or json")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "`level`: debug, info, warn or error")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 25*time.Second, "drain `budget` on SIGTERM or SIGINT")
-	fs.BoolVar(&o.Demo, "demo", false, "register the demo orchestration "+demoFunction)
+	fs.BoolVar(&o.Demo, "demo", false, "register the demo orchestrations "+strings.Join(demoFunctions, ", "))
 	setUsage(fs, stderr, serveSynopsis, nil)
 	return fs
 }
@@ -264,8 +264,9 @@ func buildRegistry(o *serveOptions, log *slog.Logger) (*orchestrator.Registry, e
 		}
 	}
 	if o.Demo {
-		if err := reg.AddOrchestrator(demoFunction, helloCities); err != nil {
-			return nil, fmt.Errorf("--demo registers %s, and the config file defines a function of that name; rename it: %w", demoFunction, err)
+		if err := registerDemo(reg, o.NodeID); err != nil {
+			return nil, fmt.Errorf("--demo registers %s, and the config file defines a function of the same name; rename it: %w",
+				strings.Join(demoFunctions, ", "), err)
 		}
 	}
 	return reg, nil
