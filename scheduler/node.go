@@ -231,7 +231,7 @@ func (n *Node) Start(ctx context.Context) error {
 	go n.sessionLoop(s)
 	go n.mirror()
 	go n.reconcileLoop()
-	n.log.Info("node started", "lease_id", leaseHex(s.LeaseID()), "lease_ttl", n.cfg.LeaseTTL,
+	n.log.Info("node started", "lease_id", leaseHex(s.LeaseID()), "lease_ttl", n.cfg.LeaseTTL.String(),
 		"functions", n.cfg.Registry.Names(), "max_concurrent", n.cfg.MaxConcurrent)
 	return nil
 }

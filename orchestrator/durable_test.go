@@ -1,0 +1,176 @@
+package orchestrator_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/soloist-dev/soloist/orchestrator"
+)
+
+func historyTypes(t *testing.T, v *env, id, exec string) []orchestrator.EventType {
+	t.Helper()
+	h, err := v.c.History(ctxT(t), id, exec)
+	if err != nil {
+		t.Fatalf("history of %s is not well formed: %v", id, err)
+	}
+	var out []orchestrator.EventType
+	for _, ev := range h {
+		out = append(out, ev.EventType)
+	}
+	return out
+}
+
+// TestStaleHolderHistoryAppendFenced: a holder that lost its owners key
+// while an activity ran cannot append the completion; the history stays
+// well formed, and the next holder appends after it.
+func TestStaleHolderHistoryAppendFenced(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	gate := make(chan struct{})
+	reg := orchestrator.NewRegistry()
+	_ = reg.AddActivity("Gate", orchestrator.Activity(func(ctx context.Context, _ any) (string, error) {
+		select {
+		case <-gate:
+			return "done", nil
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}))
+	_ = reg.AddOrchestrator("fn", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		var s string
+		err := ctx.CallActivity("Gate", nil).Await(&s)
+		return s, err
+	})
+	x, h := v.running(t, "stale", "null")
+	st := x.Status()
+	errc := make(chan error, 1)
+	go func() { errc <- reg.Run(ctxT(t), x) }()
+	eventually(t, 10*time.Second, "activity scheduled", func() bool {
+		return len(historyTypes(t, v, "stale", st.ExecutionID)) == 2
+	})
+	if _, err := v.raw.Delete(ctxT(t), v.keys.Owner("stale")); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, orchestrator.ErrFenced) {
+			t.Fatalf("stale holder's run returned %v, want ErrFenced", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("stale holder's run did not end")
+	}
+	if h.rejects.Load() == 0 {
+		t.Fatal("the fence's OnReject was not called")
+	}
+	got := historyTypes(t, v, "stale", st.ExecutionID)
+	if len(got) != 2 || got[1] != orchestrator.EventTaskScheduled {
+		t.Fatalf("history after the fenced append: %v", got)
+	}
+	// The next holder replays and appends after the same history.
+	h2 := v.hold(t, "stale", st.ExecutionID)
+	if h2.fence.Token <= h.fence.Token {
+		t.Fatalf("token did not grow: %d -> %d", h.fence.Token, h2.fence.Token)
+	}
+	x2, err := v.c.Open(ctxT(t), "stale", st.ExecutionID, h2.fence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Run(ctxT(t), x2); err != nil {
+		t.Fatal(err)
+	}
+	want := []orchestrator.EventType{orchestrator.EventExecutionStarted, orchestrator.EventTaskScheduled,
+		orchestrator.EventTaskCompleted, orchestrator.EventExecutionCompleted}
+	if got := historyTypes(t, v, "stale", st.ExecutionID); len(got) != len(want) || got[2] != want[2] || got[3] != want[3] {
+		t.Fatalf("history %v, want %v", got, want)
+	}
+	if rec := v.decode(t, "stale"); rec.RuntimeStatus != orchestrator.StatusCompleted || rec.FencingToken != h2.fence.Token {
+		t.Fatalf("record %s by token %d", rec.RuntimeStatus, rec.FencingToken)
+	}
+}
+
+// TestHistoryLimitFailsCleanly: an execution whose history would pass the
+// limit fails with a message that says to use ContinueAsNew.
+func TestHistoryLimitFailsCleanly(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	reg := orchestrator.NewRegistry()
+	_ = reg.AddActivity("Noop", orchestrator.Activity(func(ctx context.Context, _ any) (any, error) { return nil, nil }))
+	_ = reg.AddOrchestrator("fn", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		var tasks []*orchestrator.Task
+		for i := 0; i < orchestrator.MaxHistoryEvents; i++ {
+			tasks = append(tasks, ctx.CallActivity("Noop", nil))
+		}
+		return nil, ctx.WhenAll(tasks...)
+	})
+	x, _ := v.running(t, "big", "null")
+	if err := reg.Run(ctxT(t), x); err != nil {
+		t.Fatal(err)
+	}
+	rec := v.decode(t, "big")
+	var msg string
+	_ = json.Unmarshal(rec.Output, &msg)
+	if rec.RuntimeStatus != orchestrator.StatusFailed || !strings.Contains(msg, "ContinueAsNew") {
+		t.Fatalf("status %s, output %s", rec.RuntimeStatus, rec.Output)
+	}
+	if _, err := v.c.History(ctxT(t), "big", ""); err != nil {
+		t.Fatalf("history not well formed: %v", err)
+	}
+}
+
+// TestContinueAsNewCarriesEvents: events raised and not consumed by one
+// generation are delivered to the next.
+func TestContinueAsNewCarriesEvents(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	reg := orchestrator.NewRegistry()
+	_ = reg.AddOrchestrator("fn", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		var gen int
+		_ = ctx.GetInput(&gen)
+		var s string
+		if gen == 0 {
+			if err := ctx.WaitForExternalEvent("a", 0).Await(&s); err != nil {
+				return nil, err
+			}
+			if err := ctx.CreateTimer(50 * time.Millisecond).Await(nil); err != nil {
+				return nil, err
+			}
+			ctx.ContinueAsNew(1)
+			return nil, nil
+		}
+		err := ctx.WaitForExternalEvent("b", 0).Await(&s)
+		return s, err
+	})
+	x, _ := v.running(t, "can", "0")
+	first := x.Status().ExecutionID
+	for _, ev := range []struct{ name, data string }{{"b", `"kept"`}, {"a", `"used"`}} {
+		if err := v.c.RaiseEvent(ctxT(t), "can", ev.name, json.RawMessage(ev.data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := reg.Run(ctxT(t), x); err != nil {
+		t.Fatal(err)
+	}
+	rec := v.decode(t, "can")
+	if rec.RuntimeStatus != orchestrator.StatusContinuedAsNew || rec.ExecutionID == first || string(rec.Input) != "1" {
+		t.Fatalf("after ContinueAsNew: %s exec %s input %s", rec.RuntimeStatus, rec.ExecutionID, rec.Input)
+	}
+	if got := historyTypes(t, v, "can", first); len(got) != 0 {
+		t.Fatalf("old generation's history kept: %v", got)
+	}
+	h := v.hold(t, "can", rec.ExecutionID)
+	x2, err := v.c.Open(ctxT(t), "can", rec.ExecutionID, h.fence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Run(ctxT(t), x2); err != nil {
+		t.Fatal(err)
+	}
+	if rec := v.decode(t, "can"); rec.RuntimeStatus != orchestrator.StatusCompleted || string(rec.Output) != `"kept"` {
+		t.Fatalf("second generation: %s %s", rec.RuntimeStatus, rec.Output)
+	}
+}
