@@ -140,9 +140,9 @@ func watchDeletion(t testing.TB, cli *clientv3.Client, key string, fromRev int64
 
 // proxiedClient is a client of e whose every byte goes through a proxy the
 // test controls. It is closed before the proxy and the etcd.
-func proxiedClient(t testing.TB, e *leasetest.Etcd) (*clientv3.Client, *tcpProxy) {
+func proxiedClient(t testing.TB, e *leasetest.Etcd) (*clientv3.Client, *leasetest.Proxy) {
 	t.Helper()
-	p := newTCPProxy(t, e.Endpoints[0])
+	p := leasetest.NewProxy(t, e.Endpoints[0])
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{p.URL()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatalf("proxied client: %v", err)

@@ -163,10 +163,10 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 
 // proxiedEnv is an env whose Client talks to etcd through a proxy the test
 // controls; raw is direct.
-func proxiedEnv(t testing.TB) (*env, *tcpProxy) {
+func proxiedEnv(t testing.TB) (*env, *leasetest.Proxy) {
 	t.Helper()
 	e := leasetest.Start(t)
-	p := newTCPProxy(t, e.Endpoints[0])
+	p := leasetest.NewProxy(t, e.Endpoints[0])
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{p.URL()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package lease_test
+package leasetest
 
 import (
 	"errors"
@@ -9,11 +9,11 @@ import (
 	"time"
 )
 
-// tcpProxy forwards TCP connections to an upstream address. A test can drop
+// Proxy forwards TCP connections to an upstream address. A test can drop
 // the bytes of either direction (a blackhole: connections stay up, nothing
 // arrives, as in a network partition) and heal it again, to cut a client
 // from etcd while etcd itself keeps running.
-type tcpProxy struct {
+type Proxy struct {
 	ln       net.Listener
 	upstream string
 	wg       sync.WaitGroup
@@ -26,9 +26,9 @@ type tcpProxy struct {
 	closed  bool
 }
 
-// newTCPProxy starts a proxy to the host of endpoint (a URL such as
+// NewProxy starts a proxy to the host of endpoint (a URL such as
 // http://127.0.0.1:2379), closed when the test ends.
-func newTCPProxy(t testing.TB, endpoint string) *tcpProxy {
+func NewProxy(t testing.TB, endpoint string) *Proxy {
 	t.Helper()
 	u, err := url.Parse(endpoint)
 	if err != nil {
@@ -38,7 +38,7 @@ func newTCPProxy(t testing.TB, endpoint string) *tcpProxy {
 	if err != nil {
 		t.Fatalf("proxy: listen: %v", err)
 	}
-	p := &tcpProxy{ln: ln, upstream: u.Host, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, upstream: u.Host, conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.Close)
@@ -46,11 +46,11 @@ func newTCPProxy(t testing.TB, endpoint string) *tcpProxy {
 }
 
 // URL is the endpoint clients use instead of etcd's.
-func (p *tcpProxy) URL() string { return "http://" + p.ln.Addr().String() }
+func (p *Proxy) URL() string { return "http://" + p.ln.Addr().String() }
 
 // Blackhole drops (true) or forwards (false) each direction's bytes, for
 // open and new connections alike.
-func (p *tcpProxy) Blackhole(tx, rx bool) {
+func (p *Proxy) Blackhole(tx, rx bool) {
 	p.mu.Lock()
 	p.dropTx, p.dropRx = tx, rx
 	p.mu.Unlock()
@@ -59,7 +59,7 @@ func (p *tcpProxy) Blackhole(tx, rx bool) {
 // DelayRx holds every etcd -> client chunk read from now on for d before
 // forwarding it: a request is served at once but its reply comes late, so a
 // test can act between a commit and the client learning of it.
-func (p *tcpProxy) DelayRx(d time.Duration) {
+func (p *Proxy) DelayRx(d time.Duration) {
 	p.mu.Lock()
 	p.delayRx = d
 	p.mu.Unlock()
@@ -68,7 +68,7 @@ func (p *tcpProxy) DelayRx(d time.Duration) {
 // Heal forwards both directions again, without delay, and closes every open
 // connection: dropped bytes have broken their framing, and delayed replies
 // must not arrive, so clients reconnect.
-func (p *tcpProxy) Heal() {
+func (p *Proxy) Heal() {
 	p.mu.Lock()
 	p.dropTx, p.dropRx, p.delayRx = false, false, 0
 	for c := range p.conns {
@@ -78,7 +78,7 @@ func (p *tcpProxy) Heal() {
 }
 
 // Close stops the proxy and closes every connection.
-func (p *tcpProxy) Close() {
+func (p *Proxy) Close() {
 	p.mu.Lock()
 	p.closed = true
 	for c := range p.conns {
@@ -90,7 +90,7 @@ func (p *tcpProxy) Close() {
 }
 
 // fate says what happens to a chunk read now: dropped, or forwarded at due.
-func (p *tcpProxy) fate(tx bool) (drop bool, due time.Time) {
+func (p *Proxy) fate(tx bool) (drop bool, due time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if tx {
@@ -99,7 +99,7 @@ func (p *tcpProxy) fate(tx bool) (drop bool, due time.Time) {
 	return p.dropRx, time.Now().Add(p.delayRx)
 }
 
-func (p *tcpProxy) track(cs ...net.Conn) bool {
+func (p *Proxy) track(cs ...net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -111,7 +111,7 @@ func (p *tcpProxy) track(cs ...net.Conn) bool {
 	return true
 }
 
-func (p *tcpProxy) untrack(cs ...net.Conn) {
+func (p *Proxy) untrack(cs ...net.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range cs {
@@ -119,7 +119,7 @@ func (p *tcpProxy) untrack(cs ...net.Conn) {
 	}
 }
 
-func (p *tcpProxy) accept() {
+func (p *Proxy) accept() {
 	defer p.wg.Done()
 	for {
 		client, err := p.ln.Accept()
@@ -153,7 +153,7 @@ type chunk struct {
 // pipe copies src to dst, discarding what arrives while its direction is
 // blackholed and holding what must be delayed. Either side closing closes
 // both.
-func (p *tcpProxy) pipe(dst, src net.Conn, tx bool) {
+func (p *Proxy) pipe(dst, src net.Conn, tx bool) {
 	defer p.wg.Done()
 	q := make(chan chunk, 1024)
 	stop := make(chan struct{}) // closed when src ends: pending chunks are dropped
