@@ -153,7 +153,7 @@ func (n *Node) campaign(s *lease.Session, id string, v instanceView, delay time.
 		return
 	}
 	n.runs[id] = r
-	n.wg.Add(1)
+	n.runsWG.Add(1)
 	n.mu.Unlock()
 	go n.runHeld(rctx, r, gone)
 }

@@ -74,7 +74,8 @@ type Node struct {
 
 	ctx    context.Context // the node's life; cancelled by Drain at the end
 	cancel context.CancelCauseFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // loops and campaigns
+	runsWG sync.WaitGroup // runs: Drain waits for them only within its budget
 	kick   chan struct{}
 
 	mu          sync.Mutex
@@ -359,6 +360,9 @@ func (n *Node) Drain(ctx context.Context) error {
 	}
 	n.cancel(errStopped)
 	n.wg.Wait()
+	if err == nil {
+		n.runsWG.Wait() // every run has stopped; ends the last goroutines
+	}
 	if s != nil {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		if cerr := s.Close(rctx); cerr != nil && err == nil {

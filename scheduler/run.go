@@ -14,7 +14,7 @@ import (
 // runHeld runs an instance under its holding until it finishes, the holding
 // is lost, the instance changes, or the node drains.
 func (n *Node) runHeld(ctx context.Context, r *run, gone ownerGone) {
-	defer n.wg.Done()
+	defer n.runsWG.Done()
 	h := r.holding
 	held := n.m.instancesHeld.WithLabelValues(r.name)
 	held.Inc()
