@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -207,7 +208,7 @@ func runOnce(ctx context.Context, argv, env []string, input []byte, timeout time
 
 	cmd := exec.CommandContext(actx, argv[0], argv[1:]...)
 	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = procAttr()
 	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
 	cmd.WaitDelay = waitDelay
 	if len(input) > 0 {
@@ -220,10 +221,10 @@ func runOnce(ctx context.Context, argv, env []string, input []byte, timeout time
 	stderr := &tailBuffer{max: stderrTail}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 
-	if err := cmd.Start(); err != nil {
+	waitErr, err := startAndWait(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
-	waitErr := cmd.Wait()
 	// Whatever the program left behind in its group dies with it. The group
 	// ID cannot be reused while a member is alive, so this never hits a
 	// stranger while there is something to kill.
@@ -251,6 +252,27 @@ func runOnce(ctx context.Context, argv, env []string, input []byte, timeout time
 		}
 		return nil, fmt.Errorf("run %s: %w", argv[0], waitErr)
 	}
+}
+
+// startAndWait runs cmd on one locked OS thread, from Start until Wait
+// returns: the parent-death signal of procAttr is tied to that thread.
+func startAndWait(cmd *exec.Cmd) (waitErr, startErr error) {
+	started := make(chan error, 1)
+	waited := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		waited <- cmd.Wait()
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return <-waited, nil
 }
 
 // causeError reads well in an instance's output and still matches its
