@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/soloist-dev/soloist/lease/leasetest"
 )
 
 // Node is one `soloist serve` process. It reaches etcd only through its own
@@ -21,7 +23,7 @@ type Node struct {
 	ID      string
 	Addr    string // host:port of its HTTP API
 	Proc    *Process
-	Proxies []*Proxy
+	Proxies []*leasetest.Proxy
 	env     *Env
 
 	mu      sync.Mutex
@@ -45,7 +47,7 @@ func (n *Node) Down() bool {
 func (n *Node) Cut() time.Duration {
 	at := n.env.Fault("cut", n.ID, "")
 	for _, p := range n.Proxies {
-		p.Blackhole()
+		p.Blackhole(true, true)
 	}
 	return at
 }
@@ -285,7 +287,7 @@ func newNode(e *Env, i int) (*Node, error) {
 	n := &Node{ID: fmt.Sprintf("n%d", i), Addr: fmt.Sprintf("127.0.0.1:%d", port), env: e, retired: map[string]float64{}}
 	var eps []string
 	for _, m := range e.Etcd.Members {
-		p, err := NewProxy(m.Host())
+		p, err := leasetest.StartProxy(m.Host())
 		if err != nil {
 			return nil, err
 		}

@@ -2,6 +2,8 @@ package leasetest
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"sync"
@@ -11,8 +13,15 @@ import (
 
 // Proxy forwards TCP connections to an upstream address. A test can drop
 // the bytes of either direction (a blackhole: connections stay up, nothing
-// arrives, as in a network partition) and heal it again, to cut a client
-// from etcd while etcd itself keeps running.
+// arrives, as in a network partition), delay them, and heal it again, to
+// cut a client from etcd while etcd itself keeps running. While both
+// directions are blackholed new connections are accepted but go nowhere.
+// It is used by the package tests and by the multi-process fault suite.
+//
+// go.etcd.io/etcd/pkg/v3/proxy does not fit these tests: its accept loop
+// blocks once 16 errors are unread on its error channel (every dial to a
+// killed member is one), a failed dial leaves the client connection open,
+// and un-blackholing resumes connections whose bytes were dropped mid-frame.
 type Proxy struct {
 	ln       net.Listener
 	upstream string
@@ -22,6 +31,7 @@ type Proxy struct {
 	conns   map[net.Conn]struct{}
 	dropTx  bool          // client -> etcd bytes are discarded
 	dropRx  bool          // etcd -> client bytes are discarded
+	delayTx time.Duration // client -> etcd bytes are held this long
 	delayRx time.Duration // etcd -> client bytes are held this long
 	closed  bool
 }
@@ -34,15 +44,25 @@ func NewProxy(t testing.TB, endpoint string) *Proxy {
 	if err != nil {
 		t.Fatalf("proxy: parse %q: %v", endpoint, err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := StartProxy(u.Host)
 	if err != nil {
-		t.Fatalf("proxy: listen: %v", err)
+		t.Fatalf("proxy: %v", err)
 	}
-	p := &Proxy{ln: ln, upstream: u.Host, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.accept()
 	t.Cleanup(p.Close)
 	return p
+}
+
+// StartProxy starts a proxy on a free loopback port to upstream
+// (host:port); the caller closes it.
+func StartProxy(upstream string) (*Proxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("proxy: listen: %w", err)
+	}
+	p := &Proxy{ln: ln, upstream: upstream, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.accept()
+	return p, nil
 }
 
 // URL is the endpoint clients use instead of etcd's.
@@ -65,12 +85,26 @@ func (p *Proxy) DelayRx(d time.Duration) {
 	p.mu.Unlock()
 }
 
+// Delay holds every chunk of both directions for d (0 to stop).
+func (p *Proxy) Delay(d time.Duration) {
+	p.mu.Lock()
+	p.delayTx, p.delayRx = d, d
+	p.mu.Unlock()
+}
+
+// Blackholed reports whether both directions are dropped.
+func (p *Proxy) Blackholed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.dropTx && p.dropRx
+}
+
 // Heal forwards both directions again, without delay, and closes every open
 // connection: dropped bytes have broken their framing, and delayed replies
 // must not arrive, so clients reconnect.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
-	p.dropTx, p.dropRx, p.delayRx = false, false, 0
+	p.dropTx, p.dropRx, p.delayTx, p.delayRx = false, false, 0, 0
 	for c := range p.conns {
 		_ = c.Close()
 	}
@@ -94,7 +128,7 @@ func (p *Proxy) fate(tx bool) (drop bool, due time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if tx {
-		return p.dropTx, time.Now()
+		return p.dropTx, time.Now().Add(p.delayTx)
 	}
 	return p.dropRx, time.Now().Add(p.delayRx)
 }
@@ -129,8 +163,23 @@ func (p *Proxy) accept() {
 			}
 			continue
 		}
-		server, err := net.Dial("tcp", p.upstream)
-		if err != nil {
+		if p.Blackholed() {
+			// Partitioned: the connection goes nowhere until Heal closes it.
+			if !p.track(client) {
+				_ = client.Close()
+				return
+			}
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				_, _ = io.Copy(io.Discard, client)
+				_ = client.Close()
+				p.untrack(client)
+			}()
+			continue
+		}
+		server, err := net.DialTimeout("tcp", p.upstream, 2*time.Second)
+		if err != nil { // the upstream is down: refuse, as it would
 			_ = client.Close()
 			continue
 		}
