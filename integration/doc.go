@@ -78,11 +78,12 @@
 //     ran to its end twice under one token; a Completed record's output
 //     comes from the program of the holder that completed it. In the
 //     scenarios where every old holder stops by itself (cut from etcd,
-//     SIGTERM drain, etcd faults) no effect of an older holder of an
-//     execution may arrive after one of a newer holder. After SIGKILL and
-//     SIGSTOP that cannot hold (the killed node's program is orphaned; a
-//     paused node acts late, as lease/doc.go says) and such effects are
-//     counted ("stale effects"), refused by the sink.
+//     SIGTERM drain, SIGKILL - its exec programs die with it by the
+//     parent-death signal - and etcd faults) no effect of an older holder
+//     of an execution may arrive after one of a newer holder. After SIGSTOP
+//     that cannot hold (a paused node's program runs on, and the node acts
+//     late, as lease/doc.go says) and such effects are counted ("stale
+//     effects"), refused by the sink.
 //   - Linearizability (porcupine, per instance ID): the clients' starts,
 //     terminates, raises and reads - with unknown outcomes for timeouts and
 //     5xx - together with the holders' acquire, fenced write, fenced finish

@@ -185,7 +185,7 @@ func pace(d time.Duration) { time.Sleep(d) }
 // TestFaultKillHolders kills the holder of a running instance with SIGKILL,
 // again and again, restarting it each time.
 func TestFaultKillHolders(t *testing.T) {
-	runScenario(t, "kill -9 holders", false, harness.WorkloadOptions{}, func(s *scenario) {
+	runScenario(t, "kill -9 holders", true, harness.WorkloadOptions{}, func(s *scenario) {
 		for i := 0; i < short(3, 25); i++ {
 			pace(time.Second)
 			h, ok := s.startProbe(25, false)
@@ -387,7 +387,7 @@ func TestFaultEtcdLeader(t *testing.T) {
 // TestFaultEtcdMinority loses one etcd member of three for a while; a
 // holder is killed meanwhile, so a takeover runs on the remaining quorum.
 func TestFaultEtcdMinority(t *testing.T) {
-	runScenario(t, "etcd minority lost", false, harness.WorkloadOptions{}, func(s *scenario) {
+	runScenario(t, "etcd minority lost", true, harness.WorkloadOptions{}, func(s *scenario) {
 		for i := 0; i < short(1, 6); i++ {
 			pace(time.Second)
 			leader, err := s.env.Etcd.Leader(context.Background())
