@@ -160,9 +160,15 @@ func (e *executor) runAll() error {
 		}
 	}
 	// Scheduled in history but not finished: their work runs (again) here.
+	// Tasks the code issued past the end of the history start only after
+	// the live loop has committed their schedule.
+	uncommitted := map[*Task]bool{}
+	for _, t := range e.actions {
+		uncommitted[t] = true
+	}
 	var again []*Task
 	for _, t := range e.tasks {
-		if !t.done && t.id >= 0 {
+		if !t.done && t.id >= 0 && !uncommitted[t] {
 			again = append(again, t)
 		}
 	}
