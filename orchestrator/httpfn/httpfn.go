@@ -1,0 +1,639 @@
+package httpfn
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/soloist-dev/soloist/orchestrator"
+)
+
+// DefaultMaxResponse is the default cap of a successful response body: 1 MiB.
+const DefaultMaxResponse = 1 << 20
+
+// DefaultMethod is the method used when Spec.Method is empty.
+const DefaultMethod = http.MethodPost
+
+// bodyExcerpt is how much of a non-2xx response body an error carries.
+const bodyExcerpt = 4 << 10
+
+// The headers of the contract (SPEC section 6). Configured headers may not
+// use the Soloist- prefix.
+const (
+	HeaderInstanceID   = "Soloist-Instance-Id"
+	HeaderExecutionID  = "Soloist-Execution-Id"
+	HeaderFencingToken = "Soloist-Fencing-Token"
+	HeaderFunction     = "Soloist-Function"
+)
+
+const reservedPrefix = "Soloist-"
+
+// userAgent is sent unless the configuration sets User-Agent.
+const userAgent = "soloist-httpfn"
+
+// Transport settings of the default client.
+const (
+	dialTimeout           = 30 * time.Second
+	tcpKeepAlive          = 30 * time.Second
+	tlsHandshakeTimeout   = 10 * time.Second
+	expectContinueTimeout = 1 * time.Second
+	idleConnTimeout       = 90 * time.Second
+)
+
+var (
+	// ErrInvalidConfig is matched (errors.Is) by every *ConfigError.
+	ErrInvalidConfig = errors.New("httpfn: invalid configuration")
+	// ErrResponseTooLarge means a 2xx response body was larger than
+	// Options.MaxResponse. It is not retried.
+	ErrResponseTooLarge = errors.New("httpfn: response too large")
+	// ErrTimeout means an attempt ran longer than Options.Timeout.
+	ErrTimeout = errors.New("httpfn: timed out")
+)
+
+// Spec is what to call: the "http" block of a function in the config file.
+type Spec struct {
+	// URL is the absolute http:// or https:// URL to call.
+	URL string
+	// Method defaults to POST. It is upper-cased.
+	Method string
+	// Headers are added to every request. Names are case-insensitive and
+	// may not start with "Soloist-". A "Host" entry sets the request's Host.
+	Headers map[string]string
+}
+
+// Options configure an HTTP function.
+type Options struct {
+	// Timeout bounds each attempt, from sending the request to reading the
+	// whole response; 0 means no limit. An attempt that times out fails
+	// (and is retried if Retry allows).
+	Timeout time.Duration
+	// Retry re-sends the request after a failed attempt. Defaults to one
+	// attempt.
+	Retry Retry
+	// Client sends the requests. Defaults to a client of this function
+	// alone; see the package documentation.
+	Client *http.Client
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// MaxResponse caps a successful response body in bytes. Defaults to
+	// DefaultMaxResponse.
+	MaxResponse int
+}
+
+// Retry says how often and how soon a failed attempt is repeated.
+type Retry struct {
+	// MaxAttempts is the number of attempts in all, the first included.
+	// 0 means 1.
+	MaxAttempts int
+	// Backoff is the pause between attempts. Defaults to no pause.
+	Backoff time.Duration
+}
+
+// ConfigError says which part of a Spec or Options is wrong and how to fix
+// it. It matches ErrInvalidConfig.
+type ConfigError struct {
+	// Field is the name of the setting as the config file spells it, such
+	// as "url", "method", "headers" or "retry.maxAttempts".
+	Field string
+	// Value is the offending value (a URL with its password redacted).
+	Value string
+	// Reason says what is wrong and how to fix it.
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	if e.Value == "" {
+		return fmt.Sprintf("httpfn: invalid %s: %s", e.Field, e.Reason)
+	}
+	return fmt.Sprintf("httpfn: invalid %s %q: %s", e.Field, e.Value, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrInvalidConfig) true.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+// StatusError is the failure of an attempt answered with a status outside
+// 2xx.
+type StatusError struct {
+	// Method and URL are those of the request; the URL has its password
+	// and query hidden.
+	Method, URL string
+	// StatusCode is the response's status code.
+	StatusCode int
+	// Status is the status line's text, such as "503 Service Unavailable".
+	Status string
+	// Body is the first 4 KiB of the response body, trimmed; "..." ends it
+	// if the body was longer.
+	Body string
+}
+
+func (e *StatusError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s answered %s", e.Method, e.URL, e.Status)
+	if e.Body != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Body)
+	} else {
+		b.WriteString(" (empty body)")
+	}
+	return b.String()
+}
+
+// Retryable reports whether Soloist retries the status: 5xx and 429. Any
+// other 4xx is final.
+func (e *StatusError) Retryable() bool {
+	return e.StatusCode >= 500 || e.StatusCode == http.StatusTooManyRequests
+}
+
+// Invocation is what one run of an HTTP function is about.
+type Invocation struct {
+	InstanceID   string
+	ExecutionID  string
+	Function     string
+	FencingToken int64
+	// Input is the request body; empty sends null.
+	Input json.RawMessage
+}
+
+// Header returns the contract's headers of the invocation.
+func (inv Invocation) Header() http.Header {
+	h := http.Header{}
+	h.Set(HeaderInstanceID, inv.InstanceID)
+	h.Set(HeaderExecutionID, inv.ExecutionID)
+	h.Set(HeaderFencingToken, strconv.FormatInt(inv.FencingToken, 10))
+	h.Set(HeaderFunction, inv.Function)
+	return h
+}
+
+// New checks spec and opts and returns an orchestration that calls the URL
+// as described in the package documentation. A configuration error is a
+// *ConfigError that says what to fix.
+func New(spec Spec, opts Options) (orchestrator.OrchestratorFunc, error) {
+	f, err := compile(spec, opts)
+	if err != nil {
+		return nil, err
+	}
+	return func(octx *orchestrator.OrchestrationContext) (any, error) {
+		inv := Invocation{
+			InstanceID:   octx.InstanceID(),
+			ExecutionID:  octx.ExecutionID(),
+			Function:     octx.Name(),
+			FencingToken: octx.FencingToken(),
+			Input:        octx.RawInput(),
+		}
+		out, err := f.call(octx.Context(), inv)
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
+	}, nil
+}
+
+// Run checks spec and opts, calls the URL for inv with the retries of opts
+// and returns the output of the first successful attempt. If ctx is
+// cancelled it aborts the request in flight, does not retry, and returns
+// context.Cause(ctx). New wraps the same call; Run is exported for callers
+// that have no OrchestrationContext.
+func Run(ctx context.Context, spec Spec, inv Invocation, opts Options) (json.RawMessage, error) {
+	f, err := compile(spec, opts)
+	if err != nil {
+		return nil, err
+	}
+	return f.call(ctx, inv)
+}
+
+// function is a checked Spec with its Options.
+type function struct {
+	method   string
+	url      string
+	shownURL string // for errors and logs: no password, no query
+	header   http.Header
+	host     string
+	opts     Options
+	client   *http.Client
+	ownIdle  bool // the client is ours: close its idle connections after a call
+	log      *slog.Logger
+	attempts int
+	maxResp  int
+}
+
+func compile(spec Spec, opts Options) (*function, error) {
+	u, err := checkURL(spec.URL)
+	if err != nil {
+		return nil, err
+	}
+	method, err := checkMethod(spec.Method)
+	if err != nil {
+		return nil, err
+	}
+	header, host, err := checkHeaders(spec.Headers)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkOptions(opts); err != nil {
+		return nil, err
+	}
+	f := &function{
+		method: method, url: spec.URL, shownURL: showURL(u), header: header, host: host, opts: opts,
+		client: opts.Client, log: opts.Logger,
+		attempts: max(opts.Retry.MaxAttempts, 1), maxResp: opts.MaxResponse,
+	}
+	if f.client == nil {
+		f.client, f.ownIdle = newClient(), true
+	}
+	if f.log == nil {
+		f.log = slog.Default()
+	}
+	if f.maxResp == 0 {
+		f.maxResp = DefaultMaxResponse
+	}
+	return f, nil
+}
+
+// newClient returns a client with a transport of its own: bounded connect
+// and TLS handshake, TCP keep-alives to notice dead peers, proxies from the
+// environment, and no overall deadline (Options.Timeout is the deadline).
+func newClient() *http.Client {
+	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: tcpKeepAlive}
+	return &http.Client{Transport: &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           d.DialContext,
+		ForceAttemptHTTP2:     true,
+		TLSHandshakeTimeout:   tlsHandshakeTimeout,
+		ExpectContinueTimeout: expectContinueTimeout,
+		IdleConnTimeout:       idleConnTimeout,
+		MaxIdleConns:          16,
+	}}
+}
+
+func checkURL(raw string) (*url.URL, error) {
+	bad := func(value, reason string) error {
+		return &ConfigError{Field: "url", Value: value, Reason: reason}
+	}
+	if strings.TrimSpace(raw) == "" {
+		return nil, bad("", "it is empty; set it to the absolute http:// or https:// URL to call, such as https://search.internal/reindex")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, bad(redactRaw(raw), fmt.Sprintf("it does not parse (%v); write it as an absolute URL such as https://search.internal/reindex, with no spaces around it", err))
+	}
+	shown := u.Redacted()
+	switch {
+	case !strings.Contains(raw, "://") || u.Scheme == "":
+		return nil, bad(shown, "it is not an absolute URL; write it with scheme and host, as http://host/path or https://host/path, such as https://search.internal/reindex")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, bad(shown, fmt.Sprintf("its scheme is %q; only http and https are supported", u.Scheme))
+	case u.Opaque != "" || u.Hostname() == "":
+		return nil, bad(shown, "it has no host; write it as http://host/path or https://host/path, such as https://search.internal/reindex")
+	}
+	return u, nil
+}
+
+// redactRaw hides a password in a URL that does not parse.
+func redactRaw(raw string) string {
+	rest, ok := strings.CutPrefix(raw, "http://")
+	scheme := "http://"
+	if !ok {
+		rest, ok = strings.CutPrefix(raw, "https://")
+		scheme = "https://"
+	}
+	if !ok {
+		return raw
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	at := strings.LastIndex(rest[:end], "@")
+	if at < 0 {
+		return raw
+	}
+	user, _, hasPass := strings.Cut(rest[:at], ":")
+	if !hasPass {
+		return raw
+	}
+	return scheme + user + ":xxxxx" + rest[at:]
+}
+
+// showURL is the URL as errors and logs show it: without password or query,
+// which often carry credentials.
+func showURL(u *url.URL) string {
+	c := *u
+	c.RawQuery, c.ForceQuery, c.Fragment, c.RawFragment = "", false, "", ""
+	s := c.Redacted()
+	if u.RawQuery != "" {
+		s += "?..."
+	}
+	return s
+}
+
+func checkMethod(m string) (string, error) {
+	if m == "" {
+		return DefaultMethod, nil
+	}
+	if !isToken(m) {
+		return "", &ConfigError{Field: "method", Value: m,
+			Reason: "it is not a valid HTTP method; use one word of letters such as POST, PUT or GET, without spaces"}
+	}
+	m = strings.ToUpper(m)
+	if m == http.MethodConnect {
+		return "", &ConfigError{Field: "method", Value: m,
+			Reason: "CONNECT opens a tunnel and cannot call a function; use POST, PUT or GET"}
+	}
+	return m, nil
+}
+
+// managedHeaders are set by the HTTP client from the request itself.
+var managedHeaders = map[string]bool{
+	"Content-Length": true, "Transfer-Encoding": true, "Connection": true, "Keep-Alive": true,
+	"Proxy-Connection": true, "Te": true, "Trailer": true, "Upgrade": true,
+}
+
+func checkHeaders(in map[string]string) (http.Header, string, error) {
+	h := http.Header{}
+	host := ""
+	seen := map[string]string{}
+	bad := func(name, reason string) error {
+		return &ConfigError{Field: "headers", Value: name, Reason: reason}
+	}
+	for _, name := range slices.Sorted(maps.Keys(in)) { // the same error every time
+		value := in[name]
+		if !isToken(name) {
+			return nil, "", bad(name, "it is not a valid header name; use letters, digits and - only (no spaces, colons or non-ASCII characters), such as X-Team")
+		}
+		canon := http.CanonicalHeaderKey(name)
+		if prev, dup := seen[canon]; dup {
+			return nil, "", bad(name, fmt.Sprintf("it is the same header as %q (names are case-insensitive); keep one of them", prev))
+		}
+		seen[canon] = name
+		switch {
+		case strings.HasPrefix(canon, reservedPrefix):
+			return nil, "", bad(name, fmt.Sprintf("the Soloist- prefix is reserved for the headers Soloist sets itself (%s, %s, %s, %s); remove it or choose another name",
+				HeaderInstanceID, HeaderExecutionID, HeaderFencingToken, HeaderFunction))
+		case managedHeaders[canon]:
+			return nil, "", bad(name, "the HTTP client sets this header from the request itself; remove it")
+		case !validHeaderValue(value):
+			return nil, "", bad(name, "its value contains a control character such as a newline; a header value must be one line of printable text")
+		}
+		if canon == "Host" {
+			if !validHost(value) {
+				return nil, "", bad(name, fmt.Sprintf("its value %q is not a host name; write host or host:port, or remove the header to use the URL's host", value))
+			}
+			host = value
+			continue
+		}
+		h.Set(canon, value)
+	}
+	return h, host, nil
+}
+
+func checkOptions(o Options) error {
+	switch {
+	case o.Timeout < 0:
+		return &ConfigError{Field: "timeout", Value: o.Timeout.String(), Reason: "it is negative; use a positive duration such as 30s, or leave it out for no limit"}
+	case o.Retry.MaxAttempts < 0:
+		return &ConfigError{Field: "retry.maxAttempts", Value: strconv.Itoa(o.Retry.MaxAttempts), Reason: "it is negative; use 1 or more (the first attempt included)"}
+	case o.Retry.Backoff < 0:
+		return &ConfigError{Field: "retry.backoff", Value: o.Retry.Backoff.String(), Reason: "it is negative; use a positive duration such as 10s, or leave it out for no pause"}
+	case o.MaxResponse < 0:
+		return &ConfigError{Field: "maxResponse", Value: strconv.Itoa(o.MaxResponse), Reason: "it is negative; use a size in bytes, or leave it out for 1 MiB"}
+	}
+	return nil
+}
+
+// isToken reports whether s is an RFC 9110 token: the rule of method and
+// header names that net/http enforces.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue is net/http's rule: no control characters but tab.
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func validHost(h string) bool {
+	if h == "" || strings.ContainsAny(h, " \t/?#@\\") {
+		return false
+	}
+	u, err := url.Parse("http://" + h)
+	return err == nil && u.Host == h && u.Hostname() != ""
+}
+
+// call makes the attempts of one invocation.
+func (f *function) call(ctx context.Context, inv Invocation) (json.RawMessage, error) {
+	if f.ownIdle {
+		// Nothing of a run outlives it; the next run dials again.
+		defer f.client.CloseIdleConnections()
+	}
+	log := f.log.With("function", inv.Function, "instance_id", inv.InstanceID,
+		"execution_id", inv.ExecutionID, "fencing_token", inv.FencingToken)
+	body := bytes.TrimSpace(inv.Input)
+	if len(body) == 0 {
+		body = []byte("null")
+	}
+	var lastErr error
+	for attempt := 1; attempt <= f.attempts; attempt++ {
+		start := time.Now()
+		log.Debug("http attempt starting", "method", f.method, "url", f.shownURL, "attempt", attempt)
+		out, err := f.once(ctx, inv, body)
+		if err == nil {
+			log.Debug("http attempt succeeded", "attempt", attempt, "duration", time.Since(start))
+			return out, nil
+		}
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		if !retryable(err) {
+			if attempt > 1 {
+				return nil, fmt.Errorf("attempt %d of %d failed and is not retried: %w", attempt, f.attempts, err)
+			}
+			return nil, err
+		}
+		lastErr = err
+		if attempt == f.attempts {
+			break
+		}
+		log.Warn("http attempt failed; retrying", "attempt", attempt, "max_attempts", f.attempts,
+			"backoff", f.opts.Retry.Backoff, "error", err)
+		if f.opts.Retry.Backoff > 0 {
+			t := time.NewTimer(f.opts.Retry.Backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, context.Cause(ctx)
+			case <-t.C:
+			}
+		}
+	}
+	if f.attempts > 1 {
+		return nil, fmt.Errorf("all %d attempts failed, the last: %w", f.attempts, lastErr)
+	}
+	return nil, lastErr
+}
+
+// retryable: network errors, timeouts, 5xx and 429. Not: other statuses,
+// an oversized response.
+func retryable(err error) bool {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.Retryable()
+	}
+	return !errors.Is(err, ErrResponseTooLarge)
+}
+
+// once makes one attempt.
+func (f *function) once(ctx context.Context, inv Invocation, body []byte) (json.RawMessage, error) {
+	actx := ctx
+	if f.opts.Timeout > 0 {
+		var cancel context.CancelFunc
+		actx, cancel = context.WithTimeoutCause(ctx, f.opts.Timeout, &causeError{
+			msg: fmt.Sprintf("%s %s timed out after %s", f.method, f.shownURL, f.opts.Timeout), err: ErrTimeout})
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(actx, f.method, f.url, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", f.method, f.shownURL, err)
+	}
+	for k, v := range f.header {
+		req.Header[k] = append([]string(nil), v...)
+	}
+	if req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", userAgent)
+	}
+	for k, v := range inv.Header() {
+		req.Header[k] = v
+	}
+	if f.host != "" {
+		req.Host = f.host
+	}
+
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return nil, f.failure(ctx, actx, err)
+	}
+	defer resp.Body.Close()
+
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, bodyExcerpt+1))
+		if actx.Err() != nil {
+			return nil, f.failure(ctx, actx, actx.Err())
+		}
+		return nil, &StatusError{Method: f.method, URL: f.shownURL, StatusCode: resp.StatusCode,
+			Status: statusText(resp), Body: clip(excerpt, bodyExcerpt)}
+	}
+	tooLarge := func() error {
+		return &causeError{err: ErrResponseTooLarge, msg: fmt.Sprintf(
+			"%s %s answered %s with a body of more than %d bytes, the limit; return a reference to large results instead, or raise the limit",
+			f.method, f.shownURL, statusText(resp), f.maxResp)}
+	}
+	if resp.ContentLength > int64(f.maxResp) {
+		return nil, tooLarge()
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, int64(f.maxResp)+1))
+	if err != nil {
+		return nil, f.failure(ctx, actx, fmt.Errorf("reading the response: %w", err))
+	}
+	if len(b) > f.maxResp {
+		return nil, tooLarge()
+	}
+	return outputJSON(b), nil
+}
+
+// failure explains a request that got no complete answer: the run's
+// cancellation, the attempt's timeout, or a network error.
+func (f *function) failure(ctx, actx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return context.Cause(ctx)
+	case actx.Err() != nil:
+		return context.Cause(actx)
+	}
+	// *url.Error shows the full URL; show ours instead.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return fmt.Errorf("%s %s: %w", f.method, f.shownURL, err)
+}
+
+func statusText(resp *http.Response) string {
+	if s := strings.TrimSpace(resp.Status); s != "" {
+		return s
+	}
+	return strings.TrimSpace(strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode))
+}
+
+// clip returns the first n bytes of b as valid UTF-8, trimmed, with "..."
+// if b was longer.
+func clip(b []byte, n int) string {
+	cut := len(b) > n
+	if cut {
+		b = b[:n]
+	}
+	s := strings.TrimSpace(strings.ToValidUTF8(string(b), ""))
+	if cut {
+		s += "..."
+	}
+	return s
+}
+
+// outputJSON turns a response body into the instance's output: the JSON
+// value if it parses, else a JSON string without trailing newlines; null if
+// empty.
+func outputJSON(b []byte) json.RawMessage {
+	t := bytes.TrimSpace(b)
+	if len(t) == 0 {
+		return json.RawMessage("null")
+	}
+	if json.Valid(t) {
+		return json.RawMessage(t)
+	}
+	s, _ := json.Marshal(strings.TrimRight(string(b), "\r\n"))
+	return s
+}
+
+// causeError reads well in an instance's output and still matches its
+// sentinel with errors.Is.
+type causeError struct {
+	msg string
+	err error
+}
+
+func (e *causeError) Error() string { return e.msg }
+func (e *causeError) Unwrap() error { return e.err }
