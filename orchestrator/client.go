@@ -88,6 +88,27 @@ type StartResult struct {
 // outcome of the commit is unknown (a timeout), Start re-reads the record and
 // reports success only if its execution is there.
 func (c *Client) Start(ctx context.Context, name string, opts StartOptions) (*StartResult, error) {
+	return c.StartIf(ctx, name, opts, nil, nil)
+}
+
+// ErrConditionFailed means a StartIf did not start because one of the
+// caller's compares did not hold; nothing was written.
+var ErrConditionFailed = errors.New("orchestrator: start condition failed")
+
+// StartIf is Start with the caller's compares and writes in the start
+// transaction: the record is created or replaced only if every compare in
+// cmps holds as well as the policies' own compare, and then the ops that ops
+// returns for the new record are applied in the same transaction. ops is
+// called once, with a copy of the record to be written (its ExecutionID and
+// CreatedTime are final); it may be nil, and its ops must not touch the
+// instance's own keys.
+//
+// If only the policies' compare fails (a racing start or change), StartIf
+// reads the record again and decides anew, as Start does. If a caller's
+// compare fails, it returns ErrConditionFailed and writes nothing. A refusal
+// by the policies (*ExistsError) and ConflictUseExisting are decided on the
+// record alone, before cmps are evaluated; neither writes the caller's ops.
+func (c *Client) StartIf(ctx context.Context, name string, opts StartOptions, cmps []clientv3.Cmp, ops func(rec *Status) []clientv3.Op) (*StartResult, error) {
 	if name == "" {
 		return nil, &ValidationError{Field: "function name", Reason: "it is empty"}
 	}
@@ -116,17 +137,22 @@ func (c *Client) Start(ctx context.Context, name string, opts StartOptions) (*St
 		Name: name, InstanceID: id, RuntimeStatus: StatusPending, Input: input,
 		CreatedTime: t, LastUpdatedTime: t, ExecutionID: NewID(),
 	}
+	var extra []clientv3.Op
+	if ops != nil {
+		extra = ops(rec.Clone())
+	}
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		cur, rev, err := c.read(ctx, id)
 		if err != nil && !errors.Is(err, ErrInstanceNotFound) {
 			return nil, err
 		}
-		var txn clientv3.Txn
+		var policy clientv3.Cmp
+		var write []clientv3.Op
 		replaced := ""
 		switch {
 		case cur == nil:
-			txn = c.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-				Then(clientv3.OpPut(key, rec.encode()))
+			policy = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+			write = []clientv3.Op{clientv3.OpPut(key, rec.encode())}
 		case cur.RuntimeStatus.Active():
 			switch cp {
 			case ConflictFail:
@@ -144,15 +170,21 @@ func (c *Client) Start(ctx context.Context, name string, opts StartOptions) (*St
 			// terminateExisting: replace the record and free the owners key in
 			// one transaction; the old holder's fenced writes then all fail.
 			replaced = cur.ExecutionID
-			txn = c.etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-				Then(c.replaceOps(id, rec)...)
+			policy = clientv3.Compare(clientv3.ModRevision(key), "=", rev)
+			write = c.replaceOps(id, rec)
 		default:
 			if !rp.allows(cur.RuntimeStatus) {
 				return nil, &ExistsError{Status: cur, Reason: "reusePolicy=" + string(rp)}
 			}
 			replaced = cur.ExecutionID
-			txn = c.etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-				Then(c.replaceOps(id, rec)...)
+			policy = clientv3.Compare(clientv3.ModRevision(key), "=", rev)
+			write = c.replaceOps(id, rec)
+		}
+		txn := c.etcd.Txn(ctx).If(append([]clientv3.Cmp{policy}, cmps...)...).Then(append(write, extra...)...)
+		if len(cmps) > 0 {
+			// The caller's compares alone, evaluated when the start's failed:
+			// the nested result says whose compare did not hold.
+			txn = txn.Else(clientv3.OpTxn(cmps, nil, nil))
 		}
 		resp, err := txn.Commit()
 		if err != nil {
@@ -160,6 +192,11 @@ func (c *Client) Start(ctx context.Context, name string, opts StartOptions) (*St
 		}
 		if resp.Succeeded {
 			return &StartResult{Status: rec.Clone(), Started: true, Replaced: replaced}, nil
+		}
+		if len(cmps) > 0 && len(resp.Responses) == 1 {
+			if nested := resp.Responses[0].GetResponseTxn(); nested != nil && !nested.Succeeded {
+				return nil, ErrConditionFailed
+			}
 		}
 	}
 	return nil, fmt.Errorf("%w: start of '%s' lost %d races in a row; try again", ErrUnavailable, id, maxAttempts)

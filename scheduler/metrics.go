@@ -17,9 +17,12 @@ type metrics struct {
 	startToRunning    prometheus.Histogram
 	takeover          prometheus.Histogram
 	sessionUp         prometheus.Gauge
+	scheduleTicks     *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics registers a node's collectors; schedules are the names whose
+// tick counters start at zero.
+func newMetrics(reg prometheus.Registerer, schedules []string) (*metrics, error) {
 	buckets := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2, 3, 5, 8, 13, 21, 34, 60}
 	m := &metrics{
 		instancesHeld: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -57,10 +60,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		sessionUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "soloist_etcd_session_up", Help: "1 while the node's etcd session lease is alive.",
 		}),
+		scheduleTicks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "soloist_schedule_ticks_total",
+			Help: "Schedule ticks this node claimed, by result: started, skipped (the previous run was still active), error (a claim attempt failed).",
+		}, []string{"schedule", "result"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.instancesHeld, m.campaigns, m.failovers, m.handoffs, m.leasesLost, m.renewFailures,
-		m.fencingRejections, m.completed, m.startToRunning, m.takeover, m.sessionUp,
+		m.fencingRejections, m.completed, m.startToRunning, m.takeover, m.sessionUp, m.scheduleTicks,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -68,6 +75,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, r := range []string{"won", "lost", "error"} {
 		m.campaigns.WithLabelValues(r)
+	}
+	for _, s := range schedules {
+		for _, r := range []string{"started", "skipped", "error"} {
+			m.scheduleTicks.WithLabelValues(s, r)
+		}
 	}
 	return m, nil
 }

@@ -48,6 +48,9 @@ type Config struct {
 	// ResyncInterval is how often the node re-checks every instance it could
 	// run, besides reacting to watch events. Defaults to 1s.
 	ResyncInterval time.Duration
+	// Schedules start functions at cron ticks (see Schedule). Give every
+	// node the same schedules; each tick is claimed once across them.
+	Schedules []Schedule
 }
 
 // ErrDraining means the node is shutting down and takes no new work.
@@ -89,6 +92,8 @@ type Node struct {
 	nodes       map[string]bool
 	campaigning map[string]bool
 	runs        map[string]*run
+
+	scheds []*scheduled // owned by scheduleLoop once started
 }
 
 type instanceView struct {
@@ -162,7 +167,15 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Client == nil {
 		cfg.Client = orchestrator.NewClient(cfg.Etcd, orchestrator.ClientConfig{Prefix: cfg.Prefix, Logger: cfg.Logger})
 	}
-	m, err := newMetrics(cfg.Registerer)
+	scheds, err := compileSchedules(cfg.Schedules, cfg.Registry, cfg.Client.MaxPayload())
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(scheds))
+	for i, s := range scheds {
+		names[i] = s.Name
+	}
+	m, err := newMetrics(cfg.Registerer, names)
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: register metrics: %w", err)
 	}
@@ -173,7 +186,7 @@ func New(cfg Config) (*Node, error) {
 		drained:   make(chan struct{}),
 		instances: map[string]instanceView{}, owners: map[string]ownerView{},
 		ownerGone: map[string]ownerGone{}, nodes: map[string]bool{},
-		campaigning: map[string]bool{}, runs: map[string]*run{},
+		campaigning: map[string]bool{}, runs: map[string]*run{}, scheds: scheds,
 	}, nil
 }
 
@@ -232,8 +245,12 @@ func (n *Node) Start(ctx context.Context) error {
 	go n.sessionLoop(s)
 	go n.mirror()
 	go n.reconcileLoop()
+	if len(n.scheds) > 0 {
+		n.wg.Add(1)
+		go n.scheduleLoop()
+	}
 	n.log.Info("node started", "lease_id", leaseHex(s.LeaseID()), "lease_ttl", n.cfg.LeaseTTL.String(),
-		"functions", n.cfg.Registry.Names(), "max_concurrent", n.cfg.MaxConcurrent)
+		"functions", n.cfg.Registry.Names(), "max_concurrent", n.cfg.MaxConcurrent, "schedules", len(n.scheds))
 	return nil
 }
 

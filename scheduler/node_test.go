@@ -71,6 +71,8 @@ type cluster struct {
 	ttl    time.Duration
 	// maxConcurrent applies to nodes added after it is set.
 	maxConcurrent int
+	// configure, if set, adjusts each node's Config before it is created.
+	configure func(*scheduler.Config)
 }
 
 func newCluster(t *testing.T, n int, ttl time.Duration, reg *orchestrator.Registry) *cluster {
@@ -86,10 +88,14 @@ func (c *cluster) addNode(id string) *testNode {
 	c.t.Helper()
 	cli := c.e.Client()
 	preg := prometheus.NewRegistry()
-	node, err := scheduler.New(scheduler.Config{
+	cfg := scheduler.Config{
 		Etcd: cli, Prefix: c.prefix, NodeID: id, LeaseTTL: c.ttl, Registry: c.reg,
 		Registerer: preg, PreferenceDelay: 50 * time.Millisecond, MaxConcurrent: c.maxConcurrent,
-	})
+	}
+	if c.configure != nil {
+		c.configure(&cfg)
+	}
+	node, err := scheduler.New(cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -2,22 +2,44 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
+	_ "time/tzdata" // schedules' timeZone: also in images without /usr/share/zoneinfo (FROM scratch)
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/soloist-dev/soloist/orchestrator"
+	"github.com/soloist-dev/soloist/scheduler"
 )
 
 // fileConfig is the --config file (SPEC section 6).
 type fileConfig struct {
 	Functions []functionConfig
+	Schedules []scheduleConfig
+}
+
+// scheduleConfig is one entry of schedules:.
+type scheduleConfig struct {
+	Name       string
+	Cron       string
+	Function   string
+	Input      json.RawMessage // null when not given
+	TimeZone   string          // as written; "" means UTC
+	Location   *time.Location
+	InstanceID string // defaults to Name
+	Line       int
+	// Lines of fields checked again once the registry is built.
+	FunctionLine, InputLine int
 }
 
 // functionConfig is one entry of functions:.
@@ -85,31 +107,178 @@ func parseConfig(file string, data []byte) (*fileConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n := top["schedules"]; n != nil && !(n.Kind == yaml.SequenceNode && len(n.Content) == 0) && n.Tag != "!!null" {
-		return nil, bad(n, "schedules are not supported in this version of soloist; remove the schedules section "+
-			"and start the function from cron or a Kubernetes CronJob with 'soloist start FUNCTION ID' "+
-			"(the singleton start never runs two at once)")
-	}
-	fns := top["functions"]
-	if fns == nil || fns.Tag == "!!null" {
-		return cfg, nil
-	}
-	if fns.Kind != yaml.SequenceNode {
-		return nil, bad(fns, "functions must be a list of entries like '- name: report' with exec: [...]")
-	}
 	seen := map[string]int{}
-	for _, fn := range fns.Content {
-		f, err := parseFunction(fn, bad)
-		if err != nil {
-			return nil, err
+	if fns := top["functions"]; fns != nil && fns.Tag != "!!null" {
+		if fns.Kind != yaml.SequenceNode {
+			return nil, bad(fns, "functions must be a list of entries like '- name: report' with exec: [...]")
 		}
-		if line, dup := seen[f.Name]; dup {
-			return nil, bad(fn, "function %q is defined twice (first on line %d); names must be unique", f.Name, line)
+		for _, fn := range fns.Content {
+			f, err := parseFunction(fn, bad)
+			if err != nil {
+				return nil, err
+			}
+			if line, dup := seen[f.Name]; dup {
+				return nil, bad(fn, "function %q is defined twice (first on line %d); names must be unique", f.Name, line)
+			}
+			seen[f.Name] = f.Line
+			cfg.Functions = append(cfg.Functions, f)
 		}
-		seen[f.Name] = f.Line
-		cfg.Functions = append(cfg.Functions, f)
+	}
+	if scs := top["schedules"]; scs != nil && scs.Tag != "!!null" {
+		if scs.Kind != yaml.SequenceNode {
+			return nil, bad(scs, "schedules must be a list of entries like '- name: nightly' with cron: and function:")
+		}
+		names := map[string]int{}
+		for _, sn := range scs.Content {
+			sc, err := parseSchedule(sn, bad, seen)
+			if err != nil {
+				return nil, err
+			}
+			if line, dup := names[sc.Name]; dup {
+				return nil, bad(sn, "schedule %q is defined twice (first on line %d); names must be unique", sc.Name, line)
+			}
+			names[sc.Name] = sc.Line
+			cfg.Schedules = append(cfg.Schedules, sc)
+		}
 	}
 	return cfg, nil
+}
+
+// parseSchedule reads one entry of schedules:. functions are the names
+// defined in the file; a schedule may also name a --demo function, which
+// buildRegistry checks.
+func parseSchedule(n *yaml.Node, bad badFunc, functions map[string]int) (scheduleConfig, error) {
+	sc := scheduleConfig{Line: n.Line, Input: json.RawMessage("null"), Location: time.UTC}
+	m, err := mapping(n, bad, "a schedule", "name", "cron", "function", "input", "timeZone", "instanceId")
+	if err != nil {
+		return sc, err
+	}
+	name := m["name"]
+	if name == nil || name.Kind != yaml.ScalarNode || name.Value == "" {
+		return sc, bad(n, "a schedule needs a name: (letters, digits, '.', '_' and '-'); it is also the default instance ID")
+	}
+	sc.Name = name.Value
+	if !functionNameRE.MatchString(sc.Name) {
+		return sc, bad(name, "schedule name %q: use 1 to 128 letters, digits, '.', '_' and '-', starting with a letter or digit", sc.Name)
+	}
+	what := fmt.Sprintf("schedule %q", sc.Name)
+	c := m["cron"]
+	if c == nil || c.Kind != yaml.ScalarNode || strings.TrimSpace(c.Value) == "" {
+		return sc, bad(n, "%s needs cron: e.g. cron: \"0 2 * * *\" (minute hour day-of-month month day-of-week), @hourly or \"@every 30s\"", what)
+	}
+	sc.Cron = c.Value
+	if _, err := scheduler.ParseCron(sc.Cron); err != nil {
+		return sc, bad(c, "%s: %v", what, err)
+	}
+	if tz := m["timeZone"]; tz != nil {
+		if tz.Kind != yaml.ScalarNode || tz.Value == "" {
+			return sc, bad(tz, "%s: timeZone must be an IANA time zone name like Europe/Berlin or America/New_York", what)
+		}
+		if tz.Value == "Local" {
+			return sc, bad(tz, "%s: timeZone Local differs from node to node, and every node must compute the same ticks; name the zone, e.g. Europe/Berlin", what)
+		}
+		loc, err := time.LoadLocation(tz.Value)
+		if err != nil {
+			return sc, bad(tz, "%s: unknown timeZone %q; use an IANA time zone name like Europe/Berlin, America/New_York or UTC", what, tz.Value)
+		}
+		sc.TimeZone, sc.Location = tz.Value, loc
+	}
+	fn := m["function"]
+	if fn == nil || fn.Kind != yaml.ScalarNode || fn.Value == "" {
+		return sc, bad(n, "%s needs function: the name of a function to start at each tick", what)
+	}
+	sc.Function, sc.FunctionLine = fn.Value, fn.Line
+	if _, ok := functions[sc.Function]; !ok && !slices.Contains(demoFunctions, sc.Function) {
+		defined := make([]string, 0, len(functions))
+		for f := range functions {
+			defined = append(defined, f)
+		}
+		sort.Strings(defined)
+		hint := "this file defines no functions"
+		if len(defined) > 0 {
+			hint = "this file defines " + strings.Join(defined, ", ")
+		}
+		return sc, bad(fn, "%s: function %q is not defined (%s); define it under functions: or fix the name", what, sc.Function, hint)
+	}
+	if in := m["input"]; in != nil {
+		v, err := yamlToJSON(in, 0)
+		if err != nil {
+			return sc, bad(in, "%s: input: %v", what, err)
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return sc, bad(in, "%s: input cannot be written as JSON (%v)", what, err)
+		}
+		sc.Input, sc.InputLine = b, in.Line
+	}
+	sc.InstanceID = sc.Name
+	if id := m["instanceId"]; id != nil {
+		if id.Kind != yaml.ScalarNode {
+			return sc, bad(id, "%s: instanceId must be a string", what)
+		}
+		if err := orchestrator.ValidateInstanceID(id.Value); err != nil {
+			return sc, bad(id, "%s: %v", what, err)
+		}
+		sc.InstanceID = id.Value
+	}
+	return sc, nil
+}
+
+// yamlToJSON turns a YAML value into one json.Marshal writes: mappings
+// become objects (scalar keys as strings), timestamps and binary stay the
+// text as written, and numbers must be finite.
+func yamlToJSON(n *yaml.Node, depth int) (any, error) {
+	if depth > 100 {
+		return nil, errors.New("nested more than 100 levels deep")
+	}
+	switch n.Kind {
+	case yaml.AliasNode:
+		return yamlToJSON(n.Alias, depth+1)
+	case yaml.SequenceNode:
+		out := make([]any, 0, len(n.Content))
+		for _, c := range n.Content {
+			v, err := yamlToJSON(c, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+		return out, nil
+	case yaml.MappingNode:
+		out := make(map[string]any, len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if k.Kind != yaml.ScalarNode || k.Tag == "!!merge" {
+				return nil, fmt.Errorf("line %d: keys must be plain strings (merge keys and complex keys are not supported)", k.Line)
+			}
+			v, err := yamlToJSON(n.Content[i+1], depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out[k.Value] = v
+		}
+		return out, nil
+	case yaml.ScalarNode:
+		switch n.Tag {
+		case "!!str", "!!timestamp", "!!binary":
+			return n.Value, nil
+		case "!!float":
+			var f float64
+			if err := n.Decode(&f); err != nil {
+				return nil, err
+			}
+			if math.IsInf(f, 0) || math.IsNaN(f) {
+				return nil, fmt.Errorf("line %d: %s has no JSON form; quote it to pass a string", n.Line, n.Value)
+			}
+			return f, nil
+		}
+		var v any
+		if err := n.Decode(&v); err != nil {
+			return nil, err
+		}
+		return v, nil
+	}
+	return nil, fmt.Errorf("line %d: unsupported YAML value", n.Line)
 }
 
 type badFunc func(n *yaml.Node, format string, args ...any) error

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -61,7 +62,6 @@ func TestParseConfigErrors(t *testing.T) {
 		{"typo in function", "functions:\n  - name: a\n    exec: [sh]\n    tiemout: 1s\n", []string{"line 4", `unknown field "tiemout" in a function`}},
 		{"duplicate", "functions:\n  - name: a\n    exec: [sh]\n  - name: a\n    exec: [sh]\n", []string{"line 4", `function "a" is defined twice (first on line 2)`}},
 		{"http function", "functions:\n  - name: reindex\n    http: {url: \"https://x\"}\n", []string{"line 3", "http functions are not supported", "use exec"}},
-		{"schedules", "functions: []\nschedules:\n  - name: nightly\n    cron: \"0 2 * * *\"\n    function: x\n", []string{"line 3", "schedules are not supported", "soloist start"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -90,5 +90,131 @@ func TestLoadAPIKeys(t *testing.T) {
 	writeFile(t, dir+"/empty", "# nothing\n")
 	if _, err := loadAPIKeys(dir + "/empty"); err == nil || !strings.Contains(err.Error(), "has no keys") {
 		t.Fatalf("empty keys file: %v", err)
+	}
+}
+
+func TestParseSchedules(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseConfig("c.yaml", []byte(`
+schedules:                          # before functions: order does not matter
+  - name: nightly
+    cron: "0 2 * * *"
+    function: nightly-report
+    input: {full: true, day: 2024-01-02, tags: [a, 1, 2.5, null], "n": 0x10}
+    timeZone: Europe/Berlin
+    instanceId: nightly-report-run
+  - name: often
+    cron: "@every 30s"
+    function: nightly-report
+  - name: demo
+    cron: "@hourly"
+    function: HelloCities
+functions:
+  - name: nightly-report
+    exec: [sh]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Schedules) != 3 {
+		t.Fatalf("schedules = %+v", cfg.Schedules)
+	}
+	s := cfg.Schedules[0]
+	berlin, _ := time.LoadLocation("Europe/Berlin")
+	if s.Name != "nightly" || s.Cron != "0 2 * * *" || s.Function != "nightly-report" || s.InstanceID != "nightly-report-run" ||
+		s.TimeZone != "Europe/Berlin" || s.Location.String() != berlin.String() || s.Line != 3 || s.FunctionLine != 5 || s.InputLine != 6 {
+		t.Fatalf("schedule = %+v", s)
+	}
+	if want := `{"day":"2024-01-02","full":true,"n":16,"tags":["a",1,2.5,null]}`; string(s.Input) != want {
+		t.Fatalf("input %s, want %s", s.Input, want)
+	}
+	// Defaults: instance ID = name, UTC, input null.
+	d := cfg.Schedules[1]
+	if d.InstanceID != "often" || d.Location != time.UTC || d.TimeZone != "" || string(d.Input) != "null" {
+		t.Fatalf("defaults: %+v", d)
+	}
+	if cfg.Schedules[2].Function != "HelloCities" {
+		t.Fatalf("a schedule of a demo function: %+v", cfg.Schedules[2])
+	}
+	for _, empty := range []string{"schedules:\n", "schedules: []\n"} {
+		if cfg, err := parseConfig("c.yaml", []byte(empty)); err != nil || len(cfg.Schedules) != 0 {
+			t.Fatalf("%q: %+v, %v; want no schedules", empty, cfg, err)
+		}
+	}
+}
+
+func TestParseScheduleErrors(t *testing.T) {
+	t.Parallel()
+	const fn = "functions:\n  - name: job\n    exec: [sh]\nschedules:\n"
+	cases := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"not a list", "schedules: {name: x}\n", []string{"line 1", "schedules must be a list"}},
+		{"no name", fn + "  - cron: '@hourly'\n    function: job\n", []string{"line 5", "a schedule needs a name"}},
+		{"bad name", fn + "  - name: a/b\n    cron: '@hourly'\n    function: job\n", []string{"line 5", `schedule name "a/b"`}},
+		{"no cron", fn + "  - name: s\n    function: job\n", []string{"line 5", `schedule "s" needs cron`, "0 2 * * *"}},
+		{"bad cron", fn + "  - name: s\n    cron: '61 * * * *'\n    function: job\n", []string{"line 6", `schedule "s": invalid cron "61 * * * *"`, "use 5 fields"}},
+		{"six fields", fn + "  - name: s\n    cron: '0 0 2 * * *'\n    function: job\n", []string{"line 6", "invalid cron", "use 5 fields"}},
+		{"unknown descriptor", fn + "  - name: s\n    cron: '@fortnightly'\n    function: job\n", []string{"line 6", "invalid cron", "@every 30s"}},
+		{"sub-second every", fn + "  - name: s\n    cron: '@every 500ms'\n    function: job\n", []string{"line 6", "@every needs a whole number of seconds"}},
+		{"never fires", fn + "  - name: s\n    cron: '0 0 30 2 *'\n    function: job\n", []string{"line 6", "never fires"}},
+		{"tz in cron", fn + "  - name: s\n    cron: 'CRON_TZ=Europe/Berlin 0 2 * * *'\n    function: job\n", []string{"line 6", "timeZone:"}},
+		{"bad tz", fn + "  - name: s\n    cron: '@daily'\n    function: job\n    timeZone: Mars/Olympus\n", []string{"line 8", `unknown timeZone "Mars/Olympus"`, "IANA"}},
+		{"local tz", fn + "  - name: s\n    cron: '@daily'\n    function: job\n    timeZone: Local\n", []string{"line 8", "Local differs from node to node"}},
+		{"no function", fn + "  - name: s\n    cron: '@daily'\n", []string{"line 5", `schedule "s" needs function`}},
+		{"unknown function", fn + "  - name: s\n    cron: '@daily'\n    function: jbo\n", []string{"line 7", `function "jbo" is not defined`, "this file defines job"}},
+		{"no functions at all", "schedules:\n  - name: s\n    cron: '@daily'\n    function: job\n", []string{"line 4", "this file defines no functions"}},
+		{"bad instance ID", fn + "  - name: s\n    cron: '@daily'\n    function: job\n    instanceId: a/b\n", []string{"line 8", "invalid instance ID", "/ \\ # ? are not allowed"}},
+		{"reserved instance ID", fn + "  - name: s\n    cron: '@daily'\n    function: job\n    instanceId: '@s'\n", []string{"line 8", "starts with '@'"}},
+		{"input inf", fn + "  - name: s\n    cron: '@daily'\n    function: job\n    input: {x: .inf}\n", []string{"line 8", ".inf has no JSON form"}},
+		{"input complex key", fn + "  - name: s\n    cron: '@daily'\n    function: job\n    input: {[a]: 1}\n", []string{"line 8", "keys must be plain strings"}},
+		{"unknown field", fn + "  - name: s\n    cron: '@daily'\n    function: job\n    timezone: UTC\n", []string{"line 8", `unknown field "timezone" in a schedule`, "timeZone"}},
+		{"duplicate", fn + "  - name: s\n    cron: '@daily'\n    function: job\n  - name: s\n    cron: '@hourly'\n    function: job\n", []string{"line 8", `schedule "s" is defined twice (first on line 5)`}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parseConfig("c.yaml", []byte(c.yaml))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// buildRegistry checks what the file alone cannot: a demo function needs
+// --demo, and the input must fit --max-payload.
+func TestBuildRegistrySchedules(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := dir + "/c.yaml"
+	writeFile(t, file, "functions:\n  - name: job\n    exec: [sh]\nschedules:\n  - name: hello\n    cron: '@hourly'\n    function: HelloCities\n"+
+		"  - name: big\n    cron: '@daily'\n    function: job\n    input: {blob: '"+strings.Repeat("x", 100)+"'}\n    timeZone: Asia/Tokyo\n")
+	o := &serveOptions{Config: file, MaxPayload: 1 << 10, NodeID: "n1"}
+	_, _, err := buildRegistry(o, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "line 7") || !strings.Contains(err.Error(), "pass --demo") {
+		t.Fatalf("demo function without --demo: %v", err)
+	}
+	o.Demo = true
+	reg, scheds, err := buildRegistry(o, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(scheds) != 2 || scheds[0].Name != "hello" || scheds[0].InstanceID != "hello" || scheds[0].Location != time.UTC ||
+		scheds[1].Location.String() != "Asia/Tokyo" || scheds[1].Spec != "@daily" || !strings.HasPrefix(string(scheds[1].Input), `{"blob":"xxx`) {
+		t.Fatalf("schedules %+v", scheds)
+	}
+	if _, ok := reg.Orchestrator("job"); !ok {
+		t.Fatal("job not registered")
+	}
+	o.MaxPayload = 64
+	if _, _, err := buildRegistry(o, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "line 11") || !strings.Contains(err.Error(), "--max-payload") {
+		t.Fatalf("input over --max-payload: %v", err)
 	}
 }

@@ -46,6 +46,12 @@ func TestEndToEnd(t *testing.T) {
   - name: slow
     exec: ['/bin/sh', '-c', 'echo $$ > %s; exec sleep 60']
     timeout: 2m
+schedules:
+  - name: ticker
+    cron: "@every 1s"
+    function: echo
+    input: {from: schedule, n: 1}
+    timeZone: Asia/Tokyo
 `, pidFile))
 
 	listen := freeAddr(t)
@@ -164,6 +170,19 @@ func TestEndToEnd(t *testing.T) {
 	}
 	waitProcessGone(t, pid, 15*time.Second)
 
+	// The schedule starts echo under its name every second.
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, _, code := cli("status", "ticker"); code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the schedule did not start ticker within 15s")
+		}
+	}
+	if st := decodeStatus(t, mustOK("wait", "ticker", "--timeout", "30s")); st.Name != "echo" || !jsonEqual(st.Output, `{"from":"schedule","n":1}`) {
+		t.Fatalf("scheduled run: %+v", st)
+	}
+
 	// Purge, version, metrics.
 	if out := mustOK("purge", "hello-1"); !jsonEqual(json.RawMessage(out), `{"instancesDeleted":1}`) {
 		t.Fatalf("purge printed %s", out)
@@ -181,6 +200,9 @@ func TestEndToEnd(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(metrics.String(), `soloist_build_info{goversion="go1.`) {
 		t.Fatalf("/metrics has no soloist_build_info:\n%.2000s", metrics.String())
+	}
+	if m := regexp.MustCompile(`soloist_schedule_ticks_total\{result="started",schedule="ticker"\} ([0-9]+)`).FindStringSubmatch(metrics.String()); m == nil || m[1] == "0" {
+		t.Fatalf("/metrics counts no started tick of ticker: %v", m)
 	}
 
 	// SIGTERM: exit 0 within --shutdown-timeout.

@@ -244,13 +244,15 @@ func (o *serveOptions) etcdConfig() (clientv3.Config, error) {
 	return cfg, nil
 }
 
-// buildRegistry registers the config file's functions and the demo.
-func buildRegistry(o *serveOptions, log *slog.Logger) (*orchestrator.Registry, error) {
+// buildRegistry registers the config file's functions and the demo, and
+// returns the config file's schedules.
+func buildRegistry(o *serveOptions, log *slog.Logger) (*orchestrator.Registry, []scheduler.Schedule, error) {
 	reg := orchestrator.NewRegistry()
+	var cfg *fileConfig
 	if o.Config != "" {
-		cfg, err := loadConfig(o.Config)
-		if err != nil {
-			return nil, err
+		var err error
+		if cfg, err = loadConfig(o.Config); err != nil {
+			return nil, nil, err
 		}
 		for _, f := range cfg.Functions {
 			fn := execfn.New(f.Exec, execfn.Options{
@@ -259,17 +261,36 @@ func buildRegistry(o *serveOptions, log *slog.Logger) (*orchestrator.Registry, e
 				Logger:  log.With("function", f.Name),
 			})
 			if err := reg.AddOrchestrator(f.Name, fn); err != nil {
-				return nil, fmt.Errorf("config %s, line %d: %w", o.Config, f.Line, err)
+				return nil, nil, fmt.Errorf("config %s, line %d: %w", o.Config, f.Line, err)
 			}
 		}
 	}
 	if o.Demo {
 		if err := registerDemo(reg, o.NodeID); err != nil {
-			return nil, fmt.Errorf("--demo registers %s, and the config file defines a function of the same name; rename it: %w",
+			return nil, nil, fmt.Errorf("--demo registers %s, and the config file defines a function of the same name; rename it: %w",
 				strings.Join(demoFunctions, ", "), err)
 		}
 	}
-	return reg, nil
+	if cfg == nil {
+		return reg, nil, nil
+	}
+	scheds := make([]scheduler.Schedule, 0, len(cfg.Schedules))
+	for _, sc := range cfg.Schedules {
+		if _, ok := reg.Orchestrator(sc.Function); !ok {
+			return nil, nil, &configError{file: o.Config, line: sc.FunctionLine, msg: fmt.Sprintf(
+				"schedule %q: function %q is a demo function; pass --demo, or define it under functions:", sc.Name, sc.Function)}
+		}
+		if len(sc.Input) > int(o.MaxPayload) {
+			return nil, nil, &configError{file: o.Config, line: sc.InputLine, msg: fmt.Sprintf(
+				"schedule %q: input is %d bytes as JSON, more than --max-payload %s; make it smaller or raise --max-payload",
+				sc.Name, len(sc.Input), &o.MaxPayload)}
+		}
+		scheds = append(scheds, scheduler.Schedule{
+			Name: sc.Name, Spec: sc.Cron, Function: sc.Function, Input: sc.Input,
+			InstanceID: sc.InstanceID, Location: sc.Location,
+		})
+	}
+	return reg, scheds, nil
 }
 
 // newMetricsRegistry returns the node's registry with the process
@@ -326,7 +347,7 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 	log.Info("soloist starting", "version", bi.Version, "commit", bi.Commit, "go_version", bi.GoVersion,
 		"node", o.NodeID, "pid", os.Getpid())
 
-	reg, err := buildRegistry(o, log)
+	reg, schedules, err := buildRegistry(o, log)
 	if err != nil {
 		return err
 	}
@@ -393,6 +414,7 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 		Client:        client,
 		Logger:        log,
 		Registerer:    metrics,
+		Schedules:     schedules,
 	})
 	if err != nil {
 		return fmt.Errorf("configure node: %w", err)
@@ -426,6 +448,10 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 		log.Warn("no functions registered: every start gets 404; pass --config FILE or --demo")
 	}
 	log.Info("serving HTTP API", "listen", ln.Addr().String(), "auth", len(apiKeys) > 0, "functions", names)
+	for _, s := range schedules {
+		log.Info("schedule configured", "schedule", s.Name, "cron", s.Spec, "time_zone", s.Location.String(),
+			"function", s.Function, "instance_id", s.InstanceID)
+	}
 
 	startErr := make(chan error, 1)
 	go func() { startErr <- node.Start(ctx) }()
