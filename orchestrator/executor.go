@@ -576,16 +576,19 @@ func (e *executor) finishWith(output json.RawMessage, runErr error) error {
 		e.pending = append(e.pending, ev)
 	}
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		if e.ctx.Err() != nil {
+			return context.Cause(e.ctx) // stopped first: the next holder decides
+		}
 		ops, err := e.historyOps()
 		if err != nil {
 			return err
 		}
 		// Events nobody waited for end with the execution.
 		ops = append(ops, clientv3.OpDelete(e.keys.Inbox(e.rec.InstanceID, e.rec.ExecutionID), clientv3.WithPrefix()))
-		wctx, cancel := context.WithTimeout(e.ctx, writeTimeout)
+		wctx, cancel := finalWriteContext(e.ctx)
 		err = e.exec.finish(wctx, output, runErr, ops...)
 		cancel()
-		if err == nil || !errors.Is(err, ErrUnavailable) || e.ctx.Err() != nil {
+		if err == nil || !errors.Is(err, ErrUnavailable) {
 			return err
 		}
 		select {
@@ -594,6 +597,15 @@ func (e *executor) finishWith(output json.RawMessage, runErr error) error {
 		case <-time.After(backoff):
 		}
 	}
+}
+
+// finalWriteContext is the context of a write that deletes the holder's own
+// owners key (the final result, ContinueAsNew). The holder watches that key,
+// so the commit itself cancels ctx, possibly before its reply arrives; the
+// write must not be abandoned for that. The fence still refuses it if the
+// holding was really lost.
+func finalWriteContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 }
 
 // continueAsNew ends this execution and starts the next generation of the
@@ -649,12 +661,17 @@ func (e *executor) continueAsNew(input json.RawMessage) error {
 		// No inbox key newer than our read may exist, or we would drop it.
 		noNewEvents := clientv3.Compare(clientv3.CreateRevision(e.keys.Inbox(id, e.rec.ExecutionID)), "<", resp.Header.Revision+1).
 			WithPrefix()
-		err = e.exec.updateIf(e.ctx, []clientv3.Cmp{noNewEvents}, func(s *Status) {
+		if e.ctx.Err() != nil {
+			return context.Cause(e.ctx)
+		}
+		wctx, cancel := finalWriteContext(e.ctx)
+		err = e.exec.updateIf(wctx, []clientv3.Cmp{noNewEvents}, func(s *Status) {
 			s.RuntimeStatus = StatusContinuedAsNew
 			s.ExecutionID = newExec
 			s.Input = input
 			s.Output = nil
 		}, ops...)
+		cancel()
 		if errors.Is(err, errConditionFailed) {
 			continue
 		}

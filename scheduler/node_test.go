@@ -206,6 +206,15 @@ func TestRacingStartsRunOnce(t *testing.T) {
 	if won != 1 {
 		t.Fatalf("campaigns won across nodes = %v, want 1", won)
 	}
+	// The final write deletes the holder's own owners key; the run must
+	// still count as completed, not as stopped by a lost lease.
+	eventually(t, 5*time.Second, "completion counted", func() bool {
+		var done float64
+		for _, n := range c.nodes {
+			done += n.counter("soloist_orchestrations_completed_total", "status", "Completed")
+		}
+		return done == 1
+	})
 }
 
 // blockingRegistry has "Block": it records each run, then waits until its
