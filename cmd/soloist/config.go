@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/soloist-dev/soloist/orchestrator"
+	"github.com/soloist-dev/soloist/orchestrator/httpfn"
 	"github.com/soloist-dev/soloist/scheduler"
 )
 
@@ -42,10 +43,11 @@ type scheduleConfig struct {
 	FunctionLine, InputLine int
 }
 
-// functionConfig is one entry of functions:.
+// functionConfig is one entry of functions:: exactly one of Exec and HTTP.
 type functionConfig struct {
 	Name    string
 	Exec    []string
+	HTTP    *httpfn.Spec
 	Timeout time.Duration
 	Retry   retryConfig
 	Line    int
@@ -322,29 +324,21 @@ func parseFunction(n *yaml.Node, bad badFunc) (functionConfig, error) {
 		return f, bad(name, "function name %q: use 1 to 128 letters, digits, '.', '_' and '-', starting with a letter or digit", f.Name)
 	}
 	what := fmt.Sprintf("function %q", f.Name)
-	if h := m["http"]; h != nil {
-		return f, bad(h, "%s: http functions are not supported in this version of soloist; "+
-			"use exec: [\"curl\", \"-fsS\", \"--data-binary\", \"@-\", URL] meanwhile", what)
-	}
-	x := m["exec"]
-	if x == nil {
-		return f, bad(n, "%s needs exec: the program and its arguments as a list, e.g. exec: [\"/usr/local/bin/report\", \"--full\"]", what)
-	}
-	if x.Kind != yaml.SequenceNode {
-		return f, bad(x, "%s: exec must be a list like [\"/usr/local/bin/report\", \"--full\"]; "+
-			"for a shell command use [\"/bin/sh\", \"-c\", \"...\"]", what)
-	}
-	for _, a := range x.Content {
-		if a.Kind != yaml.ScalarNode {
-			return f, bad(a, "%s: every exec item must be a string", what)
+	x, h := m["exec"], m["http"]
+	switch {
+	case x != nil && h != nil:
+		return f, bad(n, "%s has both exec: and http:; a function is one or the other", what)
+	case h != nil:
+		if f.HTTP, err = parseHTTP(h, bad, what); err != nil {
+			return f, err
 		}
-		f.Exec = append(f.Exec, a.Value)
-	}
-	if len(f.Exec) == 0 || f.Exec[0] == "" {
-		return f, bad(x, "%s: exec is empty; name the program to run first", what)
-	}
-	if _, err := exec.LookPath(f.Exec[0]); err != nil {
-		return f, bad(x, "%s: cannot run %q: %v; use an absolute path to an executable that exists on every node", what, f.Exec[0], unwrapPathError(err))
+	case x == nil:
+		return f, bad(n, "%s needs exec: (the program and its arguments as a list, e.g. exec: [\"/usr/local/bin/report\", \"--full\"]) "+
+			"or http: (e.g. http: {url: \"https://search.internal/reindex\"})", what)
+	default:
+		if f.Exec, err = parseExec(x, bad, what); err != nil {
+			return f, err
+		}
 	}
 	if t := m["timeout"]; t != nil {
 		if f.Timeout, err = parseDuration(t, bad, what+": timeout"); err != nil {
@@ -368,6 +362,65 @@ func parseFunction(n *yaml.Node, bad badFunc) (functionConfig, error) {
 		}
 	}
 	return f, nil
+}
+
+func parseExec(x *yaml.Node, bad badFunc, what string) ([]string, error) {
+	if x.Kind != yaml.SequenceNode {
+		return nil, bad(x, "%s: exec must be a list like [\"/usr/local/bin/report\", \"--full\"]; "+
+			"for a shell command use [\"/bin/sh\", \"-c\", \"...\"]", what)
+	}
+	var argv []string
+	for _, a := range x.Content {
+		if a.Kind != yaml.ScalarNode {
+			return nil, bad(a, "%s: every exec item must be a string", what)
+		}
+		argv = append(argv, a.Value)
+	}
+	if len(argv) == 0 || argv[0] == "" {
+		return nil, bad(x, "%s: exec is empty; name the program to run first", what)
+	}
+	if _, err := exec.LookPath(argv[0]); err != nil {
+		return nil, bad(x, "%s: cannot run %q: %v; use an absolute path to an executable that exists on every node", what, argv[0], unwrapPathError(err))
+	}
+	return argv, nil
+}
+
+// parseHTTP reads http: {url, method, headers} and checks it as httpfn
+// will use it.
+func parseHTTP(h *yaml.Node, bad badFunc, what string) (*httpfn.Spec, error) {
+	hm, err := mapping(h, bad, what+": http", "url", "method", "headers")
+	if err != nil {
+		return nil, err
+	}
+	spec := &httpfn.Spec{}
+	if u := hm["url"]; u == nil || u.Kind != yaml.ScalarNode || u.Value == "" {
+		return nil, bad(h, "%s: http needs url:, e.g. url: \"https://search.internal/reindex\"", what)
+	} else {
+		spec.URL = u.Value
+	}
+	if mt := hm["method"]; mt != nil {
+		if mt.Kind != yaml.ScalarNode {
+			return nil, bad(mt, "%s: http.method must be a word like POST or PUT", what)
+		}
+		spec.Method = mt.Value
+	}
+	if hd := hm["headers"]; hd != nil {
+		if hd.Kind != yaml.MappingNode {
+			return nil, bad(hd, "%s: http.headers must be a mapping of header names to values, e.g. {X-Team: search}", what)
+		}
+		spec.Headers = map[string]string{}
+		for i := 0; i+1 < len(hd.Content); i += 2 {
+			k, v := hd.Content[i], hd.Content[i+1]
+			if v.Kind != yaml.ScalarNode {
+				return nil, bad(v, "%s: header %q must have a text value", what, k.Value)
+			}
+			spec.Headers[k.Value] = v.Value
+		}
+	}
+	if _, err := httpfn.New(*spec, httpfn.Options{}); err != nil {
+		return nil, bad(h, "%s: %v", what, err)
+	}
+	return spec, nil
 }
 
 func parseDuration(n *yaml.Node, bad badFunc, what string) (time.Duration, error) {

@@ -30,6 +30,19 @@ schedules: []
 		f.Retry.MaxAttempts != 3 || f.Retry.Backoff != 10*time.Second || f.Line != 3 {
 		t.Fatalf("function = %+v", f)
 	}
+	hc, err := parseConfig("c.yaml", []byte(`
+functions:
+  - name: reindex
+    http: {url: "https://search.internal/reindex", method: put, headers: {X-Team: search}}
+    timeout: 30s
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := hc.Functions[0].HTTP; h == nil || h.URL != "https://search.internal/reindex" || h.Method != "put" ||
+		h.Headers["X-Team"] != "search" || hc.Functions[0].Timeout != 30*time.Second {
+		t.Fatalf("http function = %+v", hc.Functions[0])
+	}
 	for _, empty := range []string{"", "# nothing\n", "functions:\n", "functions: []\n"} {
 		cfg, err := parseConfig("c.yaml", []byte(empty))
 		if err != nil || len(cfg.Functions) != 0 {
@@ -61,7 +74,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown retry field", "functions:\n  - name: a\n    exec: [sh]\n    retry: {attempts: 3}\n", []string{"line 4", `unknown field "attempts"`, "maxAttempts, backoff"}},
 		{"typo in function", "functions:\n  - name: a\n    exec: [sh]\n    tiemout: 1s\n", []string{"line 4", `unknown field "tiemout" in a function`}},
 		{"duplicate", "functions:\n  - name: a\n    exec: [sh]\n  - name: a\n    exec: [sh]\n", []string{"line 4", `function "a" is defined twice (first on line 2)`}},
-		{"http function", "functions:\n  - name: reindex\n    http: {url: \"https://x\"}\n", []string{"line 3", "http functions are not supported", "use exec"}},
+		{"exec and http", "functions:\n  - name: reindex\n    exec: [sh]\n    http: {url: \"https://x\"}\n", []string{"line 2", "both exec: and http:"}},
+		{"http without url", "functions:\n  - name: reindex\n    http: {method: PUT}\n", []string{"line 3", "http needs url:"}},
+		{"http bad url", "functions:\n  - name: reindex\n    http: {url: \"search.internal/reindex\"}\n", []string{"line 3", "absolute URL"}},
+		{"http reserved header", "functions:\n  - name: reindex\n    http: {url: \"https://x/\", headers: {Soloist-Fencing-Token: \"1\"}}\n", []string{"line 3", "Soloist-"}},
+		{"http unknown field", "functions:\n  - name: reindex\n    http: {url: \"https://x/\", body: x}\n", []string{"line 3", `unknown field "body"`}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

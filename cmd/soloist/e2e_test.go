@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,10 +41,22 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	pidFile := filepath.Join(dir, "slow.pid")
+	// The receiver of an HTTP function: it answers with what it was sent.
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"body": json.RawMessage(body), "instance": r.Header.Get("Soloist-Instance-Id"),
+			"token": r.Header.Get("Soloist-Fencing-Token"), "team": r.Header.Get("X-Team"),
+		})
+	}))
+	defer hook.Close()
 	config := filepath.Join(dir, "soloist.yaml")
 	writeFile(t, config, fmt.Sprintf(`functions:
   - name: echo
     exec: ["/bin/sh", "-c", "cat; echo"]
+  - name: hook
+    http: {url: %q, headers: {X-Team: search}}
   - name: slow
     exec: ['/bin/sh', '-c', 'echo $$ > %s; exec sleep 60']
     timeout: 2m
@@ -52,7 +66,7 @@ schedules:
     function: echo
     input: {from: schedule, n: 1}
     timeZone: Asia/Tokyo
-`, pidFile))
+`, hook.URL+"/reindex", pidFile))
 
 	listen := freeAddr(t)
 	server := "http://" + listen
@@ -156,6 +170,20 @@ schedules:
 	mustOK("start", "echo", "echo-1", "--input", input, "--server", server)
 	if st := decodeStatus(t, mustOK("wait", "echo-1", "--timeout", "30s")); !jsonEqual(st.Output, input) {
 		t.Fatalf("echo output %s, want %s", st.Output, input)
+	}
+
+	// An HTTP function gets the input as its body and the Soloist headers.
+	mustOK("start", "hook", "hook-1", "--input", `{"full":true}`, "--server", server)
+	hookSt := decodeStatus(t, mustOK("wait", "hook-1", "--timeout", "30s"))
+	var got struct {
+		Body     json.RawMessage `json:"body"`
+		Instance string          `json:"instance"`
+		Token    string          `json:"token"`
+		Team     string          `json:"team"`
+	}
+	if err := json.Unmarshal(hookSt.Output, &got); err != nil || !jsonEqual(got.Body, `{"full":true}`) ||
+		got.Instance != "hook-1" || got.Token == "" || got.Token == "0" || got.Team != "search" {
+		t.Fatalf("http function output %s (%v)", hookSt.Output, err)
 	}
 
 	// A long exec function: a second start is refused while it runs, and a

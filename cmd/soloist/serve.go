@@ -26,6 +26,7 @@ import (
 
 	"github.com/soloist-dev/soloist/orchestrator"
 	"github.com/soloist-dev/soloist/orchestrator/execfn"
+	"github.com/soloist-dev/soloist/orchestrator/httpfn"
 	"github.com/soloist-dev/soloist/scheduler"
 	"github.com/soloist-dev/soloist/scheduler/httpapi"
 )
@@ -255,11 +256,24 @@ func buildRegistry(o *serveOptions, log *slog.Logger) (*orchestrator.Registry, [
 			return nil, nil, err
 		}
 		for _, f := range cfg.Functions {
-			fn := execfn.New(f.Exec, execfn.Options{
-				Timeout: f.Timeout,
-				Retry:   execfn.Retry{MaxAttempts: f.Retry.MaxAttempts, Backoff: f.Retry.Backoff},
-				Logger:  log.With("function", f.Name),
-			})
+			var fn orchestrator.OrchestratorFunc
+			if f.HTTP != nil {
+				var err error
+				fn, err = httpfn.New(*f.HTTP, httpfn.Options{
+					Timeout: f.Timeout,
+					Retry:   httpfn.Retry{MaxAttempts: f.Retry.MaxAttempts, Backoff: f.Retry.Backoff},
+					Logger:  log.With("function", f.Name),
+				})
+				if err != nil {
+					return nil, nil, fmt.Errorf("config %s, line %d: %w", o.Config, f.Line, err)
+				}
+			} else {
+				fn = execfn.New(f.Exec, execfn.Options{
+					Timeout: f.Timeout,
+					Retry:   execfn.Retry{MaxAttempts: f.Retry.MaxAttempts, Backoff: f.Retry.Backoff},
+					Logger:  log.With("function", f.Name),
+				})
+			}
 			if err := reg.AddOrchestrator(f.Name, fn); err != nil {
 				return nil, nil, fmt.Errorf("config %s, line %d: %w", o.Config, f.Line, err)
 			}
