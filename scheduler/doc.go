@@ -29,6 +29,12 @@
 //     with a handoff marker, so peers take over at once rather than after a
 //     TTL (soloist_handoffs_total); then it revokes the session lease.
 //   - MaxConcurrent bounds the instances held plus campaigns in flight.
+//   - Schedules: every node computes each schedule's ticks; a tick is
+//     claimed by one etcd transaction that moves the schedule's state key
+//     forward and starts the instance (or records a skip while the previous
+//     run is active). A tick starts at most one execution on however many
+//     nodes, and runs of a schedule never overlap as etcd sees them. Ticks
+//     missed while no node runs are not caught up.
 //
 // # Not guaranteed
 //
