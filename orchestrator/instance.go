@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -87,3 +88,18 @@ func orNull(m json.RawMessage) json.RawMessage {
 // now is the store's clock: UTC, truncated to milliseconds so records read
 // back exactly as written.
 func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+
+// OutputFromBytes turns what a program printed or an endpoint answered into
+// an instance output: the JSON value if it parses, else a JSON string
+// without trailing newlines; null if empty. Exec and HTTP functions use it.
+func OutputFromBytes(b []byte) json.RawMessage {
+	t := bytes.TrimSpace(b)
+	if len(t) == 0 {
+		return jsonNull
+	}
+	if json.Valid(t) {
+		return json.RawMessage(t)
+	}
+	s, _ := json.Marshal(strings.TrimRight(string(b), "\r\n"))
+	return s
+}

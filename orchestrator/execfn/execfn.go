@@ -238,7 +238,7 @@ func runOnce(ctx context.Context, argv, env []string, input []byte, timeout time
 	case waitErr == nil || errors.Is(waitErr, exec.ErrWaitDelay):
 		// Exit 0 (ErrWaitDelay: and something it left held stdout open).
 		// A timeout that fired after the exit does not undo the success.
-		return outputJSON(stdout.Bytes()), nil
+		return orchestrator.OutputFromBytes(stdout.Bytes()), nil
 	case actx.Err() != nil:
 		return nil, context.Cause(actx) // the timeout killed it
 	default:
@@ -292,20 +292,6 @@ func killGroup(pgid int) error {
 		return os.ErrProcessDone
 	}
 	return err
-}
-
-// outputJSON turns stdout into the instance's output: the JSON value if it
-// parses, else a JSON string without trailing newlines; null if empty.
-func outputJSON(b []byte) json.RawMessage {
-	t := bytes.TrimSpace(b)
-	if len(t) == 0 {
-		return json.RawMessage("null")
-	}
-	if json.Valid(t) {
-		return json.RawMessage(t)
-	}
-	s, _ := json.Marshal(strings.TrimRight(string(b), "\r\n"))
-	return s
 }
 
 // cappedBuffer keeps up to max bytes and calls overflow once when more

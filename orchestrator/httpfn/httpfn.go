@@ -572,7 +572,7 @@ func (f *function) once(ctx context.Context, inv Invocation, body []byte) (json.
 	if len(b) > f.maxResp {
 		return nil, tooLarge()
 	}
-	return outputJSON(b), nil
+	return orchestrator.OutputFromBytes(b), nil
 }
 
 // failure explains a request that got no complete answer: the run's
@@ -610,21 +610,6 @@ func clip(b []byte, n int) string {
 	if cut {
 		s += "..."
 	}
-	return s
-}
-
-// outputJSON turns a response body into the instance's output: the JSON
-// value if it parses, else a JSON string without trailing newlines; null if
-// empty.
-func outputJSON(b []byte) json.RawMessage {
-	t := bytes.TrimSpace(b)
-	if len(t) == 0 {
-		return json.RawMessage("null")
-	}
-	if json.Valid(t) {
-		return json.RawMessage(t)
-	}
-	s, _ := json.Marshal(strings.TrimRight(string(b), "\r\n"))
 	return s
 }
 
