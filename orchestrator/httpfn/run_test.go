@@ -11,37 +11,13 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/soloist-dev/soloist/lease/leasetest"
 	"github.com/soloist-dev/soloist/orchestrator"
 	"github.com/soloist-dev/soloist/orchestrator/httpfn"
+	"github.com/soloist-dev/soloist/orchestrator/orchestratortest"
 )
 
-// hold starts instance id of function fn and makes the test its holder, as
-// a scheduler node would: an owners key whose CreateRevision is the token.
-func hold(t *testing.T, etcd *clientv3.Client, c *orchestrator.Client, fn, id, input string) *orchestrator.Execution {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := c.Start(ctx, fn, orchestrator.StartOptions{InstanceID: id, Input: json.RawMessage(input)})
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	owner, _ := json.Marshal(orchestrator.Owner{Node: "test", ExecutionID: res.Status.ExecutionID, AcquiredTime: time.Now()})
-	key := c.Keys().Owner(id)
-	put, err := etcd.Put(ctx, key, string(owner))
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := put.Header.Revision
-	fence := orchestrator.Fence{Cmp: clientv3.Compare(clientv3.CreateRevision(key), "=", token), Token: token}
-	exec, err := c.Open(ctx, id, res.Status.ExecutionID, fence)
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	return exec
-}
+var hold = orchestratortest.Hold
 
 func mustNew(t *testing.T, spec httpfn.Spec, opts httpfn.Options) orchestrator.OrchestratorFunc {
 	t.Helper()
