@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -214,5 +215,77 @@ func TestActivityRunsOnlyAfterItsScheduleCommits(t *testing.T) {
 	}
 	if n := ranB.Load(); n != 0 {
 		t.Fatalf("activity B ran %d times though its schedule was never committed", n)
+	}
+}
+
+// TestRetryPolicyDo: attempts, final errors, backoff growth and cancellation.
+func TestRetryPolicyDo(t *testing.T) {
+	t.Parallel()
+	boom := errors.New("boom")
+	var waits []time.Duration
+	calls := 0
+	p := orchestrator.RetryPolicy{MaxAttempts: 4, FirstInterval: time.Millisecond, BackoffCoefficient: 3, MaxInterval: 5 * time.Millisecond}
+	err := p.Do(context.Background(), func() error { calls++; return boom }, nil,
+		func(_ int, _ error, w time.Duration) { waits = append(waits, w) })
+	if calls != 4 || !errors.Is(err, boom) || !strings.Contains(err.Error(), "all 4 attempts failed") {
+		t.Fatalf("calls %d, err %v", calls, err)
+	}
+	if want := []time.Duration{time.Millisecond, 3 * time.Millisecond, 5 * time.Millisecond}; fmt.Sprint(waits) != fmt.Sprint(want) {
+		t.Fatalf("waits %v, want %v", waits, want)
+	}
+	calls = 0
+	err = p.Do(context.Background(), func() error { calls++; return boom }, func(error) bool { return calls == 2 }, nil)
+	if calls != 2 || !strings.Contains(err.Error(), "attempt 2 of 4 failed and is not retried") {
+		t.Fatalf("final: calls %d, err %v", calls, err)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	calls = 0
+	err = orchestrator.RetryPolicy{MaxAttempts: 100, FirstInterval: time.Hour}.Do(ctx, func() error {
+		calls++
+		cancel(errors.New("stopped"))
+		return boom
+	}, nil, nil)
+	if calls != 1 || err == nil || err.Error() != "stopped" {
+		t.Fatalf("cancel: calls %d, err %v", calls, err)
+	}
+}
+
+// TestActivityRetry: an activity with WithRetry is called again until it
+// succeeds; without enough attempts the task fails with every attempt used.
+func TestActivityRetry(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	var calls atomic.Int32
+	reg := orchestrator.NewRegistry()
+	_ = reg.AddActivity("Flaky", orchestrator.Activity(func(ctx context.Context, okAt int32) (int32, error) {
+		n := calls.Add(1)
+		if n < okAt {
+			return 0, fmt.Errorf("attempt %d fails", n)
+		}
+		return n, nil
+	}))
+	_ = reg.AddOrchestrator("fn", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		var okAt int32
+		_ = ctx.GetInput(&okAt)
+		var n int32
+		err := ctx.CallActivity("Flaky", okAt, orchestrator.WithRetry(orchestrator.RetryPolicy{
+			MaxAttempts: 3, FirstInterval: time.Millisecond})).Await(&n)
+		return n, err
+	})
+	x, _ := v.running(t, "retry-ok", "3")
+	if err := reg.Run(ctxT(t), x); err != nil {
+		t.Fatal(err)
+	}
+	if rec := v.decode(t, "retry-ok"); rec.RuntimeStatus != orchestrator.StatusCompleted || string(rec.Output) != "3" {
+		t.Fatalf("%s %s", rec.RuntimeStatus, rec.Output)
+	}
+	calls.Store(0)
+	x, _ = v.running(t, "retry-fail", "4")
+	if err := reg.Run(ctxT(t), x); err != nil {
+		t.Fatal(err)
+	}
+	rec := v.decode(t, "retry-fail")
+	if rec.RuntimeStatus != orchestrator.StatusFailed || !strings.Contains(string(rec.Output), "all 3 attempts failed") || calls.Load() != 3 {
+		t.Fatalf("%s %s after %d calls", rec.RuntimeStatus, rec.Output, calls.Load())
 	}
 }

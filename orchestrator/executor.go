@@ -440,31 +440,38 @@ func (e *executor) callActivity(t *Task) HistoryEvent {
 		InstanceID: e.rec.InstanceID, ExecutionID: e.rec.ExecutionID, FencingToken: e.exec.Token(),
 		Name: t.name, TaskID: t.id,
 	})
-	wait := p.FirstInterval
-	var lastErr error
-	for attempt := 1; ; attempt++ {
+	var result json.RawMessage
+	err := p.Do(e.workCtx, func() error {
 		out, err := callActivity(ctx, fn, t.input)
+		if err != nil {
+			return err
+		}
+		b, err := json.Marshal(out)
 		if err == nil {
-			b, merr := json.Marshal(out)
-			if merr == nil {
-				b, merr = e.exec.c.checkJSON("activity result", b)
-			}
-			if merr != nil {
-				return fail(merr.Error())
-			}
-			return HistoryEvent{EventType: EventTaskCompleted, TaskID: t.id, Name: t.name, Result: b}
+			b, err = e.exec.c.checkJSON("activity result", b)
 		}
-		lastErr = err
-		if attempt >= p.MaxAttempts || e.workCtx.Err() != nil {
-			break
+		if err != nil {
+			return &finalError{err}
 		}
-		select {
-		case <-e.workCtx.Done():
-		case <-time.After(wait):
-		}
-		wait = min(time.Duration(float64(wait)*p.BackoffCoefficient), p.MaxInterval)
+		result = b
+		return nil
+	}, isFinal, nil)
+	if err != nil {
+		return fail(err.Error())
 	}
-	return fail(lastErr.Error())
+	return HistoryEvent{EventType: EventTaskCompleted, TaskID: t.id, Name: t.name, Result: result}
+}
+
+// finalError marks an activity failure that retrying cannot mend (a result
+// that cannot be stored).
+type finalError struct{ err error }
+
+func (e *finalError) Error() string { return e.err.Error() }
+func (e *finalError) Unwrap() error { return e.err }
+
+func isFinal(err error) bool {
+	var f *finalError
+	return errors.As(err, &f)
 }
 
 func callActivity(ctx context.Context, fn ActivityFunc, input json.RawMessage) (out any, err error) {

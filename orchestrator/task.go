@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -98,6 +99,55 @@ type RetryPolicy struct {
 	BackoffCoefficient float64
 	// MaxInterval caps the wait. Defaults to 1 minute.
 	MaxInterval time.Duration
+}
+
+// Do calls try until it succeeds, fails with an error for which final
+// returns true (final may be nil), or MaxAttempts (at least 1) are used up.
+// It waits FirstInterval (none if 0) before the second attempt, multiplies
+// the wait by BackoffCoefficient (at least 1) after each attempt and caps it
+// at MaxInterval (if set). When ctx ends it stops and returns
+// context.Cause(ctx). onRetry, if set, hears of each retry before its wait.
+// Do uses p as it is; CallActivity fills in the defaults documented above.
+// Exec and HTTP functions retry with it too.
+func (p RetryPolicy) Do(ctx context.Context, try func() error, final func(error) bool,
+	onRetry func(attempt int, err error, wait time.Duration)) error {
+	attempts := max(p.MaxAttempts, 1)
+	wait := p.FirstInterval
+	for attempt := 1; ; attempt++ {
+		err := try()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return context.Cause(ctx)
+		case final != nil && final(err):
+			if attempt > 1 {
+				return fmt.Errorf("attempt %d of %d failed and is not retried: %w", attempt, attempts, err)
+			}
+			return err
+		case attempt >= attempts:
+			if attempts > 1 {
+				return fmt.Errorf("all %d attempts failed, the last: %w", attempts, err)
+			}
+			return err
+		}
+		if onRetry != nil {
+			onRetry(attempt, err, wait)
+		}
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return context.Cause(ctx)
+			case <-t.C:
+			}
+		}
+		wait = time.Duration(float64(wait) * max(p.BackoffCoefficient, 1))
+		if p.MaxInterval > 0 {
+			wait = min(wait, p.MaxInterval)
+		}
+	}
 }
 
 // ActivityOption configures CallActivity.

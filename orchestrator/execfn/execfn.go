@@ -154,40 +154,31 @@ func Run(ctx context.Context, argv []string, inv Invocation, opts Options) (json
 		log = slog.Default()
 	}
 	log = log.With("instance_id", inv.InstanceID, "execution_id", inv.ExecutionID, "fencing_token", inv.FencingToken)
-	attempts := max(opts.Retry.MaxAttempts, 1)
 	env := append(append(os.Environ(), opts.Env...), inv.Env()...)
-	var lastErr error
-	for attempt := 1; attempt <= attempts; attempt++ {
+	attempt := 0
+	var out json.RawMessage
+	err := opts.Retry.policy().Do(ctx, func() error {
+		attempt++
 		start := time.Now()
 		log.Debug("exec attempt starting", "program", argv[0], "attempt", attempt)
-		out, err := runOnce(ctx, argv, env, inv.Input, opts.Timeout, opts.MaxOutput)
-		if err == nil {
+		var err error
+		if out, err = runOnce(ctx, argv, env, inv.Input, opts.Timeout, opts.MaxOutput); err == nil {
 			log.Debug("exec attempt succeeded", "attempt", attempt, "duration", time.Since(start))
-			return out, nil
 		}
-		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
-		}
-		lastErr = err
-		if attempt == attempts {
-			break
-		}
-		log.Warn("exec attempt failed; retrying", "attempt", attempt, "max_attempts", attempts,
-			"backoff", opts.Retry.Backoff, "error", err)
-		if opts.Retry.Backoff > 0 {
-			t := time.NewTimer(opts.Retry.Backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil, context.Cause(ctx)
-			case <-t.C:
-			}
-		}
+		return err
+	}, nil, func(attempt int, err error, wait time.Duration) {
+		log.Warn("exec attempt failed; retrying", "attempt", attempt, "max_attempts", opts.Retry.MaxAttempts,
+			"backoff", wait, "error", err)
+	})
+	if err != nil {
+		return nil, err
 	}
-	if attempts > 1 {
-		return nil, fmt.Errorf("all %d attempts failed, the last: %w", attempts, lastErr)
-	}
-	return nil, lastErr
+	return out, nil
+}
+
+// policy is the constant-backoff retry of exec functions.
+func (r Retry) policy() orchestrator.RetryPolicy {
+	return orchestrator.RetryPolicy{MaxAttempts: r.MaxAttempts, FirstInterval: r.Backoff, BackoffCoefficient: 1}
 }
 
 // runOnce runs one attempt. Its process group is killed when ctx is done,

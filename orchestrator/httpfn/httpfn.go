@@ -464,44 +464,26 @@ func (f *function) call(ctx context.Context, inv Invocation) (json.RawMessage, e
 	if len(body) == 0 {
 		body = []byte("null")
 	}
-	var lastErr error
-	for attempt := 1; attempt <= f.attempts; attempt++ {
+	attempt := 0
+	var out json.RawMessage
+	policy := orchestrator.RetryPolicy{MaxAttempts: f.attempts, FirstInterval: f.opts.Retry.Backoff, BackoffCoefficient: 1}
+	err := policy.Do(ctx, func() error {
+		attempt++
 		start := time.Now()
 		log.Debug("http attempt starting", "method", f.method, "url", f.shownURL, "attempt", attempt)
-		out, err := f.once(ctx, inv, body)
-		if err == nil {
+		var err error
+		if out, err = f.once(ctx, inv, body); err == nil {
 			log.Debug("http attempt succeeded", "attempt", attempt, "duration", time.Since(start))
-			return out, nil
 		}
-		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
-		}
-		if !retryable(err) {
-			if attempt > 1 {
-				return nil, fmt.Errorf("attempt %d of %d failed and is not retried: %w", attempt, f.attempts, err)
-			}
-			return nil, err
-		}
-		lastErr = err
-		if attempt == f.attempts {
-			break
-		}
+		return err
+	}, func(err error) bool { return !retryable(err) }, func(attempt int, err error, wait time.Duration) {
 		log.Warn("http attempt failed; retrying", "attempt", attempt, "max_attempts", f.attempts,
-			"backoff", f.opts.Retry.Backoff, "error", err)
-		if f.opts.Retry.Backoff > 0 {
-			t := time.NewTimer(f.opts.Retry.Backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil, context.Cause(ctx)
-			case <-t.C:
-			}
-		}
+			"backoff", wait, "error", err)
+	})
+	if err != nil {
+		return nil, err
 	}
-	if f.attempts > 1 {
-		return nil, fmt.Errorf("all %d attempts failed, the last: %w", f.attempts, lastErr)
-	}
-	return nil, lastErr
+	return out, nil
 }
 
 // retryable: network errors, timeouts, 5xx and 429. Not: other statuses,
