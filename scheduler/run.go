@@ -45,17 +45,14 @@ func (n *Node) runHeld(ctx context.Context, r *run, gone ownerGone) {
 	exec, err := n.client.Open(octx, r.id, r.executionID, fence)
 	cancel()
 	if err == nil {
-		err = n.begin(ctx, exec, h, gone, log)
-	}
-	if err == nil {
-		err = n.cfg.Registry.Run(ctx, exec)
+		n.begin(exec, h, gone, log)
+		err = n.cfg.Registry.Run(ctx, exec) // marks the record Running first
 	}
 	n.after(ctx, r, exec, err, log)
 }
 
-// begin moves the record to Running and records how the instance came to
-// this node.
-func (n *Node) begin(ctx context.Context, exec *orchestrator.Execution, h *lease.Holding, gone ownerGone, log *slog.Logger) error {
+// begin records how the instance came to this node.
+func (n *Node) begin(exec *orchestrator.Execution, h *lease.Holding, gone ownerGone, log *slog.Logger) {
 	st := exec.Status()
 	how := "start"
 	if b := h.HandoffMarker(); b != nil {
@@ -72,16 +69,10 @@ func (n *Node) begin(ctx context.Context, exec *orchestrator.Execution, h *lease
 		n.m.failovers.Inc()
 		n.m.takeover.Observe(time.Since(gone.at).Seconds())
 	}
-	if st.RuntimeStatus != orchestrator.StatusRunning {
-		if err := exec.MarkRunning(ctx); err != nil {
-			return err
-		}
-		if st.RuntimeStatus == orchestrator.StatusPending {
-			n.m.startToRunning.Observe(max(time.Since(st.CreatedTime), 0).Seconds())
-		}
+	if st.RuntimeStatus == orchestrator.StatusPending {
+		n.m.startToRunning.Observe(max(time.Since(st.CreatedTime), 0).Seconds())
 	}
 	log.Info("running instance", "how", how)
-	return nil
 }
 
 // after settles a run: count it, and release the owners key unless the
