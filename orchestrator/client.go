@@ -263,12 +263,9 @@ func (c *Client) read(ctx context.Context, id string) (*Status, int64, error) {
 	return st, resp.Kvs[0].ModRevision, nil
 }
 
-func storeErr(err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	return fmt.Errorf("%w: %w", ErrUnavailable, err)
-}
+// storeErr marks an etcd error (including a timeout or cancellation of the
+// call) as ErrUnavailable, keeping the cause.
+func storeErr(err error) error { return fmt.Errorf("%w: %w", ErrUnavailable, err) }
 
 // Status reads an instance with its current holder: Node and FencingToken
 // come from the owners key when it belongs to the record's execution.
