@@ -1,15 +1,23 @@
 // Package lease gives a node its etcd session and lets it hold instances
-// through owners keys, with fencing.
+// through owners keys, with fencing. It is the one home of the owners key:
+// only this package creates it (Acquire), deletes it (Release, ReleaseAll,
+// and the ReleaseOp a holder's final write carries) and decides when a
+// holding is lost; the handoff marker a draining node leaves is written and
+// read here too. Other packages get the key's name from their caller and
+// the fencing compare from the Holding.
 //
 // # Model
 //
 // A node has one Session: one etcd lease, kept alive with a keepalive every
-// TTL/3. A node holds an instance by creating its owners key with
-// If(CreateRevision(key) == 0), attached to the session lease (Acquire). The
-// key's CreateRevision is the holding's fencing token: it grows with every
-// new holder, on any etcd member, unlike lease IDs. Every write a holder
-// makes must carry Holding.Cmp() in its transaction, so the write fails once
-// the key is gone or belongs to someone else.
+// TTL/3, and one watch on the prefix of the owners keys. A node holds an
+// instance by creating its owners key with If(CreateRevision(key) == 0),
+// attached to the session lease (Acquire); the same transaction can check
+// conditions (the instance record is the one the node decided on) and read
+// what the new holder needs (Claim.Reads), so a takeover is one round trip.
+// The key's CreateRevision is the holding's fencing token: it grows with
+// every new holder, on any etcd member, unlike lease IDs. Every write a
+// holder makes must carry Holding.Cmp() in its transaction, so the write
+// fails once the key is gone or belongs to someone else.
 //
 // # What is guaranteed
 //
@@ -17,20 +25,28 @@
 //     serialises the transactions, and a key has one CreateRevision.
 //   - Self-fencing: the session computes safe-until = send time of the last
 //     acknowledged keepalive + TTL x (1 - Drift) - Margin on the monotonic
-//     clock, and ends itself (closing every holding's Done) at that moment if
-//     no later keepalive was acknowledged. etcd cannot expire the lease
-//     before then, so, absent process pauses longer than the margin, an old
-//     holder stops before a new holder can take the key.
-//   - A holding's Done also closes when its owners key is deleted or
-//     replaced: each holding watches its key (with WithRequireLeader, and a
-//     direct read whenever the watch breaks), so an operator's
-//     `etcdctl del` or `etcdctl lease revoke` stops a holder within moments.
-//   - Acquire never leaves an untracked key on a live session: if a commit's
-//     outcome is unknown, it reads the key until it knows, and tracks or
-//     releases what it finds.
-//   - Release deletes the key only while it is still the holding's, and can
-//     leave a handoff marker in the same transaction; the next Acquire reads
-//     and deletes that marker atomically with its own create.
+//     clock, and ends itself (cancelling every holding's context) at that
+//     moment if no later keepalive was acknowledged. etcd cannot expire the
+//     lease before then, so, absent process pauses longer than the margin,
+//     an old holder stops before a new holder can take the key. A slow
+//     keepalive still counts when it is answered (it is not cut at TTL/3),
+//     and a new one is sent every TTL/3 beside those outstanding; one
+//     unanswered after TTL/3 is reported as a renew failure.
+//   - A holding's context is cancelled when its owners key is deleted or
+//     replaced: the session's one watch (WithRequireLeader; a fresh read of
+//     the prefix whenever it breaks or is compacted) sees an operator's
+//     `etcdctl del` or `etcdctl lease revoke` within moments. The cost is
+//     one watch per node, whatever it holds.
+//   - No key of a live session is left untracked: an Acquire whose commit
+//     has an unknown outcome reads the key until it knows or its context
+//     ends (then ErrOutcomeUnknown), and the session deletes, with a compare
+//     on its CreateRevision, any key on its lease that no holding tracks -
+//     such as an acquire whose proposal applied after the Acquire gave up.
+//   - Release deletes the key only while it is still the holding's.
+//     ReleaseAll (a drain) first leaves one handoff marker for the node on a
+//     lease of its own, then deletes the keys many to a transaction, each
+//     under its own compare; the next Acquire that names the previous
+//     holder's marker (Claim.HandoffFrom) reads it in its own transaction.
 //
 // # What is not guaranteed
 //

@@ -45,6 +45,9 @@ func newSessionCfg(t testing.TB, cli *clientv3.Client, cfg lease.Config) *lease.
 	if cfg.Logger == nil {
 		cfg.Logger = quiet
 	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = prefix(t)
+	}
 	s, err := lease.NewSession(ctxT(t), cli, cfg)
 	if err != nil {
 		t.Fatalf("NewSession: %v", err)

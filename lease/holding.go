@@ -2,26 +2,35 @@ package lease
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Claim says what to take.
 type Claim struct {
 	// Key is the owners key: created only if absent, on the session lease.
+	// It must be under the session's Prefix.
 	Key string
 	// Value is stored in the owners key.
 	Value string
-	// HandoffKey, if set, is where Release leaves a marker; Acquire reads and
-	// deletes it in its own transaction.
-	HandoffKey string
 	// Conditions, if any, must also hold for the key to be created (for
 	// example that the record the holder will work on has not changed since
 	// it decided to campaign). If they fail Acquire returns ErrConditionFailed.
 	Conditions []clientv3.Cmp
+	// Reads are read in the acquiring transaction, after the key is taken,
+	// so that a new holder has what it needs in one round trip
+	// (Holding.Reads).
+	Reads []clientv3.Op
+	// HandoffFrom, if set, is the handoff marker key of the node that last
+	// held the key; it is read in the same transaction (Holding.Handoff).
+	HandoffFrom string
 }
 
 // HeldError is returned by Acquire when another holder has the key.
@@ -35,45 +44,81 @@ func (e *HeldError) Error() string { return fmt.Sprintf("lease: %s is already he
 // Is makes errors.Is(err, ErrHeld) true.
 func (e *HeldError) Is(target error) bool { return target == ErrHeld }
 
+// Handoff is a draining node's marker: the node that holds an instance next
+// reads it to learn that the instance was handed over, not lost.
+type Handoff struct {
+	Node         string    `json:"node"`
+	Reason       string    `json:"reason"`
+	ReleasedTime time.Time `json:"releasedTime"`
+}
+
 // Holding is a held owners key. Its token is the key's CreateRevision: it
-// grows with every new holder. Done is closed, and Err set, as soon as the
-// holding may be lost: the session ended or passed its safe-until deadline,
-// the key was deleted or replaced (watched, so an operator's etcdctl del or
-// lease revoke is seen within moments), the holder reported a fenced-out
-// write with Lose, or the holder released it.
+// grows with every new holder. Its context is cancelled, with the reason as
+// cause, as soon as the holding may be lost: the session ended or passed
+// its safe-until deadline, the key was deleted or replaced (the session's
+// watch sees an operator's etcdctl del or lease revoke within moments), the
+// holder reported a fenced-out write with Lose, or it released the key.
 type Holding struct {
 	s       *Session
-	claim   Claim
+	key     string
+	value   string
 	token   int64
-	handoff []byte
+	rev     int64
+	reads   []*pb.ResponseOp
+	handoff *Handoff
 
-	done   chan struct{}
+	ctx    context.Context
+	cancel context.CancelCauseFunc
 	once   sync.Once
-	mu     sync.Mutex
-	err    error
-	cancel context.CancelFunc
 }
 
 // Acquire tries once to take claim.Key. It returns a *HeldError if another
-// holder has it. If the commit's outcome is unknown (a timeout), it re-reads
-// the key until it knows, for as long as the session lives: a key of this
-// session is never left behind untracked.
+// holder has it, ErrConditionFailed if a condition failed. If the commit's
+// outcome is unknown (a timeout), it reads the key until it knows, for as
+// long as ctx allows, and then returns ErrOutcomeUnknown: a key of this
+// session is never left behind untracked, because the session deletes any
+// key on its lease that no holding tracks.
 func (s *Session) Acquire(ctx context.Context, claim Claim) (*Holding, error) {
 	if err := s.Err(); err != nil {
 		return nil, err
 	}
-	then := []clientv3.Op{clientv3.OpPut(claim.Key, claim.Value, clientv3.WithLease(s.id))}
-	if claim.HandoffKey != "" {
-		then = append(then, clientv3.OpGet(claim.HandoffKey), clientv3.OpDelete(claim.HandoffKey))
+	if !s.underPrefix(claim.Key) {
+		return nil, fmt.Errorf("lease: key %s is not under the session's prefix %s", claim.Key, s.cfg.Prefix)
 	}
+	s.mu.Lock()
+	if h := s.holdings[claim.Key]; h != nil {
+		s.mu.Unlock()
+		return nil, &HeldError{Key: claim.Key, Value: []byte(h.value)}
+	}
+	if s.pending[claim.Key] != nil {
+		s.mu.Unlock()
+		return nil, &HeldError{Key: claim.Key, Value: []byte(claim.Value)}
+	}
+	p := &pendingAcquire{}
+	s.pending[claim.Key] = p
+	s.mu.Unlock()
+	h, err := s.acquire(ctx, claim)
+	s.mu.Lock()
+	delete(s.pending, claim.Key)
+	late := p.sawPut
+	s.mu.Unlock()
+	if err != nil && late != 0 {
+		// The watch saw our put after all: nobody tracks that key.
+		s.orphan(claim.Key, late)
+	}
+	return h, err
+}
+
+func (s *Session) acquire(ctx context.Context, claim Claim) (*Holding, error) {
+	then := []clientv3.Op{clientv3.OpPut(claim.Key, claim.Value, clientv3.WithLease(s.id))}
+	if claim.HandoffFrom != "" {
+		then = append(then, clientv3.OpGet(claim.HandoffFrom))
+	}
+	then = append(then, claim.Reads...)
 	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(claim.Key), "=", 0)}, claim.Conditions...)
-	resp, err := s.cli.Txn(ctx).
-		If(cmps...).
-		Then(then...).
-		Else(clientv3.OpGet(claim.Key)).
-		Commit()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Else(clientv3.OpGet(claim.Key)).Commit()
 	if err != nil {
-		return s.reconcileAcquire(ctx, claim, err)
+		return s.reconcile(ctx, claim, err)
 	}
 	if !resp.Succeeded {
 		kvs := resp.Responses[0].GetResponseRange().Kvs
@@ -82,184 +127,204 @@ func (s *Session) Acquire(ctx context.Context, claim Claim) (*Holding, error) {
 		}
 		return nil, &HeldError{Key: claim.Key, Value: kvs[0].Value}
 	}
-	var marker []byte
-	if claim.HandoffKey != "" {
-		if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
-			marker = kvs[0].Value
-		}
+	rs := resp.Responses[1:]
+	var marker *Handoff
+	if claim.HandoffFrom != "" {
+		marker = parseHandoff(rs[0].GetResponseRange().Kvs)
+		rs = rs[1:]
 	}
-	return s.track(claim, resp.Header.Revision, marker)
+	return s.track(claim, resp.Header.Revision, resp.Header.Revision, rs, marker)
 }
 
-// reconcileAcquire finds out whether an acquire whose commit failed took the
-// key. If it did, the key is tracked (or released if ctx is gone).
-func (s *Session) reconcileAcquire(ctx context.Context, claim Claim, cause error) (*Holding, error) {
-	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-		rctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
-		resp, err := s.cli.Get(rctx, claim.Key)
-		cancel()
+func parseHandoff(kvs []*mvccpb.KeyValue) *Handoff {
+	if len(kvs) == 0 {
+		return nil
+	}
+	var m Handoff
+	if json.Unmarshal(kvs[0].Value, &m) != nil {
+		return nil
+	}
+	return &m
+}
+
+// reconcile finds out whether an acquire whose commit failed took the key,
+// reading it until it knows or ctx ends. If it did, the key is tracked and
+// the claim's reads are read afresh.
+func (s *Session) reconcile(ctx context.Context, claim Claim, cause error) (*Holding, error) {
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		ops := append([]clientv3.Op{clientv3.OpGet(claim.Key)}, claim.Reads...)
+		if claim.HandoffFrom != "" {
+			ops = append(ops, clientv3.OpGet(claim.HandoffFrom))
+		}
+		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 		if err == nil {
-			if len(resp.Kvs) == 0 || clientv3.LeaseID(resp.Kvs[0].Lease) != s.id {
-				return nil, fmt.Errorf("lease: acquire %s: %w", claim.Key, cause)
+			kvs := resp.Responses[0].GetResponseRange().Kvs
+			switch {
+			case len(kvs) > 0 && clientv3.LeaseID(kvs[0].Lease) == s.id:
+				rs := resp.Responses[1 : 1+len(claim.Reads)]
+				var marker *Handoff
+				if claim.HandoffFrom != "" {
+					marker = parseHandoff(resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs)
+				}
+				return s.track(claim, kvs[0].CreateRevision, resp.Header.Revision, rs, marker)
+			case len(kvs) > 0:
+				return nil, &HeldError{Key: claim.Key, Value: kvs[0].Value}
 			}
-			created := resp.Kvs[0].CreateRevision
-			h, err := s.track(claim, created, s.markerBefore(claim, created))
-			if err != nil {
-				return nil, err
-			}
-			if ctx.Err() != nil {
-				_ = h.Release(s.ctx, nil)
-				return nil, fmt.Errorf("lease: acquire %s: %w", claim.Key, ctx.Err())
-			}
-			return h, nil
 		}
 		select {
-		case <-s.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %s: %w", ErrOutcomeUnknown, claim.Key, cause)
+		case <-s.ctx.Done():
 			// The key, if we made it, dies with the lease.
 			return nil, fmt.Errorf("lease: acquire %s: %w (then %w)", claim.Key, cause, s.Err())
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
 	}
 }
 
-// markerBefore reads the handoff marker as it was just before revision rev,
-// where our own create consumed it (nil if none, or if compacted away).
-func (s *Session) markerBefore(claim Claim, rev int64) []byte {
-	if claim.HandoffKey == "" {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
-	defer cancel()
-	resp, err := s.cli.Get(ctx, claim.HandoffKey, clientv3.WithRev(rev-1))
-	if err != nil || len(resp.Kvs) == 0 {
-		return nil
-	}
-	return resp.Kvs[0].Value
-}
-
-func (s *Session) track(claim Claim, token int64, marker []byte) (*Holding, error) {
-	wctx, cancel := context.WithCancel(s.ctx)
-	h := &Holding{s: s, claim: claim, token: token, handoff: marker, done: make(chan struct{}), cancel: cancel}
+func (s *Session) track(claim Claim, token, rev int64, reads []*pb.ResponseOp, marker *Handoff) (*Holding, error) {
+	hctx, cancel := context.WithCancelCause(s.ctx)
+	h := &Holding{s: s, key: claim.Key, value: claim.Value, token: token, rev: rev, reads: reads, handoff: marker, ctx: hctx, cancel: cancel}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.err != nil {
-		err := s.err
-		s.mu.Unlock()
-		cancel()
-		return nil, err
+		cancel(s.err)
+		return nil, s.err
 	}
-	s.holdings[h] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	go h.watch(wctx)
+	s.holdings[claim.Key] = h
 	return h, nil
 }
 
 // Key is the owners key.
-func (h *Holding) Key() string { return h.claim.Key }
+func (h *Holding) Key() string { return h.key }
 
 // Token is the fencing token: the owners key's CreateRevision.
 func (h *Holding) Token() int64 { return h.token }
 
+// Revision is the etcd revision at which the holding's reads were read.
+func (h *Holding) Revision() int64 { return h.rev }
+
+// Reads are the responses to the claim's Reads, in order.
+func (h *Holding) Reads() []*pb.ResponseOp { return h.reads }
+
+// Handoff is the marker of the node that handed the key over, or nil.
+func (h *Holding) Handoff() *Handoff { return h.handoff }
+
 // Cmp is the fencing compare every write of the holder must carry.
 func (h *Holding) Cmp() clientv3.Cmp {
-	return clientv3.Compare(clientv3.CreateRevision(h.claim.Key), "=", h.token)
+	return clientv3.Compare(clientv3.CreateRevision(h.key), "=", h.token)
 }
 
-// HandoffMarker is the marker a draining previous holder left, or nil if the
-// instance was not handed over.
-func (h *Holding) HandoffMarker() []byte { return h.handoff }
+// ReleaseOp deletes the owners key. A holder's final write carries it in
+// its fenced transaction (with Cmp), and then calls Forget.
+func (h *Holding) ReleaseOp() clientv3.Op { return clientv3.OpDelete(h.key) }
 
 // Session is the session the holding belongs to.
 func (h *Holding) Session() *Session { return h.s }
 
+// Context is cancelled when the holding ends or may have ended; its cause
+// is the reason.
+func (h *Holding) Context() context.Context { return h.ctx }
+
 // Done is closed when the holding ended or may have ended.
-func (h *Holding) Done() <-chan struct{} { return h.done }
+func (h *Holding) Done() <-chan struct{} { return h.ctx.Done() }
 
 // Err is nil while held, then the reason the holding ended.
 func (h *Holding) Err() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.err
+	if h.ctx.Err() == nil {
+		return nil
+	}
+	return context.Cause(h.ctx)
 }
 
 // Lose ends the holding with err; a holder calls it when a fenced write was
 // refused.
 func (h *Holding) Lose(err error) { h.lose(err) }
 
+// Forget ends the holding after the holder's own write deleted the key
+// (ReleaseOp).
+func (h *Holding) Forget() { h.lose(ErrReleased) }
+
 func (h *Holding) lose(err error) {
 	h.once.Do(func() {
-		h.mu.Lock()
-		h.err = err
-		h.mu.Unlock()
-		h.cancel()
-		close(h.done)
+		h.cancel(err)
 		h.s.mu.Lock()
-		delete(h.s.holdings, h)
+		if h.s.holdings[h.key] == h {
+			delete(h.s.holdings, h.key)
+			h.s.retired[h.key] = h.token
+		}
 		h.s.mu.Unlock()
 	})
 }
 
-// Release deletes the owners key if it is still this holding's, leaving
-// marker at the claim's HandoffKey in the same transaction when marker is
-// not nil. The holding ends with ErrReleased either way.
-func (h *Holding) Release(ctx context.Context, marker []byte) error {
+// Release deletes the owners key if it is still this holding's. The holding
+// ends with ErrReleased either way.
+func (h *Holding) Release(ctx context.Context) error {
 	h.lose(ErrReleased)
-	ops := []clientv3.Op{clientv3.OpDelete(h.claim.Key)}
-	if marker != nil && h.claim.HandoffKey != "" {
-		ops = append(ops, clientv3.OpPut(h.claim.HandoffKey, string(marker)))
-	}
-	_, err := h.s.cli.Txn(ctx).If(h.Cmp()).Then(ops...).Commit()
+	_, err := h.s.cli.Txn(ctx).If(h.Cmp()).Then(h.ReleaseOp()).Commit()
 	if err != nil {
-		return fmt.Errorf("lease: release %s: %w (the key goes with the session lease)", h.claim.Key, err)
+		return fmt.Errorf("lease: release %s: %w (the key goes with the session lease)", h.key, err)
 	}
 	return nil
 }
 
-// watch ends the holding when the owners key is deleted or replaced.
-func (h *Holding) watch(ctx context.Context) {
-	defer h.s.wg.Done()
-	rev := h.token + 1
-	for ctx.Err() == nil {
-		wch := h.s.cli.Watch(clientv3.WithRequireLeader(ctx), h.claim.Key, clientv3.WithRev(rev))
-		for wr := range wch {
-			if err := wr.Err(); err != nil {
-				break
-			}
-			for _, ev := range wr.Events {
-				switch {
-				case ev.Type == clientv3.EventTypeDelete:
-					h.lose(ErrKeyDeleted)
-					return
-				case ev.Kv.CreateRevision != h.token:
-					h.lose(ErrKeyReplaced)
-					return
-				}
-				rev = ev.Kv.ModRevision + 1
-			}
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		// The watch broke (no leader, compaction, connection loss): check the
-		// key directly, then watch again from what we read.
-		gctx, cancel := context.WithTimeout(ctx, time.Second)
-		resp, err := h.s.cli.Get(gctx, h.claim.Key)
-		cancel()
-		if err != nil {
-			select {
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
-			continue
-		}
-		if len(resp.Kvs) == 0 {
-			h.lose(ErrKeyDeleted)
-			return
-		}
-		if resp.Kvs[0].CreateRevision != h.token {
-			h.lose(ErrKeyReplaced)
-			return
-		}
-		rev = resp.Header.Revision + 1
+// releaseBatch is how many keys one ReleaseAll transaction deletes: each
+// is a nested If(Cmp) Then(delete), and etcd counts every operation.
+const releaseBatch = 60
+
+// ReleaseAll releases every holding, after leaving marker at markerKey on a
+// lease of its own (TTL markerTTL) when marker is not nil, so that the
+// nodes that take the keys next learn they were handed over. Keys are
+// deleted many to a transaction, each only if it is still its holding's.
+// Every holding ends with ErrReleased.
+func (s *Session) ReleaseAll(ctx context.Context, hs []*Holding, markerKey string, marker *Handoff, markerTTL time.Duration) error {
+	for _, h := range hs {
+		h.lose(ErrReleased)
 	}
+	var errs []error
+	if marker != nil && markerKey != "" && len(hs) > 0 {
+		if err := s.putMarker(ctx, markerKey, marker, markerTTL); err != nil {
+			errs = append(errs, err) // the instances are still released; peers count failovers
+		}
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	sem := make(chan struct{}, 8)
+	for len(hs) > 0 {
+		n := min(len(hs), releaseBatch)
+		batch := hs[:n]
+		hs = hs[n:]
+		ops := make([]clientv3.Op, len(batch))
+		for i, h := range batch {
+			ops[i] = clientv3.OpTxn([]clientv3.Cmp{h.Cmp()}, []clientv3.Op{h.ReleaseOp()}, nil)
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("lease: release %d keys: %w (they go with the session lease)", len(ops), err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (s *Session) putMarker(ctx context.Context, key string, marker *Handoff, ttl time.Duration) error {
+	if ttl < 2*time.Second {
+		ttl = 2 * time.Second
+	}
+	g, err := s.cli.Grant(ctx, int64(ttl/time.Second))
+	if err != nil {
+		return fmt.Errorf("lease: handoff marker lease: %w", err)
+	}
+	b, _ := json.Marshal(marker)
+	if _, err := s.cli.Put(ctx, key, string(b), clientv3.WithLease(g.ID)); err != nil {
+		return fmt.Errorf("lease: handoff marker %s: %w", key, err)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,8 +33,8 @@ func TestAcquire(t *testing.T) {
 	if h.Token() != kv.CreateRevision {
 		t.Fatalf("token %d != CreateRevision %d", h.Token(), kv.CreateRevision)
 	}
-	if h.Key() != key || h.Session() != s1 || h.HandoffMarker() != nil || h.Err() != nil {
-		t.Fatalf("holding: key %q session %p marker %q err %v", h.Key(), h.Session(), h.HandoffMarker(), h.Err())
+	if h.Key() != key || h.Session() != s1 || h.Handoff() != nil || h.Err() != nil || h.Revision() != h.Token() {
+		t.Fatalf("holding: key %q session %p marker %v err %v revision %d", h.Key(), h.Session(), h.Handoff(), h.Err(), h.Revision())
 	}
 
 	for _, s := range []*lease.Session{s2, s1} { // another session, and the holder again
@@ -61,7 +62,7 @@ func TestAcquire(t *testing.T) {
 	if fenced() {
 		t.Fatal("Cmp failed while held")
 	}
-	if err := h.Release(ctxT(t), nil); err != nil {
+	if err := h.Release(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
 	if !fenced() {
@@ -96,7 +97,7 @@ func TestTokensGrow(t *testing.T) {
 		}
 		switch i % 3 {
 		case 0:
-			err := h.Release(ctxT(t), nil)
+			err := h.Release(ctxT(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -300,82 +301,65 @@ func TestHoldingLose(t *testing.T) {
 	t.Logf("holding Done %v after Lose", done.Sub(lost).Round(time.Microsecond))
 }
 
-// Release deletes the key and writes the handoff marker in one transaction;
-// the next Acquire reads the marker and deletes it atomically with its own
-// create.
-func TestReleaseWithHandoff(t *testing.T) {
+// ReleaseAll leaves one handoff marker on a lease of its own and deletes
+// every key it still holds, many to a transaction; the next Acquire that
+// names the marker reads it in its own transaction, along with its reads.
+func TestReleaseAllWithHandoff(t *testing.T) {
 	t.Parallel()
 	e := leasetest.Start(t)
 	cli1, cli2, obs := e.Client(), e.Client(), e.Client()
 	pfx := prefix(t)
-	claim := lease.Claim{Key: pfx + "owners/x", Value: "n1", HandoffKey: pfx + "handoffs/x"}
 	s1, s2 := newSession(t, cli1, 5*time.Second), newSession(t, cli2, 5*time.Second)
-	h1 := acquire(t, s1, claim)
-	if h1.HandoffMarker() != nil {
-		t.Fatalf("marker without a handoff: %q", h1.HandoffMarker())
+	const n = 150 // more than one transaction's worth
+	var hs []*lease.Holding
+	for i := 0; i < n; i++ {
+		hs = append(hs, acquire(t, s1, lease.Claim{Key: fmt.Sprintf("%sowners/%03d", pfx, i), Value: "n1"}))
 	}
-
-	wctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	events := obs.Watch(wctx, pfx, clientv3.WithPrefix(), clientv3.WithRev(h1.Token()+1))
-
-	if err := h1.Release(ctxT(t), []byte(`{"reason":"drain"}`)); err != nil {
-		t.Fatalf("Release: %v", err)
-	}
-	if !isClosed(h1.Done()) {
-		t.Fatal("Release returned with the holding not done")
-	}
-	wantErr(t, h1.Err(), lease.ErrReleased, "released holding")
-	release := nextEvents(t, events, 2)
-	if release[0].Kv.ModRevision != release[1].Kv.ModRevision {
-		t.Fatalf("delete and marker in different revisions: %v", release)
-	}
-	byKey := map[string]*clientv3.Event{}
-	for _, ev := range release {
-		byKey[string(ev.Kv.Key)] = ev
-	}
-	if ev := byKey[claim.Key]; ev == nil || ev.Type != clientv3.EventTypeDelete {
-		t.Fatalf("release did not delete the owners key: %v", release)
-	}
-	if ev := byKey[claim.HandoffKey]; ev == nil || ev.Type != clientv3.EventTypePut || string(ev.Kv.Value) != `{"reason":"drain"}` {
-		t.Fatalf("release did not write the marker: %v", release)
-	}
-	if ev := byKey[claim.HandoffKey]; ev.Kv.Lease != 0 {
-		t.Fatalf("the marker is on lease %x; it must outlive the releasing session", ev.Kv.Lease)
-	}
-
-	claim.Value = "n2"
-	h2 := acquire(t, s2, claim)
-	if string(h2.HandoffMarker()) != `{"reason":"drain"}` {
-		t.Fatalf("HandoffMarker = %q, want the released marker", h2.HandoffMarker())
-	}
-	take := nextEvents(t, events, 2)
-	if take[0].Kv.ModRevision != take[1].Kv.ModRevision || take[0].Kv.ModRevision != h2.Token() {
-		t.Fatalf("create and marker deletion not in the acquiring revision %d: %v", h2.Token(), take)
-	}
-	if kv := get(t, obs, claim.HandoffKey); kv != nil {
-		t.Fatalf("marker left after Acquire: %+v", kv)
-	}
-
-	// A release without a marker leaves none; the next holder sees nil.
-	if err := h2.Release(ctxT(t), nil); err != nil {
+	// One of them was taken from us meanwhile: its new holder keeps it.
+	if _, err := obs.Delete(ctxT(t), hs[7].Key()); err != nil {
 		t.Fatal(err)
 	}
-	if kv := get(t, obs, claim.HandoffKey); kv != nil {
-		t.Fatalf("marker written without one: %+v", kv)
-	}
-	h3 := acquire(t, s1, claim)
-	if h3.HandoffMarker() != nil {
-		t.Fatalf("HandoffMarker = %q after a release without marker", h3.HandoffMarker())
-	}
-	// A marker is ignored when the claim has no HandoffKey.
-	plain := lease.Claim{Key: pfx + "owners/y", Value: "n1"}
-	hy := acquire(t, s1, plain)
-	if err := hy.Release(ctxT(t), []byte("m")); err != nil {
+	waitClosed(t, hs[7].Done(), time.Second, "holding after delete")
+	other := acquire(t, s2, lease.Claim{Key: hs[7].Key(), Value: "n2"})
+	if _, err := obs.Put(ctxT(t), pfx+"record", "r1"); err != nil {
 		t.Fatal(err)
 	}
-	if resp, err := obs.Get(ctxT(t), pfx+"owners/y"); err != nil || len(resp.Kvs) != 0 {
-		t.Fatalf("owners/y after release: %v %v", resp, err)
+	markerKey := pfx + "handoffs/n1"
+	marker := &lease.Handoff{Node: "n1", Reason: "drain", ReleasedTime: time.Now().UTC().Truncate(time.Millisecond)}
+	if err := s1.ReleaseAll(ctxT(t), hs, markerKey, marker, 10*time.Second); err != nil {
+		t.Fatalf("ReleaseAll: %v", err)
+	}
+	for i, h := range hs {
+		if i == 7 {
+			continue
+		}
+		if !isClosed(h.Done()) {
+			t.Fatalf("holding %d not done after ReleaseAll", i)
+		}
+		wantErr(t, h.Err(), lease.ErrReleased, "released holding")
+		if kv := get(t, obs, h.Key()); kv != nil {
+			t.Fatalf("key %s left after ReleaseAll: %+v", h.Key(), kv)
+		}
+	}
+	if kv := get(t, obs, other.Key()); kv == nil || kv.CreateRevision != other.Token() || other.Err() != nil {
+		t.Fatalf("ReleaseAll touched another session's key: %+v (%v)", kv, other.Err())
+	}
+	mk := get(t, obs, markerKey)
+	if mk == nil || mk.Lease == 0 || mk.Lease == s1.LeaseID() {
+		t.Fatalf("marker %+v: want it on a lease of its own (it must outlive the releasing session)", mk)
+	}
+
+	h := acquire(t, s2, lease.Claim{Key: hs[0].Key(), Value: "n2", HandoffFrom: markerKey,
+		Reads: []clientv3.Op{clientv3.OpGet(pfx + "record")}})
+	if m := h.Handoff(); m == nil || *m != *marker {
+		t.Fatalf("Handoff() = %+v, want %+v", m, marker)
+	}
+	if rs := h.Reads(); len(rs) != 1 || string(rs[0].GetResponseRange().Kvs[0].Value) != "r1" {
+		t.Fatalf("Reads() = %v", rs)
+	}
+	// Without HandoffFrom no marker is read.
+	if h := acquire(t, s2, lease.Claim{Key: hs[1].Key(), Value: "n2"}); h.Handoff() != nil {
+		t.Fatalf("Handoff() = %+v without HandoffFrom", h.Handoff())
 	}
 }
 
@@ -407,7 +391,7 @@ func TestReleaseDoesNotDeleteNewHolder(t *testing.T) {
 	e := leasetest.Start(t)
 	cli1, cli2, op := e.Client(), e.Client(), e.Client()
 	pfx := prefix(t)
-	claim := lease.Claim{Key: pfx + "owner", Value: "n1", HandoffKey: pfx + "handoff"}
+	claim := lease.Claim{Key: pfx + "owner", Value: "n1"}
 	s1, s2 := newSession(t, cli1, 5*time.Second), newSession(t, cli2, 5*time.Second)
 	h1 := acquire(t, s1, claim)
 	if _, err := op.Delete(ctxT(t), claim.Key); err != nil {
@@ -418,7 +402,7 @@ func TestReleaseDoesNotDeleteNewHolder(t *testing.T) {
 	h2 := acquire(t, s2, claim)
 	before := get(t, op, claim.Key)
 
-	if err := h1.Release(ctxT(t), []byte("stale marker")); err != nil {
+	if err := h1.Release(ctxT(t)); err != nil {
 		t.Fatalf("stale Release: %v", err)
 	}
 	wantErr(t, h1.Err(), lease.ErrKeyDeleted, "old holding keeps its first reason")
@@ -426,25 +410,24 @@ func TestReleaseDoesNotDeleteNewHolder(t *testing.T) {
 	if after == nil || *after != *before {
 		t.Fatalf("stale Release changed the new holder's key: %+v -> %+v", before, after)
 	}
-	if kv := get(t, op, claim.HandoffKey); kv != nil {
-		t.Fatalf("stale Release left a marker: %+v", kv)
-	}
 	if h2.Err() != nil {
 		t.Fatalf("new holding ended: %v", h2.Err())
 	}
 	// Releasing twice is harmless too.
-	if err := h2.Release(ctxT(t), nil); err != nil {
+	if err := h2.Release(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := h2.Release(ctxT(t), nil); err != nil {
+	if err := h2.Release(ctxT(t)); err != nil {
 		t.Fatalf("second Release: %v", err)
 	}
 }
 
 // An Acquire whose commit landed but whose reply was lost (outcome unknown)
 // reconciles by reading the key: with its context still alive it returns
-// the holding; with its context gone it releases the key. Either way no
-// untracked key of the session is left behind.
+// the holding, with the claim's reads read afresh; with its context gone it
+// returns ErrOutcomeUnknown, and the session deletes the key it then finds
+// on its lease untracked. Either way no untracked key of the session is
+// left behind.
 func TestAcquireUnknownOutcome(t *testing.T) {
 	t.Parallel()
 	for _, ctxAlive := range []bool{true, false} {
@@ -456,6 +439,9 @@ func TestAcquireUnknownOutcome(t *testing.T) {
 			// TTL 5s: the session survives the cut of about a second.
 			s := newSession(t, cli, 5*time.Second)
 			key := prefix(t) + "owner"
+			if _, err := direct.Put(ctxT(t), prefix(t)+"marker", `{"node":"n0","reason":"drain"}`); err != nil {
+				t.Fatal(err)
+			}
 
 			timeout := 10 * time.Second
 			if !ctxAlive {
@@ -470,7 +456,8 @@ func TestAcquireUnknownOutcome(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
 			go func() {
-				h, err := s.Acquire(ctx, lease.Claim{Key: key, Value: "n1"})
+				h, err := s.Acquire(ctx, lease.Claim{Key: key, Value: "n1", HandoffFrom: prefix(t) + "marker",
+					Reads: []clientv3.Op{clientv3.OpGet(prefix(t) + "marker")}})
 				res <- result{h, err}
 			}()
 			eventually(t, 5*time.Second, "the acquire committed", func() bool { return get(t, direct, key) != nil })
@@ -495,6 +482,12 @@ func TestAcquireUnknownOutcome(t *testing.T) {
 				if r.h.Token() != committed.CreateRevision {
 					t.Fatalf("token %d, key created at %d", r.h.Token(), committed.CreateRevision)
 				}
+				if m := r.h.Handoff(); m == nil || m.Node != "n0" {
+					t.Fatalf("Handoff() = %+v after a reconciled acquire", m)
+				}
+				if rs := r.h.Reads(); len(rs) != 1 || len(rs[0].GetResponseRange().Kvs) != 1 {
+					t.Fatalf("Reads() = %v after a reconciled acquire", rs)
+				}
 				// It is tracked: deleting the key ends it.
 				if _, err := direct.Delete(ctxT(t), key); err != nil {
 					t.Fatal(err)
@@ -505,50 +498,49 @@ func TestAcquireUnknownOutcome(t *testing.T) {
 			if r.err == nil {
 				t.Fatalf("Acquire succeeded after its context ended (token %d)", r.h.Token())
 			}
-			if !errors.Is(r.err, context.DeadlineExceeded) {
-				t.Fatalf("Acquire: %v, want context.DeadlineExceeded", r.err)
+			if !errors.Is(r.err, lease.ErrOutcomeUnknown) {
+				t.Fatalf("Acquire: %v, want ErrOutcomeUnknown", r.err)
 			}
-			if kv := get(t, direct, key); kv != nil {
-				t.Fatalf("Acquire left the key it committed on a live session: %+v", kv)
-			}
+			eventually(t, 5*time.Second, "the untracked key deleted", func() bool { return get(t, direct, key) == nil })
 		})
 	}
 }
 
-// The handoff marker an Acquire consumed must reach the caller even when
-// the commit's reply was lost and Acquire learned of its success by reading
-// the key.
-func TestAcquireUnknownOutcomeKeepsHandoffMarker(t *testing.T) {
+// A key on the session's lease that no holding tracks (an acquire whose
+// proposal applied after the acquire gave up) is deleted by the session, if
+// it is still that key; a key of another lease is left alone.
+func TestUntrackedKeyOnOwnLeaseDeleted(t *testing.T) {
 	t.Parallel()
 	e := leasetest.Start(t)
 	direct := e.Client()
-	cli, proxy := proxiedClient(t, e)
-	s := newSession(t, cli, 5*time.Second)
-	pfx := prefix(t)
-	claim := lease.Claim{Key: pfx + "owner", Value: "n2", HandoffKey: pfx + "handoff"}
-	if _, err := direct.Put(ctxT(t), claim.HandoffKey, "marker"); err != nil {
+	var orphans atomic.Int32
+	s := newSessionCfg(t, e.Client(), lease.Config{TTL: 5 * time.Second, OnOrphan: func(string) { orphans.Add(1) }})
+	own := prefix(t) + "late"
+	if _, err := direct.Put(ctxT(t), own, "n1", clientv3.WithLease(s.LeaseID())); err != nil {
 		t.Fatal(err)
 	}
-	proxy.Blackhole(false, true)
-	type result struct {
-		h   *lease.Holding
-		err error
+	g, err := direct.Grant(ctxT(t), 30)
+	if err != nil {
+		t.Fatal(err)
 	}
-	res := make(chan result, 1)
-	go func() {
-		h, err := s.Acquire(ctxT(t), claim)
-		res <- result{h, err}
-	}()
-	eventually(t, 5*time.Second, "the acquire committed", func() bool { return get(t, direct, claim.Key) != nil })
-	proxy.Heal()
-	r := <-res
-	if r.err != nil {
-		t.Fatalf("Acquire: %v", r.err)
+	foreign := prefix(t) + "foreign"
+	if _, err := direct.Put(ctxT(t), foreign, "n2", clientv3.WithLease(g.ID)); err != nil {
+		t.Fatal(err)
 	}
-	if kv := get(t, direct, claim.HandoffKey); kv != nil {
-		t.Fatalf("marker not consumed: %+v", kv)
+	eventually(t, 5*time.Second, "the untracked key on our lease deleted", func() bool { return get(t, direct, own) == nil })
+	if orphans.Load() != 1 {
+		t.Fatalf("OnOrphan called %d times, want 1", orphans.Load())
 	}
-	if string(r.h.HandoffMarker()) != "marker" {
-		t.Fatalf("HandoffMarker() = %q after the commit consumed marker %q", r.h.HandoffMarker(), "marker")
+	if get(t, direct, foreign) == nil {
+		t.Fatal("a key of another lease was deleted")
+	}
+	// A tracked key is not an orphan.
+	h := acquire(t, s, lease.Claim{Key: prefix(t) + "mine", Value: "n1"})
+	if _, err := direct.Put(ctxT(t), prefix(t)+"noise", "x"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the watch passed the noise", func() bool { return orphans.Load() == 1 && h.Err() == nil })
+	if kv := get(t, direct, h.Key()); kv == nil {
+		t.Fatal("a tracked key was deleted")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,7 +24,7 @@ var (
 	// stopped itself before etcd could expire its lease.
 	ErrSafeDeadline = errors.New("lease: safe-until deadline passed without an acknowledged keepalive")
 	// ErrKeyDeleted: the owners key was deleted (an operator's del, a lease
-	// revoke, or a start with terminateExisting).
+	// revoke, or the holder's own final write).
 	ErrKeyDeleted = errors.New("lease: owners key deleted")
 	// ErrKeyReplaced: the owners key now has another creator.
 	ErrKeyReplaced = errors.New("lease: owners key replaced")
@@ -33,10 +34,19 @@ var (
 	ErrHeld = errors.New("lease: already held")
 	// ErrConditionFailed: the key was free but a Claim condition failed.
 	ErrConditionFailed = errors.New("lease: claim condition failed")
+	// ErrOutcomeUnknown: an Acquire's commit may or may not have applied,
+	// and reading did not tell before the context ended. If it applies
+	// later, the session deletes the key it finds on its lease untracked.
+	ErrOutcomeUnknown = errors.New("lease: the outcome of the acquire is unknown")
 )
 
 // Config configures a Session.
 type Config struct {
+	// Prefix is where every key the session acquires lives (the owners
+	// keys). The session watches it, with one watch for all its holdings, to
+	// end a holding whose key is deleted or replaced, and to delete any key
+	// on its lease that no holding tracks. Required.
+	Prefix string
 	// TTL is the lease TTL: whole seconds, at least 2s (etcd clamps smaller
 	// values). Defaults to 10s.
 	TTL time.Duration
@@ -51,6 +61,9 @@ type Config struct {
 	// OnRenewFailure, if set, is called for every keepalive that failed
 	// without ending the session.
 	OnRenewFailure func(err error)
+	// OnOrphan, if set, is called for every key on the session's lease that
+	// no holding tracked, after the session deleted it.
+	OnOrphan func(key string)
 }
 
 // ValidateTTL checks that ttl is whole seconds and at least 2s.
@@ -60,6 +73,9 @@ func ValidateTTL(ttl time.Duration) error {
 	}
 	return nil
 }
+
+// maxKeepalivesInFlight bounds the keepalives outstanding at once.
+const maxKeepalivesInFlight = 3
 
 // Session is one lease on etcd, kept alive for as long as the session runs.
 // Every key a node holds is attached to it, so one keepalive covers them all.
@@ -74,20 +90,32 @@ type Session struct {
 	cfg    Config
 	log    *slog.Logger
 	id     clientv3.LeaseID
-	ctx    context.Context // cancelled when the session ends
+	ctx    context.Context // cancelled when the session ends; every holding's parent
 	cancel context.CancelCauseFunc
-	done   chan struct{}
 	loopWG sync.WaitGroup
 
 	mu        sync.Mutex
 	safeUntil time.Time
 	err       error
-	holdings  map[*Holding]struct{}
-	wg        sync.WaitGroup // holdings' watchers
+	holdings  map[string]*Holding
+	pending   map[string]*pendingAcquire
+	// retired are keys this session held and let go of without deleting
+	// them (Lose, Forget), by token: not orphans when the watch shows them.
+	retired map[string]int64
 }
 
-// NewSession grants a lease and starts keeping it alive.
+// pendingAcquire is an Acquire in progress; the watch notes a put of its
+// key on this lease, which Acquire settles.
+type pendingAcquire struct {
+	sawPut int64 // CreateRevision of a put of the key on our lease, 0 if none
+}
+
+// NewSession grants a lease and starts keeping it alive and watching
+// cfg.Prefix.
 func NewSession(ctx context.Context, cli *clientv3.Client, cfg Config) (*Session, error) {
+	if cfg.Prefix == "" {
+		return nil, errors.New("lease: Config.Prefix is required: the session watches the keys it holds there")
+	}
 	if cfg.TTL == 0 {
 		cfg.TTL = 10 * time.Second
 	}
@@ -111,12 +139,13 @@ func NewSession(ctx context.Context, cli *clientv3.Client, cfg Config) (*Session
 	sctx, cancel := context.WithCancelCause(context.Background())
 	s := &Session{
 		cli: cli, cfg: cfg, log: cfg.Logger.With("lease_id", fmt.Sprintf("%x", int64(resp.ID))),
-		id: resp.ID, ctx: sctx, cancel: cancel, done: make(chan struct{}),
-		holdings: map[*Holding]struct{}{},
+		id: resp.ID, ctx: sctx, cancel: cancel,
+		holdings: map[string]*Holding{}, pending: map[string]*pendingAcquire{}, retired: map[string]int64{},
 	}
 	s.safeUntil = s.deadline(sent, resp.TTL)
-	s.loopWG.Add(1)
+	s.loopWG.Add(2)
 	go s.keepAlive()
+	go s.watch(resp.Revision + 1)
 	return s, nil
 }
 
@@ -132,7 +161,7 @@ func (s *Session) LeaseID() clientv3.LeaseID { return s.id }
 func (s *Session) TTL() time.Duration { return s.cfg.TTL }
 
 // Done is closed when the session has ended; Err says why.
-func (s *Session) Done() <-chan struct{} { return s.done }
+func (s *Session) Done() <-chan struct{} { return s.ctx.Done() }
 
 // Context is cancelled when the session ends, with Err as its cause.
 func (s *Session) Context() context.Context { return s.ctx }
@@ -152,7 +181,15 @@ func (s *Session) SafeUntil() time.Time {
 	return s.safeUntil
 }
 
-// end ends the session once with err and ends every holding.
+// Held is the number of holdings the session tracks.
+func (s *Session) Held() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.holdings)
+}
+
+// end ends the session once with err; every holding's context is a child
+// of the session's, so every holding ends with it.
 func (s *Session) end(err error) {
 	s.mu.Lock()
 	if s.err != nil {
@@ -160,37 +197,89 @@ func (s *Session) end(err error) {
 		return
 	}
 	s.err = err
-	hs := make([]*Holding, 0, len(s.holdings))
-	for h := range s.holdings {
-		hs = append(hs, h)
-	}
+	s.holdings = map[string]*Holding{}
 	s.mu.Unlock()
 	s.cancel(err)
-	for _, h := range hs {
-		h.lose(err)
-	}
-	close(s.done)
 	if !errors.Is(err, ErrSessionClosed) {
-		s.log.Warn("etcd session ended", "error", err)
+		s.log.Warn("etcd session ended; every held instance stops", "error", err)
 	}
 }
 
+// keepAlive renews the lease every TTL/3. An attempt may take as long as
+// the session lasts (a slow round trip still renews: the session ends at
+// safe-until anyway, which cancels it), and every interval another is sent
+// beside those outstanding, so a keepalive stuck on a dead connection does
+// not hold up the next.
 func (s *Session) keepAlive() {
 	defer s.loopWG.Done()
 	interval := s.cfg.TTL / 3
+	type result struct {
+		sent time.Time
+		ttl  int64
+		err  error
+	}
+	results := make(chan result, maxKeepalivesInFlight)
+	var inFlight []time.Time // send times of the keepalives outstanding
+	var attempts sync.WaitGroup
+	defer attempts.Wait()
+	send := func() {
+		attempts.Add(1)
+		sent := time.Now()
+		inFlight = append(inFlight, sent)
+		go func() {
+			defer attempts.Done()
+			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.TTL)
+			resp, err := s.cli.KeepAliveOnce(ctx, s.id)
+			cancel()
+			r := result{sent: sent, err: err}
+			if err == nil {
+				r.ttl = resp.TTL
+			}
+			results <- r
+		}()
+	}
 	next := time.Now().Add(interval)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		safe := s.SafeUntil()
-		wait := time.Until(next)
-		if until := time.Until(safe); until < wait {
-			wait = until
-		}
+		wait := min(time.Until(next), time.Until(safe))
 		timer.Reset(max(wait, 0))
 		select {
 		case <-s.ctx.Done():
 			return
+		case r := <-results:
+			for i, t := range inFlight {
+				if t.Equal(r.sent) {
+					inFlight = append(inFlight[:i], inFlight[i+1:]...)
+					break
+				}
+			}
+			switch {
+			case r.err == nil:
+				s.mu.Lock()
+				if d := s.deadline(r.sent, r.ttl); d.After(s.safeUntil) {
+					s.safeUntil = d
+				}
+				s.mu.Unlock()
+				if n := r.sent.Add(interval); n.After(next) {
+					next = n
+				}
+			case errors.Is(r.err, rpctypes.ErrLeaseNotFound):
+				s.end(ErrLeaseExpired)
+				return
+			case s.ctx.Err() != nil:
+				return
+			default:
+				if s.cfg.OnRenewFailure != nil {
+					s.cfg.OnRenewFailure(r.err)
+				}
+				s.log.Warn("lease keepalive failed; retrying", "error", r.err, "safe_for", time.Until(s.SafeUntil()).Round(time.Millisecond))
+				if soon := time.Now().Add(min(200*time.Millisecond, interval)); soon.Before(next) {
+					next = soon
+				}
+			}
+			continue
 		case <-timer.C:
 		}
 		now := time.Now()
@@ -201,30 +290,150 @@ func (s *Session) keepAlive() {
 		if now.Before(next) {
 			continue
 		}
-		// One attempt gets at most an interval, so a keepalive stuck on a
-		// dead connection is retried (and counted) well before safe-until.
-		kctx, cancel := context.WithDeadline(s.ctx, minTime(safe, now.Add(interval)))
-		resp, err := s.cli.KeepAliveOnce(kctx, s.id)
-		cancel()
-		switch {
-		case err == nil:
-			s.mu.Lock()
-			if d := s.deadline(now, resp.TTL); d.After(s.safeUntil) {
-				s.safeUntil = d
-			}
-			s.mu.Unlock()
-			next = now.Add(interval)
-		case errors.Is(err, rpctypes.ErrLeaseNotFound):
-			s.end(ErrLeaseExpired)
-			return
-		case s.ctx.Err() != nil:
-			return
-		default:
+		if len(inFlight) > 0 && now.Sub(inFlight[0]) > interval*9/10 {
+			// The previous keepalive is still unanswered: report it as a
+			// failure (the metric operators watch), and send another.
+			err := fmt.Errorf("lease: keepalive unanswered after %v", interval.Round(time.Millisecond))
 			if s.cfg.OnRenewFailure != nil {
 				s.cfg.OnRenewFailure(err)
 			}
-			s.log.Warn("lease keepalive failed; retrying", "error", err, "safe_for", time.Until(safe).Round(time.Millisecond))
-			next = time.Now().Add(min(200*time.Millisecond, interval))
+			s.log.Warn("lease keepalive unanswered; sending another", "safe_for", time.Until(safe).Round(time.Millisecond))
+		}
+		if len(inFlight) < maxKeepalivesInFlight {
+			send()
+		}
+		next = now.Add(interval)
+	}
+}
+
+// watch follows every key under the prefix from rev on: a delete or a
+// replacement of a held key ends its holding; a key on this session's lease
+// that nothing tracks is deleted. A broken or compacted watch reads the
+// prefix again and watches on from that read.
+func (s *Session) watch(rev int64) {
+	defer s.loopWG.Done()
+	prefix := s.cfg.Prefix
+	for backoff := 100 * time.Millisecond; s.ctx.Err() == nil; {
+		wch := s.cli.Watch(clientv3.WithRequireLeader(s.ctx), prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
+		for wr := range wch {
+			if wr.Err() != nil {
+				break
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					s.deleted(string(ev.Kv.Key), ev.Kv.ModRevision)
+				} else {
+					s.put(string(ev.Kv.Key), ev.Kv.CreateRevision, ev.Kv.ModRevision, clientv3.LeaseID(ev.Kv.Lease))
+				}
+			}
+			backoff = 100 * time.Millisecond
+		}
+		if s.ctx.Err() != nil {
+			return
+		}
+		next, err := s.relist()
+		if err != nil {
+			select {
+			case <-s.ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		rev = next
+	}
+}
+
+// relist checks every holding and every key on the lease against a fresh
+// read, and returns the revision to watch from.
+func (s *Session) relist() (int64, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	end := clientv3.GetPrefixRangeEnd(s.cfg.Prefix)
+	present := map[string]int64{}
+	var rev int64
+	from := s.cfg.Prefix
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1000)}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := s.cli.Get(ctx, from, opts...)
+		if err != nil {
+			return 0, err
+		}
+		rev = resp.Header.Revision
+		for _, kv := range resp.Kvs {
+			present[string(kv.Key)] = kv.CreateRevision
+			s.put(string(kv.Key), kv.CreateRevision, kv.ModRevision, clientv3.LeaseID(kv.Lease))
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+	s.mu.Lock()
+	var gone []*Holding
+	for key, h := range s.holdings {
+		if _, ok := present[key]; !ok && h.token <= rev {
+			gone = append(gone, h)
+		}
+	}
+	s.mu.Unlock()
+	for _, h := range gone {
+		h.lose(ErrKeyDeleted)
+	}
+	return rev + 1, nil
+}
+
+func (s *Session) deleted(key string, rev int64) {
+	s.mu.Lock()
+	h := s.holdings[key]
+	delete(s.retired, key)
+	s.mu.Unlock()
+	if h != nil && rev > h.token {
+		h.lose(ErrKeyDeleted)
+	}
+}
+
+func (s *Session) put(key string, created, modified int64, leaseID clientv3.LeaseID) {
+	s.mu.Lock()
+	h := s.holdings[key]
+	p := s.pending[key]
+	if h == nil && p != nil && leaseID == s.id {
+		p.sawPut = created
+	}
+	retired := s.retired[key] == created
+	s.mu.Unlock()
+	if retired {
+		return
+	}
+	switch {
+	case h != nil:
+		if created != h.token && modified > h.token {
+			h.lose(ErrKeyReplaced)
+		}
+	case p == nil && leaseID == s.id:
+		s.orphan(key, created)
+	}
+}
+
+// orphan deletes a key on this session's lease that no holding tracks
+// (an acquire that applied after it gave up), if it is still that key.
+func (s *Session) orphan(key string, created int64) {
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", created)).
+		Then(clientv3.OpDelete(key)).Commit()
+	switch {
+	case err != nil:
+		if s.ctx.Err() == nil {
+			s.log.Warn("cannot delete an untracked key on this session's lease; it goes with the lease", "key", key, "error", err)
+		}
+	case resp.Succeeded:
+		s.log.Warn("deleted an untracked key on this session's lease (an acquire that applied after it gave up)", "key", key)
+		if s.cfg.OnOrphan != nil {
+			s.cfg.OnOrphan(key)
 		}
 	}
 }
@@ -234,7 +443,7 @@ func (s *Session) keepAlive() {
 func (s *Session) Close(ctx context.Context) error {
 	alive := s.Err() == nil
 	s.end(ErrSessionClosed)
-	s.wait()
+	s.loopWG.Wait()
 	if !alive {
 		return nil
 	}
@@ -249,17 +458,7 @@ func (s *Session) Close(ctx context.Context) error {
 // node that can no longer reach etcd.
 func (s *Session) Abandon() {
 	s.end(ErrSessionClosed)
-	s.wait()
-}
-
-func (s *Session) wait() {
 	s.loopWG.Wait()
-	s.wg.Wait()
 }
 
-func minTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
-}
+func (s *Session) underPrefix(key string) bool { return strings.HasPrefix(key, s.cfg.Prefix) }

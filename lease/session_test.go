@@ -42,11 +42,14 @@ func TestNewSessionRejectsBadTTL(t *testing.T) {
 	e := leasetest.Start(t)
 	cli := e.Client()
 	for _, bad := range []time.Duration{time.Second, 2500 * time.Millisecond, 1500 * time.Millisecond, -time.Second} {
-		s, err := lease.NewSession(ctxT(t), cli, lease.Config{TTL: bad, Logger: quiet})
+		s, err := lease.NewSession(ctxT(t), cli, lease.Config{TTL: bad, Logger: quiet, Prefix: prefix(t)})
 		if err == nil {
 			_ = s.Close(ctxT(t))
 			t.Errorf("NewSession(TTL %v) succeeded, want an error", bad)
 		}
+	}
+	if _, err := lease.NewSession(ctxT(t), cli, lease.Config{Logger: quiet}); err == nil {
+		t.Error("NewSession without a Prefix succeeded, want an error")
 	}
 	resp, err := cli.Leases(ctxT(t))
 	if err != nil {
@@ -371,4 +374,27 @@ func TestShortCutSurvives(t *testing.T) {
 	// clientv3's KeepAliveOnce retries a broken stream by itself until the
 	// session's deadline, so a cut that heals in time may report no failure.
 	t.Logf("renew failures reported for a %v cut: %d", 1200*time.Millisecond, renewFailures.Load())
+}
+
+// A keepalive whose round trip is slower than the keepalive interval still
+// renews the lease: with TTL 2s, replies 900 ms late keep the session alive
+// (an attempt may take until safe-until, and the next goes out beside it).
+func TestSlowKeepaliveSurvives(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	cli, proxy := proxiedClient(t, e)
+	s := newSession(t, cli, ttl)
+	proxy.DelayRx(900 * time.Millisecond)
+	deadline := time.Now().Add(3 * ttl)
+	for time.Now().Before(deadline) {
+		if err := s.Err(); err != nil {
+			t.Fatalf("session ended with keepalive replies 900 ms late and TTL %v: %v", ttl, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	proxy.Heal()
+	ttlResp, err := e.Client().TimeToLive(ctxT(t), s.LeaseID())
+	if err != nil || ttlResp.TTL <= 0 {
+		t.Fatalf("lease after the slow period: %+v, %v", ttlResp, err)
+	}
 }

@@ -3,14 +3,14 @@ package orchestrator
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
+	"unicode/utf8"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -23,8 +23,10 @@ type ClientConfig struct {
 	// Prefix is the root of every key. Defaults to "/soloist/".
 	Prefix string
 	// MaxPayload limits input, output, custom status and event data in bytes.
-	// Defaults to DefaultMaxPayload.
+	// Defaults to DefaultMaxPayload. It must fit Limits (CheckLimits).
 	MaxPayload int
+	// Limits are the etcd server's request limits. Default to etcd's defaults.
+	Limits Limits
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -36,6 +38,7 @@ type Client struct {
 	etcd       *clientv3.Client
 	keys       Keys
 	maxPayload int
+	limits     Limits
 	log        *slog.Logger
 }
 
@@ -47,7 +50,7 @@ func NewClient(etcd *clientv3.Client, cfg ClientConfig) *Client {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Client{etcd: etcd, keys: NewKeys(cfg.Prefix), maxPayload: cfg.MaxPayload, log: cfg.Logger}
+	return &Client{etcd: etcd, keys: NewKeys(cfg.Prefix), maxPayload: cfg.MaxPayload, limits: cfg.Limits.withDefaults(), log: cfg.Logger}
 }
 
 // Keys returns the key layout the client uses.
@@ -55,6 +58,12 @@ func (c *Client) Keys() Keys { return c.keys }
 
 // MaxPayload returns the payload limit in bytes.
 func (c *Client) MaxPayload() int { return c.maxPayload }
+
+// Limits returns the etcd limits the client cuts its transactions to.
+func (c *Client) Limits() Limits { return c.limits }
+
+// Etcd returns the client's etcd connection.
+func (c *Client) Etcd() *clientv3.Client { return c.etcd }
 
 // maxAttempts bounds compare-and-swap retries under contention.
 const maxAttempts = 64
@@ -83,10 +92,14 @@ type StartResult struct {
 }
 
 // Start creates the instance record of a new execution in one etcd
-// transaction, only if the policies allow it. It returns only after the
-// commit. A refusal is an *ExistsError (errors.Is ErrInstanceExists). If the
-// outcome of the commit is unknown (a timeout), Start re-reads the record and
-// reports success only if its execution is there.
+// transaction, only if the policies allow it, and returns only after the
+// commit. A refusal is an *ExistsError (errors.Is ErrInstanceExists). For a
+// new ID the start is one round trip: If(absent) Then(create) Else(read).
+// If the outcome of the commit is unknown (a timeout), Start reads the
+// record until it knows, for as long as ctx allows: it reports success only
+// if its execution is there, decides again if the record changed in a way
+// that shows its write can no longer apply, and otherwise returns an
+// ErrUnavailable that says the outcome is unknown.
 func (c *Client) Start(ctx context.Context, name string, opts StartOptions) (*StartResult, error) {
 	return c.StartIf(ctx, name, opts, nil, nil)
 }
@@ -104,11 +117,18 @@ var ErrConditionFailed = errors.New("orchestrator: start condition failed")
 // instance's own keys.
 //
 // If only the policies' compare fails (a racing start or change), StartIf
-// reads the record again and decides anew, as Start does. If a caller's
+// decides anew on the record the failed transaction read. If a caller's
 // compare fails, it returns ErrConditionFailed and writes nothing. A refusal
 // by the policies (*ExistsError) and ConflictUseExisting are decided on the
 // record alone, before cmps are evaluated; neither writes the caller's ops.
-func (c *Client) StartIf(ctx context.Context, name string, opts StartOptions, cmps []clientv3.Cmp, ops func(rec *Status) []clientv3.Op) (*StartResult, error) {
+func (c *Client) StartIf(ctx context.Context, name string, opts StartOptions, cmps []clientv3.Cmp, ops func(rec *Record) []clientv3.Op) (*StartResult, error) {
+	return c.startIf(ctx, name, opts, cmps, ops, nil, 0)
+}
+
+// startIf is StartIf deciding first on cur at rev (nil: assume a new ID),
+// as a caller that has just read the record knows it.
+func (c *Client) startIf(ctx context.Context, name string, opts StartOptions, cmps []clientv3.Cmp, ops func(rec *Record) []clientv3.Op,
+	cur *Record, rev int64) (*StartResult, error) {
 	if name == "" {
 		return nil, &ValidationError{Field: "function name", Reason: "it is empty"}
 	}
@@ -133,106 +153,170 @@ func (c *Client) StartIf(ctx context.Context, name string, opts StartOptions, cm
 	id := opts.InstanceID
 	key := c.keys.Instance(id)
 	t := now()
-	rec := &Status{
-		Name: name, InstanceID: id, RuntimeStatus: StatusPending, Input: input,
+	rec := &Record{
+		Name: name, InstanceID: id, RuntimeStatus: StatusPending,
 		CreatedTime: t, LastUpdatedTime: t, ExecutionID: NewID(),
 	}
 	var extra []clientv3.Op
 	if ops != nil {
-		extra = ops(rec.Clone())
+		cp := *rec
+		extra = ops(&cp)
 	}
+	started := func(replaced string) *StartResult {
+		st := rec.status()
+		st.Input = input
+		return &StartResult{Status: st, Started: true, Replaced: replaced}
+	}
+	// The first attempt decides on what the caller knows (by default: a
+	// new ID); a failed compare returns the record, and every later attempt
+	// decides on what the last one read.
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		cur, rev, err := c.read(ctx, id)
-		if err != nil && !errors.Is(err, ErrInstanceNotFound) {
-			return nil, err
-		}
-		var policy clientv3.Cmp
-		var write []clientv3.Op
+		policy := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		write := []clientv3.Op{clientv3.OpPut(key, rec.encode()), clientv3.OpPut(c.keys.Input(id), string(input))}
 		replaced := ""
-		switch {
-		case cur == nil:
-			policy = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
-			write = []clientv3.Op{clientv3.OpPut(key, rec.encode())}
-		case cur.RuntimeStatus.Active():
-			switch cp {
-			case ConflictFail:
-				return nil, &ExistsError{Status: cur, Reason: "conflictPolicy=fail"}
-			case ConflictUseExisting:
-				st, err := c.Status(ctx, id)
-				if errors.Is(err, ErrInstanceNotFound) {
-					continue // purged in between: try again
+		if cur != nil {
+			switch {
+			case cur.RuntimeStatus.Active():
+				switch cp {
+				case ConflictFail:
+					return nil, &ExistsError{Status: cur.status(), Reason: "conflictPolicy=fail"}
+				case ConflictUseExisting:
+					st, err := c.Status(ctx, id)
+					if errors.Is(err, ErrInstanceNotFound) {
+						cur, rev = nil, 0 // purged in between: a new start
+						continue
+					}
+					if err != nil {
+						return nil, err
+					}
+					return &StartResult{Status: st}, nil
 				}
-				if err != nil {
-					return nil, err
-				}
-				return &StartResult{Status: st}, nil
-			}
-			// terminateExisting: replace the record and free the owners key in
-			// one transaction; the old holder's fenced writes then all fail.
-			replaced = cur.ExecutionID
-			policy = clientv3.Compare(clientv3.ModRevision(key), "=", rev)
-			write = c.replaceOps(id, rec)
-		default:
-			if !rp.allows(cur.RuntimeStatus) {
-				return nil, &ExistsError{Status: cur, Reason: "reusePolicy=" + string(rp)}
+				// terminateExisting: replace the record in one transaction;
+				// every fenced write of the old holder then fails, and it
+				// releases its owners key when it sees the change.
+			case !rp.allows(cur.RuntimeStatus):
+				return nil, &ExistsError{Status: cur.status(), Reason: "reusePolicy=" + string(rp)}
 			}
 			replaced = cur.ExecutionID
 			policy = clientv3.Compare(clientv3.ModRevision(key), "=", rev)
-			write = c.replaceOps(id, rec)
+			write = c.replaceOps(cur, rec, input)
 		}
-		txn := c.etcd.Txn(ctx).If(append([]clientv3.Cmp{policy}, cmps...)...).Then(append(write, extra...)...)
+		elseOps := []clientv3.Op{clientv3.OpGet(key)}
 		if len(cmps) > 0 {
 			// The caller's compares alone, evaluated when the start's failed:
 			// the nested result says whose compare did not hold.
-			txn = txn.Else(clientv3.OpTxn(cmps, nil, nil))
+			elseOps = append(elseOps, clientv3.OpTxn(cmps, nil, nil))
 		}
-		resp, err := txn.Commit()
+		resp, err := c.etcd.Txn(ctx).If(append([]clientv3.Cmp{policy}, cmps...)...).
+			Then(append(write, extra...)...).Else(elseOps...).Commit()
 		if err != nil {
-			return c.reconcileStart(ctx, rec, replaced, err)
+			err = storeErr(err)
+			if IsPermanent(err) {
+				return nil, c.startRefused(id, err)
+			}
+			ok, next, nextRev, rerr := c.reconcileStart(ctx, rec, cur, rev, err)
+			if rerr != nil {
+				return nil, rerr
+			}
+			if ok {
+				return started(replaced), nil
+			}
+			cur, rev = next, nextRev
+			continue
 		}
 		if resp.Succeeded {
-			return &StartResult{Status: rec.Clone(), Started: true, Replaced: replaced}, nil
+			return started(replaced), nil
 		}
-		if len(cmps) > 0 && len(resp.Responses) == 1 {
-			if nested := resp.Responses[0].GetResponseTxn(); nested != nil && !nested.Succeeded {
+		if len(cmps) > 0 {
+			if nested := resp.Responses[1].GetResponseTxn(); nested != nil && !nested.Succeeded {
 				return nil, ErrConditionFailed
 			}
 		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			cur, rev = nil, 0 // purged in between: a new start
+			continue
+		}
+		if cur, err = ParseRecord(kvs[0].Value); err != nil {
+			return nil, fmt.Errorf("%w; the record at %s must be repaired or purged before '%s' can start", err, key, id)
+		}
+		rev = kvs[0].ModRevision
 	}
 	return nil, fmt.Errorf("%w: start of '%s' lost %d races in a row; try again", ErrUnavailable, id, maxAttempts)
 }
 
-// replaceOps puts a new execution's record over an old one and clears what
-// belonged to the old one.
-func (c *Client) replaceOps(id string, rec *Status) []clientv3.Op {
-	return []clientv3.Op{
+// startRefused explains a start etcd refused for good.
+func (c *Client) startRefused(id string, err error) error {
+	if errors.Is(err, ErrStoreLimit) {
+		return fmt.Errorf("%w: the start of '%s' is larger than etcd accepts (%d bytes, %d operations): %w",
+			ErrPayloadTooLarge, id, c.limits.RequestBytes, c.limits.TxnOps, err)
+	}
+	return fmt.Errorf("start of '%s' was not written: %w", id, err)
+}
+
+// replaceOps puts a new execution's record and input over an old execution
+// and clears what belonged to the old one. The owners key is left to its
+// holder, which releases it when it sees the change; until then nobody can
+// take the new execution, so the old one's effects end before the new
+// one's begin.
+func (c *Client) replaceOps(old, rec *Record, input json.RawMessage) []clientv3.Op {
+	id := rec.InstanceID
+	ops := []clientv3.Op{
 		clientv3.OpPut(c.keys.Instance(id), rec.encode()),
-		clientv3.OpDelete(c.keys.Owner(id)),
-		clientv3.OpDelete(c.keys.Handoff(id)),
+		clientv3.OpPut(c.keys.Input(id), string(input)),
+		clientv3.OpDelete(c.keys.Output(id)),
+		clientv3.OpDelete(c.keys.CustomStatus(id)),
 		clientv3.OpDelete(c.keys.HistoryPrefix(id), clientv3.WithPrefix()),
 		clientv3.OpDelete(c.keys.InboxPrefix(id), clientv3.WithPrefix()),
+		clientv3.OpDelete(c.keys.BlobPrefix(id), clientv3.WithPrefix()),
+	}
+	if old.RuntimeStatus.Terminal() {
+		ops = append(ops, clientv3.OpDelete(c.keys.FinishedEntry(old.LastUpdatedTime, id)))
+	}
+	return ops
+}
+
+// reconcileStart finds out what a start whose commit has an unknown outcome
+// did, reading the record until it knows or ctx ends. It reports ok if the
+// start's execution is there; otherwise, if the record changed from what
+// the start decided on (so the start's compare can never hold), it returns
+// the record to decide on again.
+func (c *Client) reconcileStart(ctx context.Context, rec, decided *Record, decidedRev int64, cause error) (ok bool, cur *Record, rev int64, err error) {
+	key := c.keys.Instance(rec.InstanceID)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		resp, err := c.etcd.Get(ctx, key)
+		if err == nil {
+			if len(resp.Kvs) == 0 {
+				if decided != nil {
+					return false, nil, 0, nil // purged: decide again
+				}
+			} else {
+				kv := resp.Kvs[0]
+				got, perr := ParseRecord(kv.Value)
+				if perr != nil {
+					return false, nil, 0, perr
+				}
+				if got.ExecutionID == rec.ExecutionID {
+					return true, nil, 0, nil
+				}
+				if decided == nil || kv.ModRevision != decidedRev {
+					return false, got, kv.ModRevision, nil
+				}
+			}
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false, nil, 0, fmt.Errorf("%w: the outcome of the start of '%s' is unknown (%v); read its status before retrying",
+				ErrUnavailable, rec.InstanceID, cause)
+		case <-t.C:
+		}
 	}
 }
 
-// reconcileStart decides a start whose commit returned an error: the write
-// may or may not have happened, so read until we know.
-func (c *Client) reconcileStart(ctx context.Context, rec *Status, replaced string, cause error) (*StartResult, error) {
-	for i := 0; i < 3; i++ {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		cur, _, err := c.read(rctx, rec.InstanceID)
-		cancel()
-		if err == nil && cur.ExecutionID == rec.ExecutionID {
-			return &StartResult{Status: rec.Clone(), Started: true, Replaced: replaced}, nil
-		}
-		if err == nil || errors.Is(err, ErrInstanceNotFound) {
-			return nil, fmt.Errorf("%w: start of '%s' was not committed (%v); try again", ErrUnavailable, rec.InstanceID, cause)
-		}
-		time.Sleep(time.Duration(100*(i+1)) * time.Millisecond)
-	}
-	return nil, fmt.Errorf("%w: outcome of the start of '%s' is unknown (%v); read its status before retrying", ErrUnavailable, rec.InstanceID, cause)
-}
-
-// checkJSON validates a JSON payload against the size limit.
+// checkJSON validates a JSON payload: valid JSON in valid UTF-8, within the
+// size limit.
 func (c *Client) checkJSON(field string, v json.RawMessage) (json.RawMessage, error) {
 	v = bytes.TrimSpace(v)
 	if len(v) == 0 {
@@ -241,6 +325,9 @@ func (c *Client) checkJSON(field string, v json.RawMessage) (json.RawMessage, er
 	if len(v) > c.maxPayload {
 		return nil, fmt.Errorf("%w: %s is %d bytes, the limit is %d bytes", ErrPayloadTooLarge, field, len(v), c.maxPayload)
 	}
+	if !utf8.Valid(v) {
+		return nil, &ValidationError{Field: field, Reason: "it is not valid UTF-8; send JSON text in UTF-8"}
+	}
 	if !json.Valid(v) {
 		return nil, &ValidationError{Field: field, Reason: "it is not valid JSON"}
 	}
@@ -248,7 +335,7 @@ func (c *Client) checkJSON(field string, v json.RawMessage) (json.RawMessage, er
 }
 
 // read returns the record and its ModRevision.
-func (c *Client) read(ctx context.Context, id string) (*Status, int64, error) {
+func (c *Client) read(ctx context.Context, id string) (*Record, int64, error) {
 	resp, err := c.etcd.Get(ctx, c.keys.Instance(id))
 	if err != nil {
 		return nil, 0, storeErr(err)
@@ -256,19 +343,16 @@ func (c *Client) read(ctx context.Context, id string) (*Status, int64, error) {
 	if len(resp.Kvs) == 0 {
 		return nil, 0, fmt.Errorf("%w: '%s'", ErrInstanceNotFound, id)
 	}
-	st, err := decodeStatus(resp.Kvs[0].Value)
+	rec, err := ParseRecord(resp.Kvs[0].Value)
 	if err != nil {
 		return nil, 0, err
 	}
-	return st, resp.Kvs[0].ModRevision, nil
+	return rec, resp.Kvs[0].ModRevision, nil
 }
 
-// storeErr marks an etcd error (including a timeout or cancellation of the
-// call) as ErrUnavailable, keeping the cause.
-func storeErr(err error) error { return fmt.Errorf("%w: %w", ErrUnavailable, err) }
-
-// Status reads an instance with its current holder: Node and FencingToken
-// come from the owners key when it belongs to the record's execution.
+// Status reads an instance, its payloads and its current holder in one
+// etcd transaction. Node and FencingToken come from the owners key when it
+// belongs to the record's execution.
 func (c *Client) Status(ctx context.Context, id string) (*Status, error) {
 	if err := ValidateInstanceID(id); err != nil {
 		return nil, err
@@ -276,6 +360,9 @@ func (c *Client) Status(ctx context.Context, id string) (*Status, error) {
 	resp, err := c.etcd.Txn(ctx).Then(
 		clientv3.OpGet(c.keys.Instance(id)),
 		clientv3.OpGet(c.keys.Owner(id)),
+		clientv3.OpGet(c.keys.Input(id)),
+		clientv3.OpGet(c.keys.Output(id)),
+		clientv3.OpGet(c.keys.CustomStatus(id)),
 	).Commit()
 	if err != nil {
 		return nil, storeErr(err)
@@ -284,150 +371,79 @@ func (c *Client) Status(ctx context.Context, id string) (*Status, error) {
 	if len(recs) == 0 {
 		return nil, fmt.Errorf("%w: '%s'", ErrInstanceNotFound, id)
 	}
-	st, err := decodeStatus(recs[0].Value)
+	rec, err := ParseRecord(recs[0].Value)
 	if err != nil {
 		return nil, err
 	}
-	if owners := resp.Responses[1].GetResponseRange().Kvs; len(owners) > 0 {
-		var o Owner
-		if json.Unmarshal(owners[0].Value, &o) == nil && o.ExecutionID == st.ExecutionID {
-			st.Node = o.Node
-			st.FencingToken = owners[0].CreateRevision
-		}
-	}
+	st := rec.status()
+	st.Input = valueOr(resp.Responses[2].GetResponseRange().Kvs)
+	st.Output = valueOr(resp.Responses[3].GetResponseRange().Kvs)
+	st.CustomStatus = valueOr(resp.Responses[4].GetResponseRange().Kvs)
+	fillHolder(st, resp.Responses[1].GetResponseRange().Kvs)
 	return st, nil
 }
 
-// ListOptions filter List.
-type ListOptions struct {
-	// Statuses keeps only instances in one of these statuses; empty keeps all.
-	Statuses []RuntimeStatus
-	// InstanceIDPrefix keeps only IDs that start with it.
-	InstanceIDPrefix string
-	// Top is the page size. Defaults to 100; at most 1000.
-	Top int
-	// ContinuationToken is the token a previous page returned.
-	ContinuationToken string
+func valueOr(kvs []*mvccpb.KeyValue) json.RawMessage {
+	if len(kvs) == 0 || len(kvs[0].Value) == 0 {
+		return jsonNull
+	}
+	return json.RawMessage(kvs[0].Value)
 }
 
-// List returns a page of instances in ID order, and the token of the next
-// page ("" on the last page).
-func (c *Client) List(ctx context.Context, opts ListOptions) ([]*Status, string, error) {
-	if opts.Top <= 0 {
-		opts.Top = 100
+// fillHolder sets Node and FencingToken from an owners key that holds the
+// status's execution.
+func fillHolder(st *Status, owners []*mvccpb.KeyValue) {
+	if len(owners) == 0 {
+		return
 	}
-	if opts.Top > 1000 {
-		return nil, "", &ValidationError{Field: "top", Value: strconv.Itoa(opts.Top), Reason: "must be 1 to 1000"}
+	var o Owner
+	if json.Unmarshal(owners[0].Value, &o) == nil && o.ExecutionID == st.ExecutionID {
+		st.Node = o.Node
+		st.FencingToken = owners[0].CreateRevision
 	}
-	prefix := c.keys.Instances() + opts.InstanceIDPrefix
-	from := prefix
-	if opts.ContinuationToken != "" {
-		raw, err := base64.RawURLEncoding.DecodeString(opts.ContinuationToken)
-		if err != nil || !bytes.HasPrefix(raw, []byte(prefix)) {
-			return nil, "", &ValidationError{Field: "continuation token", Value: opts.ContinuationToken,
-				Reason: "it was not returned by a list with the same filters; start again without it"}
-		}
-		from = string(raw) + "\x00"
-	}
-	want := map[RuntimeStatus]bool{}
-	for _, s := range opts.Statuses {
-		want[s] = true
-	}
-	end := clientv3.GetPrefixRangeEnd(prefix)
-	var out []*Status
-	next := ""
-	for more := true; more && next == ""; {
-		batch := int64(opts.Top + 1)
-		if len(want) > 0 {
-			batch = 500
-		}
-		resp, err := c.etcd.Get(ctx, from, clientv3.WithRange(end), clientv3.WithLimit(batch),
-			clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
-		if err != nil {
-			return nil, "", storeErr(err)
-		}
-		for _, kv := range resp.Kvs {
-			st, err := decodeStatus(kv.Value)
-			if err != nil {
-				c.log.Warn("skipping corrupt instance record", "key", string(kv.Key), "error", err)
-				continue
-			}
-			if len(want) > 0 && !want[st.RuntimeStatus] {
-				continue
-			}
-			if len(out) == opts.Top {
-				last := c.keys.Instance(out[len(out)-1].InstanceID)
-				next = base64.RawURLEncoding.EncodeToString([]byte(last))
-				break
-			}
-			out = append(out, st)
-		}
-		more = resp.More && len(resp.Kvs) > 0
-		if more {
-			from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
-		}
-	}
-	if err := c.fillHolders(ctx, out); err != nil {
-		return nil, "", err
-	}
-	return out, next, nil
-}
-
-// fillHolders sets Node and FencingToken of each status from the owners
-// keys in their ID range (one read), where the owner holds that execution.
-func (c *Client) fillHolders(ctx context.Context, sts []*Status) error {
-	if len(sts) == 0 {
-		return nil
-	}
-	resp, err := c.etcd.Get(ctx, c.keys.Owner(sts[0].InstanceID),
-		clientv3.WithRange(c.keys.Owner(sts[len(sts)-1].InstanceID)+"\x00"))
-	if err != nil {
-		return storeErr(err)
-	}
-	byID := map[string]*Status{}
-	for _, st := range sts {
-		byID[st.InstanceID] = st
-	}
-	for _, kv := range resp.Kvs {
-		id, _ := IDFrom(c.keys.Owners(), string(kv.Key))
-		var o Owner
-		if st := byID[id]; st != nil && json.Unmarshal(kv.Value, &o) == nil && o.ExecutionID == st.ExecutionID {
-			st.Node = o.Node
-			st.FencingToken = kv.CreateRevision
-		}
-	}
-	return nil
 }
 
 // update applies change to the record of id in a compare-and-swap loop and
 // writes it with the ops change returns. change returns an error to refuse
-// (nothing is written).
-func (c *Client) update(ctx context.Context, id string, change func(*Status) ([]clientv3.Op, error)) (*Status, error) {
+// (nothing is written), or errUnchanged to write nothing and succeed. A
+// failed compare returns the current record, so only the first attempt
+// reads on its own.
+func (c *Client) update(ctx context.Context, id string, change func(*Record) ([]clientv3.Op, error)) (*Record, error) {
 	if err := ValidateInstanceID(id); err != nil {
 		return nil, err
 	}
 	key := c.keys.Instance(id)
+	cur, rev, err := c.read(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		cur, rev, err := c.read(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		ops, err := change(cur)
+		next := *cur
+		next.LastUpdatedTime = now()
+		ops, err := change(&next)
 		if errors.Is(err, errUnchanged) {
 			return cur, nil
 		}
 		if err != nil {
 			return nil, err
 		}
-		cur.LastUpdatedTime = now()
 		resp, err := c.etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-			Then(append([]clientv3.Op{clientv3.OpPut(key, cur.encode())}, ops...)...).Commit()
+			Then(append([]clientv3.Op{clientv3.OpPut(key, next.encode())}, ops...)...).
+			Else(clientv3.OpGet(key)).Commit()
 		if err != nil {
 			return nil, storeErr(err)
 		}
 		if resp.Succeeded {
-			return cur, nil
+			return &next, nil
 		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			return nil, fmt.Errorf("%w: '%s'", ErrInstanceNotFound, id)
+		}
+		if cur, err = ParseRecord(kvs[0].Value); err != nil {
+			return nil, err
+		}
+		rev = kvs[0].ModRevision
 	}
 	return nil, fmt.Errorf("%w: '%s' changed %d times while we tried to update it; try again", ErrUnavailable, id, maxAttempts)
 }
@@ -435,11 +451,33 @@ func (c *Client) update(ctx context.Context, id string, change func(*Status) ([]
 // errUnchanged is returned by an update's change to write nothing.
 var errUnchanged = errors.New("orchestrator: unchanged")
 
-// inboxOp puts an event into the inbox of the record's execution.
-func (c *Client) inboxOp(s *Status, ev HistoryEvent) clientv3.Op {
+// InboxEntry is an event waiting in an instance's inbox.
+type InboxEntry struct {
+	// Key is the inbox key.
+	Key string
+	// CreateRevision orders the entries: they are delivered in it.
+	CreateRevision int64
+	// Event is the raised event (EventRaised) or a suspend or resume mark
+	// (ExecutionSuspended, ExecutionResumed).
+	Event HistoryEvent
+}
+
+// ParseInboxEntry decodes an inbox key's value.
+func ParseInboxEntry(key string, createRevision int64, value []byte) InboxEntry {
+	var ev HistoryEvent
+	if err := json.Unmarshal(value, &ev); err != nil {
+		// Only a hand-written value gets here: deliver it as what it is.
+		ev = HistoryEvent{EventType: EventEventRaised, Name: "corrupt-inbox-entry", Input: jsonNull}
+	}
+	return InboxEntry{Key: key, CreateRevision: createRevision, Event: ev}
+}
+
+// inboxOp puts an event into id's inbox.
+func (c *Client) inboxOp(id string, ev HistoryEvent) (clientv3.Op, string) {
 	ev.Timestamp = now()
 	b, _ := json.Marshal(ev)
-	return clientv3.OpPut(c.keys.Inbox(s.InstanceID, s.ExecutionID)+NewID(), string(b))
+	key := c.keys.InboxPrefix(id) + NewID()
+	return clientv3.OpPut(key, string(b)), key
 }
 
 func reasonJSON(reason string) json.RawMessage {
@@ -447,21 +485,38 @@ func reasonJSON(reason string) json.RawMessage {
 	return b
 }
 
+// terminalOps are the writes that go with every move of a record to a
+// terminal status: the output, the end of the inbox, the retention index.
+func (c *Client) terminalOps(rec *Record, output json.RawMessage) []clientv3.Op {
+	id := rec.InstanceID
+	return []clientv3.Op{
+		clientv3.OpPut(c.keys.Output(id), string(orNull(output))),
+		clientv3.OpDelete(c.keys.InboxPrefix(id), clientv3.WithPrefix()),
+		clientv3.OpPut(c.keys.FinishedEntry(rec.LastUpdatedTime, id), rec.ExecutionID),
+	}
+}
+
 // Terminate ends an active instance with status Terminated and the reason as
-// output. Its holder sees the change and stops its run at once.
+// output. Its holder sees the change, stops its run at once and releases
+// the instance.
 func (c *Client) Terminate(ctx context.Context, id, reason string) (*Status, error) {
 	out, err := c.checkJSON("reason", reasonJSON(reason))
 	if err != nil {
 		return nil, err
 	}
-	return c.update(ctx, id, func(s *Status) ([]clientv3.Op, error) {
-		if s.RuntimeStatus.Terminal() {
-			return nil, &TerminalError{InstanceID: id, Status: s.RuntimeStatus}
+	rec, err := c.update(ctx, id, func(r *Record) ([]clientv3.Op, error) {
+		if r.RuntimeStatus.Terminal() {
+			return nil, &TerminalError{InstanceID: id, Status: r.RuntimeStatus}
 		}
-		s.RuntimeStatus = StatusTerminated
-		s.Output = out
-		return []clientv3.Op{clientv3.OpDelete(c.keys.Inbox(id, s.ExecutionID), clientv3.WithPrefix())}, nil
+		r.RuntimeStatus = StatusTerminated
+		return c.terminalOps(r, out), nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	st := rec.status()
+	st.Output = out
+	return st, nil
 }
 
 // Suspend pauses an active instance: its holder stops and releases it, and
@@ -471,31 +526,41 @@ func (c *Client) Terminate(ctx context.Context, id, reason string) (*Status, err
 // ExecutionSuspended, with the reason) when a holder next runs it. Events
 // raised while suspended are kept and delivered after Resume.
 func (c *Client) Suspend(ctx context.Context, id, reason string) (*Status, error) {
-	return c.update(ctx, id, func(s *Status) ([]clientv3.Op, error) {
-		if s.RuntimeStatus.Terminal() {
-			return nil, &TerminalError{InstanceID: id, Status: s.RuntimeStatus}
+	rec, err := c.update(ctx, id, func(r *Record) ([]clientv3.Op, error) {
+		if r.RuntimeStatus.Terminal() {
+			return nil, &TerminalError{InstanceID: id, Status: r.RuntimeStatus}
 		}
-		if s.RuntimeStatus == StatusSuspended {
+		if r.RuntimeStatus == StatusSuspended {
 			return nil, errUnchanged
 		}
-		s.RuntimeStatus = StatusSuspended
-		return []clientv3.Op{c.inboxOp(s, HistoryEvent{EventType: EventExecutionSuspended, Reason: reason})}, nil
+		r.RuntimeStatus = StatusSuspended
+		op, _ := c.inboxOp(id, HistoryEvent{EventType: EventExecutionSuspended, Reason: reason})
+		return []clientv3.Op{op}, nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return rec.status(), nil
 }
 
 // Resume lets a suspended instance run again. Resuming an instance that is
 // not suspended changes nothing.
 func (c *Client) Resume(ctx context.Context, id, reason string) (*Status, error) {
-	return c.update(ctx, id, func(s *Status) ([]clientv3.Op, error) {
-		if s.RuntimeStatus.Terminal() {
-			return nil, &TerminalError{InstanceID: id, Status: s.RuntimeStatus}
+	rec, err := c.update(ctx, id, func(r *Record) ([]clientv3.Op, error) {
+		if r.RuntimeStatus.Terminal() {
+			return nil, &TerminalError{InstanceID: id, Status: r.RuntimeStatus}
 		}
-		if s.RuntimeStatus != StatusSuspended {
+		if r.RuntimeStatus != StatusSuspended {
 			return nil, errUnchanged
 		}
-		s.RuntimeStatus = StatusRunning
-		return []clientv3.Op{c.inboxOp(s, HistoryEvent{EventType: EventExecutionResumed, Reason: reason})}, nil
+		r.RuntimeStatus = StatusRunning
+		op, _ := c.inboxOp(id, HistoryEvent{EventType: EventExecutionResumed, Reason: reason})
+		return []clientv3.Op{op}, nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return rec.status(), nil
 }
 
 // Restart starts a new execution of an instance with its original input,
@@ -511,40 +576,66 @@ func (c *Client) Restart(ctx context.Context, id string) (*StartResult, error) {
 	})
 }
 
-// RaiseEvent stores an external event for the instance's current execution
-// and returns after the commit. The holder delivers it to the orchestration
-// exactly once, in arrival order; an event raised before the orchestration
-// waits for it is buffered. A terminal instance returns *TerminalError.
+// RaiseEvent stores an external event in the instance's inbox and returns
+// after the commit: one etcd transaction that writes the event and reads
+// the record at the same revision, with no compare on the record, so a
+// busy holder never makes it retry. The holder delivers it to the
+// orchestration exactly once, in arrival order; an event raised before the
+// orchestration waits for it is buffered. A terminal instance returns
+// *TerminalError (the event, which nobody will read, is removed again; a
+// restart or purge removes it too).
 func (c *Client) RaiseEvent(ctx context.Context, id, name string, data json.RawMessage) error {
+	if err := ValidateInstanceID(id); err != nil {
+		return err
+	}
 	if name == "" {
 		return &ValidationError{Field: "event name", Reason: "it is empty"}
+	}
+	if !utf8.ValidString(name) {
+		return &ValidationError{Field: "event name", Reason: "it is not valid UTF-8"}
 	}
 	data, err := c.checkJSON("event data", data)
 	if err != nil {
 		return err
 	}
 	key := c.keys.Instance(id)
-	if err := ValidateInstanceID(id); err != nil {
+	put, inboxKey := c.inboxOp(id, HistoryEvent{EventType: EventEventRaised, Name: name, Input: data})
+	resp, err := c.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).
+		Then(put, clientv3.OpGet(key)).Commit()
+	if err != nil {
+		return storeErr(err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("%w: '%s'", ErrInstanceNotFound, id)
+	}
+	kvs := resp.Responses[1].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return fmt.Errorf("%w: '%s'", ErrInstanceNotFound, id)
+	}
+	rec, err := ParseRecord(kvs[0].Value)
+	if err != nil {
 		return err
 	}
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		cur, rev, err := c.read(ctx, id)
-		if err != nil {
-			return err
-		}
-		if cur.RuntimeStatus.Terminal() {
-			return &TerminalError{InstanceID: id, Status: cur.RuntimeStatus}
-		}
-		resp, err := c.etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-			Then(c.inboxOp(cur, HistoryEvent{EventType: EventEventRaised, Name: name, Input: data})).Commit()
-		if err != nil {
-			return storeErr(err)
-		}
-		if resp.Succeeded {
-			return nil
-		}
+	if rec.RuntimeStatus.Terminal() {
+		// Best effort: nobody consumes it, and a restart deletes it anyway.
+		_, _ = c.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(inboxKey), "=", resp.Header.Revision)).
+			Then(clientv3.OpDelete(inboxKey)).Commit()
+		return &TerminalError{InstanceID: id, Status: rec.RuntimeStatus}
 	}
-	return fmt.Errorf("%w: '%s' kept changing while the event was raised; try again", ErrUnavailable, id)
+	return nil
+}
+
+// purgeOps delete a terminal instance and everything stored for it.
+func (c *Client) purgeOps(rec *Record) []clientv3.Op {
+	id := rec.InstanceID
+	return []clientv3.Op{
+		clientv3.OpDelete(c.keys.Instance(id)),
+		clientv3.OpDelete(c.keys.PayloadPrefix(id), clientv3.WithPrefix()),
+		clientv3.OpDelete(c.keys.HistoryPrefix(id), clientv3.WithPrefix()),
+		clientv3.OpDelete(c.keys.InboxPrefix(id), clientv3.WithPrefix()),
+		clientv3.OpDelete(c.keys.BlobPrefix(id), clientv3.WithPrefix()),
+		clientv3.OpDelete(c.keys.FinishedEntry(rec.LastUpdatedTime, id)),
+	}
 }
 
 // Purge deletes a terminal instance and everything stored for it.
@@ -553,24 +644,30 @@ func (c *Client) Purge(ctx context.Context, id string) error {
 		return err
 	}
 	key := c.keys.Instance(id)
+	cur, rev, err := c.read(ctx, id)
+	if err != nil {
+		return err
+	}
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		cur, rev, err := c.read(ctx, id)
-		if err != nil {
-			return err
-		}
 		if cur.RuntimeStatus.Active() {
 			return fmt.Errorf("%w: '%s' is %s; terminate it before purging", ErrInstanceActive, id, cur.RuntimeStatus)
 		}
 		resp, err := c.etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-			Then(clientv3.OpDelete(key), clientv3.OpDelete(c.keys.Handoff(id)),
-				clientv3.OpDelete(c.keys.HistoryPrefix(id), clientv3.WithPrefix()),
-				clientv3.OpDelete(c.keys.InboxPrefix(id), clientv3.WithPrefix())).Commit()
+			Then(c.purgeOps(cur)...).Else(clientv3.OpGet(key)).Commit()
 		if err != nil {
 			return storeErr(err)
 		}
 		if resp.Succeeded {
 			return nil
 		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			return fmt.Errorf("%w: '%s'", ErrInstanceNotFound, id)
+		}
+		if cur, err = ParseRecord(kvs[0].Value); err != nil {
+			return err
+		}
+		rev = kvs[0].ModRevision
 	}
 	return fmt.Errorf("%w: '%s' kept changing; try again", ErrUnavailable, id)
 }

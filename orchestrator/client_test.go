@@ -47,18 +47,24 @@ func TestStartRecord(t *testing.T) {
 	if st.CreatedTime.Before(before) || !st.CreatedTime.Equal(st.LastUpdatedTime) || st.CreatedTime.Location() != time.UTC {
 		t.Fatalf("times: created %v updated %v", st.CreatedTime, st.LastUpdatedTime)
 	}
-	// The stored JSON uses the SPEC's field names.
+	// The stored control record uses the SPEC's field names and is small:
+	// the input lives in its own key, written once.
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(v.record(t, "nightly").Value), &fields); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"name", "instanceId", "runtimeStatus", "input", "customStatus", "output", "createdTime", "lastUpdatedTime", "executionId"} {
+	for _, f := range []string{"name", "instanceId", "runtimeStatus", "createdTime", "lastUpdatedTime", "executionId", "fencingToken"} {
 		if _, ok := fields[f]; !ok {
 			t.Errorf("stored record lacks %q: %s", f, v.record(t, "nightly").Value)
 		}
 	}
-	if _, ok := fields["node"]; ok {
-		t.Errorf("stored record has a node field")
+	for _, f := range []string{"node", "input", "output", "customStatus"} {
+		if _, ok := fields[f]; ok {
+			t.Errorf("stored record has a %s field: %s", f, v.record(t, "nightly").Value)
+		}
+	}
+	if in := v.get(t, v.keys.Input("nightly")); in == nil || !jsonEqual(t, json.RawMessage(in.Value), `{"full":true}`) {
+		t.Errorf("input key: %v", in)
 	}
 
 	// An empty ID generates one; no input stores null.
@@ -321,7 +327,7 @@ func TestRestart(t *testing.T) {
 	for _, from := range []initialState{stRunning, stSuspended, stCompleted, stFailed, stTerminated} {
 		id := "r-" + string(from)
 		old := v.setup(t, id, from)
-		for _, k := range []string{v.keys.History(id, old) + "0000000000", v.keys.Inbox(id, old) + "x"} {
+		for _, k := range []string{v.keys.History(id, old) + "0000000000", v.keys.InboxPrefix(id) + "x", v.keys.Blobs(id, old) + "b"} {
 			if _, err := v.raw.Put(ctxT(t), k, `{}`); err != nil {
 				t.Fatal(err)
 			}
@@ -335,11 +341,14 @@ func TestRestart(t *testing.T) {
 			st.Name != "fn" || string(st.Output) != "null" || string(st.CustomStatus) != "null" || st.FencingToken != 0 {
 			t.Fatalf("record after Restart from %s: %+v", from, st)
 		}
-		if o := v.get(t, v.keys.Owner(id)); o != nil {
-			t.Fatalf("Restart from %s left the owners key", from)
+		// The owners key is its holder's to release: it sees the new
+		// execution and stops, so the new one starts only after the old
+		// one's effects ended.
+		if o := v.get(t, v.keys.Owner(id)); (o != nil) != (from == stRunning) {
+			t.Fatalf("Restart from %s: owners key %v", from, o)
 		}
-		if v.get(t, v.keys.History(id, old)+"0000000000") != nil || v.get(t, v.keys.Inbox(id, old)+"x") != nil {
-			t.Fatalf("Restart from %s left the old execution's history or inbox", from)
+		if v.get(t, v.keys.History(id, old)+"0000000000") != nil || v.get(t, v.keys.InboxPrefix(id)+"x") != nil || v.get(t, v.keys.Blobs(id, old)+"b") != nil {
+			t.Fatalf("Restart from %s left the old execution's history, inbox or blobs", from)
 		}
 	}
 }
@@ -371,7 +380,8 @@ func TestPurge(t *testing.T) {
 	for _, from := range []initialState{stCompleted, stFailed, stTerminated} {
 		id := "p-" + string(from)
 		v.setup(t, id, from)
-		for _, k := range []string{v.keys.Handoff(id), v.keys.HistoryPrefix(id) + "old-exec/0000000000", v.keys.InboxPrefix(id) + "old-exec/x"} {
+		for _, k := range []string{v.keys.HistoryPrefix(id) + "old-exec/0000000000", v.keys.InboxPrefix(id) + "x",
+			v.keys.BlobPrefix(id) + "old-exec/b", v.keys.CustomStatus(id)} {
 			if _, err := v.raw.Put(ctxT(t), k, `{}`); err != nil {
 				t.Fatal(err)
 			}
@@ -385,8 +395,8 @@ func TestPurge(t *testing.T) {
 		if err := v.c.Purge(ctxT(t), id); err != nil {
 			t.Fatalf("Purge %s: %v", from, err)
 		}
-		if v.record(t, id) != nil || v.get(t, v.keys.Handoff(id)) != nil {
-			t.Fatalf("Purge %s left the record or the handoff marker", from)
+		if v.record(t, id) != nil || v.get(t, v.keys.Input(id)) != nil {
+			t.Fatalf("Purge %s left the record or its input", from)
 		}
 		for _, pfx := range []string{v.keys.HistoryPrefix(id), v.keys.InboxPrefix(id)} {
 			if resp, err := v.raw.Get(ctxT(t), pfx, clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 0 {
@@ -464,10 +474,11 @@ func TestRaiseEvent(t *testing.T) {
 		!jsonEqual(t, evs[0].Input, `{"by":"ann"}`) || string(evs[1].Input) != "null" {
 		t.Fatalf("inbox: %+v", evs)
 	}
-	resp, err := v.raw.Get(ctxT(t), v.keys.Inbox("ev", r.Status.ExecutionID), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := v.raw.Get(ctxT(t), v.keys.InboxPrefix("ev"), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil || resp.Count != 2 {
-		t.Fatalf("events not in the execution's inbox: %v, %v", resp, err)
+		t.Fatalf("events not in the instance's inbox: %v, %v", resp, err)
 	}
+	_ = r
 	// Suspended instances keep receiving events; terminal ones refuse them
 	// and their inbox is cleared.
 	if _, err := v.c.Suspend(ctxT(t), "ev", ""); err != nil {

@@ -159,7 +159,7 @@ func TestContinueAsNewCarriesEvents(t *testing.T) {
 	}
 	rec := v.decode(t, "can")
 	if rec.RuntimeStatus != orchestrator.StatusContinuedAsNew || rec.ExecutionID == first || string(rec.Input) != "1" {
-		t.Fatalf("after ContinueAsNew: %s exec %s input %s", rec.RuntimeStatus, rec.ExecutionID, rec.Input)
+		t.Fatalf("after ContinueAsNew: %s exec %s input %s output %s", rec.RuntimeStatus, rec.ExecutionID, rec.Input, rec.Output)
 	}
 	if got := historyTypes(t, v, "can", first); len(got) != 0 {
 		t.Fatalf("old generation's history kept: %v", got)
@@ -285,7 +285,7 @@ func TestActivityRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := v.decode(t, "retry-fail")
-	if rec.RuntimeStatus != orchestrator.StatusFailed || !strings.Contains(string(rec.Output), "all 3 attempts failed") || calls.Load() != 3 {
+	if rec.RuntimeStatus != orchestrator.StatusFailed || !strings.Contains(string(rec.Output), "failed after 3 attempts") || calls.Load() != 3 {
 		t.Fatalf("%s %s after %d calls", rec.RuntimeStatus, rec.Output, calls.Load())
 	}
 }

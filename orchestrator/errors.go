@@ -1,8 +1,13 @@
 package orchestrator
 
 import (
+	"context"
 	"errors"
 	"fmt"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Sentinel errors. Match them with errors.Is; the typed errors below wrap or
@@ -19,7 +24,8 @@ var (
 	// ErrUnknownFunction means no orchestration of that name is registered.
 	ErrUnknownFunction = errors.New("orchestrator: unknown function")
 	// ErrPayloadTooLarge means an input, output, custom status or event is
-	// larger than the configured limit.
+	// larger than the configured limit, or a request would exceed etcd's
+	// request size limit. Retrying cannot help.
 	ErrPayloadTooLarge = errors.New("orchestrator: payload too large")
 	// ErrInstanceTerminal means the operation needs an active instance but the
 	// instance is Completed, Failed or Terminated.
@@ -35,10 +41,27 @@ var (
 	ErrExecutionChanged = errors.New("orchestrator: execution changed")
 	// ErrNotImplemented marks an operation this version does not provide.
 	ErrNotImplemented = errors.New("orchestrator: not implemented")
-	// ErrUnavailable means the store could not be reached in time; the
-	// outcome of a write that returns it is unknown only if the error says so.
+	// ErrUnavailable means the store could not be reached in time. It is
+	// transient: the same call may succeed later. The outcome of a write
+	// that returns it is unknown only if the error says so.
 	ErrUnavailable = errors.New("orchestrator: store unavailable")
+	// ErrNoSpace means etcd raised its NOSPACE alarm: it refuses every write
+	// until an operator compacts, defragments and disarms the alarm. Nothing
+	// was written.
+	ErrNoSpace = errors.New("orchestrator: etcd is out of space (NOSPACE alarm)")
+	// ErrStoreLimit means etcd refused a request as too large or with too
+	// many operations: a bug of the caller or a limit set lower than the
+	// configuration assumes. Nothing was written and retrying cannot help.
+	ErrStoreLimit = errors.New("orchestrator: request exceeds etcd's limits")
+	// ErrStoreDenied means etcd refused the request for lack of permission
+	// or authentication. Nothing was written; it needs an operator's grant.
+	ErrStoreDenied = errors.New("orchestrator: etcd denied the request")
 )
+
+// NoSpaceHelp is what an operator does about ErrNoSpace.
+const NoSpaceHelp = "free space in etcd: compact its history (etcdctl compact $(etcdctl endpoint status -w json | jq '.[0].Status.header.revision')), " +
+	"defragment every member (etcdctl defrag --cluster), purge finished instances, then clear the alarm (etcdctl alarm disarm); " +
+	"raise --quota-backend-bytes if the data really needs more room"
 
 // ExistsError is returned when a start is refused because of the policies.
 // It carries the status of the instance that blocked the start.
@@ -93,4 +116,47 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+// ClassifyError is storeErr for callers outside the package: it maps an
+// etcd client error onto ErrNoSpace, ErrStoreLimit, ErrStoreDenied or
+// ErrUnavailable, keeping the cause.
+func ClassifyError(err error) error { return storeErr(err) }
+
+// storeErr classifies an error of an etcd call, keeping the cause:
+// ErrNoSpace, ErrStoreLimit and ErrStoreDenied are permanent (etcd refused
+// the request before applying it, and retrying cannot help); everything
+// else, timeouts and cancellations included, is ErrUnavailable (transient,
+// and for a write the outcome is unknown).
+func storeErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	switch {
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrNoSpace), errors.Is(err, ErrStoreLimit), errors.Is(err, ErrStoreDenied):
+		return err
+	case errors.Is(err, rpctypes.ErrNoSpace):
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	case errors.Is(err, rpctypes.ErrRequestTooLarge), errors.Is(err, rpctypes.ErrTooManyOps), errors.Is(err, rpctypes.ErrDuplicateKey):
+		return fmt.Errorf("%w: %w", ErrStoreLimit, err)
+	case errors.Is(err, rpctypes.ErrPermissionDenied), errors.Is(err, rpctypes.ErrAuthFailed),
+		errors.Is(err, rpctypes.ErrInvalidAuthToken), errors.Is(err, rpctypes.ErrUserEmpty),
+		errors.Is(err, rpctypes.ErrAuthOldRevision):
+		return fmt.Errorf("%w: %w", ErrStoreDenied, err)
+	}
+	if s, ok := status.FromError(err); ok && s.Code() == codes.ResourceExhausted {
+		// The client's own gRPC limit: the message is larger than it may send.
+		return fmt.Errorf("%w: %w", ErrStoreLimit, err)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// IsPermanent reports whether err is a store error that retrying cannot
+// mend: ErrNoSpace (until an operator acts), ErrStoreLimit, ErrStoreDenied.
+// Such a write was not applied.
+func IsPermanent(err error) bool {
+	return errors.Is(err, ErrNoSpace) || errors.Is(err, ErrStoreLimit) || errors.Is(err, ErrStoreDenied)
 }

@@ -28,7 +28,7 @@ type leaseHeld struct {
 func (v *env) leaseHold(t testing.TB, cli *clientv3.Client, id string) *leaseHeld {
 	t.Helper()
 	r := v.start(t, id, `{"n":1}`)
-	s, err := lease.NewSession(ctxT(t), cli, lease.Config{TTL: 5 * time.Second, Logger: quiet})
+	s, err := lease.NewSession(ctxT(t), cli, lease.Config{TTL: 5 * time.Second, Logger: quiet, Prefix: v.keys.Owners()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,12 +38,12 @@ func (v *env) leaseHold(t testing.TB, cli *clientv3.Client, id string) *leaseHel
 		_ = s.Close(ctx)
 	})
 	owner, _ := json.Marshal(orchestrator.Owner{Node: "n1", ExecutionID: r.Status.ExecutionID})
-	h, err := s.Acquire(ctxT(t), lease.Claim{Key: v.keys.Owner(id), Value: string(owner), HandoffKey: v.keys.Handoff(id)})
+	h, err := s.Acquire(ctxT(t), lease.Claim{Key: v.keys.Owner(id), Value: string(owner)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	lh := &leaseHeld{s: s, h: h, exec: r.Status.ExecutionID}
-	fence := orchestrator.Fence{Cmp: h.Cmp(), Token: h.Token(), OnReject: func(err error) {
+	fence := orchestrator.Fence{Cmp: h.Cmp(), Token: h.Token(), Release: h.ReleaseOp(), OnReject: func(err error) {
 		lh.rejects.Add(1)
 		h.Lose(err)
 	}}
@@ -56,8 +56,8 @@ func (v *env) leaseHold(t testing.TB, cli *clientv3.Client, id string) *leaseHel
 	if err := lh.x.MarkRunning(ctxT(t)); err != nil {
 		t.Fatalf("MarkRunning: %v", err)
 	}
-	if err := lh.x.Update(ctxT(t), func(s *orchestrator.Status) { s.CustomStatus = json.RawMessage(`{"step":1}`) }); err != nil {
-		t.Fatalf("Update: %v", err)
+	if err := lh.x.SetCustomStatus(ctxT(t), json.RawMessage(`{"step":1}`)); err != nil {
+		t.Fatalf("SetCustomStatus: %v", err)
 	}
 	st := v.decode(t, id)
 	if st.RuntimeStatus != orchestrator.StatusRunning || string(st.CustomStatus) != `{"step":1}` || st.FencingToken != h.Token() {
@@ -92,8 +92,8 @@ func TestExecutionFenced(t *testing.T) {
 				name string
 				do   func() error
 			}{
-				{"Update", func() error {
-					return lh.x.Update(ctxT(t), func(s *orchestrator.Status) { s.CustomStatus = json.RawMessage(`{"step":2}`) })
+				{"SetCustomStatus", func() error {
+					return lh.x.SetCustomStatus(ctxT(t), json.RawMessage(`{"step":2}`))
 				}},
 				{"MarkRunning", func() error { return lh.x.MarkRunning(ctxT(t)) }},
 				{"Finish completed", func() error { return lh.x.Finish(ctxT(t), json.RawMessage(`"out"`), nil) }},
@@ -141,11 +141,11 @@ func TestExecutionFencedByNewHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := x2.Update(ctxT(t), func(s *orchestrator.Status) { s.CustomStatus = json.RawMessage(`"new"`) }); err != nil {
+	if err := x2.SetCustomStatus(ctxT(t), json.RawMessage(`"new"`)); err != nil {
 		t.Fatalf("new holder's Update: %v", err)
 	}
 	before := v.record(t, id)
-	if err := x1.Update(ctxT(t), func(s *orchestrator.Status) { s.CustomStatus = json.RawMessage(`"old"`) }); !errors.Is(err, orchestrator.ErrFenced) {
+	if err := x1.SetCustomStatus(ctxT(t), json.RawMessage(`"old"`)); !errors.Is(err, orchestrator.ErrFenced) {
 		t.Fatalf("old holder's Update: %v, want ErrFenced", err)
 	}
 	if err := x1.Finish(ctxT(t), json.RawMessage(`"old"`), nil); !errors.Is(err, orchestrator.ErrFenced) {
@@ -193,8 +193,8 @@ func TestExecutionChangedWhileHeld(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := v.record(t, id)
-			if err := x.Update(ctxT(t), func(s *orchestrator.Status) { s.CustomStatus = json.RawMessage(`"x"`) }); !errors.Is(err, orchestrator.ErrExecutionChanged) {
-				t.Fatalf("Update: %v, want ErrExecutionChanged", err)
+			if err := x.SetCustomStatus(ctxT(t), json.RawMessage(`"x"`)); !errors.Is(err, orchestrator.ErrExecutionChanged) {
+				t.Fatalf("SetCustomStatus: %v, want ErrExecutionChanged", err)
 			}
 			if err := x.Finish(ctxT(t), json.RawMessage(`"x"`), nil); !errors.Is(err, orchestrator.ErrExecutionChanged) {
 				t.Fatalf("Finish: %v, want ErrExecutionChanged", err)
@@ -213,8 +213,8 @@ func TestExecutionChangedWhileHeld(t *testing.T) {
 }
 
 // A restart (Start with terminateExisting) while held replaces the record
-// and frees the owners key in one transaction: the old holder's writes
-// fail, and the new record is left intact.
+// in one transaction and leaves the owners key to its holder: the old
+// holder's writes fail, and the new record is left intact.
 func TestExecutionRestartedWhileHeld(t *testing.T) {
 	t.Parallel()
 	for _, how := range []string{"terminateExisting", "Restart"} {
@@ -233,18 +233,13 @@ func TestExecutionRestartedWhileHeld(t *testing.T) {
 			if err != nil || !r.Started || r.Replaced != lh.exec || r.Status.ExecutionID == lh.exec {
 				t.Fatalf("restart: %+v, %v", r, err)
 			}
-			if o := v.get(t, v.keys.Owner(id)); o != nil {
-				t.Fatalf("owners key survived the restart: %v", o)
-			}
-			select {
-			case <-lh.h.Done():
-			case <-time.After(time.Second):
-				t.Fatal("the old holding did not notice the restart within 1s")
+			if o := v.get(t, v.keys.Owner(id)); o == nil || o.CreateRevision != lh.h.Token() {
+				t.Fatalf("the restart took the owners key from its holder: %v", o)
 			}
 			newRec := v.record(t, id)
 			for name, write := range map[string]func() error{
-				"Update": func() error {
-					return lh.x.Update(ctxT(t), func(s *orchestrator.Status) { s.CustomStatus = json.RawMessage(`"stale"`) })
+				"SetCustomStatus": func() error {
+					return lh.x.SetCustomStatus(ctxT(t), json.RawMessage(`"stale"`))
 				},
 				"Finish": func() error { return lh.x.Finish(ctxT(t), json.RawMessage(`"stale"`), nil) },
 			} {
@@ -311,7 +306,7 @@ func TestExecutionUpdateRetriesOnUnrelatedChange(t *testing.T) {
 	if _, err := v.c.Resume(ctxT(t), "u", ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := x.Update(ctxT(t), func(s *orchestrator.Status) { s.CustomStatus = json.RawMessage(`"after"`) }); err != nil {
+	if err := x.SetCustomStatus(ctxT(t), json.RawMessage(`"after"`)); err != nil {
 		t.Fatalf("Update after unrelated changes: %v", err)
 	}
 	st := v.decode(t, "u")
@@ -352,7 +347,7 @@ func TestFinish(t *testing.T) {
 				t.Fatalf("Finish: %v", err)
 			}
 			var evs []*clientv3.Event
-			for len(evs) < 2 {
+			for len(evs) < 4 {
 				select {
 				case wr := <-wch:
 					evs = append(evs, wr.Events...)
@@ -360,16 +355,20 @@ func TestFinish(t *testing.T) {
 					t.Fatalf("events: %v", evs)
 				}
 			}
-			if len(evs) != 2 || evs[0].Kv.ModRevision != evs[1].Kv.ModRevision {
-				t.Fatalf("Finish was not one revision: %v", evs)
+			if len(evs) != 4 {
+				t.Fatalf("Finish events: %v", evs)
 			}
 			for _, ev := range evs {
-				switch string(ev.Kv.Key) {
-				case v.keys.Instance(id):
+				if ev.Kv.ModRevision != evs[0].Kv.ModRevision {
+					t.Fatalf("Finish was not one revision: %v", evs)
+				}
+				key := string(ev.Kv.Key)
+				switch {
+				case key == v.keys.Instance(id), key == v.keys.Output(id), strings.HasPrefix(key, v.keys.Finished()):
 					if ev.Type != clientv3.EventTypePut {
-						t.Fatalf("record event %v", ev)
+						t.Fatalf("event %v, want a put", ev)
 					}
-				case v.keys.Owner(id):
+				case key == v.keys.Owner(id):
 					if ev.Type != clientv3.EventTypeDelete {
 						t.Fatalf("owners event %v", ev)
 					}
@@ -406,32 +405,8 @@ func TestFinish(t *testing.T) {
 	}
 }
 
-// Finish again after it landed (what a retry after an unknown outcome
-// does) is accepted without a second write; a different terminal status is
-// refused.
-func TestFinishTwice(t *testing.T) {
-	t.Parallel()
-	v := newEnv(t)
-	x, h := v.running(t, "twice", `1`)
-	if err := x.Finish(ctxT(t), json.RawMessage(`"out"`), nil); err != nil {
-		t.Fatal(err)
-	}
-	landed := v.record(t, "twice")
-	if err := x.Finish(ctxT(t), json.RawMessage(`"out"`), nil); err != nil {
-		t.Fatalf("second identical Finish: %v, want nil", err)
-	}
-	if h.rejects.Load() != 0 {
-		t.Fatal("OnReject called for a repeated final write")
-	}
-	if err := x.Finish(ctxT(t), nil, errors.New("late failure")); !errors.Is(err, orchestrator.ErrFenced) && !errors.Is(err, orchestrator.ErrExecutionChanged) {
-		t.Fatalf("Finish with another status after Completed: %v, want an error", err)
-	}
-	if after := v.record(t, "twice"); after.String() != landed.String() {
-		t.Fatalf("repeated Finish rewrote the record: %v -> %v", landed, after)
-	}
-}
-
-// An Update after Finish must not report success: nothing is written.
+// A write after Finish, another Finish included, must not report success:
+// nothing is written.
 func TestUpdateAfterFinishIsRefused(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t)
@@ -442,7 +417,7 @@ func TestUpdateAfterFinishIsRefused(t *testing.T) {
 	landed := v.record(t, "late")
 	for name, write := range map[string]func() error{
 		"custom status": func() error {
-			return x.Update(ctxT(t), func(s *orchestrator.Status) { s.CustomStatus = json.RawMessage(`"late"`) })
+			return x.SetCustomStatus(ctxT(t), json.RawMessage(`"late"`))
 		},
 		"Finish with another output": func() error { return x.Finish(ctxT(t), json.RawMessage(`"other"`), nil) },
 	} {

@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -32,30 +34,133 @@ func (e *NonDeterminismError) Error() string {
 		e.Seq, e.History, e.Code)
 }
 
-// errInboxLost stops a run whose inbox watch fell behind a compaction; the
-// next holder reads the inbox afresh.
-var errInboxLost = fmt.Errorf("%w: inbox watch compacted", ErrUnavailable)
-
 // abortSignal unwinds an orchestration goroutine parked in Await when its
 // run ends.
 type abortSignal struct{}
 
-// executor drives one execution: it replays the history to rebuild the
-// orchestration's state, then runs it live, committing each step's new
-// events in one fenced transaction. The orchestration runs in its own
-// goroutine as a coroutine: only one of it and the executor runs at a time,
-// handing over through resume/yielded.
+// markRunningAfter is how long fresh code may run before the executor
+// marks the record Running on its own rather than with the first step's
+// commit (code that blocks, such as an exec function, shows Running at once).
+const markRunningAfter = 50 * time.Millisecond
+
+// RunOptions configure a run of an execution (Registry.Drive).
+type RunOptions struct {
+	// OnEnd is called once when the run has ended and every goroutine it
+	// started (activities, the orchestration) has returned, with what it
+	// did. It is called from the run's own goroutine.
+	OnEnd func(Outcome)
+	// WatchInbox makes the run watch the instance's inbox itself. Without
+	// it, the caller delivers inbox entries with Driver.Deliver (a node
+	// does, from its one watch).
+	WatchInbox bool
+	// Logger receives the run's lines; it should name the instance,
+	// execution and fencing token (a node's does). Defaults to
+	// slog.Default() with those.
+	Logger *slog.Logger
+}
+
+// Outcome is how a run ended.
+type Outcome struct {
+	// Status is the status the run wrote when it ended the execution
+	// (Completed, Failed or ContinuedAsNew); empty if it stopped without.
+	Status RuntimeStatus
+	// Err is why the run stopped without ending the execution: its
+	// context's cause, ErrFenced, ErrExecutionChanged, or a store error.
+	Err error
+}
+
+// Driver is a run of one execution: it replays the history, then runs the
+// orchestration live, committing each step with the holder's fence, until
+// the execution ends or the run's context is cancelled. It holds no
+// goroutine of its own while the orchestration waits: a step runs when
+// something arrives (an activity's or timer's completion, an inbox entry),
+// and all that is ready by then shares one commit.
+type Driver struct{ e *executor }
+
+// Deliver hands the run an inbox entry of its instance. Entries must come
+// in CreateRevision order; repeats and entries already consumed are
+// ignored.
+func (d *Driver) Deliver(entry InboxEntry) { d.e.post(msg{kind: msgInbox, inbox: entry}) }
+
+// Drive starts a run of the execution's orchestration from the registry:
+// see Driver. ctx bounds the run: when it is cancelled the run writes
+// nothing more and ends with context.Cause(ctx) as Outcome.Err.
+func (r *Registry) Drive(ctx context.Context, exec *Execution, opts RunOptions) (*Driver, error) {
+	fn, ok := r.Orchestrator(exec.rec.Name)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownFunction, exec.rec.Name)
+	}
+	return drive(ctx, exec, fn, r, opts), nil
+}
+
+// Run executes the execution's orchestration from the registry and waits
+// for it to end: see Run.
+func (r *Registry) Run(ctx context.Context, exec *Execution) error {
+	fn, ok := r.Orchestrator(exec.rec.Name)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownFunction, exec.rec.Name)
+	}
+	return runAndWait(ctx, exec, fn, r)
+}
+
+// Run executes fn for the execution under ctx and waits until it ends. It
+// replays the execution's history (so completed activities, fired timers
+// and consumed events are not repeated), runs the orchestration live and
+// commits every step with the holder's fence, then writes Completed or
+// Failed with the owners key's release in one fenced transaction (or
+// starts the next generation for ContinueAsNew). If ctx ends first, Run
+// writes nothing more and returns context.Cause(ctx): the next holder
+// resumes from the history. Activities are looked up in no registry; use
+// Registry.Run for orchestrations that call activities.
+func Run(ctx context.Context, exec *Execution, fn OrchestratorFunc) error {
+	return runAndWait(ctx, exec, fn, nil)
+}
+
+func runAndWait(ctx context.Context, exec *Execution, fn OrchestratorFunc, reg *Registry) error {
+	done := make(chan Outcome, 1)
+	drive(ctx, exec, fn, reg, RunOptions{WatchInbox: true, OnEnd: func(o Outcome) { done <- o }})
+	return (<-done).Err
+}
+
+type msgKind int
+
+const (
+	msgBegin msgKind = iota
+	msgEvent         // a completion of this run's work
+	msgInbox         // an inbox entry
+	msgStop          // the context ended
+)
+
+type msg struct {
+	kind  msgKind
+	ev    HistoryEvent
+	inbox InboxEntry
+}
+
+// executor is the state of one run. The mailbox is guarded by mu; the rest
+// belongs to whichever goroutine runs loop (there is at most one), and to
+// the orchestration goroutine while the loop waits for it in step.
 type executor struct {
 	ctx  context.Context
 	exec *Execution
 	fn   OrchestratorFunc
 	reg  *Registry
-	rec  *Status
+	rec  Record // as opened
 	keys Keys
+	opts RunOptions
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	mail  []msg
+	busy  bool
+	ended bool
 
 	history  []HistoryEvent // committed
 	pending  []HistoryEvent // applied, to commit in the next step
 	consumed []string       // inbox keys to delete in the next step
+	seen     map[string]bool
+	needMark bool // the record is not Running yet
+	retry    *backoff.ExponentialBackOff
 
 	octx      *OrchestrationContext
 	tasks     map[int]*Task
@@ -76,86 +181,118 @@ type executor struct {
 	output     any
 	outErr     error
 	continueAs *json.RawMessage
-	customSet  *json.RawMessage // custom status set during replay
 
-	work        sync.WaitGroup
-	workCtx     context.Context
-	stopWork    context.CancelFunc
-	completions chan HistoryEvent
+	work     sync.WaitGroup
+	workCtx  context.Context
+	stopWork context.CancelFunc
 }
 
-// RunDurable executes the execution's orchestration from the registry with
-// replay: see Run.
-func (r *Registry) Run(ctx context.Context, exec *Execution) error {
-	fn, ok := r.Orchestrator(exec.Status().Name)
-	if !ok {
-		return fmt.Errorf("%w: %q", ErrUnknownFunction, exec.Status().Name)
+func drive(ctx context.Context, exec *Execution, fn OrchestratorFunc, reg *Registry, opts RunOptions) *Driver {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default().With("instance_id", exec.rec.InstanceID, "execution_id", exec.rec.ExecutionID,
+			"fencing_token", exec.Token())
 	}
-	return run(ctx, exec, fn, r)
-}
-
-// Run executes fn for the execution under ctx. It replays the execution's
-// history (so completed activities, fired timers and consumed events are
-// not repeated), marks the record Running, runs the orchestration live and
-// commits every step with the holder's fence, then writes Completed or
-// Failed with the owners key's release in one fenced transaction (or starts
-// the next generation for ContinueAsNew). If ctx ends first, Run writes
-// nothing more and returns context.Cause(ctx): the next holder resumes from
-// the history. Activities are looked up in no registry; use Registry.Run
-// for orchestrations that call activities.
-func Run(ctx context.Context, exec *Execution, fn OrchestratorFunc) error {
-	return run(ctx, exec, fn, nil)
-}
-
-func run(ctx context.Context, exec *Execution, fn OrchestratorFunc, reg *Registry) error {
-	rec := exec.Status()
 	e := &executor{
-		ctx: ctx, exec: exec, fn: fn, reg: reg, rec: rec, keys: exec.c.keys,
-		tasks: map[int]*Task{}, waiters: map[string][]*Task{}, buffered: map[string][]json.RawMessage{},
-		resume: make(chan bool), yielded: make(chan struct{}), completions: make(chan HistoryEvent),
+		ctx: ctx, exec: exec, fn: fn, reg: reg, rec: *exec.rec, keys: exec.c.keys, opts: opts, log: opts.Logger,
+		seen: map[string]bool{}, tasks: map[int]*Task{},
 	}
-	e.octx = &OrchestrationContext{ctx: ctx, exec: exec, rec: rec, e: e}
+	e.octx = &OrchestrationContext{ctx: ctx, exec: exec, e: e}
 	e.workCtx, e.stopWork = context.WithCancel(ctx)
-	defer func() {
-		e.stopWork()
-		e.abort()
-		e.work.Wait()
-	}()
-	err := e.runAll()
-	if err != nil && ctx.Err() != nil {
-		return context.Cause(ctx)
-	}
-	return err
+	e.post(msg{kind: msgBegin})
+	context.AfterFunc(ctx, func() { e.post(msg{kind: msgStop}) })
+	return &Driver{e: e}
 }
 
-func (e *executor) runAll() error {
-	hist, err := e.exec.c.readHistory(e.ctx, e.rec.InstanceID, e.rec.ExecutionID)
-	if err != nil {
-		return err
+// post queues m and makes sure a goroutine runs the loop.
+func (e *executor) post(m msg) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ended {
+		return
 	}
-	if e.rec.RuntimeStatus != StatusRunning {
-		if err := e.exec.MarkRunning(e.ctx); err != nil {
-			return err
+	e.mail = append(e.mail, m)
+	if !e.busy {
+		e.busy = true
+		go e.loop()
+	}
+}
+
+// loop handles the mailbox until it is empty or the run ends.
+func (e *executor) loop() {
+	for {
+		e.mu.Lock()
+		batch := e.mail
+		e.mail = nil
+		if len(batch) == 0 {
+			e.busy = false
+			e.mu.Unlock()
+			return
+		}
+		e.mu.Unlock()
+		if out, done := e.handle(batch); done {
+			e.end(out)
+			return
 		}
 	}
-	// Replay.
+}
+
+// handle applies a batch of messages and commits what they produced. It
+// reports done with the outcome when the run is over.
+func (e *executor) handle(batch []msg) (Outcome, bool) {
+	if e.ctx.Err() != nil {
+		return Outcome{Err: context.Cause(e.ctx)}, true
+	}
+	for _, m := range batch {
+		var err error
+		switch m.kind {
+		case msgBegin:
+			err = e.begin()
+		case msgEvent:
+			m.ev.Timestamp = now()
+			err = e.applyLive(m.ev)
+		case msgInbox:
+			err = e.consume(m.inbox)
+		case msgStop:
+			return Outcome{Err: context.Cause(e.ctx)}, true
+		}
+		if err != nil {
+			return e.fail(err)
+		}
+		if e.finished {
+			break
+		}
+	}
+	return e.advance()
+}
+
+// begin replays the history read at open, then delivers the inbox entries
+// not consumed yet and restarts the work the history left unfinished.
+func (e *executor) begin() error {
+	x := e.exec
+	hist := x.history
+	x.history = nil // the executor owns it now
+	if err := e.resolveForReplay(hist); err != nil {
+		return err
+	}
+	for _, ev := range hist {
+		if ev.InboxKey != "" {
+			e.seen[ev.InboxKey] = true
+		}
+	}
+	e.needMark = e.rec.RuntimeStatus != StatusRunning
 	e.replaying = true
 	for _, ev := range hist {
 		if err := e.apply(ev); err != nil {
-			return e.fail(err)
+			return err
 		}
 		e.history = append(e.history, ev)
 	}
 	e.replaying = false
 	if len(hist) == 0 {
-		ev := HistoryEvent{EventType: EventExecutionStarted, Timestamp: now(), Name: e.rec.Name, Input: e.rec.Input}
+		in := x.input
+		ev := HistoryEvent{EventType: EventExecutionStarted, Timestamp: now(), Name: e.rec.Name, Input: in}
 		e.pending = append(e.pending, ev)
 		if err := e.apply(ev); err != nil {
-			return e.fail(err)
-		}
-	}
-	if e.customSet != nil {
-		if err := e.octx.writeCustomStatus(*e.customSet); err != nil {
 			return err
 		}
 	}
@@ -176,66 +313,153 @@ func (e *executor) runAll() error {
 	for _, t := range again {
 		e.startWork(t)
 	}
-	return e.live()
+	// The inbox as read at open: entries consumed before (in history) but
+	// not yet deleted are deleted with the next commit; the others are
+	// delivered, suspend and resume marks first (they tell what happened
+	// before this run began, and events raised while suspended are
+	// delivered after the resume).
+	inbox := x.inbox
+	x.inbox = nil
+	var marks, events []InboxEntry
+	for _, in := range inbox {
+		switch {
+		case e.seen[in.Key]:
+			e.consumed = append(e.consumed, in.Key)
+		case in.Event.EventType == EventExecutionSuspended || in.Event.EventType == EventExecutionResumed:
+			marks = append(marks, in)
+		default:
+			events = append(events, in)
+		}
+	}
+	for _, in := range append(marks, events...) {
+		if err := e.consume(in); err != nil {
+			return err
+		}
+	}
+	if e.opts.WatchInbox {
+		e.watchInbox()
+	}
+	return nil
 }
 
-// live runs the orchestration from where replay left it.
-func (e *executor) live() error {
-	inbox, err := e.watchInbox()
-	if err != nil {
-		return err
-	}
-	for {
-		var fresh []*Task
-		for _, t := range e.actions {
-			e.pending = append(e.pending, scheduledEvent(t, now()))
-			fresh = append(fresh, t)
-		}
-		e.actions = nil
-		if len(e.history)+len(e.pending) > MaxHistoryEvents {
-			return e.fail(ErrHistoryLimit)
-		}
-		switch {
-		case e.finished && e.continueAs != nil:
-			return e.continueAsNew(*e.continueAs)
-		case e.finished:
-			return e.finish()
-		}
-		if len(e.pending) > 0 || len(e.consumed) > 0 {
-			if err := e.commit(); err != nil {
-				return err
-			}
-		}
-		for _, t := range fresh {
-			e.startWork(t)
-		}
-		select {
-		case <-e.ctx.Done():
-			return context.Cause(e.ctx)
-		case ev := <-e.completions:
-			ev.Timestamp = now()
-			if err := e.applyLive(ev); err != nil {
-				return e.fail(err)
-			}
-		case in, ok := <-inbox:
-			if !ok {
-				if e.ctx.Err() != nil {
-					return context.Cause(e.ctx)
-				}
-				return errInboxLost
-			}
-			in.ev.Timestamp = now()
-			e.consumed = append(e.consumed, in.key)
-			if err := e.applyLive(in.ev); err != nil {
-				return e.fail(err)
-			}
+// resolveForReplay reads the blobs replay needs: results of completed
+// tasks, data of consumed events, inputs of activities to run again.
+func (e *executor) resolveForReplay(hist []HistoryEvent) error {
+	done := map[int]bool{}
+	for _, ev := range hist {
+		if ev.EventType == EventTaskCompleted || ev.EventType == EventTaskFailed {
+			done[ev.TaskID] = true
 		}
 	}
+	return e.exec.c.resolve(e.ctx, e.rec.InstanceID, e.rec.ExecutionID, hist, func(ev *HistoryEvent) (bool, bool) {
+		switch ev.EventType {
+		case EventTaskCompleted:
+			return false, true
+		case EventEventRaised:
+			return true, false
+		case EventTaskScheduled:
+			return !done[ev.TaskID], false
+		}
+		return false, false
+	})
+}
+
+// consume applies an inbox entry, once.
+func (e *executor) consume(in InboxEntry) error {
+	if e.seen[in.Key] {
+		return nil
+	}
+	e.seen[in.Key] = true
+	e.consumed = append(e.consumed, in.Key)
+	ev := in.Event
+	ev.Timestamp = now()
+	ev.InboxKey = in.Key
+	return e.applyLive(ev)
 }
 
 func (e *executor) applyLive(ev HistoryEvent) error {
 	e.pending = append(e.pending, ev)
 	return e.apply(ev)
+}
+
+// advance commits what the applied messages produced and starts the work
+// of new tasks; it ends the execution when the code has returned.
+func (e *executor) advance() (Outcome, bool) {
+	var fresh []*Task
+	for _, t := range e.actions {
+		e.pending = append(e.pending, scheduledEvent(t, now()))
+		fresh = append(fresh, t)
+	}
+	e.actions = nil
+	if len(e.history)+len(e.pending) > MaxHistoryEvents {
+		return e.fail(ErrHistoryLimit)
+	}
+	switch {
+	case e.finished && e.continueAs != nil:
+		return e.end2(e.continueAsNew(*e.continueAs))
+	case e.finished:
+		return e.end2(e.finish())
+	}
+	if len(e.pending) > 0 || len(e.consumed) > 0 || e.needMark {
+		if err := e.commit(); err != nil {
+			return e.fail(err)
+		}
+	}
+	for _, t := range fresh {
+		e.startWork(t)
+	}
+	return Outcome{}, false
+}
+
+// end2 turns the result of a final write into the run's outcome.
+func (e *executor) end2(st RuntimeStatus, err error) (Outcome, bool) {
+	if err != nil {
+		return e.fail(err)
+	}
+	return Outcome{Status: st}, true
+}
+
+// fail decides what an error does: a stop of the run, or a failed
+// instance for errors that are the orchestration's (non-determinism, the
+// history limit) or that etcd can never accept.
+func (e *executor) fail(err error) (Outcome, bool) {
+	if e.ctx.Err() != nil {
+		return Outcome{Err: context.Cause(e.ctx)}, true
+	}
+	var nd *NonDeterminismError
+	switch {
+	case errors.Is(err, ErrHistoryLimit), errors.As(err, &nd):
+	case errors.Is(err, ErrStoreLimit), errors.Is(err, errInternalLimit):
+		err = fmt.Errorf("a step of the orchestration could not be stored within etcd's limits (%d bytes, %d operations per request): %w",
+			e.exec.c.limits.RequestBytes, e.exec.c.limits.TxnOps, err)
+	default:
+		return Outcome{Err: err}, true
+	}
+	e.pending = nil // what could not be stored is not stored
+	st, ferr := e.finishWith(nil, err)
+	if ferr != nil {
+		return Outcome{Err: ferr}, true
+	}
+	return Outcome{Status: st}, true
+}
+
+// end stops everything the run started, waits for it, and reports.
+func (e *executor) end(out Outcome) {
+	e.stopWork()
+	for _, t := range e.tasks {
+		if t.timer != nil {
+			t.timer.Stop()
+		}
+	}
+	e.abort()
+	e.work.Wait()
+	e.mu.Lock()
+	e.ended = true
+	e.mail = nil
+	e.mu.Unlock()
+	if e.opts.OnEnd != nil {
+		e.opts.OnEnd(out)
+	}
 }
 
 func scheduledEvent(t *Task, ts time.Time) HistoryEvent {
@@ -264,7 +488,7 @@ func (e *executor) apply(ev HistoryEvent) error {
 		case EventTaskCompleted:
 			t.complete(ev.Result, nil)
 		case EventTaskFailed:
-			t.complete(nil, &TaskFailedError{Name: t.name, Message: ev.Failure})
+			t.complete(nil, &TaskFailedError{Name: t.name, Message: ev.Failure, NonRetriable: ev.NonRetriable})
 		default:
 			t.complete(nil, nil)
 		}
@@ -290,6 +514,9 @@ func (e *executor) match(ev HistoryEvent) error {
 	if t.kind == kindTimer && ev.FireAt != nil {
 		t.fireAt = *ev.FireAt // the original fire time, across takeovers
 	}
+	if t.kind == kindActivity && len(ev.Input) > 0 {
+		t.input = ev.Input // as scheduled (and resolved from its blob)
+	}
 	e.actions = e.actions[1:]
 	return nil
 }
@@ -301,6 +528,7 @@ func (e *executor) startCoroutine() {
 		return
 	}
 	e.started = true
+	e.resume, e.yielded = make(chan bool), make(chan struct{})
 	go func() {
 		defer func() {
 			if r := recover(); r != nil {
@@ -321,11 +549,32 @@ func (e *executor) startCoroutine() {
 	e.step()
 }
 
-// step lets the orchestration run until it waits or returns.
+// step lets the orchestration run until it waits or returns. Fresh code
+// that runs for a while without waiting gets its record marked Running
+// meanwhile.
 func (e *executor) step() {
 	e.parked = false
 	e.resume <- true
+	if e.needMark && !e.replaying {
+		t := time.NewTimer(markRunningAfter)
+		select {
+		case <-e.yielded:
+			t.Stop()
+			e.afterStep()
+			return
+		case <-t.C:
+			// The orchestration goroutine touches neither pending nor
+			// history; the commit runs beside it.
+			if err := e.commit(); err != nil && e.ctx.Err() == nil {
+				e.log.Debug("marking the record Running failed; the next step does it", "error", err)
+			}
+		}
+	}
 	<-e.yielded
+	e.afterStep()
+}
+
+func (e *executor) afterStep() {
 	if !e.finished {
 		e.parked = true
 	}
@@ -370,7 +619,8 @@ func (e *executor) waitFor(ts ...*Task) {
 	}
 }
 
-// Actions issued by the code (on the orchestration goroutine).
+// Actions issued by the code (on the orchestration goroutine), or by a
+// task's completion (on the loop).
 
 func (e *executor) newTask(kind taskKind, name string) *Task {
 	t := &Task{e: e, id: e.nextID, kind: kind, name: name}
@@ -386,6 +636,9 @@ func (e *executor) deliver(name string, data json.RawMessage) {
 		ws[0].complete(data, nil)
 		return
 	}
+	if e.buffered == nil {
+		e.buffered = map[string][]json.RawMessage{}
+	}
 	e.buffered[name] = append(e.buffered[name], data)
 }
 
@@ -396,82 +649,51 @@ func (e *executor) startWork(t *Task) {
 		return
 	}
 	t.started = true
-	e.work.Add(1)
-	go func() {
-		defer e.work.Done()
-		var ev HistoryEvent
-		switch t.kind {
-		case kindTimer:
-			timer := time.NewTimer(time.Until(t.fireAt))
-			defer timer.Stop()
-			select {
-			case <-e.workCtx.Done():
-				return
-			case <-timer.C:
+	switch t.kind {
+	case kindTimer:
+		id := t.id
+		t.timer = time.AfterFunc(time.Until(t.fireAt), func() {
+			e.post(msg{kind: msgEvent, ev: HistoryEvent{EventType: EventTimerFired, TaskID: id}})
+		})
+	case kindActivity:
+		e.work.Add(1)
+		go func() {
+			defer e.work.Done()
+			ev := e.callActivity(t)
+			if e.workCtx.Err() == nil {
+				e.post(msg{kind: msgEvent, ev: ev})
 			}
-			ev = HistoryEvent{EventType: EventTimerFired, TaskID: t.id}
-		case kindActivity:
-			ev = e.callActivity(t)
-		}
-		select {
-		case e.completions <- ev:
-		case <-e.workCtx.Done():
-		}
-	}()
+		}()
+	}
 }
 
 func (e *executor) callActivity(t *Task) HistoryEvent {
-	fail := func(msg string) HistoryEvent {
-		return HistoryEvent{EventType: EventTaskFailed, TaskID: t.id, Name: t.name, Failure: msg}
+	fail := func(msg string, final bool) HistoryEvent {
+		return HistoryEvent{EventType: EventTaskFailed, TaskID: t.id, Name: t.name, Failure: truncateBytes(msg, maxFailureBytes), NonRetriable: final}
 	}
 	var fn ActivityFunc
 	if e.reg != nil {
 		fn, _ = e.reg.Activity(t.name)
 	}
 	if fn == nil {
-		return fail(fmt.Sprintf("no activity named %q is registered on this node", t.name))
+		return fail(fmt.Sprintf("no activity named %q is registered on this node", t.name), true)
 	}
-	p := RetryPolicy{MaxAttempts: 1}
-	if t.retry != nil {
-		p = *t.retry
-	}
-	p = p.withDefaults()
 	ctx := withActivityInfo(e.workCtx, ActivityInfo{
 		InstanceID: e.rec.InstanceID, ExecutionID: e.rec.ExecutionID, FencingToken: e.exec.Token(),
-		Name: t.name, TaskID: t.id,
+		Name: t.name, TaskID: t.id, Attempt: t.attempt,
 	})
-	var result json.RawMessage
-	err := p.Do(e.workCtx, func() error {
-		out, err := callActivity(ctx, fn, t.input)
-		if err != nil {
-			return err
-		}
-		b, err := json.Marshal(out)
-		if err == nil {
-			b, err = e.exec.c.checkJSON("activity result", b)
-		}
-		if err != nil {
-			return &finalError{err}
-		}
-		result = b
-		return nil
-	}, isFinal, nil)
+	out, err := callActivity(ctx, fn, t.input)
 	if err != nil {
-		return fail(err.Error())
+		return fail(err.Error(), false)
 	}
-	return HistoryEvent{EventType: EventTaskCompleted, TaskID: t.id, Name: t.name, Result: result}
-}
-
-// finalError marks an activity failure that retrying cannot mend (a result
-// that cannot be stored).
-type finalError struct{ err error }
-
-func (e *finalError) Error() string { return e.err.Error() }
-func (e *finalError) Unwrap() error { return e.err }
-
-func isFinal(err error) bool {
-	var f *finalError
-	return errors.As(err, &f)
+	b, err := json.Marshal(out)
+	if err == nil {
+		b, err = e.exec.c.checkJSON("activity result", b)
+	}
+	if err != nil {
+		return fail(err.Error(), true) // retrying cannot make it storable
+	}
+	return HistoryEvent{EventType: EventTaskCompleted, TaskID: t.id, Name: t.name, Result: b}
 }
 
 func callActivity(ctx context.Context, fn ActivityFunc, input json.RawMessage) (out any, err error) {
@@ -483,69 +705,86 @@ func callActivity(ctx context.Context, fn ActivityFunc, input json.RawMessage) (
 	return fn(ctx, input)
 }
 
-func (p RetryPolicy) withDefaults() RetryPolicy {
-	if p.MaxAttempts < 1 {
-		p.MaxAttempts = 1
-	}
-	if p.FirstInterval <= 0 {
-		p.FirstInterval = time.Second
-	}
-	if p.BackoffCoefficient < 1 {
-		p.BackoffCoefficient = 2
-	}
-	if p.MaxInterval <= 0 {
-		p.MaxInterval = time.Minute
-	}
-	return p
-}
-
 // Commits.
 
-// commit appends the pending events and deletes the consumed inbox keys in
-// one fenced transaction.
-func (e *executor) commit(extra ...clientv3.Op) error {
-	return e.commitWith(nil, extra...)
-}
-
-func (e *executor) commitWith(change func(*Status), extra ...clientv3.Op) error {
-	ops, err := e.historyOps()
-	if err != nil {
-		return err
+// commit appends the pending events and deletes the consumed inbox keys
+// (marking the record Running if it is not yet), retrying through
+// transient store errors for as long as the run lasts.
+func (e *executor) commit() error {
+	for i := range e.pending {
+		e.pending[i].Seq = len(e.history) + i
 	}
-	ops = append(ops, extra...)
-	if change == nil {
-		change = func(*Status) {}
+	s := step{events: e.pending, deletes: e.consumed}
+	if e.needMark {
+		s.change = func(r *Record) { r.RuntimeStatus = StatusRunning }
 	}
-	if err := e.exec.Update(e.ctx, change, ops...); err != nil {
+	if err := e.write(s); err != nil {
 		return err
 	}
 	e.history = append(e.history, e.pending...)
-	e.pending, e.consumed = nil, nil
+	e.pending, e.consumed, e.needMark = nil, nil, false
 	return nil
 }
 
-func (e *executor) historyOps() ([]clientv3.Op, error) {
-	var ops []clientv3.Op
-	if len(e.pending) > 0 {
-		for i := range e.pending {
-			e.pending[i].Seq = len(e.history) + i
-		}
-		b, err := json.Marshal(e.pending)
-		if err != nil {
-			return nil, fmt.Errorf("orchestrator: encode history: %w", err)
-		}
-		ops = append(ops, clientv3.OpPut(historyKey(e.keys.History(e.rec.InstanceID, e.rec.ExecutionID), len(e.history)), string(b)))
+// write commits a step, part by part, retrying a part whose write failed
+// transiently (its outcome is then unknown; the retry finds out) with
+// backoff, until the run's context ends. Permanent errors are returned.
+func (e *executor) write(s step) error { return e.writeFinal(e.ctx, s) }
+
+// writeFinal is write with the attempts made under wctx, which a final
+// write keeps alive past the run's context (finalWriteContext). Retries
+// stop with the run's context; if an attempt's outcome was unknown then,
+// one read tells whether it landed.
+func (e *executor) writeFinal(wctx context.Context, s step) error {
+	parts, err := e.exec.plan(s)
+	if err != nil {
+		return err
 	}
-	for _, k := range e.consumed {
-		ops = append(ops, clientv3.OpDelete(k))
+	for _, p := range parts {
+		for {
+			err := e.exec.write(wctx, p)
+			if err == nil {
+				break
+			}
+			retryable := errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoSpace) || errors.Is(err, ErrStoreDenied)
+			if !retryable {
+				return err
+			}
+			if e.ctx.Err() != nil || wctx.Err() != nil {
+				if e.exec.landed(context.WithoutCancel(e.ctx)) {
+					break
+				}
+				return context.Cause(e.ctx)
+			}
+			if e.retry == nil {
+				e.retry = newRetry()
+			}
+			wait := e.retry.NextBackOff()
+			e.log.Warn("commit failed; retrying", "error", err, "retry_in", wait.Round(time.Millisecond))
+			t := time.NewTimer(wait)
+			select {
+			case <-e.ctx.Done():
+				t.Stop()
+			case <-wctx.Done():
+				t.Stop()
+			case <-t.C:
+			}
+		}
+		if e.retry != nil {
+			e.retry.Reset()
+		}
 	}
-	return ops, nil
+	return nil
 }
 
-// finish commits the last step with the terminal status and the owners
-// key's release, retrying through store hiccups: the result is computed and
-// should not be computed again by the next holder.
-func (e *executor) finish() error {
+func newRetry() *backoff.ExponentialBackOff {
+	b := &backoff.ExponentialBackOff{InitialInterval: 100 * time.Millisecond, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: 10 * time.Second}
+	b.Reset()
+	return b
+}
+
+// finish ends the execution with the code's result.
+func (e *executor) finish() (RuntimeStatus, error) {
 	var output json.RawMessage
 	runErr := e.outErr
 	if runErr == nil {
@@ -560,200 +799,153 @@ func (e *executor) finish() error {
 	return e.finishWith(output, runErr)
 }
 
-func (e *executor) fail(err error) error {
-	if e.ctx.Err() != nil {
-		return context.Cause(e.ctx)
-	}
-	var nd *NonDeterminismError
-	if errors.Is(err, ErrHistoryLimit) || errors.As(err, &nd) {
-		return e.finishWith(nil, err)
-	}
-	return err
-}
-
-func (e *executor) finishWith(output json.RawMessage, runErr error) error {
+// finishWith commits the pending events, ExecutionCompleted and the
+// terminal status with the owners key's release. It is not abandoned when
+// its own owners-key delete cancels the run (finalWriteContext); the fence
+// still refuses it if the holding was really lost.
+func (e *executor) finishWith(output json.RawMessage, runErr error) (RuntimeStatus, error) {
 	st := StatusCompleted
 	ev := HistoryEvent{EventType: EventExecutionCompleted, Timestamp: now(), Result: output}
 	if runErr != nil {
 		st = StatusFailed
-		ev.Failure = runErr.Error()
+		ev.Failure = truncateBytes(runErr.Error(), maxFailureBytes)
 	}
 	ev.Status = st
 	if len(e.history)+len(e.pending) < MaxHistoryEvents+1 {
 		e.pending = append(e.pending, ev)
 	}
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
-		if e.ctx.Err() != nil {
-			return context.Cause(e.ctx) // stopped first: the next holder decides
-		}
-		ops, err := e.historyOps()
-		if err != nil {
-			return err
-		}
-		// Events nobody waited for end with the execution.
-		ops = append(ops, clientv3.OpDelete(e.keys.Inbox(e.rec.InstanceID, e.rec.ExecutionID), clientv3.WithPrefix()))
-		wctx, cancel := finalWriteContext(e.ctx)
-		err = e.exec.finish(wctx, output, runErr, ops...)
-		cancel()
-		if err == nil || !errors.Is(err, ErrUnavailable) {
-			return err
-		}
-		select {
-		case <-e.ctx.Done():
-			return context.Cause(e.ctx)
-		case <-time.After(backoff):
-		}
+	for i := range e.pending {
+		e.pending[i].Seq = len(e.history) + i
 	}
+	if e.ctx.Err() != nil {
+		return "", context.Cause(e.ctx) // stopped first: the next holder decides
+	}
+	s := e.exec.finishStep(e.pending, output, runErr)
+	s.deletes = nil // the final write deletes the whole inbox
+	wctx, cancel := finalWriteContext(e.ctx)
+	defer cancel()
+	if err := e.writeFinal(wctx, s); err != nil {
+		return "", err
+	}
+	e.history = append(e.history, e.pending...)
+	e.pending, e.consumed = nil, nil
+	return st, nil
 }
 
 // finalWriteContext is the context of a write that deletes the holder's own
 // owners key (the final result, ContinueAsNew). The holder watches that key,
 // so the commit itself cancels ctx, possibly before its reply arrives; the
-// write must not be abandoned for that. The fence still refuses it if the
-// holding was really lost.
+// write must not be abandoned for that. It is bounded by finalWriteTimeout.
 func finalWriteContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	return context.WithTimeout(context.WithoutCancel(ctx), finalWriteTimeout)
 }
+
+// finalWriteTimeout bounds the retries of a final write.
+const finalWriteTimeout = 30 * time.Second
 
 // continueAsNew ends this execution and starts the next generation of the
-// instance in one fenced transaction: a new executionId with the new input,
-// status ContinuedAsNew, this history deleted, and every event raised but
-// not consumed carried into the new execution's inbox. The owners key is
+// instance: a new executionId with the new input, status ContinuedAsNew,
+// this history deleted, the events this execution consumed but the code
+// never received carried into the new execution's first history, and the
+// events never consumed left in the inbox for it. The owners key is
 // released in the same transaction; a node (likely this one) takes the new
 // execution.
-func (e *executor) continueAsNew(input json.RawMessage) error {
+func (e *executor) continueAsNew(input json.RawMessage) (RuntimeStatus, error) {
+	x := e.exec
+	input, err := x.c.checkJSON("ContinueAsNew input", input)
+	if err != nil {
+		return e.finishWith(nil, err)
+	}
 	id := e.rec.InstanceID
 	newExec := NewID()
-	ownerKey := string(e.exec.fence.Cmp.KeyBytes())
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		// Events still in the inbox, and those the code did not consume.
-		resp, err := e.exec.c.etcd.Get(e.ctx, e.keys.Inbox(id, e.rec.ExecutionID), clientv3.WithPrefix(),
-			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
-		if err != nil {
-			return storeErr(err)
-		}
-		consumed := map[string]bool{}
-		for _, k := range e.consumed {
-			consumed[k] = true
-		}
-		var carry []HistoryEvent
-		names := make([]string, 0, len(e.buffered))
-		for name := range e.buffered {
-			names = append(names, name)
-		}
-		sort.Strings(names)
-		for _, name := range names {
-			for _, data := range e.buffered[name] {
-				carry = append(carry, HistoryEvent{EventType: EventEventRaised, Name: name, Input: data})
-			}
-		}
-		for _, kv := range resp.Kvs {
-			if consumed[string(kv.Key)] {
-				continue
-			}
-			var ev HistoryEvent
-			if json.Unmarshal(kv.Value, &ev) == nil {
-				carry = append(carry, ev)
-			}
-		}
-		ops := []clientv3.Op{
-			clientv3.OpDelete(e.keys.History(id, e.rec.ExecutionID), clientv3.WithPrefix()),
-			clientv3.OpDelete(e.keys.Inbox(id, e.rec.ExecutionID), clientv3.WithPrefix()),
-			clientv3.OpDelete(ownerKey),
-		}
-		for i, ev := range carry {
-			b, _ := json.Marshal(ev)
-			ops = append(ops, clientv3.OpPut(fmt.Sprintf("%s%010d-carried", e.keys.Inbox(id, newExec), i), string(b)))
-		}
-		// No inbox key newer than our read may exist, or we would drop it.
-		noNewEvents := clientv3.Compare(clientv3.CreateRevision(e.keys.Inbox(id, e.rec.ExecutionID)), "<", resp.Header.Revision+1).
-			WithPrefix()
-		if e.ctx.Err() != nil {
-			return context.Cause(e.ctx)
-		}
-		wctx, cancel := finalWriteContext(e.ctx)
-		err = e.exec.updateIf(wctx, []clientv3.Cmp{noNewEvents}, func(s *Status) {
-			s.RuntimeStatus = StatusContinuedAsNew
-			s.ExecutionID = newExec
-			s.Input = input
-			s.Output = nil
-		}, ops...)
-		cancel()
-		if errors.Is(err, errConditionFailed) {
-			continue
-		}
-		return err
+	events := []HistoryEvent{{EventType: EventExecutionStarted, Timestamp: now(), Name: e.rec.Name, Input: input}}
+	names := make([]string, 0, len(e.buffered))
+	for name := range e.buffered {
+		names = append(names, name)
 	}
-	return fmt.Errorf("%w: events kept arriving during ContinueAsNew of '%s'", ErrUnavailable, id)
+	sort.Strings(names)
+	for _, name := range names {
+		for _, data := range e.buffered[name] {
+			events = append(events, HistoryEvent{EventType: EventEventRaised, Timestamp: now(), Name: name, Input: data})
+		}
+	}
+	for i := range events {
+		events[i].Seq = i
+	}
+	oldExec := e.rec.ExecutionID
+	s := step{
+		events:  events,
+		deletes: e.consumed,
+		history: x.c.keys.History(id, newExec),
+		blobs:   x.c.keys.Blobs(id, newExec),
+		change: func(r *Record) {
+			r.RuntimeStatus = StatusContinuedAsNew
+			r.ExecutionID = newExec
+		},
+		final: func(*Record) []clientv3.Op {
+			return []clientv3.Op{
+				clientv3.OpPut(x.c.keys.Input(id), string(input)),
+				clientv3.OpDelete(x.c.keys.Output(id)),
+				clientv3.OpDelete(x.c.keys.History(id, oldExec), clientv3.WithPrefix()),
+				clientv3.OpDelete(x.c.keys.Blobs(id, oldExec), clientv3.WithPrefix()),
+				x.fence.releaseOp(),
+			}
+		},
+		finalBytes: len(input),
+	}
+	if e.ctx.Err() != nil {
+		return "", context.Cause(e.ctx)
+	}
+	wctx, cancel := finalWriteContext(e.ctx)
+	defer cancel()
+	if err := e.writeFinal(wctx, s); err != nil {
+		return "", err
+	}
+	e.pending, e.consumed = nil, nil
+	return StatusContinuedAsNew, nil
 }
 
-// watchInbox delivers the events raised for this execution, in arrival
-// order, each with its inbox key.
-type inboxEvent struct {
-	key string
-	ev  HistoryEvent
-}
-
-func (e *executor) watchInbox() (<-chan inboxEvent, error) {
-	prefix := e.keys.Inbox(e.rec.InstanceID, e.rec.ExecutionID)
-	resp, err := e.exec.c.etcd.Get(e.ctx, prefix, clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
-	if err != nil {
-		return nil, storeErr(err)
-	}
-	out := make(chan inboxEvent)
+// watchInbox delivers the instance's inbox entries from the revision after
+// the open read on, for a run without a node to dispatch them. A broken or
+// compacted watch reads the inbox again and watches on from that read;
+// entries already seen are ignored.
+func (e *executor) watchInbox() {
+	prefix := e.keys.InboxPrefix(e.rec.InstanceID)
+	cli := e.exec.c.etcd
+	rev := e.exec.readRev + 1
 	e.work.Add(1)
 	go func() {
 		defer e.work.Done()
-		defer close(out)
-		send := func(key string, value []byte) bool {
-			var ev HistoryEvent
-			if err := json.Unmarshal(value, &ev); err != nil {
-				ev = HistoryEvent{EventType: EventEventRaised, Name: "corrupt", Input: jsonNull}
-			}
-			select {
-			case out <- inboxEvent{key: key, ev: ev}:
-				return true
-			case <-e.workCtx.Done():
-				return false
-			}
-		}
-		for _, kv := range resp.Kvs {
-			if !send(string(kv.Key), kv.Value) {
-				return
-			}
-		}
-		rev := resp.Header.Revision + 1
 		for e.workCtx.Err() == nil {
-			wch := e.exec.c.etcd.Watch(clientv3.WithRequireLeader(e.workCtx), prefix, clientv3.WithPrefix(),
+			wch := cli.Watch(clientv3.WithRequireLeader(e.workCtx), prefix, clientv3.WithPrefix(),
 				clientv3.WithRev(rev), clientv3.WithFilterDelete())
 			for wr := range wch {
-				if wr.CompactRevision != 0 {
-					return // events may be lost to the compaction: stop the run
-				}
 				if wr.Err() != nil {
 					break
 				}
 				for _, ev := range wr.Events {
-					rev = ev.Kv.ModRevision + 1
-					if ev.Kv.Version == 1 && !send(string(ev.Kv.Key), ev.Kv.Value) {
-						return
+					if ev.Kv.Version == 1 {
+						e.post(msg{kind: msgInbox, inbox: ParseInboxEntry(string(ev.Kv.Key), ev.Kv.CreateRevision, ev.Kv.Value)})
 					}
 				}
 			}
-			if e.workCtx.Err() != nil {
-				return
-			}
-			// The watch broke (no leader, lost connection): watch again from
-			// the next revision after a pause.
-			select {
-			case <-e.workCtx.Done():
-				return
-			case <-time.After(200 * time.Millisecond):
+			for e.workCtx.Err() == nil {
+				resp, err := cli.Get(e.workCtx, prefix, clientv3.WithPrefix(),
+					clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+				if err == nil {
+					for _, kv := range resp.Kvs {
+						e.post(msg{kind: msgInbox, inbox: ParseInboxEntry(string(kv.Key), kv.CreateRevision, kv.Value)})
+					}
+					rev = resp.Header.Revision + 1
+					break
+				}
+				select {
+				case <-e.workCtx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
 			}
 		}
 	}()
-	return out, nil
 }
 
 // deterministic helpers for the context.

@@ -78,18 +78,23 @@ func (v *env) get(t testing.TB, key string) *rawKV {
 
 func (v *env) record(t testing.TB, id string) *rawKV { return v.get(t, v.keys.Instance(id)) }
 
-// decode reads the stored record of id.
+// decode reads the instance id with its payloads (one transaction through
+// the test's own connection), as stored, without its holder.
 func (v *env) decode(t testing.TB, id string) *orchestrator.Status {
 	t.Helper()
-	kv := v.record(t, id)
-	if kv == nil {
-		t.Fatalf("no record for %q", id)
+	c := orchestrator.NewClient(v.raw, orchestrator.ClientConfig{Prefix: v.keys.Prefix(), Logger: quiet})
+	st, err := c.Status(ctxT(t), id)
+	if err != nil {
+		t.Fatalf("status of %q: %v", id, err)
 	}
-	var st orchestrator.Status
-	if err := json.Unmarshal([]byte(kv.Value), &st); err != nil {
-		t.Fatalf("record of %q: %v", id, err)
+	if kv := v.record(t, id); kv != nil {
+		rec, err := orchestrator.ParseRecord([]byte(kv.Value))
+		if err != nil {
+			t.Fatalf("record of %q: %v", id, err)
+		}
+		st.FencingToken, st.Node = rec.FencingToken, "" // the record's own writer
 	}
-	return &st
+	return st
 }
 
 func (v *env) start(t testing.TB, id, input string) *orchestrator.StartResult {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -32,6 +33,9 @@ const (
 // ContinueAsNew, which starts a fresh history.
 const MaxHistoryEvents = 10000
 
+// maxFailureBytes bounds a failure message kept in history and status.
+const maxFailureBytes = 16 << 10
+
 // HistoryEvent is one entry of an execution's history.
 type HistoryEvent struct {
 	// Seq is the event's position in its execution's history, from 0.
@@ -47,57 +51,80 @@ type HistoryEvent struct {
 	Input   json.RawMessage `json:"input,omitempty"`
 	Result  json.RawMessage `json:"result,omitempty"`
 	Failure string          `json:"failure,omitempty"`
-	FireAt  *time.Time      `json:"fireAt,omitempty"`
+	// NonRetriable marks a TaskFailed that no retry can mend.
+	NonRetriable bool       `json:"nonRetriable,omitempty"`
+	FireAt       *time.Time `json:"fireAt,omitempty"`
 	// Status is the final runtime status (ExecutionCompleted).
 	Status RuntimeStatus `json:"status,omitempty"`
 	Reason string        `json:"reason,omitempty"`
+	// InputRef and ResultRef name the blob (under the execution's blob
+	// prefix) that holds Input or Result when it was too large to carry
+	// inline; readers resolve them.
+	InputRef  string `json:"inputRef,omitempty"`
+	ResultRef string `json:"resultRef,omitempty"`
+	// InboxKey is the inbox key an event was consumed from (EventRaised,
+	// ExecutionSuspended, ExecutionResumed): replay uses it to deliver each
+	// inbox entry once.
+	InboxKey string `json:"inboxKey,omitempty"`
 }
 
-// HistoryPrefix is where the history of every execution of id lives.
-func (k Keys) HistoryPrefix(id string) string { return k.prefix + "v1/history/" + id + "/" }
-
-// History is the history prefix of one execution; each key below it holds
-// the JSON array of events one step appended, named by the first event's
-// zero-padded sequence number.
-func (k Keys) History(id, executionID string) string {
-	return k.HistoryPrefix(id) + executionID + "/"
-}
-
-// InboxPrefix is where events waiting for any execution of id live.
-func (k Keys) InboxPrefix(id string) string { return k.prefix + "v1/inbox/" + id + "/" }
-
-// Inbox is the prefix of events raised for one execution and not yet
-// consumed into its history.
-func (k Keys) Inbox(id, executionID string) string { return k.InboxPrefix(id) + executionID + "/" }
-
-func historyKey(prefix string, seq int) string { return fmt.Sprintf("%s%010d", prefix, seq) }
-
-// History reads an execution's history; an empty executionID means the
-// current one.
+// History reads an execution's history, large payloads included; an empty
+// executionID means the current one.
 func (c *Client) History(ctx context.Context, id, executionID string) ([]HistoryEvent, error) {
+	if err := ValidateInstanceID(id); err != nil {
+		return nil, err
+	}
 	if executionID == "" {
-		st, _, err := c.read(ctx, id)
+		rec, _, err := c.read(ctx, id)
 		if err != nil {
 			return nil, err
 		}
-		executionID = st.ExecutionID
+		executionID = rec.ExecutionID
 	}
-	return c.readHistory(ctx, id, executionID)
+	h, err := c.readHistory(ctx, id, executionID, nil, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.resolve(ctx, id, executionID, h, func(*HistoryEvent) (bool, bool) { return true, true }); err != nil {
+		return nil, err
+	}
+	return h, nil
 }
 
-func (c *Client) readHistory(ctx context.Context, id, executionID string) ([]HistoryEvent, error) {
-	resp, err := c.etcd.Get(ctx, c.keys.History(id, executionID), clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
-	if err != nil {
-		return nil, storeErr(err)
-	}
+// historyPage is how many history keys one read returns.
+const historyPage = 256
+
+// readHistory reads the history keys of one execution in pages at one
+// revision. first, if not nil, is a page already read (with more after it
+// when more is set), at revision rev.
+func (c *Client) readHistory(ctx context.Context, id, executionID string, first *clientv3.GetResponse, rev int64) ([]HistoryEvent, error) {
+	prefix := c.keys.History(id, executionID)
+	end := clientv3.GetPrefixRangeEnd(prefix)
 	var out []HistoryEvent
-	for _, kv := range resp.Kvs {
-		var batch []HistoryEvent
-		if err := json.Unmarshal(kv.Value, &batch); err != nil {
-			return nil, fmt.Errorf("orchestrator: corrupt history at %s: %w", kv.Key, err)
+	resp := first
+	from := prefix
+	for {
+		if resp == nil {
+			opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(historyPage),
+				clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
+			if rev > 0 {
+				opts = append(opts, clientv3.WithRev(rev))
+			}
+			r, err := c.etcd.Get(ctx, from, opts...)
+			if err != nil {
+				return nil, storeErr(err)
+			}
+			resp, rev = r, r.Header.Revision
 		}
-		out = append(out, batch...)
+		var err error
+		if out, err = appendHistory(out, resp.Kvs); err != nil {
+			return nil, err
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		resp = nil
 	}
 	for i, ev := range out {
 		if ev.Seq != i {
@@ -105,4 +132,75 @@ func (c *Client) readHistory(ctx context.Context, id, executionID string) ([]His
 		}
 	}
 	return out, nil
+}
+
+func appendHistory(out []HistoryEvent, kvs []*mvccpb.KeyValue) ([]HistoryEvent, error) {
+	for _, kv := range kvs {
+		var batch []HistoryEvent
+		if err := json.Unmarshal(kv.Value, &batch); err != nil {
+			return nil, fmt.Errorf("orchestrator: corrupt history at %s: %w", kv.Key, err)
+		}
+		out = append(out, batch...)
+	}
+	return out, nil
+}
+
+// blobsPerRead bounds the blobs one read fetches.
+const blobsPerRead = 16
+
+// resolve fills in the Input and Result of events whose payload is a blob,
+// for the events and fields that want says.
+func (c *Client) resolve(ctx context.Context, id, executionID string, events []HistoryEvent, want func(*HistoryEvent) (input, result bool)) error {
+	type ref struct {
+		key string
+		dst *json.RawMessage
+	}
+	var refs []ref
+	prefix := c.keys.Blobs(id, executionID)
+	for i := range events {
+		ev := &events[i]
+		in, res := want(ev)
+		if in && ev.InputRef != "" && len(ev.Input) == 0 {
+			refs = append(refs, ref{c.refKey(id, prefix, ev.InputRef), &ev.Input})
+		}
+		if res && ev.ResultRef != "" && len(ev.Result) == 0 {
+			refs = append(refs, ref{c.refKey(id, prefix, ev.ResultRef), &ev.Result})
+		}
+	}
+	for len(refs) > 0 {
+		n := min(len(refs), blobsPerRead)
+		ops := make([]clientv3.Op, n)
+		for i := range n {
+			ops[i] = clientv3.OpGet(refs[i].key)
+		}
+		resp, err := c.etcd.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return storeErr(err)
+		}
+		for i := range n {
+			kvs := resp.Responses[i].GetResponseRange().Kvs
+			if len(kvs) == 0 {
+				return fmt.Errorf("orchestrator: history of %s/%s refers to %s, which is missing", id, executionID, refs[i].key)
+			}
+			*refs[i].dst = json.RawMessage(kvs[0].Value)
+		}
+		refs = refs[n:]
+	}
+	return nil
+}
+
+// Refs that name an instance's payload keys rather than a blob.
+const (
+	refInput  = "@input"
+	refOutput = "@output"
+)
+
+func (c *Client) refKey(id, blobPrefix, ref string) string {
+	switch ref {
+	case refInput:
+		return c.keys.Input(id)
+	case refOutput:
+		return c.keys.Output(id)
+	}
+	return blobPrefix + ref
 }

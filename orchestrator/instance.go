@@ -8,9 +8,42 @@ import (
 	"time"
 )
 
-// Status is an instance's record as stored at {prefix}v1/instances/{id}, and
-// the status body of the HTTP API. Node is empty in the stored record; the
-// client fills it (and FencingToken) from the owners key when it reads.
+// Record is an instance's control record, stored at {prefix}v1/instances/{id}:
+// the small key that every node mirrors and that every write of a holder
+// compares. It never carries input, output or custom status; those live
+// under {prefix}v1/payloads/{id}/ and are written only when they change.
+type Record struct {
+	Name            string        `json:"name"`
+	InstanceID      string        `json:"instanceId"`
+	RuntimeStatus   RuntimeStatus `json:"runtimeStatus"`
+	CreatedTime     time.Time     `json:"createdTime"`
+	LastUpdatedTime time.Time     `json:"lastUpdatedTime"`
+	ExecutionID     string        `json:"executionId"`
+	// FencingToken is the token of the holding that last wrote the record;
+	// 0 if no holder has.
+	FencingToken int64 `json:"fencingToken"`
+}
+
+// ParseRecord decodes a control record.
+func ParseRecord(b []byte) (*Record, error) {
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("orchestrator: corrupt instance record: %w", err)
+	}
+	return &r, nil
+}
+
+func (r *Record) encode() string {
+	b, err := json.Marshal(r)
+	if err != nil { // a Record has no field that can fail
+		panic(fmt.Sprintf("orchestrator: encode record: %v", err))
+	}
+	return string(b)
+}
+
+// Status is an instance as the client reads it: the control record with the
+// current execution's input, output and custom status, and the current
+// holder. It is the status body of the HTTP API.
 type Status struct {
 	Name            string          `json:"name"`
 	InstanceID      string          `json:"instanceId"`
@@ -21,11 +54,30 @@ type Status struct {
 	CreatedTime     time.Time       `json:"createdTime"`
 	LastUpdatedTime time.Time       `json:"lastUpdatedTime"`
 	ExecutionID     string          `json:"executionId"`
-	// FencingToken is the token of the holding that last wrote the record,
-	// or of the current holder when read through the client; 0 if none.
+	// FencingToken is the current holder's token when one holds the
+	// execution, else the token of the holding that last wrote the record;
+	// 0 if none.
 	FencingToken int64 `json:"fencingToken"`
-	// Node is the current holder, read from the owners key; never stored.
+	// Node is the current holder, read from the owners key.
 	Node string `json:"node,omitempty"`
+}
+
+func (r *Record) status() *Status {
+	return &Status{
+		Name: r.Name, InstanceID: r.InstanceID, RuntimeStatus: r.RuntimeStatus,
+		Input: jsonNull, CustomStatus: jsonNull, Output: jsonNull,
+		CreatedTime: r.CreatedTime, LastUpdatedTime: r.LastUpdatedTime,
+		ExecutionID: r.ExecutionID, FencingToken: r.FencingToken,
+	}
+}
+
+// Clone returns a deep copy.
+func (s *Status) Clone() *Status {
+	c := *s
+	c.Input = bytes.Clone(s.Input)
+	c.Output = bytes.Clone(s.Output)
+	c.CustomStatus = bytes.Clone(s.CustomStatus)
+	return &c
 }
 
 // Owner is the value of an owners key ({prefix}v1/owners/{id}).
@@ -43,40 +95,11 @@ type NodeInfo struct {
 	Version     string    `json:"version"`
 	StartedTime time.Time `json:"startedTime"`
 	LeaseID     string    `json:"leaseId"`
+	// Role is what the node does: "all", "api" or "runner".
+	Role string `json:"role,omitempty"`
 }
 
 var jsonNull = json.RawMessage("null")
-
-func decodeStatus(b []byte) (*Status, error) {
-	var s Status
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("orchestrator: corrupt instance record: %w", err)
-	}
-	s.Node = ""
-	return &s, nil
-}
-
-func (s *Status) encode() string {
-	c := *s
-	c.Node = ""
-	c.Input = orNull(c.Input)
-	c.Output = orNull(c.Output)
-	c.CustomStatus = orNull(c.CustomStatus)
-	b, err := json.Marshal(&c)
-	if err != nil { // only RawMessage fields can fail, and they are checked on entry
-		panic(fmt.Sprintf("orchestrator: encode record: %v", err))
-	}
-	return string(b)
-}
-
-// Clone returns a deep copy.
-func (s *Status) Clone() *Status {
-	c := *s
-	c.Input = bytes.Clone(s.Input)
-	c.Output = bytes.Clone(s.Output)
-	c.CustomStatus = bytes.Clone(s.CustomStatus)
-	return &c
-}
 
 func orNull(m json.RawMessage) json.RawMessage {
 	if len(bytes.TrimSpace(m)) == 0 {

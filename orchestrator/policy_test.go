@@ -207,8 +207,10 @@ func testStartRace(t *testing.T, e *leasetest.Etcd, etcds []*clientv3.Client, ra
 		t.Fatalf("final record's input %s is not its starter's", final.Input)
 	}
 	if st == stRunning {
-		if o := v.get(t, v.keys.Owner(id)); o != nil {
-			t.Fatalf("terminateExisting left the old holder's owners key: %v", o)
+		// The old holder releases its owners key when it sees the change;
+		// until then nobody can take the new execution.
+		if o := v.get(t, v.keys.Owner(id)); o.String() != ownerBefore.String() {
+			t.Fatalf("terminateExisting changed the old holder's owners key: %v -> %v", ownerBefore, o)
 		}
 	}
 

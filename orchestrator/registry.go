@@ -42,7 +42,7 @@ func Activity[In, Out any](fn func(ctx context.Context, in In) (Out, error)) Act
 		var in In
 		if len(input) > 0 && string(input) != "null" {
 			if err := json.Unmarshal(input, &in); err != nil {
-				return nil, fmt.Errorf("activity input does not fit %T: %w", in, err)
+				return nil, fmt.Errorf("the activity's input is %s, which does not fit the %s it expects", jsonKind(input), goKind(&in))
 			}
 		}
 		return fn(ctx, in)
@@ -78,6 +78,8 @@ type ActivityInfo struct {
 	FencingToken int64
 	Name         string
 	TaskID       int
+	// Attempt is the attempt this call is, from 1, under a retry policy.
+	Attempt int
 }
 
 type activityInfoKey struct{}
@@ -139,7 +141,6 @@ const writeTimeout = 5 * time.Second
 type OrchestrationContext struct {
 	ctx  context.Context
 	exec *Execution
-	rec  *Status
 	e    *executor
 }
 
@@ -147,13 +148,13 @@ type OrchestrationContext struct {
 func (c *OrchestrationContext) Context() context.Context { return c.ctx }
 
 // Name is the orchestration's name.
-func (c *OrchestrationContext) Name() string { return c.rec.Name }
+func (c *OrchestrationContext) Name() string { return c.e.rec.Name }
 
 // InstanceID is the instance's ID.
-func (c *OrchestrationContext) InstanceID() string { return c.rec.InstanceID }
+func (c *OrchestrationContext) InstanceID() string { return c.e.rec.InstanceID }
 
 // ExecutionID is the ID of this execution of the instance.
-func (c *OrchestrationContext) ExecutionID() string { return c.rec.ExecutionID }
+func (c *OrchestrationContext) ExecutionID() string { return c.e.rec.ExecutionID }
 
 // FencingToken is the holder's fencing token: it grows with every new holder
 // of the instance. Hand it to downstream systems so they can refuse writes
@@ -161,19 +162,21 @@ func (c *OrchestrationContext) ExecutionID() string { return c.rec.ExecutionID }
 func (c *OrchestrationContext) FencingToken() int64 { return c.exec.Token() }
 
 // RawInput is the input as JSON.
-func (c *OrchestrationContext) RawInput() json.RawMessage { return c.rec.Input }
+func (c *OrchestrationContext) RawInput() json.RawMessage { return c.exec.input }
 
 // GetInput unmarshals the input into v.
 func (c *OrchestrationContext) GetInput(v any) error {
-	if err := json.Unmarshal(c.rec.Input, v); err != nil {
-		return fmt.Errorf("orchestrator: input of '%s' does not fit %T: %w", c.rec.InstanceID, v, err)
+	if err := json.Unmarshal(c.exec.input, v); err != nil {
+		return fmt.Errorf("orchestrator: the input of '%s' is %s, which does not fit the %s the orchestration reads it into",
+			c.e.rec.InstanceID, jsonKind(c.exec.input), goKind(v))
 	}
 	return nil
 }
 
-// SetCustomStatus stores v (as JSON) in the instance's customStatus with a
-// fenced write. The write is attempted even after Context() is cancelled
+// SetCustomStatus stores v (as JSON) as the instance's custom status with
+// a fenced write. The write is attempted even after Context() is cancelled
 // (bounded by writeTimeout): a holder that lost the instance gets ErrFenced.
+// On replay it writes nothing: the last value set live is stored already.
 func (c *OrchestrationContext) SetCustomStatus(v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -182,18 +185,12 @@ func (c *OrchestrationContext) SetCustomStatus(v any) error {
 	if b, err = c.exec.c.checkJSON("custom status", b); err != nil {
 		return err
 	}
-	if c.e != nil && c.e.replaying {
-		raw := json.RawMessage(b)
-		c.e.customSet = &raw
+	if c.e.replaying {
 		return nil
 	}
-	return c.writeCustomStatus(b)
-}
-
-func (c *OrchestrationContext) writeCustomStatus(b json.RawMessage) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), writeTimeout)
 	defer cancel()
-	return c.exec.Update(ctx, func(s *Status) { s.CustomStatus = b })
+	return c.exec.SetCustomStatus(ctx, b)
 }
 
 // IsReplaying reports whether the code is re-running history after a
@@ -209,20 +206,30 @@ func (c *OrchestrationContext) NewGUID() string { return c.e.newGUID() }
 
 // CallActivity schedules the activity name with input (marshalled to JSON)
 // and returns its task. The activity runs after the schedule is committed.
+//
+// With WithRetry, a failed attempt is retried after a durable timer, each
+// attempt a task of its own in the history: the task returned completes
+// with the first attempt that succeeds or with the last failure.
 func (c *OrchestrationContext) CallActivity(name string, input any, opts ...ActivityOption) *Task {
-	t := c.e.newTask(kindActivity, name)
+	probe := &Task{}
 	for _, o := range opts {
-		o(t)
+		o(probe)
 	}
 	b, err := json.Marshal(input)
 	if err == nil {
 		b, err = c.exec.c.checkJSON("activity input", b)
 	}
+	if probe.retry != nil && err == nil {
+		outer := &Task{e: c.e, id: -1, kind: kindRetry, name: name, input: b}
+		c.e.retried(outer, *probe.retry)
+		return outer
+	}
+	t := c.e.newTask(kindActivity, name)
+	t.attempt = 1
 	if err != nil {
 		// The schedule still goes to history so replay stays aligned.
-		b = jsonNull
-		t.input = b
-		t.complete(nil, &TaskFailedError{Name: name, Message: "input: " + err.Error()})
+		t.input = jsonNull
+		t.complete(nil, &TaskFailedError{Name: name, Message: "input: " + err.Error(), NonRetriable: true})
 		return t
 	}
 	t.input = b
@@ -249,6 +256,9 @@ func (c *OrchestrationContext) WaitForExternalEvent(name string, timeout time.Du
 		e.buffered[name] = buf[1:]
 		t.complete(buf[0], nil)
 		return t
+	}
+	if e.waiters == nil {
+		e.waiters = map[string][]*Task{}
 	}
 	e.waiters[name] = append(e.waiters[name], t)
 	if timeout > 0 {

@@ -48,14 +48,13 @@ func sequenceOrchestration(ctx *OrchestrationContext) (any, error) {
 // replayStored decodes stored batches and replays them, as a new holder does.
 func replayStored(tb testing.TB, batches [][]byte) int {
 	c := &Client{maxPayload: DefaultMaxPayload}
-	rec := &Status{Name: "Seq", InstanceID: "bench", ExecutionID: "x", Input: jsonNull}
-	exec := &Execution{c: c, rec: rec}
+	rec := &Record{Name: "Seq", InstanceID: "bench", ExecutionID: "x"}
+	exec := &Execution{c: c, rec: rec, input: jsonNull}
 	e := &executor{
-		ctx: context.Background(), exec: exec, fn: sequenceOrchestration, rec: rec,
-		tasks: map[int]*Task{}, waiters: map[string][]*Task{}, buffered: map[string][]json.RawMessage{},
-		resume: make(chan bool), yielded: make(chan struct{}),
+		ctx: context.Background(), exec: exec, fn: sequenceOrchestration, rec: *rec,
+		tasks: map[int]*Task{}, seen: map[string]bool{},
 	}
-	e.octx = &OrchestrationContext{ctx: e.ctx, exec: exec, rec: rec, e: e}
+	e.octx = &OrchestrationContext{ctx: e.ctx, exec: exec, e: e}
 	defer e.abort()
 	e.replaying = true
 	n := 0

@@ -10,13 +10,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// Schedules is the prefix of every schedule's state key.
-func (k Keys) Schedules() string { return k.prefix + "v1/schedules/" }
-
-// Schedule is the state key of one schedule: the last tick a node claimed
-// (ScheduleState).
-func (k Keys) Schedule(name string) string { return k.Schedules() + name }
-
 // ScheduleState is the value of a schedule's state key,
 // {prefix}v1/schedules/{name}. Only ClaimTick writes it, and only forwards:
 // LastTick never goes back.
@@ -126,7 +119,7 @@ func (c *Client) ClaimTick(ctx context.Context, t Tick) (*TickClaim, error) {
 		}
 		state := ScheduleState{LastTick: at, InstanceID: t.InstanceID, Node: t.Node}
 		if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
-			inst, err := decodeStatus(kvs[0].Value)
+			inst, err := ParseRecord(kvs[0].Value)
 			if err != nil {
 				return nil, fmt.Errorf("%w; the record at %s must be repaired or purged before the schedule can start it", err, iKey)
 			}
@@ -142,20 +135,26 @@ func (c *Client) ClaimTick(ctx context.Context, t Tick) (*TickClaim, error) {
 					return nil, storeErr(err)
 				}
 				if tr.Succeeded {
-					return &TickClaim{Result: TickSkipped, Status: inst, State: state}, nil
+					return &TickClaim{Result: TickSkipped, Status: inst.status(), State: state}, nil
 				}
 				continue // the state or the record changed: decide again
 			}
 		}
 		var written ScheduleState
-		res, err := c.StartIf(ctx, t.Function, StartOptions{
+		var known *Record
+		var knownRev int64
+		if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+			known, _ = ParseRecord(kvs[0].Value)
+			knownRev = kvs[0].ModRevision
+		}
+		res, err := c.startIf(ctx, t.Function, StartOptions{
 			InstanceID: t.InstanceID, Input: t.Input, ConflictPolicy: ConflictFail, ReusePolicy: ReuseAllow,
-		}, []clientv3.Cmp{stateCmp}, func(rec *Status) []clientv3.Op {
+		}, []clientv3.Cmp{stateCmp}, func(rec *Record) []clientv3.Op {
 			written = state
 			written.Result, written.ExecutionID, written.UpdatedTime = TickStarted, rec.ExecutionID, rec.CreatedTime
 			b, _ := json.Marshal(written)
 			return []clientv3.Op{clientv3.OpPut(sKey, string(b))}
-		})
+		}, known, knownRev)
 		switch {
 		case err == nil:
 			return &TickClaim{Result: TickStarted, Status: res.Status, State: written}, nil

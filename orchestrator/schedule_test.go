@@ -27,8 +27,8 @@ func TestStartIf(t *testing.T) {
 	guardIs := func(val string) []clientv3.Cmp {
 		return []clientv3.Cmp{clientv3.Compare(clientv3.Value(guard), "=", val)}
 	}
-	var seen *orchestrator.Status
-	ops := func(rec *orchestrator.Status) []clientv3.Op {
+	var seen *orchestrator.Record
+	ops := func(rec *orchestrator.Record) []clientv3.Op {
 		seen = rec
 		return []clientv3.Op{clientv3.OpPut(side, rec.ExecutionID)}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 )
 
@@ -17,9 +18,17 @@ var ErrEventTimeout = errors.New("orchestrator: timed out waiting for the extern
 type TaskFailedError struct {
 	Name    string
 	Message string
+	// NonRetriable is set when retrying cannot help (no such activity, a
+	// result that cannot be stored).
+	NonRetriable bool
+	// Attempts is how many attempts were made, when a retry policy ran.
+	Attempts int
 }
 
 func (e *TaskFailedError) Error() string {
+	if e.Attempts > 1 {
+		return fmt.Sprintf("activity %s failed after %d attempts: %s", e.Name, e.Attempts, e.Message)
+	}
 	return fmt.Sprintf("activity %s failed: %s", e.Name, e.Message)
 }
 
@@ -29,11 +38,12 @@ const (
 	kindActivity taskKind = iota
 	kindTimer
 	kindEvent
+	kindRetry // an activity with a retry policy: attempts and timers in history
 )
 
 func (k taskKind) String() string {
 	switch k {
-	case kindActivity:
+	case kindActivity, kindRetry:
 		return "activity"
 	case kindTimer:
 		return "timer"
@@ -45,7 +55,7 @@ func (k taskKind) String() string {
 // event. Tasks belong to their orchestration's goroutine: await them there.
 type Task struct {
 	e      *executor
-	id     int // history task ID; -1 for event waits
+	id     int // history task ID; -1 for event waits and retried activities
 	kind   taskKind
 	name   string
 	input  json.RawMessage
@@ -56,7 +66,9 @@ type Task struct {
 	result  json.RawMessage
 	err     error
 	onDone  []func()
-	started bool // its work (activity call or timer) runs on this holder
+	started bool        // its work (activity call or timer) runs on this holder
+	timer   *time.Timer // a live durable timer
+	attempt int         // the attempt this activity task is, from 1
 }
 
 // Done reports whether the task has finished.
@@ -72,7 +84,8 @@ func (t *Task) Await(v any) error {
 	}
 	if v != nil && len(t.result) > 0 {
 		if err := json.Unmarshal(t.result, v); err != nil {
-			return fmt.Errorf("orchestrator: result of %s %q does not fit %T: %w", t.kind, t.name, v, err)
+			return fmt.Errorf("orchestrator: the result of %s %q is %s, which does not fit the %s it is read into",
+				t.kind, t.name, jsonKind(t.result), goKind(v))
 		}
 	}
 	return nil
@@ -88,8 +101,10 @@ func (t *Task) complete(result json.RawMessage, err error) {
 	}
 }
 
-// RetryPolicy retries a failed activity on the holder that runs it. Retries
-// start over after a takeover.
+// RetryPolicy retries a failed activity. With CallActivity the retries are
+// durable: each attempt is a task of its own in the history and each wait
+// a durable timer, so after a takeover the attempts go on where they were
+// (never more than MaxAttempts in all) and the waits keep their end.
 type RetryPolicy struct {
 	// MaxAttempts counts the first call; at least 1.
 	MaxAttempts int
@@ -99,6 +114,13 @@ type RetryPolicy struct {
 	BackoffCoefficient float64
 	// MaxInterval caps the wait. Defaults to 1 minute.
 	MaxInterval time.Duration
+	// RetryTimeout, if set, bounds the time from the first attempt's
+	// schedule within which another attempt may start.
+	RetryTimeout time.Duration
+	// Handle, if set, says which failures to retry (it gets the attempt's
+	// *TaskFailedError); others fail the task at once. It must be
+	// deterministic.
+	Handle func(error) bool
 }
 
 // Do calls try until it succeeds, fails with an error for which final
@@ -107,8 +129,8 @@ type RetryPolicy struct {
 // the wait by BackoffCoefficient (at least 1) after each attempt and caps it
 // at MaxInterval (if set). When ctx ends it stops and returns
 // context.Cause(ctx). onRetry, if set, hears of each retry before its wait.
-// Do uses p as it is; CallActivity fills in the defaults documented above.
-// Exec and HTTP functions retry with it too.
+// Do uses p as it is, in memory (exec and HTTP functions retry with it);
+// CallActivity's retries are durable instead.
 func (p RetryPolicy) Do(ctx context.Context, try func() error, final func(error) bool,
 	onRetry func(attempt int, err error, wait time.Duration)) error {
 	attempts := max(p.MaxAttempts, 1)
@@ -143,17 +165,122 @@ func (p RetryPolicy) Do(ctx context.Context, try func() error, final func(error)
 			case <-t.C:
 			}
 		}
-		wait = time.Duration(float64(wait) * max(p.BackoffCoefficient, 1))
-		if p.MaxInterval > 0 {
-			wait = min(wait, p.MaxInterval)
-		}
+		wait = p.next(wait)
 	}
+}
+
+func (p RetryPolicy) next(wait time.Duration) time.Duration {
+	wait = time.Duration(float64(wait) * max(p.BackoffCoefficient, 1))
+	if p.MaxInterval > 0 {
+		wait = min(wait, p.MaxInterval)
+	}
+	return wait
+}
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	if p.MaxAttempts < 1 {
+		p.MaxAttempts = 1
+	}
+	if p.FirstInterval <= 0 {
+		p.FirstInterval = time.Second
+	}
+	if p.BackoffCoefficient < 1 {
+		p.BackoffCoefficient = 2
+	}
+	if p.MaxInterval <= 0 {
+		p.MaxInterval = time.Minute
+	}
+	return p
 }
 
 // ActivityOption configures CallActivity.
 type ActivityOption func(*Task)
 
-// WithRetry retries the activity per p.
+// WithRetry retries the activity per p, durably.
 func WithRetry(p RetryPolicy) ActivityOption {
 	return func(t *Task) { t.retry = &p }
+}
+
+// retried runs the attempts of a retried activity: outer completes with the
+// first attempt that succeeds, or the last failure. Every attempt and wait
+// is a task of the history, issued from the completion of the one before,
+// so replay rebuilds the same sequence.
+func (e *executor) retried(outer *Task, p RetryPolicy) {
+	p = p.withDefaults()
+	began := e.now
+	wait := p.FirstInterval
+	var attempt func(n int)
+	attempt = func(n int) {
+		t := e.newTask(kindActivity, outer.name)
+		t.input, t.attempt = outer.input, n
+		t.onDone = append(t.onDone, func() {
+			var fe *TaskFailedError
+			if t.err == nil || !errors.As(t.err, &fe) {
+				outer.complete(t.result, t.err)
+				e.wake()
+				return
+			}
+			retry := n < p.MaxAttempts && !fe.NonRetriable && (p.Handle == nil || p.Handle(fe)) &&
+				(p.RetryTimeout <= 0 || e.now.Add(wait).Sub(began) <= p.RetryTimeout)
+			if !retry {
+				outer.complete(nil, &TaskFailedError{Name: fe.Name, Message: fe.Message, NonRetriable: fe.NonRetriable, Attempts: n})
+				e.wake()
+				return
+			}
+			timer := e.newTask(kindTimer, "")
+			timer.fireAt = e.now.Add(wait)
+			wait = p.next(wait)
+			timer.onDone = append(timer.onDone, func() { attempt(n + 1) })
+		})
+	}
+	attempt(1)
+}
+
+// jsonKind names the kind of a JSON value for a message.
+func jsonKind(b json.RawMessage) string {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return "a JSON object"
+		case '[':
+			return "a JSON array"
+		case '"':
+			return "a JSON string"
+		case 't', 'f':
+			return "a JSON boolean"
+		case 'n':
+			return "JSON null"
+		}
+		return "a JSON number"
+	}
+	return "empty"
+}
+
+// goKind names the JSON shape a Go value v decodes from, without Go's type
+// syntax.
+func goKind(v any) string {
+	t := reflect.TypeOf(v)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil {
+		return "value"
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "JSON object"
+	case reflect.Slice, reflect.Array:
+		return "JSON array"
+	case reflect.String:
+		return "JSON string"
+	case reflect.Bool:
+		return "JSON boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return "JSON number"
+	}
+	return "value"
 }

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,54 +14,146 @@ import (
 	"github.com/soloist-dev/soloist/orchestrator"
 )
 
-// reconcileLoop looks at every instance on each watch event and every
-// ResyncInterval, and campaigns for those this node should take.
-func (n *Node) reconcileLoop() {
+// candidates is the node's queue of instances it may campaign for, by the
+// time it may: a heap kept up to date by the watch, so the work per event
+// is proportional to what changed. An entry is checked again when it is
+// due; one that stopped being a candidate meanwhile is dropped.
+type candidates struct {
+	items  []candidate
+	queued map[string]bool
+}
+
+type candidate struct {
+	id  string
+	due time.Time
+}
+
+func (q *candidates) Len() int           { return len(q.items) }
+func (q *candidates) Less(i, j int) bool { return q.items[i].due.Before(q.items[j].due) }
+func (q *candidates) Swap(i, j int)      { q.items[i], q.items[j] = q.items[j], q.items[i] }
+func (q *candidates) Push(x any)         { q.items = append(q.items, x.(candidate)) }
+func (q *candidates) Pop() any {
+	it := q.items[len(q.items)-1]
+	q.items = q.items[:len(q.items)-1]
+	return it
+}
+
+// canRunLocked reports whether this node would run the instance now: it is
+// active and runnable, nobody holds it, this node has its function, and it
+// does not run or campaign for it already.
+func (n *Node) canRunLocked(id string) (*instanceView, bool) {
+	v := n.instances[id]
+	if v == nil || !v.status.Runnable() || n.runs[id] != nil || n.campaigning[id] != nil {
+		return nil, false
+	}
+	if _, held := n.owners[id]; held {
+		return nil, false
+	}
+	if _, ok := n.cfg.Registry.Orchestrator(v.name); !ok {
+		return nil, false
+	}
+	return v, true
+}
+
+// consider queues id if this node may campaign for it: at once if it is
+// the instance's preferred node, after a delay per rank otherwise, and not
+// before a backoff after failed runs. Called with n.mu held.
+func (n *Node) consider(id string) {
+	if n.draining || n.queue.queued[id] {
+		return
+	}
+	if _, ok := n.canRunLocked(id); !ok {
+		return
+	}
+	due := time.Now().Add(n.rankLocked(id) * n.cfg.PreferenceDelay)
+	if r := n.retries[id]; r != nil && r.until.After(due) {
+		due = r.until
+	}
+	if n.queue.queued == nil {
+		n.queue.queued = map[string]bool{}
+	}
+	n.queue.queued[id] = true
+	heap.Push(&n.queue, candidate{id: id, due: due})
+	if n.queue.items[0].id == id {
+		n.poke()
+	}
+}
+
+// requeueLocked considers every instance again (the ranks changed, or the
+// session came back). Called with n.mu held.
+func (n *Node) requeueLocked() {
+	n.queue = candidates{queued: map[string]bool{}}
+	for id := range n.instances {
+		n.consider(id)
+	}
+	n.poke()
+}
+
+func (n *Node) requeueAll() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.requeueLocked()
+}
+
+// poke wakes the campaign loop.
+func (n *Node) poke() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// campaignLoop starts the campaigns that are due, within the node's limits
+// (Campaigns in flight, MaxConcurrent held), and sleeps until the next is.
+func (n *Node) campaignLoop() {
 	defer n.wg.Done()
-	t := time.NewTicker(n.cfg.ResyncInterval)
-	defer t.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
+		wait := n.startDue()
+		timer.Reset(wait)
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-n.kick:
-		case <-t.C:
+		case <-timer.C:
 		}
-		n.reconcile()
 	}
 }
 
-// reconcile starts a campaign for every runnable, unheld instance whose
-// function this node has, within MaxConcurrent.
-func (n *Node) reconcile() {
+// startDue starts every due campaign it may and returns how long to wait
+// for the next.
+func (n *Node) startDue() time.Duration {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for id := range n.ownerGone {
-		if _, active := n.instances[id]; !active {
-			delete(n.ownerGone, id)
-		}
-	}
 	s := n.session
 	if n.draining || s == nil || s.Err() != nil {
-		return
+		return time.Hour // setSession and requeue wake the loop again
 	}
-	for id, v := range n.instances {
+	now := time.Now()
+	for n.queue.Len() > 0 {
+		if len(n.campaigning) >= n.cfg.Campaigns {
+			return time.Hour // a campaign's end wakes the loop
+		}
 		if n.cfg.MaxConcurrent > 0 && len(n.runs)+len(n.campaigning) >= n.cfg.MaxConcurrent {
-			return
+			return time.Hour
 		}
-		if !v.status.Runnable() || n.campaigning[id] || n.runs[id] != nil {
+		top := n.queue.items[0]
+		if top.due.After(now) {
+			return top.due.Sub(now)
+		}
+		heap.Pop(&n.queue)
+		delete(n.queue.queued, top.id)
+		v, ok := n.canRunLocked(top.id)
+		if !ok {
 			continue
 		}
-		if _, held := n.owners[id]; held {
-			continue
-		}
-		if _, ok := n.cfg.Registry.Orchestrator(v.name); !ok {
-			continue
-		}
-		n.campaigning[id] = true
+		c := &campaign{id: top.id, view: *v, gone: n.ownerGone[top.id]}
+		n.campaigning[top.id] = c
 		n.wg.Add(1)
-		go n.campaign(s, id, v, n.rankLocked(id)*n.cfg.PreferenceDelay)
+		go n.campaign(s, c)
 	}
+	return time.Hour
 }
 
 // rankLocked is this node's place in the instance's rendezvous-hash order
@@ -94,66 +187,57 @@ func score(node, id string) uint64 {
 	return x
 }
 
-// campaign waits its rank's delay, then tries once to take the owners key.
-func (n *Node) campaign(s *lease.Session, id string, v instanceView, delay time.Duration) {
+// campaign is an attempt in flight to take one instance.
+type campaign struct {
+	id    string
+	view  instanceView
+	gone  ownerGone
+	inbox []orchestrator.InboxEntry // entries the watch saw meanwhile, for the run
+}
+
+// campaign tries once to take the owners key, reading in the same
+// transaction all the run needs, and starts the run.
+func (n *Node) campaign(s *lease.Session, c *campaign) {
 	defer n.wg.Done()
-	defer func() {
+	done := func() {
 		n.mu.Lock()
-		delete(n.campaigning, id)
+		delete(n.campaigning, c.id)
 		n.mu.Unlock()
-	}()
-	if delay > 0 {
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-s.Done():
-			return
-		case <-time.After(delay):
-		}
-	}
-	n.mu.Lock()
-	cur, active := n.instances[id]
-	_, held := n.owners[id]
-	gone := n.ownerGone[id]
-	ok := !n.draining && active && !held && cur.executionID == v.executionID && cur.status.Runnable()
-	n.mu.Unlock()
-	if !ok {
-		return
+		n.poke()
 	}
 	value, _ := json.Marshal(orchestrator.Owner{
-		Node: n.cfg.NodeID, LeaseID: leaseHex(s.LeaseID()), ExecutionID: v.executionID,
+		Node: n.cfg.NodeID, LeaseID: leaseHex(s.LeaseID()), ExecutionID: c.view.executionID,
 		AcquiredTime: time.Now().UTC(),
 	})
-	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-	h, err := s.Acquire(ctx, lease.Claim{
-		Key: n.keys.Owner(id), Value: string(value), HandoffKey: n.keys.Handoff(id),
+	claim := lease.Claim{
+		Key: n.keys.Owner(c.id), Value: string(value),
 		// Only if the record is still the one we decided on.
-		Conditions: []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(n.keys.Instance(id)), "=", cur.modRev)},
-	})
+		Conditions: []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(n.keys.Instance(c.id)), "=", c.view.modRev)},
+		Reads:      n.client.OpenOps(c.id, c.view.executionID),
+	}
+	if c.gone.node != "" && c.gone.node != n.cfg.NodeID {
+		claim.HandoffFrom = n.keys.Handoff(c.gone.node)
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+	h, err := s.Acquire(ctx, claim)
 	cancel()
 	switch {
 	case errors.Is(err, lease.ErrHeld), errors.Is(err, lease.ErrConditionFailed):
 		n.m.campaigns.WithLabelValues("lost").Inc()
+		done()
 		return
 	case err != nil:
 		n.m.campaigns.WithLabelValues("error").Inc()
 		if n.ctx.Err() == nil {
-			n.log.Warn("campaign failed", "instance_id", id, "error", err)
+			n.log.Warn("campaign failed", "instance_id", c.id, "error", err)
+			n.health.observe(err)
 		}
+		n.mu.Lock()
+		n.backoffLocked(c.id)
+		n.mu.Unlock()
+		done()
 		return
 	}
 	n.m.campaigns.WithLabelValues("won").Inc()
-	rctx, rcancel := context.WithCancelCause(n.ctx)
-	r := &run{id: id, name: v.name, executionID: v.executionID, holding: h, cancel: rcancel, done: make(chan struct{})}
-	n.mu.Lock()
-	if n.draining {
-		n.mu.Unlock()
-		rcancel(errDrain)
-		n.release(h, n.marker(h, "drain"))
-		return
-	}
-	n.runs[id] = r
-	n.runsWG.Add(1)
-	n.mu.Unlock()
-	go n.runHeld(rctx, r, gone)
+	n.startRun(h, c)
 }

@@ -18,11 +18,15 @@ type metrics struct {
 	takeover          prometheus.Histogram
 	sessionUp         prometheus.Gauge
 	scheduleTicks     *prometheus.CounterVec
+	runRetries        prometheus.Counter
+	orphans           prometheus.Counter
+	alarm             *prometheus.GaugeVec
+	retentionPurged   prometheus.Counter
 }
 
-// newMetrics registers a node's collectors; schedules are the names whose
-// tick counters start at zero.
-func newMetrics(reg prometheus.Registerer, schedules []string) (*metrics, error) {
+// newMetrics registers a node's collectors; schedules and functions are
+// the names whose series start at zero.
+func newMetrics(reg prometheus.Registerer, schedules, functions []string) (*metrics, error) {
 	buckets := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2, 3, 5, 8, 13, 21, 34, 60}
 	m := &metrics{
 		instancesHeld: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -64,10 +68,25 @@ func newMetrics(reg prometheus.Registerer, schedules []string) (*metrics, error)
 			Name: "soloist_schedule_ticks_total",
 			Help: "Schedule ticks this node claimed, by result: started, skipped (the previous run was still active), error (a claim attempt failed).",
 		}, []string{"schedule", "result"}),
+		runRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "soloist_run_retries_total",
+			Help: "Runs that failed for a reason of their own and were tried again after a backoff, the instance kept.",
+		}),
+		orphans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "soloist_orphan_owner_keys_total",
+			Help: "Owners keys found on this node's lease that no holding tracked (an acquire applied after it gave up), deleted.",
+		}),
+		alarm: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "soloist_etcd_alarm", Help: "1 while etcd has the alarm raised (NOSPACE: it refuses every write).",
+		}, []string{"alarm"}),
+		retentionPurged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "soloist_retention_purged_total", Help: "Finished instances this node purged because they were older than the retention.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.instancesHeld, m.campaigns, m.failovers, m.handoffs, m.leasesLost, m.renewFailures,
 		m.fencingRejections, m.completed, m.startToRunning, m.takeover, m.sessionUp, m.scheduleTicks,
+		m.runRetries, m.orphans, m.alarm, m.retentionPurged,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -75,6 +94,10 @@ func newMetrics(reg prometheus.Registerer, schedules []string) (*metrics, error)
 	}
 	for _, r := range []string{"won", "lost", "error"} {
 		m.campaigns.WithLabelValues(r)
+	}
+	m.alarm.WithLabelValues("NOSPACE")
+	for _, f := range functions {
+		m.instancesHeld.WithLabelValues(f)
 	}
 	for _, s := range schedules {
 		for _, r := range []string{"started", "skipped", "error"} {

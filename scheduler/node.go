@@ -10,12 +10,43 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/soloist-dev/soloist/lease"
 	"github.com/soloist-dev/soloist/orchestrator"
 )
+
+// Role says what a node does.
+type Role string
+
+// Roles, as Temporal splits frontends from workers.
+const (
+	// RoleAll serves starts and runs instances.
+	RoleAll Role = "all"
+	// RoleAPI serves the API only: it keeps a session (so it is ready and
+	// visible in the node keys) but watches nothing and campaigns for
+	// nothing, and claims no schedule ticks.
+	RoleAPI Role = "api"
+	// RoleRunner campaigns for and runs instances; its HTTP side serves
+	// health and metrics only (that is the caller's to wire).
+	RoleRunner Role = "runner"
+)
+
+// ParseRole accepts "all", "api" or "runner"; empty means RoleAll.
+func ParseRole(s string) (Role, error) {
+	switch r := Role(s); r {
+	case "":
+		return RoleAll, nil
+	case RoleAll, RoleAPI, RoleRunner:
+		return r, nil
+	}
+	return "", fmt.Errorf("scheduler: role %q: use all (serve starts and run instances), api (serve the API only) or runner (run instances only)", s)
+}
+
+// Runs reports whether nodes of this role campaign for and run instances.
+func (r Role) Runs() bool { return r != RoleAPI }
 
 // Config configures a Node.
 type Config struct {
@@ -29,11 +60,15 @@ type Config struct {
 	Address string
 	// Version is stored in the node key.
 	Version string
+	// Role is what the node does. Defaults to RoleAll.
+	Role Role
 	// LeaseTTL is the session lease TTL: whole seconds, at least 2s.
 	// Defaults to 10s.
 	LeaseTTL time.Duration
 	// MaxConcurrent caps the instances this node holds at once; 0 means no limit.
 	MaxConcurrent int
+	// Campaigns caps the campaigns in flight at once. Defaults to 64.
+	Campaigns int
 	// Registry holds the orchestrations this node can run. Required.
 	Registry *orchestrator.Registry
 	// Client is the orchestrator client. Defaults to one on Etcd with Prefix.
@@ -45,12 +80,16 @@ type Config struct {
 	// PreferenceDelay is how long a node waits per rank below an instance's
 	// preferred node before it campaigns. Defaults to 200ms.
 	PreferenceDelay time.Duration
-	// ResyncInterval is how often the node re-checks every instance it could
-	// run, besides reacting to watch events. Defaults to 1s.
-	ResyncInterval time.Duration
 	// Schedules start functions at cron ticks (see Schedule). Give every
 	// node the same schedules; each tick is claimed once across them.
 	Schedules []Schedule
+	// Retention, if above zero, purges terminal instances that finished
+	// longer ago than it, with their history and inbox; one node at a time
+	// does it, in a sweep every min(Retention/2, 1 minute). 0 keeps them.
+	Retention time.Duration
+	// AlarmInterval is how often the node asks etcd for its alarms (a
+	// NOSPACE alarm makes it unready). Defaults to 5s.
+	AlarmInterval time.Duration
 }
 
 // ErrDraining means the node is shutting down and takes no new work.
@@ -79,19 +118,23 @@ type Node struct {
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup // loops and campaigns
 	runsWG sync.WaitGroup // runs: Drain waits for them only within its budget
-	kick   chan struct{}
+	kick   chan struct{}  // wakes the campaign loop
+	health health
 
 	mu          sync.Mutex
 	started     bool
 	draining    bool
 	drained     chan struct{}
 	session     *lease.Session
-	instances   map[string]instanceView // active instances only
+	instances   map[string]*instanceView // active instances only
 	owners      map[string]ownerView
 	ownerGone   map[string]ownerGone // owners keys seen deleted, while the instance is active
 	nodes       map[string]bool
-	campaigning map[string]bool
+	campaigning map[string]*campaign
 	runs        map[string]*run
+	queue       candidates
+	retries     map[string]*retryState // instances whose runs failed: when to try again
+	handedOff   []*lease.Holding       // released by a drain all at once
 
 	scheds []*scheduled // owned by scheduleLoop once started
 }
@@ -113,23 +156,13 @@ type ownerView struct {
 type ownerGone struct {
 	at          time.Time
 	executionID string
+	node        string
 }
 
-type run struct {
-	id, name, executionID string
-	holding               *lease.Holding
-	cancel                context.CancelCauseFunc
-	done                  chan struct{}
-}
-
-// handoffMarker is the value a draining node leaves at {prefix}v1/handoffs/{id}.
-type handoffMarker struct {
-	// Reason is "drain" for a node's graceful exit, "suspend" for an
-	// instance suspended while held.
-	Reason       string    `json:"reason"`
-	Node         string    `json:"node"`
-	FencingToken int64     `json:"fencingToken"`
-	ReleasedTime time.Time `json:"releasedTime"`
+// retryState backs off the runs of one instance that keep failing.
+type retryState struct {
+	b     *backoff.ExponentialBackOff
+	until time.Time
 }
 
 // New validates cfg and returns a Node that is not started.
@@ -143,6 +176,11 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Registry == nil {
 		return nil, errors.New("scheduler: Config.Registry is required")
 	}
+	role, err := ParseRole(string(cfg.Role))
+	if err != nil {
+		return nil, err
+	}
+	cfg.Role = role
 	if cfg.LeaseTTL == 0 {
 		cfg.LeaseTTL = 10 * time.Second
 	}
@@ -151,6 +189,12 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.MaxConcurrent < 0 {
 		return nil, fmt.Errorf("scheduler: MaxConcurrent %d must be 0 (no limit) or more", cfg.MaxConcurrent)
+	}
+	if cfg.Retention < 0 {
+		return nil, fmt.Errorf("scheduler: Retention %s must be 0 (keep forever) or more", cfg.Retention)
+	}
+	if cfg.Campaigns <= 0 {
+		cfg.Campaigns = 64
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -161,8 +205,8 @@ func New(cfg Config) (*Node, error) {
 	if cfg.PreferenceDelay <= 0 {
 		cfg.PreferenceDelay = 200 * time.Millisecond
 	}
-	if cfg.ResyncInterval <= 0 {
-		cfg.ResyncInterval = time.Second
+	if cfg.AlarmInterval <= 0 {
+		cfg.AlarmInterval = 5 * time.Second
 	}
 	if cfg.Client == nil {
 		cfg.Client = orchestrator.NewClient(cfg.Etcd, orchestrator.ClientConfig{Prefix: cfg.Prefix, Logger: cfg.Logger})
@@ -175,7 +219,7 @@ func New(cfg Config) (*Node, error) {
 	for i, s := range scheds {
 		names[i] = s.Name
 	}
-	m, err := newMetrics(cfg.Registerer, names)
+	m, err := newMetrics(cfg.Registerer, names, cfg.Registry.Names())
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: register metrics: %w", err)
 	}
@@ -184,9 +228,10 @@ func New(cfg Config) (*Node, error) {
 		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), m: m, client: cfg.Client,
 		keys: cfg.Client.Keys(), ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1),
 		drained:   make(chan struct{}),
-		instances: map[string]instanceView{}, owners: map[string]ownerView{},
+		instances: map[string]*instanceView{}, owners: map[string]ownerView{},
 		ownerGone: map[string]ownerGone{}, nodes: map[string]bool{},
-		campaigning: map[string]bool{}, runs: map[string]*run{}, scheds: scheds,
+		campaigning: map[string]*campaign{}, runs: map[string]*run{},
+		retries: map[string]*retryState{}, scheds: scheds,
 	}, nil
 }
 
@@ -199,15 +244,22 @@ func (n *Node) Registry() *orchestrator.Registry { return n.cfg.Registry }
 // ID returns the node ID.
 func (n *Node) ID() string { return n.cfg.NodeID }
 
-// Ready returns nil while the node's session is alive and it is not
-// draining; ErrDraining or ErrNoSession otherwise.
+// Role returns what the node does.
+func (n *Node) Role() Role { return n.cfg.Role }
+
+// Ready returns nil while the node's session is alive, etcd has no NOSPACE
+// alarm and the node is not draining; otherwise an error that says why.
 func (n *Node) Ready() error {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.draining {
+	draining, s := n.draining, n.session
+	n.mu.Unlock()
+	if draining {
 		return ErrDraining
 	}
-	if n.session == nil || n.session.Err() != nil {
+	if err := n.health.err(); err != nil {
+		return err
+	}
+	if s == nil || s.Err() != nil {
 		return ErrNoSession
 	}
 	return nil
@@ -227,7 +279,8 @@ func (n *Node) Held() []string {
 
 // Start opens the node's etcd session, registers its node key and starts
 // watching and campaigning in the background. It returns once the first
-// session is up, or with the error that prevented it.
+// session is up, or with the error that prevented it (bound ctx to give
+// up).
 func (n *Node) Start(ctx context.Context) error {
 	n.mu.Lock()
 	if n.started {
@@ -241,16 +294,25 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.setSession(s)
-	n.wg.Add(3)
+	n.wg.Add(2)
 	go n.sessionLoop(s)
-	go n.mirror()
-	go n.reconcileLoop()
-	if len(n.scheds) > 0 {
-		n.wg.Add(1)
-		go n.scheduleLoop()
+	go n.alarmLoop()
+	if n.cfg.Role.Runs() {
+		n.wg.Add(2)
+		go n.mirror()
+		go n.campaignLoop()
+		if len(n.scheds) > 0 {
+			n.wg.Add(1)
+			go n.scheduleLoop()
+		}
+		if n.cfg.Retention > 0 {
+			n.wg.Add(1)
+			go n.retentionLoop()
+		}
 	}
-	n.log.Info("node started", "lease_id", leaseHex(s.LeaseID()), "lease_ttl", n.cfg.LeaseTTL.String(),
-		"functions", n.cfg.Registry.Names(), "max_concurrent", n.cfg.MaxConcurrent, "schedules", len(n.scheds))
+	n.log.Info("node started", "role", string(n.cfg.Role), "lease_id", leaseHex(s.LeaseID()), "lease_ttl", n.cfg.LeaseTTL.String(),
+		"functions", n.cfg.Registry.Names(), "max_concurrent", n.cfg.MaxConcurrent, "schedules", len(n.scheds),
+		"retention", n.cfg.Retention.String())
 	return nil
 }
 
@@ -259,14 +321,15 @@ func leaseHex(id clientv3.LeaseID) string { return fmt.Sprintf("%x", int64(id)) 
 // openSession grants a session and registers the node key on it.
 func (n *Node) openSession(ctx context.Context) (*lease.Session, error) {
 	s, err := lease.NewSession(ctx, n.cfg.Etcd, lease.Config{
-		TTL: n.cfg.LeaseTTL, Logger: n.log,
+		Prefix: n.keys.Owners(), TTL: n.cfg.LeaseTTL, Logger: n.log,
 		OnRenewFailure: func(error) { n.m.renewFailures.Inc() },
+		OnOrphan:       func(string) { n.m.orphans.Inc() },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: open etcd session: %w", err)
 	}
 	info, _ := json.Marshal(orchestrator.NodeInfo{
-		Node: n.cfg.NodeID, Address: n.cfg.Address, Version: n.cfg.Version,
+		Node: n.cfg.NodeID, Address: n.cfg.Address, Version: n.cfg.Version, Role: string(n.cfg.Role),
 		StartedTime: time.Now().UTC(), LeaseID: leaseHex(s.LeaseID()),
 	})
 	if _, err := n.cfg.Etcd.Put(ctx, n.keys.Node(n.cfg.NodeID), string(info), clientv3.WithLease(s.LeaseID())); err != nil {
@@ -285,7 +348,7 @@ func (n *Node) setSession(s *lease.Session) {
 	} else {
 		n.m.sessionUp.Set(0)
 	}
-	n.poke()
+	n.requeueAll()
 }
 
 // sessionLoop replaces the session whenever it ends, until the node stops.
@@ -299,7 +362,8 @@ func (n *Node) sessionLoop(s *lease.Session) {
 		}
 		n.m.sessionUp.Set(0)
 		n.log.Warn("etcd session lost; every held instance stops", "error", s.Err())
-		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		b := newBackoff(100*time.Millisecond, 2*time.Second)
+		for {
 			if n.isDraining() {
 				return
 			}
@@ -312,14 +376,23 @@ func (n *Node) sessionLoop(s *lease.Session) {
 				n.log.Info("etcd session renewed", "lease_id", leaseHex(s.LeaseID()))
 				break
 			}
-			n.log.Warn("cannot open etcd session; retrying", "error", err, "backoff", backoff)
+			wait := b.NextBackOff()
+			n.log.Warn("cannot open etcd session; retrying", "error", err, "retry_in", wait.Round(time.Millisecond))
 			select {
 			case <-n.ctx.Done():
 				return
-			case <-time.After(backoff):
+			case <-time.After(wait):
 			}
 		}
 	}
+}
+
+// newBackoff is the one exponential backoff with jitter every retry loop of
+// the node uses.
+func newBackoff(first, max time.Duration) *backoff.ExponentialBackOff {
+	b := &backoff.ExponentialBackOff{InitialInterval: first, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: max}
+	b.Reset()
+	return b
 }
 
 func (n *Node) isDraining() bool {
@@ -328,19 +401,12 @@ func (n *Node) isDraining() bool {
 	return n.draining
 }
 
-// poke asks the reconcile loop to look at every instance now.
-func (n *Node) poke() {
-	select {
-	case n.kick <- struct{}{}:
-	default:
-	}
-}
-
 // Drain shuts the node down gracefully: it stops taking starts and
-// campaigning, stops its runs, releases every owners key with a handoff
-// marker so peers take over at once, and revokes its session lease. It
-// returns when done or when ctx ends (then the lease is revoked anyway, and
-// peers see a failover). Drain is idempotent; later calls wait for the first.
+// campaigning, stops its runs, releases every owners key at once after
+// leaving its handoff marker, so peers take over at once, and revokes its
+// session lease. It returns when done or when ctx ends (then the lease is
+// revoked anyway, and peers see a failover). Drain is idempotent; later
+// calls wait for the first.
 func (n *Node) Drain(ctx context.Context) error {
 	n.mu.Lock()
 	if n.draining {
@@ -360,9 +426,10 @@ func (n *Node) Drain(ctx context.Context) error {
 	s := n.session
 	n.mu.Unlock()
 	defer close(n.drained)
+	began := time.Now()
 	n.log.Info("draining", "held", len(runs))
 	for _, r := range runs {
-		r.cancel(errDrain)
+		r.stop(errDrain)
 	}
 	var err error
 	for _, r := range runs {
@@ -377,6 +444,19 @@ func (n *Node) Drain(ctx context.Context) error {
 	}
 	n.cancel(errStopped)
 	n.wg.Wait()
+	n.mu.Lock()
+	handed := n.handedOff
+	n.handedOff = nil
+	n.mu.Unlock()
+	if s != nil && len(handed) > 0 {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		marker := &lease.Handoff{Node: n.cfg.NodeID, Reason: "drain", ReleasedTime: time.Now().UTC()}
+		if rerr := s.ReleaseAll(rctx, handed, n.keys.Handoff(n.cfg.NodeID), marker, 30*time.Second); rerr != nil {
+			n.log.Warn("releasing for handoff failed; those instances are taken over after the lease TTL", "error", rerr)
+		}
+		cancel()
+		n.log.Info("released for handoff", "instances", len(handed), "took", time.Since(began).Round(time.Millisecond).String())
+	}
 	if err == nil {
 		n.runsWG.Wait() // every run has stopped; ends the last goroutines
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/soloist-dev/soloist/lease/leasetest"
 	"github.com/soloist-dev/soloist/orchestrator"
@@ -73,6 +74,14 @@ type cluster struct {
 	maxConcurrent int
 	// configure, if set, adjusts each node's Config before it is created.
 	configure func(*scheduler.Config)
+	// endpoints, if set, are where nodes added after it reach etcd (a proxy).
+	endpoints []string
+}
+
+func newEtcd(t *testing.T) *leasetest.Etcd { return leasetest.Start(t) }
+
+func newProxy(t *testing.T, e *leasetest.Etcd) *leasetest.Proxy {
+	return leasetest.NewProxy(t, e.Endpoints[0])
 }
 
 func newCluster(t *testing.T, n int, ttl time.Duration, reg *orchestrator.Registry) *cluster {
@@ -87,6 +96,14 @@ func newCluster(t *testing.T, n int, ttl time.Duration, reg *orchestrator.Regist
 func (c *cluster) addNode(id string) *testNode {
 	c.t.Helper()
 	cli := c.e.Client()
+	if c.endpoints != nil {
+		var err error
+		cli, err = clientv3.New(clientv3.Config{Endpoints: c.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		c.t.Cleanup(func() { _ = cli.Close() })
+	}
 	preg := prometheus.NewRegistry()
 	cfg := scheduler.Config{
 		Etcd: cli, Prefix: c.prefix, NodeID: id, LeaseTTL: c.ttl, Registry: c.reg,

@@ -2,116 +2,241 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/soloist-dev/soloist/lease"
 	"github.com/soloist-dev/soloist/orchestrator"
 )
 
-// runHeld runs an instance under its holding until it finishes, the holding
-// is lost, the instance changes, or the node drains.
-func (n *Node) runHeld(ctx context.Context, r *run, gone ownerGone) {
-	defer n.runsWG.Done()
-	h := r.holding
-	held := n.m.instancesHeld.WithLabelValues(r.name)
-	held.Inc()
-	defer func() {
-		held.Dec()
-		n.mu.Lock()
-		delete(n.runs, r.id)
+// run is an instance this node holds: its holding and, while it runs, the
+// driver of its execution. An idle run (the orchestration waits for an
+// event or a timer) has no goroutine of its own.
+type run struct {
+	id, name, executionID string
+	holding               *lease.Holding
+	ctx                   context.Context // cancelled when the run must stop
+	cancel                context.CancelCauseFunc
+	done                  chan struct{}
+	log                   *slog.Logger
+	driver                *orchestrator.Driver // nil between a failed run and its retry
+}
+
+func (r *run) stop(cause error) { r.cancel(cause) }
+
+func (r *run) deliver(in orchestrator.InboxEntry) {
+	if r.driver != nil {
+		r.driver.Deliver(in)
+	}
+}
+
+// startRun opens the execution from what the campaign read and starts its
+// driver. The run is registered, and the inbox entries the watch saw
+// meanwhile handed over, under the node's lock, so none is missed.
+func (n *Node) startRun(h *lease.Holding, c *campaign) {
+	id := c.id
+	rctx, rcancel := context.WithCancelCause(h.Context())
+	r := &run{id: id, name: c.view.name, executionID: c.view.executionID, holding: h,
+		ctx: rctx, cancel: rcancel, done: make(chan struct{})}
+	r.log = n.log.With("instance_id", id, "execution_id", r.executionID, "function", r.name, "fencing_token", h.Token())
+	exec, err := n.client.OpenFrom(rctx, id, r.executionID, n.fence(r), h.Reads(), h.Revision())
+	n.mu.Lock()
+	delete(n.campaigning, id)
+	if n.draining {
 		n.mu.Unlock()
-		r.cancel(errStopped)
-		close(r.done)
+		rcancel(errDrain)
+		n.handOff(h)
 		n.poke()
-	}()
-	// Losing the holding stops the run at once, with the reason as cause.
-	go func() {
-		select {
-		case <-h.Done():
-			r.cancel(h.Err())
-		case <-ctx.Done():
-		}
-	}()
-	log := n.log.With("instance_id", r.id, "execution_id", r.executionID, "function", r.name, "fencing_token", h.Token())
-	fence := orchestrator.Fence{Cmp: h.Cmp(), Token: h.Token(), OnReject: func(err error) {
+		return
+	}
+	if errors.Is(err, orchestrator.ErrExecutionChanged) {
+		n.mu.Unlock()
+		rcancel(err)
+		r.log.Debug("took an instance that changed meanwhile; releasing it", "error", err)
+		n.release(h)
+		n.poke()
+		return
+	}
+	n.runs[id] = r
+	n.runsWG.Add(1)
+	n.m.instancesHeld.WithLabelValues(r.name).Inc()
+	if err != nil {
+		// Not a change: something of the instance cannot be read (a
+		// corrupt key, a store error). Keep it and back off, rather than
+		// release it to be taken and fail again at once.
+		n.mu.Unlock()
+		n.retryLater(r, err)
+		return
+	}
+	n.begin(exec, h, c.gone, r.log)
+	n.drive(r, exec)
+	for _, in := range c.inbox {
+		r.deliver(in)
+	}
+	n.checkRun(id, r)
+	n.mu.Unlock()
+	n.poke()
+}
+
+// fence is what every write of r's execution carries.
+func (n *Node) fence(r *run) orchestrator.Fence {
+	h := r.holding
+	return orchestrator.Fence{Cmp: h.Cmp(), Token: h.Token(), Release: h.ReleaseOp(), OnReject: func(err error) {
 		n.m.fencingRejections.Inc()
-		log.Warn("write fenced: this node no longer holds the instance", "error", err)
+		r.log.Warn("write fenced: this node no longer holds the instance", "error", err)
 		h.Lose(err)
 	}}
-	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	exec, err := n.client.Open(octx, r.id, r.executionID, fence)
-	cancel()
-	if err == nil {
-		n.begin(exec, h, gone, log)
-		err = n.cfg.Registry.Run(ctx, exec) // marks the record Running first
+}
+
+// drive starts the driver of exec for r; its end settles the run.
+func (n *Node) drive(r *run, exec *orchestrator.Execution) {
+	d, err := n.cfg.Registry.Drive(r.ctx, exec, orchestrator.RunOptions{
+		Logger: r.log,
+		OnEnd:  func(o orchestrator.Outcome) { n.settle(r, o) },
+	})
+	if err != nil { // the function went from the registry: cannot happen, Registry only grows
+		r.log.Error("cannot run the instance", "error", err)
+		go n.settle(r, orchestrator.Outcome{Err: err})
+		return
 	}
-	n.after(ctx, r, exec, err, log)
+	r.driver = d
 }
 
 // begin records how the instance came to this node.
 func (n *Node) begin(exec *orchestrator.Execution, h *lease.Holding, gone ownerGone, log *slog.Logger) {
 	st := exec.Status()
 	how := "start"
-	if b := h.HandoffMarker(); b != nil {
-		var m handoffMarker
-		if json.Unmarshal(b, &m) == nil && m.Reason == "drain" {
-			how = "handoff"
-			n.m.handoffs.Inc()
-			n.m.takeover.Observe(max(time.Since(m.ReleasedTime), 0).Seconds())
-		} else {
-			how = "resume"
-		}
-	} else if st.RuntimeStatus == orchestrator.StatusRunning && gone.executionID == st.ExecutionID {
+	switch {
+	case h.Handoff() != nil && h.Handoff().Reason == "drain":
+		how = "handoff"
+		n.m.handoffs.Inc()
+		n.m.takeover.Observe(max(time.Since(h.Handoff().ReleasedTime), 0).Seconds())
+	case gone.executionID == st.ExecutionID && !gone.at.IsZero():
+		// A previous holder of this execution lost it without a release.
 		how = "failover"
 		n.m.failovers.Inc()
 		n.m.takeover.Observe(time.Since(gone.at).Seconds())
+	case st.RuntimeStatus == orchestrator.StatusRunning:
+		how = "resume"
 	}
 	if st.RuntimeStatus == orchestrator.StatusPending {
 		n.m.startToRunning.Observe(max(time.Since(st.CreatedTime), 0).Seconds())
 	}
-	log.Info("running instance", "how", how)
+	log.Debug("running instance", "how", how)
+	if how == "failover" || how == "handoff" {
+		log.Info("took over instance", "how", how, "from", gone.node)
+	}
 }
 
-// after settles a run: count it, and release the owners key unless the
-// final write already deleted it or the holding is gone.
-func (n *Node) after(ctx context.Context, r *run, exec *orchestrator.Execution, err error, log *slog.Logger) {
+// settle ends a run: count it, and release the owners key unless the final
+// write already deleted it or the holding is gone. A run that failed for a
+// reason of its own (not a loss, not a change) keeps the instance and is
+// tried again after a backoff, so a failing instance never loops hot and
+// never bounces between nodes.
+func (n *Node) settle(r *run, o orchestrator.Outcome) {
 	h := r.holding
-	cause := context.Cause(ctx)
-	n.mu.Lock()
-	v, active := n.instances[r.id]
-	n.mu.Unlock()
-	changed := !active || v.executionID != r.executionID || !v.status.Runnable()
+	cause := context.Cause(r.ctx)
+	err := o.Err
 	switch {
-	case err == nil:
-		st := exec.Status().RuntimeStatus
-		if st.Terminal() {
-			n.m.completed.WithLabelValues(r.name, string(st)).Inc()
+	case o.Status != "":
+		if o.Status.Terminal() {
+			n.m.completed.WithLabelValues(r.name, string(o.Status)).Inc()
 		}
-		h.Lose(lease.ErrReleased) // the final write deleted the owners key
-		log.Info("run ended", "runtime_status", st)
+		h.Forget() // the final write deleted the owners key
+		n.mu.Lock()
+		delete(n.retries, r.id)
+		n.mu.Unlock()
+		if o.Status == orchestrator.StatusContinuedAsNew {
+			r.log.Debug("continued as new")
+		} else {
+			r.log.Info("run ended", "runtime_status", string(o.Status))
+		}
 	case errors.Is(err, orchestrator.ErrFenced):
 		n.m.leasesLost.WithLabelValues("fenced").Inc()
-		log.Warn("run stopped: fenced", "error", err)
+		r.log.Warn("run stopped: fenced", "error", err)
 	case errors.Is(cause, errDrain):
-		n.release(h, n.marker(h, "drain"))
-		log.Info("released for handoff")
-	case changed || errors.Is(cause, errChanged) || errors.Is(err, orchestrator.ErrExecutionChanged):
-		var marker []byte
-		if active && v.executionID == r.executionID && v.status == orchestrator.StatusSuspended {
-			marker = n.marker(h, "suspend")
-		}
-		n.release(h, marker)
-		log.Info("run stopped: instance changed", "cause", cause)
+		n.handOff(h)
+	case errors.Is(cause, errChanged) || errors.Is(err, orchestrator.ErrExecutionChanged):
+		r.log.Info("run stopped: the instance was terminated, suspended or restarted")
+		n.release(h)
 	case h.Err() != nil && !errors.Is(h.Err(), lease.ErrReleased):
 		n.m.leasesLost.WithLabelValues(lostReason(h.Err())).Inc()
-		log.Warn("run stopped: lease lost", "reason", h.Err())
+		r.log.Warn("run stopped: lease lost", "reason", h.Err().Error())
+	case errors.Is(cause, errStopped):
+		n.release(h)
 	default:
-		n.release(h, nil)
-		log.Error("run stopped by an error; released for another attempt", "error", err)
+		n.retryLater(r, err)
+		return
 	}
+	n.endRun(r)
+}
+
+func (n *Node) endRun(r *run) {
+	n.mu.Lock()
+	if n.runs[r.id] == r {
+		delete(n.runs, r.id)
+	}
+	n.consider(r.id)
+	n.mu.Unlock()
+	n.m.instancesHeld.WithLabelValues(r.name).Dec()
+	r.cancel(errStopped)
+	close(r.done)
+	n.runsWG.Done()
+	n.poke()
+}
+
+// retryLater keeps the instance and runs it again after a backoff that
+// grows with each failure of this instance.
+func (n *Node) retryLater(r *run, err error) {
+	n.m.runRetries.Inc()
+	n.health.observe(err)
+	n.mu.Lock()
+	wait := n.backoffLocked(r.id)
+	r.driver = nil
+	n.mu.Unlock()
+	r.log.Warn("run failed; holding the instance and trying again", "error", err, "retry_in", wait.Round(time.Millisecond))
+	// Whichever comes first: the retry, or the end of the holding.
+	var once sync.Once
+	t := time.AfterFunc(wait, func() { once.Do(func() { n.rerun(r) }) })
+	context.AfterFunc(r.ctx, func() {
+		once.Do(func() {
+			t.Stop()
+			n.settle(r, orchestrator.Outcome{Err: context.Cause(r.ctx)})
+		})
+	})
+}
+
+// rerun reads the execution again and drives it, for a run that failed.
+func (n *Node) rerun(r *run) {
+	if r.ctx.Err() != nil {
+		n.settle(r, orchestrator.Outcome{Err: context.Cause(r.ctx)})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+	exec, err := n.client.Open(ctx, r.id, r.executionID, n.fence(r))
+	cancel()
+	if err != nil {
+		n.settle(r, orchestrator.Outcome{Err: err})
+		return
+	}
+	n.mu.Lock()
+	n.drive(r, exec)
+	n.mu.Unlock()
+}
+
+// backoffLocked is how long id's next run waits after a failure: it
+// doubles with each failure, with jitter, up to 30s.
+func (n *Node) backoffLocked(id string) time.Duration {
+	rs := n.retries[id]
+	if rs == nil {
+		rs = &retryState{b: newBackoff(200*time.Millisecond, 30*time.Second)}
+		n.retries[id] = rs
+	}
+	wait := rs.b.NextBackOff()
+	rs.until = time.Now().Add(wait)
+	return wait
 }
 
 func lostReason(err error) string {
@@ -132,31 +257,30 @@ func lostReason(err error) string {
 	return "other"
 }
 
-// marker is a handoff marker for Release.
-func (n *Node) marker(h *lease.Holding, reason string) []byte {
-	b, _ := json.Marshal(handoffMarker{Reason: reason, Node: n.cfg.NodeID, FencingToken: h.Token(), ReleasedTime: time.Now().UTC()})
-	return b
+// handOff keeps a holding for the drain's ReleaseAll.
+func (n *Node) handOff(h *lease.Holding) {
+	n.mu.Lock()
+	n.handedOff = append(n.handedOff, h)
+	n.mu.Unlock()
 }
 
 // release deletes the owners key if still held, retrying while the session
 // lives: a key left on a live session would block the instance.
-func (n *Node) release(h *lease.Holding, marker []byte) {
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+func (n *Node) release(h *lease.Holding) {
+	s := h.Session()
+	b := newBackoff(100*time.Millisecond, 2*time.Second)
+	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err := h.Release(ctx, marker)
+		err := h.Release(ctx)
 		cancel()
-		if err == nil {
-			return
-		}
-		s := h.Session()
-		if s.Err() != nil {
-			return // the key goes with the session lease
+		if err == nil || s.Err() != nil {
+			return // done, or the key goes with the session lease
 		}
 		n.log.Warn("release failed; retrying", "key", h.Key(), "error", err)
 		select {
 		case <-s.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(b.NextBackOff()):
 		}
 	}
 }

@@ -92,6 +92,16 @@ func (e *Env) Check(hist *History, opts CheckOptions) *Result {
 	return r
 }
 
+// payloadOf returns the instance ID of a payload key ({prefix}v1/payloads/{id}/{name}).
+func payloadOf(keys orchestrator.Keys, key, name string) (string, bool) {
+	rest, ok := orchestrator.IDFrom(keys.Prefix()+"v1/payloads/", key)
+	if !ok || !strings.HasSuffix(rest, "/"+name) {
+		return "", false
+	}
+	id := strings.TrimSuffix(rest, "/"+name)
+	return id, key == keys.PayloadPrefix(id)+name
+}
+
 // Input is a recorded history: the clients' operations, the sink's
 // effects and etcd's changes.
 type Input struct {
@@ -168,12 +178,34 @@ func Analyze(in Input, opts CheckOptions) (*Result, porcupine.LinearizationInfo)
 		}
 		newExec := map[string]bool{}
 		finished := map[string]bool{}
+		// A record's input and output are keys of their own, written in the
+		// same transaction as the record that needs them.
+		inputs, outputs := map[string]json.RawMessage{}, map[string]json.RawMessage{}
+		for _, kv := range group {
+			if kv.Delete {
+				continue
+			}
+			if id, ok := payloadOf(keys, kv.Key, "input"); ok {
+				inputs[id] = kv.Value
+			}
+			if id, ok := payloadOf(keys, kv.Key, "output"); ok {
+				outputs[id] = kv.Value
+			}
+		}
 		for _, kv := range group {
 			if id, ok := orchestrator.IDFrom(keys.Instances(), kv.Key); ok && !kv.Delete {
 				var st orchestrator.Status
 				if err := json.Unmarshal(kv.Value, &st); err != nil {
 					bad("corrupt-record", id, "revision %d: %v", rev, err)
 					continue
+				}
+				if v, ok := inputs[id]; ok {
+					st.Input = v
+				} else if len(st.Input) == 0 && recs[id] != nil && recs[id].ExecutionID == st.ExecutionID {
+					st.Input = recs[id].Input
+				}
+				if v, ok := outputs[id]; ok {
+					st.Output = v
 				}
 				var in EffectInput
 				_ = json.Unmarshal(st.Input, &in)

@@ -20,7 +20,11 @@ type mState struct {
 	Exec   string // req tag of the current execution
 	Status string // "active", or the terminal status
 	Holder int64  // fencing token of the owners key, 0 if none
-	MaxTok int64  // largest token ever acquired
+	// HolderExec is the execution the owners key holds: a replaced
+	// execution's holder keeps its key until it sees the change and
+	// releases it, and until then nobody can take the new execution.
+	HolderExec string
+	MaxTok     int64 // largest token ever acquired
 }
 
 type mInput struct {
@@ -80,7 +84,7 @@ func canStart(s mState, in mInput) bool {
 }
 
 func started(in mInput, s mState) mState {
-	return mState{Exists: true, Exec: in.Req, Status: active, Holder: 0, MaxTok: s.MaxTok}
+	return mState{Exists: true, Exec: in.Req, Status: active, Holder: s.Holder, HolderExec: s.HolderExec, MaxTok: s.MaxTok}
 }
 
 func mStep(st, inp, outp interface{}) []interface{} {
@@ -163,33 +167,34 @@ func mStep(st, inp, outp interface{}) []interface{} {
 		if !s.Exists || s.Exec != out.ExecReq || s.Status != out.Status {
 			return none
 		}
-		if out.Holder != (s.Holder != 0) || (out.Holder && out.Token != s.Holder) {
+		holds := s.Holder != 0 && s.HolderExec == s.Exec
+		if out.Holder != holds || (out.Holder && out.Token != s.Holder) {
 			return none
 		}
 		return same
 	case "acquire":
 		if s.Exists && s.Exec == in.Req && s.Status == active && s.Holder == 0 && in.Token > s.MaxTok {
 			t := s
-			t.Holder, t.MaxTok = in.Token, in.Token
+			t.Holder, t.HolderExec, t.MaxTok = in.Token, in.Req, in.Token
 			return []interface{}{t}
 		}
 		return none
 	case "write":
-		if s.Exists && s.Exec == in.Req && s.Status == active && s.Holder == in.Token {
+		if s.Exists && s.Exec == in.Req && s.Status == active && s.Holder == in.Token && s.HolderExec == in.Req {
 			return same
 		}
 		return none
 	case "finish":
-		if s.Exists && s.Exec == in.Req && s.Status == active && s.Holder == in.Token {
+		if s.Exists && s.Exec == in.Req && s.Status == active && s.Holder == in.Token && s.HolderExec == in.Req {
 			t := s
-			t.Status, t.Holder = in.Status, 0
+			t.Status, t.Holder, t.HolderExec = in.Status, 0, ""
 			return []interface{}{t}
 		}
 		return none
 	case "unhold":
 		if s.Holder == in.Token {
 			t := s
-			t.Holder = 0
+			t.Holder, t.HolderExec = 0, ""
 			return []interface{}{t}
 		}
 		return none
@@ -238,7 +243,7 @@ var instanceModel = porcupine.NondeterministicModel{
 		if !s.Exists {
 			return "absent"
 		}
-		return fmt.Sprintf("%s %s holder=%d", s.Exec, s.Status, s.Holder)
+		return fmt.Sprintf("%s %s holder=%d (of %s)", s.Exec, s.Status, s.Holder, s.HolderExec)
 	},
 }
 

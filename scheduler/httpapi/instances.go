@@ -86,6 +86,20 @@ func boolParam(r *http.Request, name string, def bool) (bool, error) {
 	return b, nil
 }
 
+// timeParam parses an optional RFC 3339 time query parameter; zero if absent.
+func timeParam(r *http.Request, name string) (time.Time, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, &orchestrator.ValidationError{Field: name, Value: v,
+			Reason: "must be an RFC 3339 time such as 2026-12-01T09:30:00Z"}
+	}
+	return t, nil
+}
+
 // instanceID returns the validated {id} path value; on failure it has
 // written the 400.
 func (h *handler) instanceID(w http.ResponseWriter, r *http.Request) (string, bool) {
@@ -190,6 +204,15 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 	}
 	showInput, err := boolParam(r, "showInput", true)
 	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	opts.ShowInput = showInput
+	if opts.CreatedFrom, err = timeParam(r, "createdTimeFrom"); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if opts.CreatedTo, err = timeParam(r, "createdTimeTo"); err != nil {
 		h.fail(w, r, err)
 		return
 	}

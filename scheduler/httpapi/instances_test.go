@@ -299,10 +299,9 @@ func TestRaiseEvent(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.do("POST", "/api/orchestrators/hello/ev", "").want(t, http.StatusAccepted)
-	ex := e.status("ev").ExecutionID
 	inbox := func() int64 {
 		t.Helper()
-		resp, err := e.etcd.Get(e.ctx(), e.client.Keys().Inbox("ev", ex), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		resp, err := e.etcd.Get(e.ctx(), e.client.Keys().InboxPrefix("ev"), clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -331,7 +330,7 @@ func TestRaiseEvent(t *testing.T) {
 	if n := inbox(); n != 1 {
 		t.Fatalf("%d inbox keys after a raise, want 1", n)
 	}
-	resp, err := e.etcd.Get(e.ctx(), e.client.Keys().Inbox("ev", ex), clientv3.WithPrefix())
+	resp, err := e.etcd.Get(e.ctx(), e.client.Keys().InboxPrefix("ev"), clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
 	}

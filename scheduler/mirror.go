@@ -1,0 +1,208 @@
+package scheduler
+
+import (
+	"encoding/json"
+	"sort"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/soloist-dev/soloist/orchestrator"
+)
+
+// listPage is how many keys one page of the mirror's listing reads.
+const listPage = 2000
+
+// mirror keeps the node's view of the small keys (Keys.WatchRange: inbox
+// entries, instance records, node keys, owners keys) with one listing and
+// ONE watch for the node, whatever it holds. The view sees a transaction's
+// changes together, in revision order: a final write that puts a terminal
+// record and deletes the owners key never shows as "active and unowned".
+// Inbox entries are handed to the run that holds their instance. When the
+// watch breaks (compaction, no leader, a lost connection) it lists again
+// at one revision and watches on from that revision + 1, so no change is
+// missed, and no run ends for it: runs do not depend on the watch.
+func (n *Node) mirror() {
+	defer n.wg.Done()
+	from, end := n.keys.WatchRange()
+	b := newBackoff(100*time.Millisecond, 2*time.Second)
+	for n.ctx.Err() == nil {
+		kvs, rev, err := n.list(from, end)
+		if err != nil {
+			if n.ctx.Err() == nil {
+				wait := b.NextBackOff()
+				n.log.Warn("listing the instances failed; retrying", "error", err, "retry_in", wait.Round(time.Millisecond))
+				select {
+				case <-n.ctx.Done():
+				case <-time.After(wait):
+				}
+			}
+			continue
+		}
+		b.Reset()
+		n.mu.Lock()
+		n.reset(kvs)
+		n.mu.Unlock()
+		n.poke()
+		wch := n.cfg.Etcd.Watch(clientv3.WithRequireLeader(n.ctx), from, clientv3.WithRange(end),
+			clientv3.WithRev(rev+1))
+		for wr := range wch {
+			if err := wr.Err(); err != nil {
+				if n.ctx.Err() == nil {
+					n.log.Warn("watch broke; listing again", "error", err)
+				}
+				break
+			}
+			n.mu.Lock()
+			for _, ev := range wr.Events {
+				n.apply(ev)
+			}
+			n.mu.Unlock()
+		}
+	}
+}
+
+// list reads [from, end) in pages at one revision.
+func (n *Node) list(from, end string) ([]*mvccpb.KeyValue, int64, error) {
+	var out []*mvccpb.KeyValue
+	var rev int64
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPage),
+			clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := n.cfg.Etcd.Get(n.ctx, from, opts...)
+		if err != nil {
+			return nil, 0, err
+		}
+		rev = resp.Header.Revision
+		out = append(out, resp.Kvs...)
+		if !resp.More || len(resp.Kvs) == 0 {
+			return out, rev, nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// reset replaces the view with a listing, then brings every run and
+// campaign up to date with it.
+func (n *Node) reset(kvs []*mvccpb.KeyValue) {
+	oldOwners := n.owners
+	n.instances = map[string]*instanceView{}
+	n.owners = map[string]ownerView{}
+	n.nodes = map[string]bool{}
+	var inbox []orchestrator.InboxEntry
+	for _, kv := range kvs {
+		if id, _, ok := n.keys.InboxID(string(kv.Key)); ok {
+			if n.runs[id] != nil || n.campaigning[id] != nil {
+				inbox = append(inbox, orchestrator.ParseInboxEntry(string(kv.Key), kv.CreateRevision, kv.Value))
+			}
+			continue
+		}
+		n.apply(&clientv3.Event{Type: clientv3.EventTypePut, Kv: kv})
+	}
+	for id, o := range oldOwners {
+		if _, still := n.owners[id]; !still {
+			n.ownerGone[id] = ownerGone{at: time.Now(), executionID: o.executionID, node: o.node}
+		}
+	}
+	for id, r := range n.runs {
+		n.checkRun(id, r)
+	}
+	sort.Slice(inbox, func(i, j int) bool { return inbox[i].CreateRevision < inbox[j].CreateRevision })
+	for _, in := range inbox {
+		n.dispatch(in)
+	}
+	n.requeueLocked()
+}
+
+// apply folds one change into the view; it is called with n.mu held.
+func (n *Node) apply(ev *clientv3.Event) {
+	key := string(ev.Kv.Key)
+	del := ev.Type == clientv3.EventTypeDelete
+	if id, _, ok := n.keys.InboxID(key); ok {
+		if !del && ev.Kv.Version == 1 {
+			n.dispatch(orchestrator.ParseInboxEntry(key, ev.Kv.CreateRevision, ev.Kv.Value))
+		}
+		_ = id
+		return
+	}
+	if id, ok := orchestrator.IDFrom(n.keys.Instances(), key); ok {
+		if del {
+			delete(n.instances, id)
+		} else {
+			n.putInstance(id, ev.Kv)
+		}
+		if r := n.runs[id]; r != nil {
+			n.checkRun(id, r)
+		}
+		n.consider(id)
+		return
+	}
+	if id, ok := orchestrator.IDFrom(n.keys.Owners(), key); ok {
+		if del {
+			o := n.owners[id]
+			delete(n.owners, id)
+			if _, active := n.instances[id]; active {
+				n.ownerGone[id] = ownerGone{at: time.Now(), executionID: o.executionID, node: o.node}
+			}
+			n.consider(id)
+			return
+		}
+		var o orchestrator.Owner
+		_ = json.Unmarshal(ev.Kv.Value, &o) // a foreign value still marks the key as held
+		n.owners[id] = ownerView{node: o.Node, executionID: o.ExecutionID, token: ev.Kv.CreateRevision}
+		delete(n.ownerGone, id)
+		return
+	}
+	if id, ok := orchestrator.IDFrom(n.keys.Nodes(), key); ok {
+		_, had := n.nodes[id]
+		if del {
+			delete(n.nodes, id)
+		} else {
+			n.nodes[id] = true
+		}
+		if had == del {
+			n.requeueLocked() // ranks changed
+		}
+	}
+}
+
+func (n *Node) putInstance(id string, kv *mvccpb.KeyValue) {
+	rec, err := orchestrator.ParseRecord(kv.Value)
+	if err != nil {
+		n.log.Warn("ignoring corrupt instance record", "instance_id", id, "error", err)
+		delete(n.instances, id)
+		return
+	}
+	if !rec.RuntimeStatus.Active() {
+		delete(n.instances, id)
+		delete(n.ownerGone, id)
+		delete(n.retries, id)
+		return
+	}
+	n.instances[id] = &instanceView{name: rec.Name, status: rec.RuntimeStatus, executionID: rec.ExecutionID, modRev: kv.ModRevision}
+}
+
+// dispatch hands an inbox entry to the run of its instance, or keeps it
+// for the run a campaign in flight may start.
+func (n *Node) dispatch(in orchestrator.InboxEntry) {
+	id, _, _ := n.keys.InboxID(in.Key)
+	if r := n.runs[id]; r != nil {
+		r.deliver(in)
+		return
+	}
+	if c := n.campaigning[id]; c != nil {
+		c.inbox = append(c.inbox, in)
+	}
+}
+
+// checkRun stops a run whose instance is no longer its runnable execution.
+func (n *Node) checkRun(id string, r *run) {
+	v, ok := n.instances[id]
+	if !ok || v.executionID != r.executionID || !v.status.Runnable() {
+		r.stop(errChanged)
+	}
+}
