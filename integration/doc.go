@@ -21,7 +21,8 @@
 //     error), a failed dial leaves the client connection open, and it
 //     resumes half-dropped connections on heal;
 //   - a recording sink: an HTTP server soloist-effect posts every side
-//     effect to (begin, each step, end or fail), tagged with
+//     effect to (begin, each step, end or fail; "tick" from a grandchild,
+//     see TestFaultKillGrandchild), tagged with
 //     SOLOIST_INSTANCE_ID, SOLOIST_EXECUTION_ID, SOLOIST_FENCING_TOKEN, the
 //     start request's tag and its pid. The sink behaves like a downstream
 //     system that checks the token: it refuses (409) a token lower than one
@@ -78,9 +79,12 @@
 //     ran to its end twice under one token; a Completed record's output
 //     comes from the program of the holder that completed it. In the
 //     scenarios where every old holder stops by itself (cut from etcd,
-//     SIGTERM drain, SIGKILL - its exec programs die with it by the
-//     parent-death signal - and etcd faults) no effect of an older holder
-//     of an execution may arrive after one of a newer holder. After SIGSTOP
+//     SIGTERM drain, SIGKILL - its exec programs and all they started die
+//     with it, by the exec supervisor - and etcd faults) no effect of an
+//     older holder of an execution may arrive after one of a newer holder;
+//     after a SIGKILL none may arrive more than 300 ms after the kill (100
+//     ms in TestFaultKillGrandchild, whose programs leave a child posting
+//     every 20 ms, in their process group or out of it). After SIGSTOP
 //     that cannot hold (a paused node's program runs on, and the node acts
 //     late, as lease/doc.go says) and such effects are counted ("stale
 //     effects"), refused by the sink.

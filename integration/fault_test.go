@@ -89,6 +89,11 @@ func leasesLost(m map[string]float64) string {
 // startProbe starts a long execution of a fresh instance and waits until
 // a node holds it.
 func (s *scenario) startProbe(steps int, ignoreRefusal bool) (harness.Holding, bool) {
+	return s.startProbeInput(harness.EffectInput{Steps: steps, StepMs: 200, IgnoreRefusal: ignoreRefusal})
+}
+
+// startProbeInput is startProbe with the probe's whole input.
+func (s *scenario) startProbeInput(in harness.EffectInput) (harness.Holding, bool) {
 	giveUp := time.Now().Add(30 * time.Second)
 	for attempt := 0; time.Now().Before(giveUp); attempt++ {
 		nodes := s.upNodes()
@@ -98,7 +103,7 @@ func (s *scenario) startProbe(steps int, ignoreRefusal bool) (harness.Holding, b
 		}
 		n := nodes[s.rng.IntN(len(nodes))]
 		id := fmt.Sprintf("probe-%d-%d", attempt, time.Now().UnixNano()%1e9)
-		op := s.probe.Start(context.Background(), n, id, "", "", harness.EffectInput{Steps: steps, StepMs: 200, IgnoreRefusal: ignoreRefusal})
+		op := s.probe.Start(context.Background(), n, id, "", "", in)
 		if op.Outcome != harness.Started {
 			// A node without an etcd session takes no starts (503): wait.
 			s.env.Logf("probe start on %s: %s %s", n.ID, op.Outcome, op.Err)
@@ -209,8 +214,8 @@ func TestFaultKillHolders(t *testing.T) {
 }
 
 // checkOrphans looks for programs of killed nodes that kept acting after
-// their node died: the exec function's program runs in its own process
-// group, so SIGKILL of the node does not reach it.
+// their node died: SIGKILL of the node reaches none of its descendants by
+// itself; the exec supervisor of each program must kill them.
 func (s *scenario) checkOrphans(*harness.Result) {
 	s.t.Run("exec programs die with their node", func(t *testing.T) {
 		type hk struct {

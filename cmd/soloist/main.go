@@ -15,6 +15,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == execSupervisorCommand {
+		os.Exit(runExecSupervisor(os.Args[2:]))
+	}
 	os.Exit(run(context.Background(), os.Args[1:], newEnv(os.Getenv), os.Stdout, os.Stderr))
 }
 

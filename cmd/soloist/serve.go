@@ -272,6 +272,8 @@ func buildRegistry(o *serveOptions, log *slog.Logger) (*orchestrator.Registry, [
 					Timeout: f.Timeout,
 					Retry:   execfn.Retry{MaxAttempts: f.Retry.MaxAttempts, Backoff: f.Retry.Backoff},
 					Logger:  log.With("function", f.Name),
+					// The program's whole process tree dies with the node.
+					Supervisor: execSupervisor(),
 				})
 			}
 			if err := reg.AddOrchestrator(f.Name, fn); err != nil {

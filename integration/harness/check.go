@@ -27,9 +27,10 @@ func (v Violation) String() string { return fmt.Sprintf("%s [%s]: %s", v.Kind, v
 type CheckOptions struct {
 	// StrictEffects: no effect of an older holder may reach the sink after
 	// an effect of a newer holder of the same instance. It holds when every
-	// old holder stopped by itself (self-fencing, drain); it does not for a
-	// node killed with SIGKILL (its exec children are orphaned and keep
-	// running) or paused with SIGSTOP (a documented non-guarantee).
+	// old holder stopped by itself (self-fencing, drain) or was killed with
+	// SIGKILL (its exec supervisor takes the program's whole tree down with
+	// it); it does not for a node paused with SIGSTOP (a documented
+	// non-guarantee).
 	StrictEffects bool
 	// PorcupineTimeout bounds the linearizability check. Defaults to 30s.
 	PorcupineTimeout time.Duration

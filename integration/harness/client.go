@@ -35,6 +35,10 @@ type EffectInput struct {
 	StepMs        int    `json:"stepMs"`
 	Fail          bool   `json:"fail,omitempty"`
 	IgnoreRefusal bool   `json:"ignoreRefusal,omitempty"`
+	// Grandchild, if set, has the program start a child of its own that
+	// posts "tick" effects until it is killed: "group" leaves it in the
+	// program's process group, "setsid" gives it a session of its own.
+	Grandchild string `json:"grandchild,omitempty"`
 }
 
 // Op is one recorded client operation against a node's HTTP API.

@@ -53,6 +53,17 @@ type Options struct {
 	// MaxOutput caps the captured stdout in bytes. Defaults to
 	// DefaultMaxOutput.
 	MaxOutput int
+	// Supervisor is the command that runs the program under the exec
+	// supervisor, without the program: Run appends "--", the program and
+	// its arguments, and passes the lifeline pipe as file descriptor 3. It
+	// must end up in SupervisorMain; soloist serve sets it to its own
+	// binary with the hidden command: [/path/to/soloist __exec-supervisor].
+	// With the supervisor, the program's whole process tree dies with the
+	// node however the node dies (see "Process lifetime" in the package
+	// documentation). Empty runs the program directly: then a node killed
+	// with SIGKILL takes only the program with it, not its children.
+	// Linux only; ignored on other systems.
+	Supervisor []string
 }
 
 // Retry says how often and how soon a failed attempt is re-run.
@@ -102,6 +113,7 @@ func New(argv []string, opts Options) orchestrator.OrchestratorFunc {
 	}
 	argv = append([]string(nil), argv...)
 	opts.Env = append([]string(nil), opts.Env...)
+	opts.Supervisor = append([]string(nil), opts.Supervisor...)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -162,7 +174,7 @@ func Run(ctx context.Context, argv []string, inv Invocation, opts Options) (json
 		start := time.Now()
 		log.Debug("exec attempt starting", "program", argv[0], "attempt", attempt)
 		var err error
-		if out, err = runOnce(ctx, argv, env, inv.Input, opts.Timeout, opts.MaxOutput); err == nil {
+		if out, err = runOnce(ctx, argv, env, inv.Input, opts); err == nil {
 			log.Debug("exec attempt succeeded", "attempt", attempt, "duration", time.Since(start))
 		}
 		return err
@@ -181,10 +193,11 @@ func (r Retry) policy() orchestrator.RetryPolicy {
 	return orchestrator.RetryPolicy{MaxAttempts: r.MaxAttempts, FirstInterval: r.Backoff, BackoffCoefficient: 1}
 }
 
-// runOnce runs one attempt. Its process group is killed when ctx is done,
-// when timeout expires, when stdout passes maxOutput, and after the program
-// exits.
-func runOnce(ctx context.Context, argv, env []string, input []byte, timeout time.Duration, maxOutput int) (json.RawMessage, error) {
+// runOnce runs one attempt. Its process tree (without a supervisor: its
+// process group) is killed when ctx is done, when the timeout expires, when
+// stdout passes the cap, and after the program exits.
+func runOnce(ctx context.Context, argv, env []string, input []byte, opts Options) (json.RawMessage, error) {
+	timeout, maxOutput := opts.Timeout, opts.MaxOutput
 	if maxOutput <= 0 {
 		maxOutput = DefaultMaxOutput
 	}
@@ -197,10 +210,22 @@ func runOnce(ctx context.Context, argv, env []string, input []byte, timeout time
 		defer stop()
 	}
 
-	cmd := exec.CommandContext(actx, argv[0], argv[1:]...)
+	var cmd *exec.Cmd
+	var run func() (waitErr, startErr error)
+	if len(opts.Supervisor) > 0 && supervisorSupported {
+		// Not found or not executable: the same error as without the
+		// supervisor, before starting it.
+		if _, err := exec.LookPath(argv[0]); err != nil {
+			return nil, fmt.Errorf("start %s: %w", argv[0], err)
+		}
+		cmd, run = supervisedCommand(actx, opts.Supervisor, argv)
+	} else {
+		cmd = exec.CommandContext(actx, argv[0], argv[1:]...)
+		cmd.SysProcAttr = procAttr()
+		cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
+		run = func() (error, error) { return startAndWait(cmd) }
+	}
 	cmd.Env = env
-	cmd.SysProcAttr = procAttr()
-	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
 	cmd.WaitDelay = waitDelay
 	if len(input) > 0 {
 		cmd.Stdin = bytes.NewReader(input)
@@ -212,12 +237,13 @@ func runOnce(ctx context.Context, argv, env []string, input []byte, timeout time
 	stderr := &tailBuffer{max: stderrTail}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 
-	waitErr, err := startAndWait(cmd)
+	waitErr, err := run()
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
-	// Whatever the program left behind in its group dies with it. The group
-	// ID cannot be reused while a member is alive, so this never hits a
+	// Whatever the program left behind in its group dies with it (the
+	// supervisor has already killed everything below it). The group ID
+	// cannot be reused while a member is alive, so this never hits a
 	// stranger while there is something to kill.
 	_ = killGroup(cmd.Process.Pid)
 

@@ -12,6 +12,15 @@
 // sink refuses an effect because it has seen a larger token for the
 // instance (HTTP 409), the program exits 3 unless ignoreRefusal is set,
 // as a well-behaved client of a fencing-aware downstream would.
+//
+// With "grandchild": "group" (or "setsid") in its input, it starts, right
+// after "begin", a copy of itself with --tick: a background child that
+// posts a "tick" effect every 20 ms, with the same instance, execution and
+// token, until it is killed (or refused, unless ignoreRefusal). "group"
+// leaves it in the program's process group; "setsid" puts it in a new
+// session, out of that group. It stands for the background loop of a shell
+// script (while :; do curl ...; sleep 0.1; done &), which must die with the
+// program's node.
 package main
 
 import (
@@ -21,7 +30,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -31,6 +42,7 @@ type input struct {
 	StepMs        int    `json:"stepMs"`
 	Fail          bool   `json:"fail"`
 	IgnoreRefusal bool   `json:"ignoreRefusal"`
+	Grandchild    string `json:"grandchild"`
 }
 
 type effect struct {
@@ -46,13 +58,18 @@ type effect struct {
 
 func main() {
 	sink := flag.String("sink", "", "URL the effects are posted to")
+	tick := flag.Bool("tick", false, "be the grandchild: post a tick effect every 20ms until killed")
+	req := flag.String("req", "", "with --tick: the start tag")
+	ignore := flag.Bool("ignore-refusal", false, "with --tick: go on when the sink refuses the token")
 	flag.Parse()
 	if *sink == "" {
 		fmt.Fprintln(os.Stderr, "soloist-effect: --sink is required")
 		os.Exit(2)
 	}
 	var in input
-	if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil {
+	if *tick {
+		in = input{Req: *req, IgnoreRefusal: *ignore}
+	} else if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil {
 		fmt.Fprintf(os.Stderr, "soloist-effect: input: %v\n", err)
 		os.Exit(2)
 	}
@@ -85,7 +102,16 @@ func main() {
 			os.Exit(3)
 		}
 	}
+	if *tick {
+		for i := 1; ; i++ {
+			post("tick", i)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	post("begin", 0)
+	if in.Grandchild != "" {
+		startGrandchild(*sink, in)
+	}
 	for i := 1; i <= in.Steps; i++ {
 		time.Sleep(time.Duration(in.StepMs) * time.Millisecond)
 		post("step", i)
@@ -98,4 +124,21 @@ func main() {
 	post("end", in.Steps)
 	out, _ := json.Marshal(map[string]any{"req": in.Req, "token": token, "execution": base.Execution})
 	fmt.Println(string(out))
+}
+
+// startGrandchild starts the ticking copy of this program and leaves it
+// running: it is a descendant of the node that the node must kill.
+func startGrandchild(sink string, in input) {
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "soloist-effect: %v\n", err)
+		os.Exit(2)
+	}
+	cmd := exec.Command(self, "--sink", sink, "--tick", "--req", in.Req, "--ignore-refusal="+strconv.FormatBool(in.IgnoreRefusal))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: in.Grandchild == "setsid"}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "soloist-effect: start the grandchild: %v\n", err)
+		os.Exit(2)
+	}
+	_ = cmd.Process.Release()
 }
