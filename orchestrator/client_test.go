@@ -1,6 +1,7 @@
 package orchestrator_test
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/soloist-dev/soloist/lease/leasetest"
 	"github.com/soloist-dev/soloist/orchestrator"
 )
 
@@ -719,5 +721,44 @@ func TestListManyFiltered(t *testing.T) {
 			t.Fatalf("%s listed twice", id)
 		}
 		seen[id] = true
+	}
+}
+
+// A start whose transaction applies after its caller saw a timeout: Start
+// reads until it knows, so it reports the start it made when the write
+// lands within its context, and otherwise says the outcome is unknown -
+// never that the start was not committed, which would invite a retry that
+// (with terminateExisting, or a restart) ends the first execution.
+func TestStartAppliedLate(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	cli := e.Client()
+	late := leasetest.NewLateTxns(cli, 500*time.Millisecond)
+	v := envOn(t, e, cli, e.Client())
+
+	// Lands within the start's context: reported as started.
+	applied := late.Arm(1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	r, err := v.c.Start(ctx, "fn", orchestrator.StartOptions{InstanceID: "late-1"})
+	cancel()
+	<-applied
+	if err != nil || !r.Started {
+		t.Fatalf("Start whose write landed late: %+v, %v; want the start it made", r, err)
+	}
+	if st := v.decode(t, "late-1"); st.ExecutionID != r.Status.ExecutionID {
+		t.Fatalf("record %s, Start reported %s", st.ExecutionID, r.Status.ExecutionID)
+	}
+
+	// Lands after the start's context ended: the outcome is unknown.
+	applied = late.Arm(1, nil)
+	ctx, cancel = context.WithTimeout(context.Background(), 200*time.Millisecond)
+	_, err = v.c.Start(ctx, "fn", orchestrator.StartOptions{InstanceID: "late-2"})
+	cancel()
+	if !errors.Is(err, orchestrator.ErrUnavailable) || !strings.Contains(err.Error(), "unknown") || strings.Contains(err.Error(), "not committed") {
+		t.Fatalf("Start whose write lands after its context: %v; want ErrUnavailable saying the outcome is unknown", err)
+	}
+	<-applied
+	if v.record(t, "late-2") == nil {
+		t.Fatal("the late write did not land (the test did not make the case)")
 	}
 }

@@ -1,30 +1,97 @@
 // Package orchestrator is Soloist's programming model and its store in etcd:
 // the registry of orchestrations, instance records and their runtime
 // statuses, the atomic start with conflict and reuse policies, fenced
-// writes by holders, and a Go client for everything (start, status, list,
-// terminate, suspend, resume, restart, purge).
+// writes by holders, the replay executor, and a Go client for everything
+// (start, status, list, terminate, suspend, resume, restart, purge).
+//
+// # Data model
+//
+// Small keys that change, large keys written once (Keys has the layout):
+//
+//   - {prefix}v1/instances/{id} is the control record (Record): name,
+//     status, execution ID, times, the last writer's fencing token - a few
+//     hundred bytes. It is what every node mirrors and what every write
+//     compares; no payload is in it.
+//   - {prefix}v1/payloads/{id}/input, output and customStatus hold the
+//     current execution's payloads: the start writes the input with the
+//     record, the final write the output, SetCustomStatus the custom status.
+//   - {prefix}v1/history/{id}/{exec}/{seq} holds the events one commit
+//     appended; {prefix}v1/blobs/{id}/{exec}/{name} a payload of an event
+//     too large to carry inline (over 16 KiB).
+//   - {prefix}v1/inbox/{id}/{key} holds events raised for the instance and
+//     not yet consumed, and suspend and resume marks.
+//
+// # How a step fits etcd's limits
+//
+// etcd refuses a request over --max-request-bytes (1.5 MiB by default) and
+// a transaction of more than --max-txn-ops (128) operations; retrying such
+// a request can never succeed. Every transaction built from user data is
+// therefore cut to Limits by construction (Execution.plan):
+//
+//  1. every payload over 16 KiB (an activity's input or result, an event's
+//     data) is written first, once, as a blob, in fenced transactions of at
+//     most the request budget; nothing refers to a blob until step 2 commits,
+//     so a crash in between leaves only unreferenced keys that the
+//     execution's end deletes;
+//  2. the step's events are appended, in order, as history keys of at most
+//     the budget each - one key in the usual case; a crash between two
+//     leaves a prefix of the step, which replay reads as a step that had not
+//     finished (its tasks are issued again, its events delivered again);
+//  3. the inbox keys the events consumed are deleted after the events that
+//     consumed them, in the same transaction while they fit and in
+//     transactions of their own after that; replay skips inbox keys that it
+//     finds in history (HistoryEvent.InboxKey);
+//  4. the record change (Running, a terminal status, ContinuedAsNew) and
+//     the final operations (output, retention index, the owners key's
+//     release) go with the last transaction.
+//
+// --max-payload is checked at startup against the request limit
+// (CheckLimits), so a start (record and input) and a final write (record,
+// output and a small history key) always fit. ContinueAsNew writes the next
+// execution's first history (its ExecutionStarted and the events carried
+// over) the same way before the transaction that switches the record.
 //
 // # Guarantees
 //
 //   - A start is one etcd transaction that creates or replaces the record
-//     only if the policies allow it (a compare on the record's
-//     CreateRevision or ModRevision). Two racing starts of one ID can never
-//     both succeed against an active instance, and Start returns only after
-//     the commit; on an unknown outcome it reads the record back and reports
-//     success only if its own execution is there.
-//   - Every (re)start gets a new executionId, and replacing an execution
-//     deletes its owners key in the same transaction, so nothing of an older
-//     execution can write into a newer one.
-//   - Every write a holder makes (Execution.Update, MarkRunning, Finish) is
-//     one transaction that compares the holder's fence (the CreateRevision of
-//     its owners key) and the record's ModRevision. A failed fence returns
-//     ErrFenced and writes nothing; a record that belongs to another
-//     execution or is no longer runnable returns ErrExecutionChanged.
-//   - Finish writes the terminal status and deletes the owners key in one
-//     transaction: an instance is never terminal and held at once.
+//     only if the policies allow it: If(absent) Then(create) Else(read) for
+//     a new ID, a compare on the record's ModRevision otherwise. Two racing
+//     starts of one ID can never both succeed against an active instance,
+//     and Start returns only after the commit. On an unknown outcome it
+//     reads the record until it knows or its context ends: it reports
+//     success only if its own execution is there, decides again if the
+//     record changed so that its write can no longer apply, and otherwise
+//     says the outcome is unknown - never that the start was not committed.
+//   - Every (re)start gets a new executionId. Replacing an execution leaves
+//     its owners key to its holder (which sees the change and releases
+//     it), so nothing of the older execution can write into the newer one
+//     and the newer one starts only after the older one's effects end.
+//   - Every write a holder makes (a step, MarkRunning, SetCustomStatus, the
+//     final write) is a transaction that compares the holder's fence (the
+//     CreateRevision of its owners key) and the record's ModRevision. A
+//     failed fence returns ErrFenced and writes nothing; a record that
+//     belongs to another execution or is no longer runnable returns
+//     ErrExecutionChanged. A write whose outcome was unknown is recognised
+//     by its record when it is tried again.
+//   - The final write puts the terminal status and deletes the owners key in
+//     one transaction: an instance is never terminal and held at once.
 //   - Client-side changes (terminate, suspend, resume, purge) are
-//     compare-and-swap on the record's ModRevision and never lose a
-//     concurrent change.
+//     compare-and-swap on the record. RaiseEvent does not compare the
+//     record (a busy holder never makes it retry): it writes the event and
+//     reads the record in one transaction.
+//   - Store errors are told apart: ErrNoSpace, ErrStoreLimit and
+//     ErrStoreDenied are permanent (etcd refused before applying);
+//     ErrUnavailable is transient, and for a write the outcome is unknown.
+//     A run retries transient errors of its commits with backoff for as
+//     long as it holds the instance; a step etcd can never accept fails the
+//     instance with a message that names the limit.
+//   - Activity retries (WithRetry) are durable: every attempt is a task in
+//     the history and every wait a durable timer, so the attempts never
+//     exceed MaxAttempts across takeovers.
+//   - A run has no goroutine of its own while the orchestration waits: it
+//     wakes when an activity, a timer or an inbox entry completes something
+//     (a node delivers inbox entries from its one watch, Driver.Deliver),
+//     and everything ready by then shares one commit.
 //
 // # Not guaranteed
 //
@@ -32,7 +99,8 @@
 // a failover the new holder runs the function again (with a larger fencing
 // token, which downstream systems should check). This package does not
 // decide who holds an instance; that is the lease and scheduler packages'
-// job, and it takes their fence as a clientv3.Cmp.
+// job, and it takes their fence as a clientv3.Cmp and their release as a
+// clientv3.Op.
 //
 // Error kinds are sentinels matched with errors.Is (ErrInstanceNotFound,
 // ErrInstanceExists, ErrInvalidInstanceID, ...); *ExistsError carries the

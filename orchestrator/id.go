@@ -11,9 +11,10 @@ import (
 // MaxInstanceIDLength is the longest instance ID, in characters.
 const MaxInstanceIDLength = 256
 
-// ValidateInstanceID checks the rules of SPEC section 3: 1 to 256 characters
-// of UTF-8, no control characters, none of / \ # ?, not starting with @.
-// The error says which rule was broken.
+// ValidateInstanceID checks the rules of the contract (docs, section 3): 1
+// to 256 characters of UTF-8, no control characters, none of / \ # ?, not
+// starting with @, and not "." or ".." (a URL path and the CLI cannot
+// address them). The error says which rule was broken.
 func ValidateInstanceID(id string) error {
 	bad := func(reason string) error {
 		return &ValidationError{Field: "instance ID", Value: id, Reason: reason}
@@ -27,6 +28,8 @@ func ValidateInstanceID(id string) error {
 		return bad("it is longer than 256 characters")
 	case strings.HasPrefix(id, "@"):
 		return bad("it starts with '@', which is reserved; choose an ID that does not")
+	case id == "." || id == "..":
+		return bad("'.' and '..' are path segments, which no URL can address; choose another ID")
 	}
 	for _, r := range id {
 		if unicode.IsControl(r) {

@@ -202,6 +202,7 @@ func (n *Node) campaign(s *lease.Session, c *campaign) {
 	done := func() {
 		n.mu.Lock()
 		delete(n.campaigning, c.id)
+		n.consider(c.id) // after a backoff if the campaign failed
 		n.mu.Unlock()
 		n.poke()
 	}

@@ -1,18 +1,33 @@
-// Package scheduler runs a Soloist node: it keeps an etcd session, watches
-// instance records, campaigns for the runnable instances whose function it
+// Package scheduler runs a Soloist node: it keeps an etcd session, mirrors
+// the small keys, campaigns for the runnable instances whose function it
 // has, runs them under their held leases, and drains on shutdown.
 //
 // # State model
 //
-// A node keeps one view of three key ranges (instances, nodes, owners),
-// built from one list and one watch, relisted whenever the watch breaks. An
-// instance is a candidate when its record is Pending, Running or
-// ContinuedAsNew (not Suspended, not terminal), no owners key exists, and
-// the node has its function. Candidates are spread over live nodes by
-// rendezvous hashing: the preferred node campaigns at once, the node ranked
-// k-th waits k x PreferenceDelay, so instances spread without contests yet
-// any node takes one the others leave. A campaign is one Acquire that also
-// compares the record's ModRevision with the one the decision was made on.
+// A node keeps one view of four key ranges (inbox entries, instance
+// records, node keys, owners keys: orchestrator.Keys.WatchRange), built
+// from one paged listing at one revision and ONE watch from that revision
+// + 1, whatever the node holds; when the watch breaks (compaction, no
+// leader, a lost connection) it lists again. Nothing else watches: the
+// lease session watches the owners keys for its holdings, and that is all.
+//
+// An instance is a candidate when its record is Pending, Running or
+// ContinuedAsNew, no owners key exists, the node has its function, and the
+// node neither runs nor campaigns for it. Candidates sit in a heap ordered
+// by the time the node may campaign, updated by the watch events of the
+// instance alone, so work per event is proportional to what changed.
+// Candidates are spread over live nodes by rendezvous hashing: the
+// preferred node campaigns at once, the node ranked k-th waits k x
+// PreferenceDelay. A campaign is one Acquire that also compares the
+// record's ModRevision with the one the decision was made on and reads
+// what the run needs (record, input, custom status, history, inbox, the
+// previous holder's handoff marker) in the same transaction. At most
+// Campaigns are in flight.
+//
+// A held instance is a run: its holding and the driver of its execution
+// (orchestrator.Driver). An idle run - the orchestration waits for an event
+// or a timer - has no goroutine but the orchestration's own; the node's
+// watch hands it its inbox entries.
 //
 // # Guarantees
 //
@@ -21,14 +36,27 @@
 //     orchestrator), so a holder that lost the key writes nothing more.
 //   - A run's context is cancelled the moment its holding ends (session
 //     loss, safe-until passed, owners key deleted or replaced) and when its
-//     record is terminated, suspended or replaced.
+//     record is terminated, suspended or replaced. A broken or compacted
+//     watch ends no run.
 //   - When a holder dies, its lease expires after about one TTL and another
-//     node takes the instance over and runs it again from its input, with a
-//     larger fencing token (counted in soloist_failovers_total).
-//   - Drain stops campaigning, stops runs, and releases every owners key
-//     with a handoff marker, so peers take over at once rather than after a
-//     TTL (soloist_handoffs_total); then it revokes the session lease.
+//     node takes the instance over and resumes it from its history, with a
+//     larger fencing token (soloist_failovers_total).
+//   - A run that fails for a reason of its own (a store error it cannot
+//     get past, a corrupt key) keeps the instance and is tried again after
+//     an exponential backoff with jitter, capped at 30 s
+//     (soloist_run_retries_total): a failing instance never loops hot and
+//     never bounces between nodes.
+//   - Drain stops campaigning, stops runs, and releases every owners key at
+//     once after leaving the node's handoff marker, so peers take over at
+//     once rather than after a TTL (soloist_handoffs_total); then it revokes
+//     the session lease.
 //   - MaxConcurrent bounds the instances held plus campaigns in flight.
+//   - NOSPACE: while etcd has the alarm raised (AlarmList every
+//     AlarmInterval, and writes refused with it) Ready returns ErrNoSpace
+//     and soloist_etcd_alarm{alarm="NOSPACE"} is 1; once an operator
+//     disarms it the node is ready again by itself.
+//   - Retention: one node per slot (claimed in etcd) purges finished
+//     instances older than Retention, reading only the retention index.
 //   - Schedules: every node computes each schedule's ticks; a tick is
 //     claimed by one etcd transaction that moves the schedule's state key
 //     forward and starts the instance (or records a skip while the previous

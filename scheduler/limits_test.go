@@ -13,6 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/soloist-dev/soloist/lease/leasetest"
 	"github.com/soloist-dev/soloist/orchestrator"
 	"github.com/soloist-dev/soloist/scheduler"
 )
@@ -479,4 +480,110 @@ func TestRetentionPurges(t *testing.T) {
 	if purged != 2 {
 		t.Errorf("soloist_retention_purged_total sums to %v over the nodes, want 2 (each purged once)", purged)
 	}
+}
+
+// ContinueAsNew with 130 events raised and not yet consumed (the old
+// executor carried each in an operation of its own, past etcd's 128 per
+// transaction): the next generation gets all of them.
+func TestContinueAsNewCarriesManyEvents(t *testing.T) {
+	t.Parallel()
+	const n = 130
+	reg := orchestrator.NewRegistry()
+	_ = reg.AddOrchestrator("Gen", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		var gen int
+		_ = ctx.GetInput(&gen)
+		if gen == 0 {
+			if err := ctx.WaitForExternalEvent("go", 0).Await(nil); err != nil {
+				return nil, err
+			}
+			ctx.ContinueAsNew(1)
+			return nil, nil
+		}
+		sum := 0
+		for i := 0; i < n; i++ {
+			var v int
+			if err := ctx.WaitForExternalEvent("item", 0).Await(&v); err != nil {
+				return nil, err
+			}
+			sum += v
+		}
+		return sum, nil
+	})
+	c := &cluster{t: t, prefix: "/" + t.Name() + "/", reg: reg, ttl: 5 * time.Second}
+	c.e = newEtcd(t)
+	cl := c.client()
+	if _, err := cl.Start(context.Background(), "Gen", orchestrator.StartOptions{InstanceID: "gen", Input: json.RawMessage("0")}); err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for i := 1; i <= n; i++ {
+		want += i
+		if err := cl.RaiseEvent(context.Background(), "gen", "item", json.RawMessage(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cl.RaiseEvent(context.Background(), "gen", "go", nil); err != nil {
+		t.Fatal(err)
+	}
+	c.addNode("node-0")
+	st := waitStatus(t, cl, "gen", orchestrator.StatusCompleted, 20*time.Second)
+	if string(st.Output) != fmt.Sprint(want) {
+		t.Fatalf("output %s, want %d", st.Output, want)
+	}
+	if won := c.campaignsWon(); won != 2 {
+		t.Errorf("campaigns won %v, want 2 (one per generation)", won)
+	}
+}
+
+// A campaign whose acquire applies late: within the campaign's 5 s it is
+// found by reading on, and the instance runs on that holding; after it,
+// the campaign has failed and is tried again after a backoff (the late
+// write then fails its compare, or, had it won, the session would delete
+// the untracked key on its lease - lease tests show that). Either way the
+// instance runs, instead of staying Pending for as long as the node lives.
+func TestAcquireAppliedLate(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		delay   time.Duration
+		orphans float64
+	}{{300 * time.Millisecond, 0}, {6 * time.Second, -1}} {
+		t.Run(c.delay.String(), func(t *testing.T) {
+			t.Parallel()
+			testAcquireAppliedLate(t, c.delay, c.orphans)
+		})
+	}
+}
+
+func testAcquireAppliedLate(t *testing.T, delay time.Duration, orphans float64) {
+	reg := orchestrator.NewRegistry()
+	_ = reg.AddOrchestrator("Quick", func(ctx *orchestrator.OrchestrationContext) (any, error) { return "done", nil })
+	c := &cluster{t: t, e: newEtcd(t), prefix: "/" + t.Name() + "/", reg: reg, ttl: 10 * time.Second}
+	var late *leasetest.LateTxns
+	c.prepare = func(cli *clientv3.Client) { late = leasetest.NewLateTxns(cli, delay) }
+	tn := c.addNode("node-0")
+	applied := late.Arm(1, func(ops []clientv3.Op) bool {
+		for _, op := range ops {
+			if op.IsPut() && strings.Contains(string(op.KeyBytes()), "/owners/") {
+				return true
+			}
+		}
+		return false
+	})
+	cl := c.client()
+	if _, err := cl.Start(context.Background(), "Quick", orchestrator.StartOptions{InstanceID: "late"}); err != nil {
+		t.Fatal(err)
+	}
+	<-applied
+	st := waitStatus(t, cl, "late", orchestrator.StatusCompleted, 15*time.Second)
+	if string(st.Output) != `"done"` {
+		t.Fatalf("output %s", st.Output)
+	}
+	if n := tn.counter("soloist_orphan_owner_keys_total"); orphans >= 0 && n != orphans {
+		t.Fatalf("orphan owners keys deleted: %v, want %v", n, orphans)
+	}
+	late.Wait()
+	eventually(t, 5*time.Second, "no owners key left", func() bool {
+		resp, err := c.e.Client().Get(context.Background(), cl.Keys().Owner("late"))
+		return err == nil && len(resp.Kvs) == 0
+	})
 }

@@ -76,6 +76,8 @@ type cluster struct {
 	configure func(*scheduler.Config)
 	// endpoints, if set, are where nodes added after it reach etcd (a proxy).
 	endpoints []string
+	// prepare, if set, sees each node's etcd client before the node does.
+	prepare func(*clientv3.Client)
 }
 
 func newEtcd(t *testing.T) *leasetest.Etcd { return leasetest.Start(t) }
@@ -103,6 +105,9 @@ func (c *cluster) addNode(id string) *testNode {
 			c.t.Fatal(err)
 		}
 		c.t.Cleanup(func() { _ = cli.Close() })
+	}
+	if c.prepare != nil {
+		c.prepare(cli)
 	}
 	preg := prometheus.NewRegistry()
 	cfg := scheduler.Config{

@@ -31,6 +31,8 @@ var statusTable = []struct {
 	{orchestrator.ErrInstanceActive, http.StatusConflict},
 	{orchestrator.ErrInstanceTerminal, http.StatusGone},
 	{orchestrator.ErrPayloadTooLarge, http.StatusRequestEntityTooLarge},
+	{orchestrator.ErrStoreLimit, http.StatusRequestEntityTooLarge},
+	{orchestrator.ErrNoSpace, http.StatusInsufficientStorage},
 	{orchestrator.ErrUnavailable, http.StatusServiceUnavailable},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable},
 }
@@ -39,7 +41,8 @@ var statusTable = []struct {
 // orchestrator.ErrInvalidInput and ErrInvalidInstanceID, 401 for
 // ErrUnauthorized, 404 for ErrUnknownFunction and ErrInstanceNotFound, 409
 // for ErrInstanceExists and ErrInstanceActive, 410 for ErrInstanceTerminal,
-// 413 for ErrPayloadTooLarge, 503 for ErrUnavailable and
+// 413 for ErrPayloadTooLarge and ErrStoreLimit, 507 for ErrNoSpace, 503
+// for ErrUnavailable and
 // context.DeadlineExceeded, 200 for nil and 500 for anything else. Errors
 // are matched with errors.Is, so wrapped and typed errors (ExistsError,
 // ValidationError, TerminalError) map like their sentinels.

@@ -136,6 +136,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET "+BasePath+"/instances", h.list)
 	mux.HandleFunc("GET "+BasePath+"/instances/{id}", h.status)
 	mux.HandleFunc("DELETE "+BasePath+"/instances/{id}", h.purge)
+	mux.HandleFunc("DELETE "+BasePath+"/instances", h.purgeMany)
 	mux.HandleFunc("POST "+BasePath+"/instances/{id}/terminate", h.terminate)
 	mux.HandleFunc("POST "+BasePath+"/instances/{id}/suspend", h.suspend)
 	mux.HandleFunc("POST "+BasePath+"/instances/{id}/resume", h.resume)
@@ -268,6 +269,10 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
 		h.log.Debug("request abandoned by the client", "method", r.Method, "path", r.URL.Path, "error", err)
+	case code == http.StatusInsufficientStorage:
+		h.log.Error("request refused: etcd is out of space", "method", r.Method, "path", r.URL.Path, "error", err)
+		msg = "etcd is out of space (its NOSPACE alarm is raised) and refuses every write; nothing was written. An operator must " +
+			strings.TrimPrefix(orchestrator.NoSpaceHelp, "free space in etcd: ") + "; then retry"
 	case code >= http.StatusInternalServerError && code != http.StatusServiceUnavailable:
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		msg = "internal error; the details are in the server log"

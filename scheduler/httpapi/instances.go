@@ -353,6 +353,59 @@ func validateEventName(name string) error {
 }
 
 // purge serves DELETE {base}/instances/{id}: 200, 404, 409 if active.
+// purgeMany serves DELETE {base}/instances: it purges every terminal
+// instance created in [createdTimeFrom, createdTimeTo] (createdTimeFrom is
+// required, as in Durable Functions) with one of the runtimeStatus values
+// (terminal ones only; default: all three). 200 {"instancesDeleted": N},
+// or 404 if none matched.
+func (h *handler) purgeMany(w http.ResponseWriter, r *http.Request) {
+	var f orchestrator.PurgeFilter
+	var err error
+	if f.CreatedFrom, err = timeParam(r, "createdTimeFrom"); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if f.CreatedFrom.IsZero() {
+		h.fail(w, r, &orchestrator.ValidationError{Field: "createdTimeFrom",
+			Reason: "it is required to purge many instances; give an RFC 3339 time such as 2026-01-01T00:00:00Z (and optionally createdTimeTo and runtimeStatus)"})
+		return
+	}
+	if f.CreatedTo, err = timeParam(r, "createdTimeTo"); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	for _, v := range r.URL.Query()["runtimeStatus"] {
+		for _, s := range strings.Split(v, ",") {
+			if strings.TrimSpace(s) == "" {
+				continue
+			}
+			rs, err := orchestrator.ParseRuntimeStatus(s)
+			if err != nil {
+				h.fail(w, r, err)
+				return
+			}
+			f.Statuses = append(f.Statuses, rs)
+		}
+	}
+	f.InstanceIDPrefix = r.URL.Query().Get("instanceIdPrefix")
+	ctx, cancel := context.WithTimeout(r.Context(), max(h.timeout, time.Minute))
+	defer cancel()
+	n, err := h.client.PurgeMany(ctx, f)
+	if err != nil && n == 0 {
+		h.fail(w, r, err)
+		return
+	}
+	if err != nil {
+		h.log.Warn("purge of many instances stopped early", "purged", n, "error", err)
+	}
+	if n == 0 {
+		writeError(w, http.StatusNotFound, "no terminal instance matches the filter; nothing was purged")
+		return
+	}
+	h.log.Info("instances purged", "purged", n)
+	writeJSON(w, http.StatusOK, map[string]int{"instancesDeleted": n})
+}
+
 func (h *handler) purge(w http.ResponseWriter, r *http.Request) {
 	id, ok := h.instanceID(w, r)
 	if !ok {

@@ -386,3 +386,31 @@ func TestStoreUnavailable(t *testing.T) {
 	}
 	e.wantStartCount("hello", "error", 1)
 }
+
+func TestPurgeMany(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	since := time.Now().UTC().Add(-time.Minute).Format(time.RFC3339)
+	for _, id := range []string{"pm-1", "pm-2", "pm-3", "other"} {
+		e.do("POST", "/api/orchestrators/hello/"+id, "").want(t, http.StatusAccepted)
+	}
+	for _, id := range []string{"pm-1", "pm-2", "other"} {
+		e.do("POST", BasePath+"/instances/"+id+"/terminate", "").want(t, http.StatusAccepted)
+	}
+	// Refusals delete nothing.
+	e.do("DELETE", BasePath+"/instances", "").want(t, http.StatusBadRequest).errorMessage(t)
+	e.do("DELETE", BasePath+"/instances?createdTimeFrom=yesterday", "").want(t, http.StatusBadRequest).errorMessage(t)
+	e.do("DELETE", BasePath+"/instances?createdTimeFrom="+since+"&runtimeStatus=Running", "").want(t, http.StatusBadRequest).errorMessage(t)
+	future := time.Now().UTC().Add(time.Hour).Format(time.RFC3339)
+	e.do("DELETE", BasePath+"/instances?createdTimeFrom="+future, "").want(t, http.StatusNotFound).errorMessage(t)
+
+	var out map[string]int
+	e.do("DELETE", BasePath+"/instances?createdTimeFrom="+since+"&runtimeStatus=Terminated&instanceIdPrefix=pm-", "").
+		want(t, http.StatusOK).decode(t, &out)
+	if out["instancesDeleted"] != 2 {
+		t.Fatalf("instancesDeleted %v, want 2", out)
+	}
+	for id, code := range map[string]int{"pm-1": 404, "pm-2": 404, "pm-3": 202, "other": 200} {
+		e.do("GET", BasePath+"/instances/"+id, "").want(t, code)
+	}
+}

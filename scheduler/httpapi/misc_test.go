@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
 	"github.com/soloist-dev/soloist/orchestrator"
 )
 
@@ -31,6 +33,10 @@ func TestStatusCode(t *testing.T) {
 		{orchestrator.ErrInstanceActive, 409},
 		{&orchestrator.TerminalError{InstanceID: "x", Status: orchestrator.StatusCompleted}, 410},
 		{fmt.Errorf("%w: big", orchestrator.ErrPayloadTooLarge), 413},
+		{orchestrator.ClassifyError(rpctypes.ErrRequestTooLarge), 413},
+		{orchestrator.ClassifyError(rpctypes.ErrTooManyOps), 413},
+		{orchestrator.ClassifyError(rpctypes.ErrNoSpace), 507},
+		{orchestrator.ClassifyError(rpctypes.ErrPermissionDenied), 500},
 		{fmt.Errorf("%w: %w", orchestrator.ErrUnavailable, context.Canceled), 503},
 		{context.DeadlineExceeded, 503},
 		{errors.New("something else"), 500},

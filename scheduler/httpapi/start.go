@@ -51,15 +51,9 @@ func origin(r *http.Request) string {
 	return scheme + "://" + host
 }
 
-// escapeID escapes an instance ID as one path segment. The IDs "." and ".."
-// are valid but would be removed by path cleaning, so their dots are
-// percent-encoded; the mux matches the escaped path and gives them back.
-func escapeID(id string) string {
-	if id == "." || id == ".." {
-		return strings.ReplaceAll(id, ".", "%2E")
-	}
-	return url.PathEscape(id)
-}
+// escapeID escapes an instance ID as one path segment ("." and "..", which
+// path cleaning would remove, are not valid IDs).
+func escapeID(id string) string { return url.PathEscape(id) }
 
 // instanceURL is the absolute URL of an instance's status.
 func instanceURL(r *http.Request, id string) string {
