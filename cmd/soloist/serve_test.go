@@ -1,9 +1,6 @@
 package main
 
 import (
-	"errors"
-	"flag"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,7 +18,7 @@ func mapEnv(kv ...string) env {
 
 func TestServeDefaults(t *testing.T) {
 	t.Parallel()
-	o, err := parseServe(nil, mapEnv(), io.Discard)
+	o, err := parseServe(nil, mapEnv())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +44,7 @@ func TestServeEnvAndFlagPrecedence(t *testing.T) {
 		"SOLOIST_DEMO", "true",
 		"SOLOIST_MAX_PAYLOAD", "1MiB",
 	)
-	o, err := parseServe([]string{"--node-id", "from-flag", "--lease-ttl=3s"}, e, io.Discard)
+	o, err := parseServe([]string{"--node-id", "from-flag", "--lease-ttl=3s"}, e)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +55,7 @@ func TestServeEnvAndFlagPrecedence(t *testing.T) {
 		t.Errorf("environment not applied: %+v", o)
 	}
 
-	_, err = parseServe(nil, mapEnv("SOLOIST_LEASE_TTL", "ten seconds"), io.Discard)
+	_, err = parseServe(nil, mapEnv("SOLOIST_LEASE_TTL", "ten seconds"))
 	if err == nil || !strings.Contains(err.Error(), `invalid SOLOIST_LEASE_TTL="ten seconds"`) {
 		t.Fatalf("bad variable: %v", err)
 	}
@@ -82,7 +79,22 @@ func TestServeValidation(t *testing.T) {
 		{"ttl env", nil, []string{"SOLOIST_LEASE_TTL", "1s"}, "invalid --lease-ttl 1s"},
 		{"max concurrent", []string{"--max-concurrent", "-1"}, nil, "invalid --max-concurrent -1"},
 		{"max payload", []string{"--max-payload", "0"}, nil, "invalid --max-payload"},
-		{"max payload unit", []string{"--max-payload", "lots"}, nil, "exit status 2"},
+		{"max payload unit", []string{"--max-payload", "lots"}, nil, `invalid argument "lots" for "--max-payload"`},
+		{"max payload env", nil, []string{"SOLOIST_MAX_PAYLOAD", "lots"}, `invalid SOLOIST_MAX_PAYLOAD="lots"`},
+		{"request timeout", []string{"--request-timeout", "0s"}, nil, "invalid --request-timeout"},
+		{"dial timeout", []string{"--etcd-dial-timeout", "-1s"}, nil, "invalid --etcd-dial-timeout"},
+		{"max connections", []string{"--max-connections", "-1"}, nil, "invalid --max-connections -1"},
+		{"no connection limit", []string{"--max-connections", "0"}, nil, ""},
+		{"metrics listen", []string{"--metrics-listen", "9090"}, nil, `invalid --metrics-listen "9090"`},
+		{"metrics on listen", []string{"--metrics-listen", "127.0.0.1:8080"}, nil, "give the metrics listener its own port"},
+		{"metrics public", []string{"--metrics-listen", "0.0.0.0:9090"}, nil, ""},
+		{"public url", []string{"--public-url", "https://soloist.example.com/base/"}, nil, ""},
+		{"public url relative", []string{"--public-url", "soloist.example.com"}, nil, `invalid --public-url "soloist.example.com"`},
+		{"public url query", []string{"--public-url", "https://h/?code=x"}, nil, "invalid --public-url"},
+		{"tls with http", []string{"--etcd-endpoints", "http://e:2379", "--etcd-cafile", "ca.pem"}, nil, "--etcd-endpoints http://e:2379 is plain http://"},
+		{"tls with host:port", []string{"--etcd-endpoints", "e:2379", "--etcd-cafile", "ca.pem"}, nil, ""},
+		{"mixed schemes", []string{"--etcd-endpoints", "http://e1:2379,https://e2:2379"}, nil, "mixes http:// (http://e1:2379) and https:// (https://e2:2379)"},
+		{"bad scheme", []string{"--etcd-endpoints", "ftp://e1:2379"}, nil, `invalid --etcd-endpoints "ftp://e1:2379"`},
 		{"shutdown timeout", []string{"--shutdown-timeout", "0s"}, nil, "invalid --shutdown-timeout"},
 		{"log format", []string{"--log-format", "xml"}, nil, `invalid --log-format "xml": use auto, text or json`},
 		{"log level", []string{"--log-level", "loud"}, nil, `invalid --log-level "loud"`},
@@ -106,17 +118,15 @@ func TestServeValidation(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := parseServe(c.args, mapEnv(c.env...), io.Discard)
+			_, err := parseServe(c.args, mapEnv(c.env...))
 			switch {
 			case c.want == "" && err != nil:
 				t.Fatalf("unexpected error: %v", err)
 			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
 				t.Fatalf("error %v, want one containing %q", err, c.want)
 			}
-			var ue *usageError
-			var xe *exitError
-			if err != nil && !errors.As(err, &ue) && !errors.As(err, &xe) {
-				t.Fatalf("error %T is not a usage error (exit code 2)", err)
+			if err != nil && exitCode(err) != exitUsage {
+				t.Fatalf("error %T has exit code %d, want a usage error (2)", err, exitCode(err))
 			}
 		})
 	}
@@ -124,14 +134,36 @@ func TestServeValidation(t *testing.T) {
 
 func TestServeHelp(t *testing.T) {
 	t.Parallel()
-	var out strings.Builder
-	_, err := parseServe([]string{"-h"}, mapEnv(), &out)
-	if !errors.Is(err, flag.ErrHelp) {
-		t.Fatalf("err = %v, want flag.ErrHelp", err)
+	for _, args := range [][]string{{"serve", "-h"}, {"serve", "--help"}, {"help", "serve"}} {
+		out, errOut, code := runCLI(t, "", nil, args...)
+		if code != 0 || errOut != "" {
+			t.Fatalf("%q: exit %d, stderr %q", args, code, errOut)
+		}
+		for _, w := range []string{"--etcd-endpoints", "[$SOLOIST_ETCD_ENDPOINTS]", "--lease-ttl TTL", "(default 10s)", "--max-payload size",
+			"(default 256KiB)", "--request-timeout", "--max-connections", "--metrics-listen", "--public-url", "--etcd-dial-timeout"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("%q: usage lacks %q:\n%s", args, w, out)
+			}
+		}
 	}
-	for _, w := range []string{"--etcd-endpoints", "[$SOLOIST_ETCD_ENDPOINTS]", "--lease-ttl TTL", "(default 10s)", "--max-payload"} {
-		if !strings.Contains(out.String(), w) {
-			t.Errorf("usage lacks %q:\n%s", w, out.String())
+}
+
+// Help goes to stdout, and no flag's default is printed twice.
+func TestHelpDefaults(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range []string{"", "serve", "start", "status", "list", "wait", "terminate", "suspend", "resume", "raise", "restart", "purge", "version", "completion"} {
+		args := []string{"--help"}
+		if cmd != "" {
+			args = []string{cmd, "-h"}
+		}
+		out, errOut, code := runCLI(t, "", nil, args...)
+		if code != 0 || errOut != "" || !strings.Contains(out, "Usage:") {
+			t.Fatalf("%q: exit %d, stderr %q, stdout %q", args, code, errOut, out)
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Count(strings.ToLower(l), "default") > 1 {
+				t.Errorf("%q: a default twice: %q", args, l)
+			}
 		}
 	}
 }
@@ -140,14 +172,15 @@ func TestEtcdConfig(t *testing.T) {
 	t.Parallel()
 	pw := filepath.Join(t.TempDir(), "pw")
 	writeFile(t, pw, "s3cret\n")
-	o, err := parseServe([]string{"--etcd-endpoints", " https://e1:2379, e2:2379 ,", "--etcd-username", "soloist", "--etcd-password-file", pw}, mapEnv(), io.Discard)
+	o, err := parseServe([]string{"--etcd-endpoints", " https://e1:2379, e2:2379 ,", "--etcd-username", "soloist", "--etcd-password-file", pw}, mapEnv())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := o.etcdConfig()
+	target, err := o.etcdConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg := target.cfg
 	if strings.Join(cfg.Endpoints, ",") != "https://e1:2379,e2:2379" || cfg.Username != "soloist" || cfg.Password != "s3cret" || cfg.TLS == nil {
 		t.Fatalf("etcd config: endpoints %q user %q password %q tls %v", cfg.Endpoints, cfg.Username, cfg.Password, cfg.TLS != nil)
 	}
@@ -157,42 +190,17 @@ func TestEtcdConfig(t *testing.T) {
 	}
 }
 
-func TestParseInterleaved(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		args      []string
-		pos       string
-		input     string
-		conflicts string
-	}{
-		{[]string{"HelloCities", "my-id", "--input", "{}"}, "HelloCities my-id", "{}", ""},
-		{[]string{"--input", "[1]", "HelloCities", "my-id"}, "HelloCities my-id", "[1]", ""},
-		{[]string{"HelloCities", "--conflict-policy=useExisting", "my-id", "--input", "-1"}, "HelloCities my-id", "-1", "useExisting"},
-		{[]string{"fn", "--", "--not-a-flag"}, "fn --not-a-flag", "", ""},
-	}
-	for _, c := range cases {
-		fs := flag.NewFlagSet("t", flag.ContinueOnError)
-		input := fs.String("input", "", "")
-		conflict := fs.String("conflict-policy", "", "")
-		pos, err := parseInterleaved(fs, c.args)
-		if err != nil {
-			t.Fatalf("%q: %v", c.args, err)
-		}
-		if strings.Join(pos, " ") != c.pos || *input != c.input || *conflict != c.conflicts {
-			t.Errorf("%q: positional %q input %q conflict %q", c.args, pos, *input, *conflict)
-		}
-	}
-}
-
 func TestByteSize(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]int64{"100": 100, "256KiB": 256 << 10, "1MiB": 1 << 20, "2mb": 2 << 20, "4k": 4096, "10B": 10} {
+	// go-humanize: KiB and MiB are powers of 1024, KB, MB, K and M of 1000.
+	for in, want := range map[string]int64{"100": 100, "256KiB": 256 << 10, "256 KiB": 256 << 10, "1MiB": 1 << 20, "1.5MiB": 3 << 19,
+		"2mb": 2_000_000, "4k": 4000, "10B": 10, " 1GiB ": 1 << 30, "1TiB": 1 << 40} {
 		var b byteSize
 		if err := b.Set(in); err != nil || int64(b) != want {
 			t.Errorf("%q: %d, %v; want %d", in, b, err, want)
 		}
 	}
-	for _, in := range []string{"", "-1", "1.5MiB", "lots", "1TiB"} {
+	for _, in := range []string{"", "-1", "lots", "2TiB", "1 furlong"} {
 		var b byteSize
 		if err := b.Set(in); err == nil {
 			t.Errorf("%q: no error", in)
@@ -200,6 +208,9 @@ func TestByteSize(t *testing.T) {
 	}
 	b := byteSize(256 << 10)
 	if b.String() != "256KiB" {
+		t.Errorf("String() = %q", b.String())
+	}
+	if b := byteSize(1000); b.String() != "1000" {
 		t.Errorf("String() = %q", b.String())
 	}
 }
