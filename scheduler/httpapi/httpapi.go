@@ -182,15 +182,21 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	if !openPath(r.URL.Path) && !h.authorized(r) {
-		// Answer at once and close: the body is not read, and the server
-		// would otherwise wait for it before answering, to keep the
-		// connection.
-		w.Header().Set("Connection", "close")
-		w.Header().Set("WWW-Authenticate", `Bearer realm="soloist"`)
-		writeError(w, http.StatusUnauthorized, "missing or invalid API key: send it as 'Authorization: Bearer <key>', as the 'x-functions-key' header, or as the query parameter code=<key>")
+		h.unauthorized(w)
 		return
 	}
 	h.route(w, r)
+}
+
+// unauthorized answers 401 without reading the body, and closes the
+// connection at once: net/http would otherwise wait for the body, before
+// the answer to keep the connection, or after it (until the read deadline)
+// to drain it.
+func (h *handler) unauthorized(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	w.Header().Set("WWW-Authenticate", `Bearer realm="soloist"`)
+	writeError(w, http.StatusUnauthorized, "missing or invalid API key: send it as 'Authorization: Bearer <key>', as the 'x-functions-key' header, or as the query parameter code=<key>")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now()) // not supported by every ResponseWriter: then the server's own deadline
 }
 
 // route serves r with the mux, answering unknown routes and wrong methods

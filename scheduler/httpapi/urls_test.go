@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -99,6 +100,13 @@ func TestUnauthorizedDoesNotWaitForTheBody(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("the 401 took %s", d)
+	}
+	// And the server does not keep the connection to drain the body.
+	if _, err := io.Copy(io.Discard, conn); err != nil {
+		t.Fatalf("the connection was not closed: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("the connection was closed after %s", d)
 	}
 }
 
