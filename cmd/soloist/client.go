@@ -168,7 +168,7 @@ func (c *apiClient) explain(e *apiError) *apiError {
 func instanceError(err error, verb, id string) error {
 	var ae *apiError
 	if errors.As(err, &ae) && ae.code == http.StatusConflict && verb == "purge" {
-		ae.msg += fmt.Sprintf("; run 'soloist terminate %s' first, or wait for it to finish", shellQuote(id))
+		ae.msg += fmt.Sprintf(" (soloist terminate %s), or wait until it finishes", shellQuote(id))
 	}
 	return err
 }

@@ -310,3 +310,78 @@ func TestVersionAndHelp(t *testing.T) {
 		}
 	}
 }
+
+// wait says once that the server cannot be reached, and once that it
+// answers again, however many polls fail in between.
+func TestClientWaitUnreachableOnce(t *testing.T) {
+	t.Parallel()
+	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		switch {
+		case n < 6: // the connection drops: no answer at all
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		case n < 8:
+			reply(w, 202, `{"instanceId":"i","runtimeStatus":"Running"}`)
+		default:
+			reply(w, 200, `{"instanceId":"i","runtimeStatus":"Completed"}`)
+		}
+	})
+	_, errOut, code := runCLI(t, f.srv.URL, nil, "wait", "i", "--timeout", "60s")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	if n := len(f.requests()); n < 9 {
+		t.Fatalf("%d polls, want at least 9", n)
+	}
+	if c := strings.Count(errOut, "cannot reach the Soloist server"); c != 1 {
+		t.Errorf("stderr says %d times that the server cannot be reached, want once:\n%s", c, errOut)
+	}
+	if c := strings.Count(errOut, "answers again"); c != 1 {
+		t.Errorf("stderr says %d times that the server answers again, want once:\n%s", c, errOut)
+	}
+	if strings.Count(errOut, "\n") != 2 {
+		t.Errorf("stderr has more than the two lines:\n%s", errOut)
+	}
+}
+
+// Server messages written for HTTP clients are rewritten for the CLI.
+func TestClientErrorsForCLIUsers(t *testing.T) {
+	t.Parallel()
+	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		switch {
+		case r.Header.Get("Authorization") == "Bearer wrong":
+			reply(w, 401, `{"error":"missing or invalid API key: send it as 'Authorization: Bearer <key>', as the 'x-functions-key' header, or as the query parameter code=<key>"}`)
+		case r.Method == "DELETE":
+			reply(w, 409, `{"error":"instance is active: 'job 1' is Running; terminate it before purging"}`)
+		case strings.HasPrefix(r.URL.Path, "/bogus"):
+			reply(w, 404, `{"error":"no route for GET /x/bogus; the API serves ..."}`)
+		default:
+			reply(w, 404, `{"error":"no instance with ID 'job 1' exists; check the ID, or list the instances with GET /runtime/webhooks/durabletask/instances"}`)
+		}
+	})
+	for _, c := range []struct {
+		args []string
+		env  []string
+		want string
+	}{
+		{[]string{"status", "job 1"}, nil, "soloist: no instance 'job 1'; check the ID, or run 'soloist list' to see the instances (HTTP 404)\n"},
+		{[]string{"terminate", "job 1"}, nil, "soloist: no instance 'job 1'; check the ID, or run 'soloist list' to see the instances (HTTP 404)\n"},
+		{[]string{"purge", "job 1"}, nil, "soloist: instance is active: 'job 1' is Running; terminate it before purging (soloist terminate 'job 1'), or wait until it finishes (HTTP 409)\n"},
+		{[]string{"status", "x"}, []string{"SOLOIST_API_KEY", "wrong"},
+			"soloist: the server refused the API key given with --api-key or SOLOIST_API_KEY; check it against the server's --api-keys-file (HTTP 401)\n"},
+	} {
+		_, errOut, code := runCLI(t, f.srv.URL, c.env, c.args...)
+		if code != exitFailed || errOut != c.want {
+			t.Errorf("%q: exit %d, stderr\n%q\nwant\n%q", c.args, code, errOut, c.want)
+		}
+		if strings.Contains(errOut, "GET /") || strings.Contains(errOut, "x-functions-key") {
+			t.Errorf("%q: the message points at HTTP: %s", c.args, errOut)
+		}
+	}
+	_, errOut, code := runCLI(t, f.srv.URL+"/bogus", nil, "list")
+	if code != exitFailed || !strings.Contains(errOut, "is --server the base URL of a Soloist node?") {
+		t.Errorf("wrong --server path: exit %d, %q", code, errOut)
+	}
+}

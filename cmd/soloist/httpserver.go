@@ -164,6 +164,12 @@ func guardReserve(h http.Handler, max int) http.Handler {
 				w.Header().Set("Retry-After", "1")
 				writeJSONError(w, http.StatusServiceUnavailable, fmt.Sprintf(
 					"this node has all its %d connections (--max-connections) in use; retry later or send the request to another node", max))
+				// Do not wait for the body: net/http would read it until the
+				// deadline before it closes the connection. It still keeps
+				// the connection 500ms, so that the client reads the
+				// answer: that time is not the slot's.
+				_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+				c.free()
 				return
 			}
 		}
@@ -182,7 +188,8 @@ func writeJSONError(w http.ResponseWriter, code int, msg string) {
 
 // limitListener accepts at most max connections that serve every route and
 // reserve more that serve health checks only (see guardReserve); beyond
-// those, Accept waits for a connection to close.
+// those, Accept waits for a connection to close. Accept takes a slot
+// before it waits for a connection, as x/net/netutil.LimitListener does.
 type limitListener struct {
 	net.Listener
 	max        int
@@ -300,9 +307,12 @@ type limitedConn struct {
 
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.l.release(c.reserve) })
+	c.free()
 	return err
 }
+
+// free gives the connection's slot back, once.
+func (c *limitedConn) free() { c.once.Do(func() { c.l.release(c.reserve) }) }
 
 func (c *limitedConn) clamp(t time.Time) time.Time {
 	if c.reserve && (t.IsZero() || t.After(c.until)) {
