@@ -124,7 +124,7 @@ func connectEtcd(ctx context.Context, t etcdTarget, prefix string, log *slog.Log
 	start := time.Now()
 	var cli *clientv3.Client
 	var last error
-	lastLogged, lastMsg := time.Time{}, ""
+	lastLogged, lastErr := time.Time{}, ""
 	backoff := 100 * time.Millisecond
 	for {
 		err := ctx.Err()
@@ -132,7 +132,7 @@ func connectEtcd(ctx context.Context, t etcdTarget, prefix string, log *slog.Log
 			cli, err = clientv3.New(cfg)
 		}
 		if err == nil {
-			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			actx, cancel := context.WithTimeout(ctx, time.Second)
 			_, err = cli.Get(actx, prefix, clientv3.WithCountOnly())
 			cancel()
 			if err == nil {
@@ -150,14 +150,19 @@ func connectEtcd(ctx context.Context, t etcdTarget, prefix string, log *slog.Log
 			if !errors.Is(context.Cause(ctx), errDialTimeout) {
 				return nil, nil, context.Cause(ctx)
 			}
+			if last == nil {
+				last = err
+			}
 			return nil, nil, &unreachableError{msg: fmt.Sprintf("cannot connect to etcd at %s within --etcd-dial-timeout %s: %s",
 				t.endpoints(), t.timeout, diagnoseEtcd(t.cfg, last))}
 		}
 		last = err
-		if msg := diagnoseEtcd(t.cfg, err); msg != lastMsg || time.Since(lastLogged) >= connectLogEvery {
-			log.Warn("cannot connect to etcd yet; retrying", "endpoints", cfg.Endpoints, "error", msg,
+		// The client says "context deadline exceeded" for most failures:
+		// say why at the first, then every few seconds.
+		if e := err.Error(); e != lastErr || time.Since(lastLogged) >= connectLogEvery {
+			log.Warn("cannot connect to etcd yet; retrying", "endpoints", cfg.Endpoints, "error", diagnoseEtcd(t.cfg, err),
 				"waited", time.Since(start).Round(time.Millisecond).String(), "etcd_dial_timeout", t.timeout.String())
-			lastLogged, lastMsg = time.Now(), msg
+			lastLogged, lastErr = time.Now(), e
 		}
 		select {
 		case <-ctx.Done():
@@ -236,12 +241,17 @@ func probeEndpoint(ep string, tc *tls.Config) string {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
 	if scheme == "http" || scheme == "unix" {
-		// A TLS server answers an HTTP request in plain text with a 400
-		// that says so.
+		// etcd answers GET /health in plain HTTP; a TLS listener does not.
 		_, _ = fmt.Fprintf(conn, "GET /health HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", hostPort)
-		line, _ := bufio.NewReader(conn).ReadString('\n')
-		if strings.HasPrefix(line, "HTTP/1.0 400") {
+		line, rerr := bufio.NewReader(conn).ReadString('\n')
+		if strings.HasPrefix(line, "HTTP/") && !strings.HasPrefix(line, "HTTP/1.0 400") {
+			return ""
+		}
+		if speaksTLS(network, hostPort) {
 			return "etcd expects TLS there; use https:// endpoints with --etcd-cafile (and --etcd-certfile, --etcd-keyfile for client certificates)"
+		}
+		if line == "" {
+			return fmt.Sprintf("the endpoint closed the connection without an answer (%v); is it etcd's client URL?", rerr)
 		}
 		return ""
 	}
@@ -269,6 +279,19 @@ func probeEndpoint(ep string, tc *tls.Config) string {
 		return describeTLSError(err)
 	}
 	return ""
+}
+
+// speaksTLS reports whether a TLS handshake with hostPort succeeds. It
+// only tells a TLS listener from a plain one, so it checks no certificate
+// and sends nothing.
+func speaksTLS(network, hostPort string) bool {
+	conn, err := net.DialTimeout(network, hostPort, 2*time.Second)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	return tls.Client(conn, &tls.Config{InsecureSkipVerify: true}).Handshake() == nil //nolint:gosec // detection only
 }
 
 // describeTLSError names the cause of a TLS failure and the flag to fix.
