@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -225,4 +227,74 @@ func TestIsLoopback(t *testing.T) {
 			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
 		}
 	}
+}
+
+// --metrics-listen serves /metrics without keys while the API keeps them;
+// --public-url and --no-code-in-urls shape the URLs of answers.
+func TestServeMetricsListenerAndPublicURL(t *testing.T) {
+	t.Parallel()
+	keys := filepath.Join(t.TempDir(), "keys")
+	writeFile(t, keys, "k1\n")
+	metricsAddr := freeAddr(t)
+	srv := startServe(t, "--demo", "--api-keys-file", keys, "--metrics-listen", metricsAddr,
+		"--public-url", "https://soloist.example.com/", "--no-code-in-urls")
+	srv.waitReady()
+
+	get := func(url string, header ...string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", url, nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("http://" + metricsAddr + "/metrics"); code != 200 || !strings.Contains(body, "soloist_build_info{") || !strings.Contains(body, "soloist_etcd_session_up 1") {
+		t.Fatalf("--metrics-listen /metrics without a key: %d\n%.500s", code, body)
+	}
+	if code, _ := get(srv.url + "/metrics"); code != http.StatusUnauthorized {
+		t.Fatalf("/metrics on --listen without a key: %d, want 401", code)
+	}
+	if code, _ := get(srv.url+"/metrics", "Authorization", "Bearer k1"); code != 200 {
+		t.Fatalf("/metrics on --listen with a key: %d", code)
+	}
+	if code, body := get("http://" + metricsAddr + "/runtime/webhooks/durabletask/instances"); code != 404 || !strings.Contains(body, "serves GET /metrics only") {
+		t.Fatalf("the API on --metrics-listen: %d %s", code, body)
+	}
+	// A scraper that hangs up at once.
+	for range 5 {
+		c := rawRequest(t, metricsAddr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.Close()
+	}
+
+	out, errOut, code := srv.cli([]string{"SOLOIST_API_KEY=k1"}, "start", "HelloCities", "pub-1", "-o", "json")
+	if code != 0 {
+		t.Fatalf("start: %d %s", code, errOut)
+	}
+	var cs struct {
+		StatusQueryGetURI string `json:"statusQueryGetUri"`
+	}
+	decode(t, out, &cs)
+	if cs.StatusQueryGetURI != "https://soloist.example.com/runtime/webhooks/durabletask/instances/pub-1" {
+		t.Fatalf("statusQueryGetUri %q, want it under --public-url", cs.StatusQueryGetURI)
+	}
+	req, _ := http.NewRequest("POST", srv.url+"/api/orchestrators/HelloCities/pub-2?code=k1", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted || strings.Contains(string(b), "code=") || strings.Contains(resp.Header.Get("Location"), "code=") {
+		t.Fatalf("start with ?code= and --no-code-in-urls: %d %s, Location %q", resp.StatusCode, b, resp.Header.Get("Location"))
+	}
+	if code := srv.stop(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	checkLogs(t, srv.logLines())
 }
