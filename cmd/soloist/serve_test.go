@@ -2,12 +2,16 @@ package main
 
 import (
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 func mapEnv(kv ...string) env {
@@ -297,4 +301,38 @@ func TestServeMetricsListenerAndPublicURL(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	checkLogs(t, srv.logLines())
+}
+
+// Every SOLOIST_ variable the deploy files and README set is a flag of
+// serve (or of the client verbs).
+func TestDeployVariablesAreFlags(t *testing.T) {
+	t.Parallel()
+	known := map[string]bool{"SOLOIST_SERVER": true, "SOLOIST_API_KEY": true}
+	flags := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	addServeFlags(flags, &serveOptions{})
+	flags.VisitAll(func(f *pflag.Flag) { known[envName(f.Name)] = true })
+	// Not flags: what exec functions get.
+	for _, v := range []string{"SOLOIST_INSTANCE_ID", "SOLOIST_EXECUTION_ID", "SOLOIST_FUNCTION", "SOLOIST_FENCING_TOKEN"} {
+		known[v] = true
+	}
+	re := regexp.MustCompile(`SOLOIST_[A-Z][A-Z_]*[A-Z]`)
+	var files []string
+	_ = filepath.WalkDir("../../deploy", func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, path)
+		}
+		return nil
+	})
+	files = append(files, "../../README.md")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range re.FindAllString(string(b), -1) {
+			if !known[v] {
+				t.Errorf("%s sets %s, which is no flag of soloist serve", f, v)
+			}
+		}
+	}
 }
