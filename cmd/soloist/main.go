@@ -162,10 +162,9 @@ Client commands talk to --server (default http://127.0.0.1:8080, env
 SOLOIST_SERVER) with --api-key (env SOLOIST_API_KEY) and print -o table, json
 or yaml (default: table on a terminal, else json). Every serve flag also
 reads SOLOIST_<FLAG>, e.g. SOLOIST_ETCD_ENDPOINTS; a flag beats its variable.`,
-		Version:           bi.Version,
-		SilenceErrors:     true,
-		SilenceUsage:      true,
-		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: false},
+		Version:       bi.Version,
+		SilenceErrors: true,
+		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			*started = true
 			if err := bindEnv(cmd.Flags(), e); err != nil {
