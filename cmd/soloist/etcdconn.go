@@ -156,7 +156,9 @@ func connectEtcd(ctx context.Context, t etcdTarget, prefix string, log *slog.Log
 			return nil, nil, &unreachableError{msg: fmt.Sprintf("cannot connect to etcd at %s within --etcd-dial-timeout %s: %s",
 				t.endpoints(), t.timeout, diagnoseEtcd(t.cfg, last))}
 		}
-		last = err
+		if last == nil || !errors.Is(err, context.DeadlineExceeded) {
+			last = err // a timeout says less than what etcd said before it
+		}
 		// The client says "context deadline exceeded" for most failures:
 		// say why at the first, then every few seconds.
 		if e := err.Error(); e != lastErr || time.Since(lastLogged) >= connectLogEvery {

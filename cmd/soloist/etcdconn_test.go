@@ -269,7 +269,7 @@ func TestServeEtcdRefusedAndAuth(t *testing.T) {
 	})
 	t.Run("wrong password", func(t *testing.T) {
 		t.Parallel()
-		srv := startServe(t, "--etcd-endpoints", etcd.Endpoints[0], "--etcd-username", "root", "--etcd-password", "wrong", "--etcd-dial-timeout", "3s")
+		srv := startServe(t, "--etcd-endpoints", etcd.Endpoints[0], "--etcd-username", "root", "--etcd-password", "wrong", "--etcd-dial-timeout", "8s")
 		if code := srv.exitCode(30 * time.Second); code != exitUnreachable {
 			t.Fatalf("exit %d, want %d", code, exitUnreachable)
 		}
