@@ -9,8 +9,10 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -233,11 +235,29 @@ func TestServeEtcdRefusedAndAuth(t *testing.T) {
 	t.Run("connection refused", func(t *testing.T) {
 		t.Parallel()
 		ep := "http://" + freeAddr(t) // nothing listens there
-		srv := startServe(t, "--etcd-endpoints", ep, "--etcd-dial-timeout", "3s")
+		srv := startServe(t, "--etcd-endpoints", ep, "--etcd-dial-timeout", "5s")
+		// While it waits for etcd, the process is live and not ready.
+		waitFor(t, 4*time.Second, func() bool {
+			resp, err := http.Get(srv.url + "/livez")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
+		resp, err := http.Get(srv.url + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "connecting to etcd") {
+			t.Errorf("/readyz while connecting: %d %s", resp.StatusCode, b)
+		}
 		if code := srv.exitCode(30 * time.Second); code != exitUnreachable {
 			t.Fatalf("exit %d, want %d", code, exitUnreachable)
 		}
-		if msg := errorLine(srv.logs.String()); !strings.Contains(msg, "within --etcd-dial-timeout 3s") || !strings.Contains(msg, "connection refused") {
+		if msg := errorLine(srv.logs.String()); !strings.Contains(msg, "within --etcd-dial-timeout 5s") || !strings.Contains(msg, "connection refused") {
 			t.Errorf("message %q", msg)
 		}
 		wantRetryWarning(t, srv, ep)

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,11 +82,14 @@ func (l *listeners) Close() {
 type servers struct {
 	api, metrics *http.Server
 	lns          *listeners
+	handler      atomic.Pointer[http.Handler] // the API, once wired
 }
 
-// newServers builds the API server and the metrics server of serve.
-func newServers(o *serveOptions, lns *listeners, api http.Handler, g prometheus.Gatherer, log *slog.Logger) *servers {
-	s := &servers{lns: lns, api: hardenedServer(o, guardReserve(api, o.MaxConnections), log)}
+// newServers builds the API server and the metrics server of serve. Until
+// setAPI, the API server answers /livez and 503 for everything else.
+func newServers(o *serveOptions, lns *listeners, g prometheus.Gatherer, log *slog.Logger) *servers {
+	s := &servers{lns: lns}
+	s.api = hardenedServer(o, guardReserve(http.HandlerFunc(s.serveAPI), o.MaxConnections), log)
 	if ll, ok := lns.api.(*limitListener); ok {
 		// At the limit, close idle keep-alive connections and keep no new
 		// ones, so that the slots go to requests.
@@ -117,6 +122,25 @@ func hardenedServer(o *serveOptions, h http.Handler, log *slog.Logger) *http.Ser
 	}
 }
 
+// setAPI makes the API server serve h.
+func (s *servers) setAPI(h http.Handler) { s.handler.Store(&h) }
+
+// serveAPI serves the API once it is set, and while serve connects to etcd
+// answers /livez (the process serves) and 503 for the rest.
+func (s *servers) serveAPI(w http.ResponseWriter, r *http.Request) {
+	if h := s.handler.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	if r.URL.Path == "/livez" {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
+		return
+	}
+	w.Header().Set("Retry-After", "1")
+	writeJSONError(w, http.StatusServiceUnavailable, "this node is starting: it is connecting to etcd; retry later")
+}
+
 // serve serves both listeners; the channel gets the first error.
 func (s *servers) serve() <-chan error {
 	errc := make(chan error, 2)
@@ -130,6 +154,14 @@ func (s *servers) serve() <-chan error {
 		go run(s.metrics, s.lns.metrics)
 	}
 	return errc
+}
+
+// close stops both servers at once (after shutdown, it does nothing).
+func (s *servers) close() {
+	_ = s.api.Close()
+	if s.metrics != nil {
+		_ = s.metrics.Close()
+	}
 }
 
 // shutdown stops both servers, waiting for requests in flight until ctx ends.

@@ -396,6 +396,12 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 		return err
 	}
 	defer lns.Close()
+	// Serve from now on: /livez answers, and the rest 503 until the API is
+	// wired to etcd.
+	metrics := newMetricsRegistry(bi)
+	srv := newServers(o, lns, metrics, log)
+	defer srv.close()
+	srvErr := srv.serve()
 
 	// etcd: the client, and the first answer, within --etcd-dial-timeout.
 	startCtx, cancelStart := context.WithTimeoutCause(ctx, o.EtcdDialTimeout, errDialTimeout)
@@ -425,7 +431,6 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 		_ = cli.Close()
 	}()
 
-	metrics := newMetricsRegistry(bi)
 	node, api, err := wire(o, parts{
 		etcd: cli, registry: reg, schedules: schedules, metrics: metrics, apiKeys: apiKeys,
 		address: advertiseAddress(lns.api.Addr().String()), version: bi.Version, log: log,
@@ -433,8 +438,7 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 	if err != nil {
 		return err
 	}
-	srv := newServers(o, lns, api, metrics, log)
-	srvErr := srv.serve()
+	srv.setAPI(api)
 	names := reg.Names()
 	if len(names) == 0 {
 		log.Warn("no functions registered: every start gets 404; pass --config FILE or --demo")
