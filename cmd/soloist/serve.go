@@ -403,9 +403,6 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 	defer srv.close()
 	srvErr := srv.serve()
 
-	// etcd: the client, and the first answer, within --etcd-dial-timeout.
-	startCtx, cancelStart := context.WithTimeoutCause(ctx, o.EtcdDialTimeout, errDialTimeout)
-	defer cancelStart()
 	var emb *embeddedEtcd
 	var ecfg etcdTarget
 	if len(o.endpoints()) > 0 {
@@ -422,6 +419,10 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 		log.Info("embedded etcd ready", "client_url", emb.clientURL, "data_dir", o.DataDir, "prefix", o.EtcdPrefix,
 			"note", "single node: for production run 3 or 5 etcd members and pass --etcd-endpoints")
 	}
+	// etcd's first answer and the node's first session, within
+	// --etcd-dial-timeout.
+	startCtx, cancelStart := context.WithTimeoutCause(ctx, o.EtcdDialTimeout, errDialTimeout)
+	defer cancelStart()
 	cli, silence, err := connectEtcd(startCtx, ecfg, o.EtcdPrefix, log, lvl)
 	if err != nil {
 		return err
@@ -453,8 +454,6 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 			"function", s.Function, "instance_id", s.InstanceID)
 	}
 
-	// The node's first session is part of the start: --etcd-dial-timeout
-	// bounds it too.
 	startErr := make(chan error, 1)
 	go func() { startErr <- node.Start(startCtx) }()
 	var runErr error
