@@ -255,7 +255,7 @@ func yamlFields(name string) string {
 
 var (
 	reUnknownField = regexp.MustCompile(`^line (\d+): field (.*) not found in type (\S+)$`)
-	reFieldTwice   = regexp.MustCompile(`^line (\d+): field (.*) already set in type (\S+)$`)
+	reKeyTwice     = regexp.MustCompile(`^line (\d+): mapping key "(.*)" already defined at line (\d+)$`)
 	reWrongType    = regexp.MustCompile("^line (\\d+): cannot unmarshal (!!\\w+)(?: `.*`)? into (\\S+)$")
 	reLine         = regexp.MustCompile(`^line (\d+): (.*)$`)
 )
@@ -274,8 +274,8 @@ func decodeError(file string, err error) error {
 		return &configError{file: file, line: line(m[1]), msg: fmt.Sprintf("unknown field %q in %s; the fields are %s",
 			m[2], orDefault(shapes[m[3]].what, m[3]), yamlFields(m[3]))}
 	}
-	if m := reFieldTwice.FindStringSubmatch(msg); m != nil {
-		return &configError{file: file, line: line(m[1]), msg: fmt.Sprintf("field %q appears twice in %s", m[2], orDefault(shapes[m[3]].what, m[3]))}
+	if m := reKeyTwice.FindStringSubmatch(msg); m != nil {
+		return &configError{file: file, line: line(m[1]), msg: fmt.Sprintf("field %q appears twice (first on line %s); keep one", m[2], m[3])}
 	}
 	if m := reWrongType.FindStringSubmatch(msg); m != nil {
 		if s, ok := shapes[m[3]]; ok {

@@ -66,7 +66,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"exec item", "functions:\n  - name: a\n    exec: [sh, [x]]\n", []string{"line 3", "every exec item must be a string"}},
 		{"retry not a mapping", "functions:\n  - name: a\n    exec: [sh]\n    retry: 3\n", []string{"line 4", "retry must be a mapping of maxAttempts, backoff"}},
 		{"attempts not a number", "functions:\n  - name: a\n    exec: [sh]\n    retry: {maxAttempts: many}\n", []string{"line 4", `retry.maxAttempts must be a whole number of at least 1`, `"many"`}},
-		{"field twice", "functions:\n  - name: a\n    exec: [sh]\n    name: b\n", []string{"line 4", `"name" already defined at line 2`}},
+		{"field twice", "functions:\n  - name: a\n    exec: [sh]\n    name: b\n", []string{"line 4", `field "name" appears twice (first on line 2)`}},
 		{"http headers", "functions:\n  - name: r\n    http: {url: \"https://x/\", headers: {A: [1]}}\n", []string{"line 3", "http.headers must be a mapping of header names to text values"}},
 		{"http not a mapping", "functions:\n  - name: r\n    http: [x]\n", []string{"line 3", "http must be a mapping of url, method, headers"}},
 		{"no name", "functions:\n  - exec: [sh]\n", []string{"line 2", "needs a name"}},

@@ -117,7 +117,7 @@ func connectEtcd(ctx context.Context, t etcdTarget, prefix string, log *slog.Log
 	zl, silence := zapLogger(log.With("component", "etcd-client"), etcdLevel)
 	cfg := t.cfg
 	cfg.Logger = zl
-	cfg.DialTimeout = 3 * time.Second // bounds the authentication in clientv3.New
+	cfg.DialTimeout = 5 * time.Second // bounds the authentication in clientv3.New
 	log.Info("connecting to etcd", "endpoints", cfg.Endpoints, "prefix", prefix, "tls", cfg.TLS != nil, "auth", cfg.Username != "",
 		"etcd_dial_timeout", t.timeout.String())
 
@@ -129,7 +129,9 @@ func connectEtcd(ctx context.Context, t etcdTarget, prefix string, log *slog.Log
 	for {
 		err := ctx.Err()
 		if err == nil && cli == nil {
-			cli, err = clientv3.New(cfg)
+			if cli, err = clientv3.New(cfg); err != nil && cfg.Username != "" {
+				err = fmt.Errorf("authenticate as %q: %w", cfg.Username, err)
+			}
 		}
 		if err == nil {
 			actx, cancel := context.WithTimeout(ctx, time.Second)

@@ -21,10 +21,9 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
-
-	"github.com/soloist-dev/soloist/lease/leasetest"
 )
 
 // testCA is a certificate authority made by the test.
@@ -100,25 +99,38 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 func startTLSEtcd(t *testing.T, dir string, ca *testCA) string {
 	t.Helper()
 	serverCert, serverKey := ca.issue(t, dir, "etcd-server")
+	return startEtcd(t, dir, &transport.TLSInfo{CertFile: serverCert, KeyFile: serverKey, TrustedCAFile: ca.file, ClientCertAuth: true})
+}
+
+// startEtcd starts an embedded etcd in dir on free ports, over TLS if tls
+// is set, and returns its client URL. Its bcrypt cost is the lowest: this
+// test binary runs with the race detector, which makes the default cost
+// take seconds per authentication.
+func startEtcd(t *testing.T, dir string, tls *transport.TLSInfo) string {
+	t.Helper()
 	cfg := embed.NewConfig()
 	cfg.Dir = filepath.Join(dir, "etcd")
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.UnsafeNoFsync = true
-	cu := url.URL{Scheme: "https", Host: freeAddr(t)}
+	cfg.BcryptCost = 4 // bcrypt.MinCost
+	cu := url.URL{Scheme: "http", Host: freeAddr(t)}
+	if tls != nil {
+		cu.Scheme = "https"
+		cfg.ClientTLSInfo = *tls
+	}
 	pu := url.URL{Scheme: "http", Host: freeAddr(t)}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.ClientTLSInfo = transport.TLSInfo{CertFile: serverCert, KeyFile: serverKey, TrustedCAFile: ca.file, ClientCertAuth: true}
 	srv, err := embed.StartEtcd(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.Close) // no client of the test's own: soloist serve runs in its own process
+	t.Cleanup(srv.Close) // after the test's clients' Close, registered later
 	select {
 	case <-srv.Server.ReadyNotify():
 	case <-time.After(30 * time.Second):
-		t.Fatal("TLS etcd not ready within 30s")
+		t.Fatal("etcd not ready within 30s")
 	}
 	return cu.String()
 }
@@ -263,8 +275,12 @@ func TestServeEtcdRefusedAndAuth(t *testing.T) {
 		wantRetryWarning(t, srv, ep)
 	})
 
-	etcd := leasetest.Start(t)
-	cli := etcd.Client()
+	endpoint := startEtcd(t, t.TempDir(), nil)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() }) // before the etcd's Close
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, step := range []func() error{
@@ -281,7 +297,7 @@ func TestServeEtcdRefusedAndAuth(t *testing.T) {
 	writeFile(t, pw, "s3cret\n")
 	t.Run("right password", func(t *testing.T) {
 		t.Parallel()
-		srv := startServe(t, "--etcd-endpoints", etcd.Endpoints[0], "--etcd-username", "root", "--etcd-password-file", pw)
+		srv := startServe(t, "--etcd-endpoints", endpoint, "--etcd-username", "root", "--etcd-password-file", pw)
 		srv.waitReady()
 		if code := srv.stop(30 * time.Second); code != 0 {
 			t.Fatalf("exit %d", code)
@@ -289,13 +305,13 @@ func TestServeEtcdRefusedAndAuth(t *testing.T) {
 	})
 	t.Run("wrong password", func(t *testing.T) {
 		t.Parallel()
-		srv := startServe(t, "--etcd-endpoints", etcd.Endpoints[0], "--etcd-username", "root", "--etcd-password", "wrong", "--etcd-dial-timeout", "8s")
+		srv := startServe(t, "--etcd-endpoints", endpoint, "--etcd-username", "root", "--etcd-password", "wrong", "--etcd-dial-timeout", "4s")
 		if code := srv.exitCode(30 * time.Second); code != exitUnreachable {
 			t.Fatalf("exit %d, want %d", code, exitUnreachable)
 		}
 		if msg := errorLine(srv.logs.String()); !strings.Contains(msg, `authentication failed: etcd refused user "root"`) {
 			t.Errorf("message %q", msg)
 		}
-		wantRetryWarning(t, srv, etcd.Endpoints[0])
+		wantRetryWarning(t, srv, endpoint)
 	})
 }
