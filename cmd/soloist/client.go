@@ -5,13 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 // durableBase is the prefix of the Durable Functions instance routes.
@@ -23,46 +24,35 @@ const requestTimeout = 30 * time.Second
 // maxResponse caps what a client verb reads of a response.
 const maxResponse = 64 << 20
 
-// clientFlags are the flags every client verb has.
-type clientFlags struct {
+// clientOptions are the flags every client verb has.
+type clientOptions struct {
 	server string
 	apiKey string
+	output string
 }
 
-// newClientFlagSet returns a flag set with --server and --api-key; the verb
-// adds its own flags.
-func newClientFlagSet(name string, cf *clientFlags) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.StringVar(&cf.server, "server", "http://127.0.0.1:8080", "`URL` of a Soloist node's HTTP API")
-	fs.StringVar(&cf.apiKey, "api-key", "", "API `key`, sent as Authorization: Bearer")
-	return fs
+// addClientFlags defines --server, --api-key (with their variables) and
+// --output on cmd.
+func addClientFlags(cmd *cobra.Command, o *clientOptions) {
+	fs := cmd.Flags()
+	fs.StringVar(&o.server, "server", "http://127.0.0.1:8080", "`URL` of a Soloist node's HTTP API")
+	fs.StringVar(&o.apiKey, "api-key", "", "API `key`, sent as Authorization: Bearer")
+	withEnv(fs, "server", "api-key")
+	fs.StringVarP(&o.output, "output", "o", "", "output `format`: table, json or yaml; empty means table on a terminal, else json")
 }
 
-// parseClient reads a verb's flags (after SOLOIST_SERVER and
-// SOLOIST_API_KEY) and checks the number of positional arguments.
-func parseClient(fs *flag.FlagSet, cf *clientFlags, args []string, e env, stderr io.Writer, synopsis string, minPos, maxPos int) ([]string, *apiClient, error) {
-	setUsage(fs, stderr, synopsis, map[string]bool{"server": true, "api-key": true})
-	if err := applyEnv(fs, e, "server", "api-key"); err != nil {
-		return nil, nil, usagef(fs.Name(), "%v", err)
-	}
-	pos, err := parseInterleaved(fs, args)
+// connect checks the client flags and returns the client and the printer
+// of the verb.
+func (o *clientOptions) connect(cmd *cobra.Command) (*apiClient, *printer, error) {
+	p, err := newPrinter(cmd.OutOrStdout(), o.output)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, nil, err
-		}
-		return nil, nil, &exitError{code: 2}
+		return nil, nil, usagef(cmd.Name(), "%v", err)
 	}
-	switch {
-	case len(pos) < minPos:
-		return nil, nil, usagef(fs.Name(), "missing arguments; usage: %s", synopsis)
-	case len(pos) > maxPos:
-		return nil, nil, usagef(fs.Name(), "unexpected argument %q; usage: %s", pos[maxPos], synopsis)
-	}
-	c, err := newAPIClient(cf.server, cf.apiKey)
+	c, err := newAPIClient(o.server, o.apiKey)
 	if err != nil {
-		return nil, nil, usagef(fs.Name(), "%v", err)
+		return nil, nil, usagef(cmd.Name(), "%v", err)
 	}
-	return pos, c, nil
+	return c, p, nil
 }
 
 // apiClient talks to a node's HTTP API.
@@ -85,13 +75,23 @@ func newAPIClient(server, apiKey string) (*apiClient, error) {
 	return &apiClient{base: strings.TrimRight(u.String(), "/"), apiKey: apiKey, http: &http.Client{}}, nil
 }
 
-// apiError is an HTTP error answer of the server.
+// apiError is an HTTP error answer of the server: exit code 1.
 type apiError struct {
 	code int
 	msg  string
 }
 
 func (e *apiError) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.msg, e.code) }
+
+// unreachableError means the server (or, for serve, etcd) could not be
+// reached: exit code 3.
+type unreachableError struct {
+	msg string
+	err error
+}
+
+func (e *unreachableError) Error() string { return e.msg }
+func (e *unreachableError) Unwrap() error { return e.err }
 
 // response is a successful answer.
 type response struct {
@@ -101,9 +101,10 @@ type response struct {
 }
 
 // do sends one request. path must already be escaped. A non-2xx answer is
-// an *apiError with the server's message.
+// an *apiError with the server's message; no answer is an
+// *unreachableError.
 func (c *apiClient) do(ctx context.Context, method, path string, query url.Values, header http.Header, body []byte) (*response, error) {
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	u := c.base + path
 	if len(query) > 0 {
@@ -113,7 +114,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, query url.Value
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	req, err := http.NewRequestWithContext(rctx, method, u, rd)
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
 	}
@@ -129,17 +130,47 @@ func (c *apiClient) do(ctx context.Context, method, path string, query url.Value
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach the Soloist server at %s: %w; is 'soloist serve' running there? Set --server or SOLOIST_SERVER", c.base, unwrapURLError(err))
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx) // the caller gave up, not the server
+		}
+		return nil, &unreachableError{err: err, msg: fmt.Sprintf(
+			"cannot reach the Soloist server at %s: %v; is 'soloist serve' running there? Set --server or SOLOIST_SERVER", c.base, unwrapURLError(err))}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
-		return nil, fmt.Errorf("read the answer of %s %s: %w", method, u, err)
+		return nil, &unreachableError{err: err, msg: fmt.Sprintf("read the answer of the Soloist server at %s: %v", c.base, err)}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, &apiError{code: resp.StatusCode, msg: errorMessage(resp, b)}
+		return nil, c.explain(&apiError{code: resp.StatusCode, msg: errorMessage(resp, b)})
 	}
 	return &response{code: resp.StatusCode, header: resp.Header, body: b}, nil
+}
+
+// explain rewrites the server's error messages that are written for HTTP
+// clients (they name routes and headers) into what a CLI user does.
+func (c *apiClient) explain(e *apiError) *apiError {
+	switch {
+	case e.code == http.StatusUnauthorized && c.apiKey == "":
+		e.msg = "the server needs an API key: pass --api-key KEY or set SOLOIST_API_KEY"
+	case e.code == http.StatusUnauthorized:
+		e.msg = "the server refused the API key given with --api-key or SOLOIST_API_KEY; check it against the server's --api-keys-file"
+	case e.code == http.StatusNotFound && strings.HasPrefix(e.msg, "no instance with ID '"):
+		id, _, _ := strings.Cut(strings.TrimPrefix(e.msg, "no instance with ID '"), "' exists")
+		e.msg = fmt.Sprintf("no instance '%s'; check the ID, or run 'soloist list' to see the instances", id)
+	case (e.code == http.StatusNotFound && strings.HasPrefix(e.msg, "no route for")) || e.code == http.StatusMethodNotAllowed:
+		e.msg = fmt.Sprintf("the server at %s does not serve this request; is --server the base URL of a Soloist node? (%s)", c.base, e.msg)
+	}
+	return e
+}
+
+// instanceError adds what to do to the errors of a verb on instance id.
+func instanceError(err error, verb, id string) error {
+	var ae *apiError
+	if errors.As(err, &ae) && ae.code == http.StatusConflict && verb == "purge" {
+		ae.msg += fmt.Sprintf(" (soloist terminate %s), or wait until it finishes", shellQuote(id))
+	}
+	return err
 }
 
 func unwrapURLError(err error) error {
@@ -162,27 +193,7 @@ func errorMessage(resp *http.Response, body []byte) string {
 	if s := strings.TrimSpace(string(body)); s != "" && len(s) < 1000 {
 		return s
 	}
-	if resp.StatusCode == http.StatusUnauthorized {
-		return "unauthorized: pass an API key with --api-key or SOLOIST_API_KEY"
-	}
 	return http.StatusText(resp.StatusCode)
-}
-
-// printJSON pretty-prints a JSON body to w; a body that is not JSON is
-// printed as it is, and an empty one not at all.
-func printJSON(w io.Writer, body []byte) error {
-	body = bytes.TrimSpace(body)
-	if len(body) == 0 {
-		return nil
-	}
-	var buf bytes.Buffer
-	if err := json.Indent(&buf, body, "", "  "); err != nil {
-		buf.Reset()
-		buf.Write(body)
-	}
-	buf.WriteByte('\n')
-	_, err := w.Write(buf.Bytes())
-	return err
 }
 
 // jsonArg checks a JSON argument given on the command line.
@@ -200,4 +211,15 @@ func instancePath(id string, rest ...string) string {
 		p += "/" + url.PathEscape(r)
 	}
 	return p
+}
+
+// shellQuote quotes s for a shell if it needs it, for the commands that
+// messages suggest.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.:/@%+=,", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -103,7 +103,10 @@ func TestClientUsageErrors(t *testing.T) {
 		{[]string{"start", "fn", "--input", "{not json}"}, "--input is not valid JSON"},
 		{[]string{"raise", "id", "ev", "--data", "text"}, "--data is not valid JSON"},
 		{[]string{"status"}, "missing arguments"},
-		{[]string{"wait", "id", "--timeout", "soon"}, "invalid value"},
+		{[]string{"wait", "id", "--timeout", "soon"}, `invalid argument "soon" for "--timeout" flag`},
+		{[]string{"status", "x", "-o", "xml"}, `invalid --output "xml": use table, json or yaml`},
+		{[]string{"status", "x", "--bogus"}, "unknown flag: --bogus"},
+		{[]string{"help", "frobnicate"}, `unknown command "frobnicate"`},
 		{[]string{"status", "x", "--server", "ftp://host"}, `invalid --server "ftp://host"`},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 		{nil, "Usage:"},
@@ -134,7 +137,7 @@ func TestClientServerErrors(t *testing.T) {
 	for _, want := range []string{
 		"soloist: no instance 'x'; list instances with soloist list (HTTP 404)\n",
 		"soloist: bad gateway from proxy (HTTP 502)\n",
-		"soloist: unauthorized: pass an API key with --api-key or SOLOIST_API_KEY (HTTP 401)\n",
+		"soloist: the server needs an API key: pass --api-key KEY or set SOLOIST_API_KEY (HTTP 401)\n",
 	} {
 		_, errOut, code := runCLI(t, f.srv.URL, nil, "status", "x")
 		if code != 1 || errOut != want {
@@ -145,7 +148,7 @@ func TestClientServerErrors(t *testing.T) {
 	dead := httptest.NewServer(http.NotFoundHandler())
 	dead.Close()
 	_, errOut, code := runCLI(t, dead.URL, nil, "status", "x")
-	if code != 1 || !strings.Contains(errOut, "cannot reach the Soloist server at "+dead.URL) {
+	if code != exitUnreachable || !strings.Contains(errOut, "cannot reach the Soloist server at "+dead.URL) {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
 }
@@ -163,15 +166,26 @@ func TestClientControlVerbs(t *testing.T) {
 		args                []string
 		method, path, query string
 		body                string
+		out                 string // "" means not checked
 	}{
-		{[]string{"terminate", "a b", "--reason", "done now"}, "POST", "/runtime/webhooks/durabletask/instances/a%20b/terminate", "reason=done+now", ""},
-		{[]string{"suspend", "i", "--reason", "r"}, "POST", "/runtime/webhooks/durabletask/instances/i/suspend", "reason=r", ""},
-		{[]string{"resume", "i"}, "POST", "/runtime/webhooks/durabletask/instances/i/resume", "", ""},
-		{[]string{"raise", "i", "ev 1", "--data", `{"ok":true}`}, "POST", "/runtime/webhooks/durabletask/instances/i/raiseEvent/ev%201", "", `{"ok":true}`},
-		{[]string{"raise", "i", "ev"}, "POST", "/runtime/webhooks/durabletask/instances/i/raiseEvent/ev", "", "null"},
-		{[]string{"restart", "i"}, "POST", "/runtime/webhooks/durabletask/instances/i/restart", "", ""},
-		{[]string{"purge", "i"}, "DELETE", "/runtime/webhooks/durabletask/instances/i", "", ""},
-		{[]string{"status", "i", "--history"}, "GET", "/runtime/webhooks/durabletask/instances/i", "showHistory=true", ""},
+		{[]string{"terminate", "a b", "--reason", "done now"}, "POST", "/runtime/webhooks/durabletask/instances/a%20b/terminate", "reason=done+now", "",
+			"{\n  \"instanceId\": \"a b\",\n  \"operation\": \"terminate\",\n  \"reason\": \"done now\"\n}\n"},
+		{[]string{"terminate", "a b", "-o", "table"}, "POST", "/runtime/webhooks/durabletask/instances/a%20b/terminate", "", "", "Terminated instance 'a b'.\n"},
+		{[]string{"suspend", "i", "--reason", "r", "-o", "yaml"}, "POST", "/runtime/webhooks/durabletask/instances/i/suspend", "reason=r", "",
+			"instanceId: i\noperation: suspend\nreason: r\n"},
+		{[]string{"suspend", "i", "-o", "table"}, "POST", "/runtime/webhooks/durabletask/instances/i/suspend", "", "",
+			"Suspended instance 'i'; 'soloist resume i' lets it run again.\n"},
+		{[]string{"suspend", "--reason", "first", "i", "--output", "table"}, "POST", "/runtime/webhooks/durabletask/instances/i/suspend", "reason=first", "",
+			"Suspended instance 'i'; 'soloist resume i' lets it run again.\n"},
+		{[]string{"resume", "--", "-i-"}, "POST", "/runtime/webhooks/durabletask/instances/-i-/resume", "", "", ""},
+		{[]string{"resume", "i"}, "POST", "/runtime/webhooks/durabletask/instances/i/resume", "", "", "{\n  \"instanceId\": \"i\",\n  \"operation\": \"resume\"\n}\n"},
+		{[]string{"raise", "i", "ev 1", "--data", `{"ok":true}`}, "POST", "/runtime/webhooks/durabletask/instances/i/raiseEvent/ev%201", "", `{"ok":true}`,
+			"{\n  \"instanceId\": \"i\",\n  \"operation\": \"raiseEvent\",\n  \"event\": \"ev 1\"\n}\n"},
+		{[]string{"raise", "i", "ev", "--output=table"}, "POST", "/runtime/webhooks/durabletask/instances/i/raiseEvent/ev", "", "null", "Raised event 'ev' on instance 'i'.\n"},
+		{[]string{"restart", "i"}, "POST", "/runtime/webhooks/durabletask/instances/i/restart", "", "", ""},
+		{[]string{"purge", "i"}, "DELETE", "/runtime/webhooks/durabletask/instances/i", "", "", ""},
+		{[]string{"purge", "i", "-o", "table"}, "DELETE", "/runtime/webhooks/durabletask/instances/i", "", "", "Purged instance 'i'.\n"},
+		{[]string{"status", "i", "--history"}, "GET", "/runtime/webhooks/durabletask/instances/i", "showHistory=true", "", ""},
 	} {
 		before := len(f.requests())
 		out, errOut, code := runCLI(t, f.srv.URL, nil, c.args...)
@@ -183,8 +197,11 @@ func TestClientControlVerbs(t *testing.T) {
 		if r.method != c.method || r.rawPath != c.path || r.query != c.query || r.body != c.body {
 			t.Errorf("%q: sent %s %s?%s body %q; want %s %s?%s body %q", c.args, r.method, r.rawPath, r.query, r.body, c.method, c.path, c.query, c.body)
 		}
-		if c.method == "DELETE" && out != "{\n  \"instancesDeleted\": 1\n}\n" {
+		if c.method == "DELETE" && c.out == "" && out != "{\n  \"instancesDeleted\": 1\n}\n" {
 			t.Errorf("purge printed %q", out)
+		}
+		if c.out != "" && out != c.out {
+			t.Errorf("%q printed %q, want %q", c.args, out, c.out)
 		}
 	}
 }
@@ -254,7 +271,7 @@ func TestClientWait(t *testing.T) {
 
 	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request, n int) { reply(w, 202, status("Running")) })
 	out, errOut, code := runCLI(t, f.srv.URL, nil, "wait", "i", "--timeout", "300ms")
-	if code != 1 || errOut != "soloist: timed out after 300ms waiting for 'i'; it is still Running\n" || !strings.Contains(out, "Running") {
+	if code != exitTimeout || errOut != "soloist: timed out after 300ms waiting for 'i'; it is still Running\n" || !strings.Contains(out, "Running") {
 		t.Fatalf("timeout: exit %d, stderr %q, stdout %q", code, errOut, out)
 	}
 
@@ -275,8 +292,99 @@ func TestVersionAndHelp(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "soloist serve") || !strings.Contains(out, "wait ID [--timeout D]") {
 		t.Fatalf("help: exit %d, %q", code, out)
 	}
-	_, errOut, code := runCLI(t, "", nil, "help", "start")
-	if code != 0 || !strings.Contains(errOut, "--conflict-policy") {
-		t.Fatalf("help start: exit %d, %q", code, errOut)
+	out, _, code = runCLI(t, "", nil, "--help")
+	for _, w := range []string{"Exit codes:", "3  unreachable", "4  timeout", "completion"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("--help lacks %q:\n%s", w, out)
+		}
+	}
+	out, errOut, code := runCLI(t, "", nil, "help", "start")
+	if code != 0 || errOut != "" || !strings.Contains(out, "--conflict-policy") || !strings.Contains(out, "[$SOLOIST_SERVER]") {
+		t.Fatalf("help start: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	out, _, code = runCLI(t, "", nil, "--version")
+	if code != 0 || !strings.HasPrefix(out, "soloist dev\ncommit: ") {
+		t.Fatalf("--version: exit %d, %q", code, out)
+	}
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		out, errOut, code := runCLI(t, "", nil, "completion", shell)
+		if code != 0 || errOut != "" || !strings.Contains(out, "soloist") || len(out) < 1000 {
+			t.Errorf("completion %s: exit %d, stderr %q, %d bytes", shell, code, errOut, len(out))
+		}
+	}
+}
+
+// wait says once that the server cannot be reached, and once that it
+// answers again, however many polls fail in between.
+func TestClientWaitUnreachableOnce(t *testing.T) {
+	t.Parallel()
+	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		switch {
+		case n < 6: // the connection drops: no answer at all
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		case n < 8:
+			reply(w, 202, `{"instanceId":"i","runtimeStatus":"Running"}`)
+		default:
+			reply(w, 200, `{"instanceId":"i","runtimeStatus":"Completed"}`)
+		}
+	})
+	_, errOut, code := runCLI(t, f.srv.URL, nil, "wait", "i", "--timeout", "60s")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	if n := len(f.requests()); n < 9 {
+		t.Fatalf("%d polls, want at least 9", n)
+	}
+	if c := strings.Count(errOut, "cannot reach the Soloist server"); c != 1 {
+		t.Errorf("stderr says %d times that the server cannot be reached, want once:\n%s", c, errOut)
+	}
+	if c := strings.Count(errOut, "answers again"); c != 1 {
+		t.Errorf("stderr says %d times that the server answers again, want once:\n%s", c, errOut)
+	}
+	if strings.Count(errOut, "\n") != 2 {
+		t.Errorf("stderr has more than the two lines:\n%s", errOut)
+	}
+}
+
+// Server messages written for HTTP clients are rewritten for the CLI.
+func TestClientErrorsForCLIUsers(t *testing.T) {
+	t.Parallel()
+	f := newFakeServer(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		switch {
+		case r.Header.Get("Authorization") == "Bearer wrong":
+			reply(w, 401, `{"error":"missing or invalid API key: send it as 'Authorization: Bearer <key>', as the 'x-functions-key' header, or as the query parameter code=<key>"}`)
+		case r.Method == "DELETE":
+			reply(w, 409, `{"error":"instance is active: 'job 1' is Running; terminate it before purging"}`)
+		case strings.HasPrefix(r.URL.Path, "/bogus"):
+			reply(w, 404, `{"error":"no route for GET /x/bogus; the API serves ..."}`)
+		default:
+			reply(w, 404, `{"error":"no instance with ID 'job 1' exists; check the ID, or list the instances with GET /runtime/webhooks/durabletask/instances"}`)
+		}
+	})
+	for _, c := range []struct {
+		args []string
+		env  []string
+		want string
+	}{
+		{[]string{"status", "job 1"}, nil, "soloist: no instance 'job 1'; check the ID, or run 'soloist list' to see the instances (HTTP 404)\n"},
+		{[]string{"terminate", "job 1"}, nil, "soloist: no instance 'job 1'; check the ID, or run 'soloist list' to see the instances (HTTP 404)\n"},
+		{[]string{"purge", "job 1"}, nil, "soloist: instance is active: 'job 1' is Running; terminate it before purging (soloist terminate 'job 1'), or wait until it finishes (HTTP 409)\n"},
+		{[]string{"status", "x"}, []string{"SOLOIST_API_KEY", "wrong"},
+			"soloist: the server refused the API key given with --api-key or SOLOIST_API_KEY; check it against the server's --api-keys-file (HTTP 401)\n"},
+	} {
+		_, errOut, code := runCLI(t, f.srv.URL, c.env, c.args...)
+		if code != exitFailed || errOut != c.want {
+			t.Errorf("%q: exit %d, stderr\n%q\nwant\n%q", c.args, code, errOut, c.want)
+		}
+		if strings.Contains(errOut, "GET /") || strings.Contains(errOut, "x-functions-key") {
+			t.Errorf("%q: the message points at HTTP: %s", c.args, errOut)
+		}
+	}
+	_, errOut, code := runCLI(t, f.srv.URL+"/bogus", nil, "list")
+	if code != exitFailed || !strings.Contains(errOut, "is --server the base URL of a Soloist node?") {
+		t.Errorf("wrong --server path: exit %d, %q", code, errOut)
 	}
 }

@@ -9,12 +9,15 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	_ "time/tzdata" // schedules' timeZone: also in images without /usr/share/zoneinfo (FROM scratch)
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 
@@ -23,7 +26,7 @@ import (
 	"github.com/soloist-dev/soloist/scheduler"
 )
 
-// fileConfig is the --config file (SPEC section 6).
+// fileConfig is the --config file (SPEC section 6), checked.
 type fileConfig struct {
 	Functions []functionConfig
 	Schedules []scheduleConfig
@@ -58,6 +61,98 @@ type retryConfig struct {
 	Backoff     time.Duration
 }
 
+// The file as YAML, decoded with KnownFields(true) so that an unknown key
+// is an error. at records the line of a mapping; leaf records the line and
+// the text of a value, and a value of the wrong type, which check reports
+// with the field's name.
+type (
+	fileYAML struct {
+		Functions at[[]*at[functionYAML]] `yaml:"functions"`
+		Schedules at[[]*at[scheduleYAML]] `yaml:"schedules"`
+	}
+	functionYAML struct {
+		Name    leaf[string]   `yaml:"name"`
+		Exec    leaf[[]string] `yaml:"exec"`
+		HTTP    *at[httpYAML]  `yaml:"http"`
+		Timeout leaf[string]   `yaml:"timeout"`
+		Retry   *at[retryYAML] `yaml:"retry"`
+	}
+	retryYAML struct {
+		MaxAttempts leaf[int]    `yaml:"maxAttempts"`
+		Backoff     leaf[string] `yaml:"backoff"`
+	}
+	httpYAML struct {
+		URL     leaf[string]            `yaml:"url"`
+		Method  leaf[string]            `yaml:"method"`
+		Headers leaf[map[string]string] `yaml:"headers"`
+	}
+	scheduleYAML struct {
+		Name       leaf[string]    `yaml:"name"`
+		Cron       leaf[string]    `yaml:"cron"`
+		Function   leaf[string]    `yaml:"function"`
+		Input      leaf[yaml.Node] `yaml:"input"`
+		TimeZone   leaf[string]    `yaml:"timeZone"`
+		InstanceID leaf[string]    `yaml:"instanceId"`
+	}
+)
+
+// at is a mapping of the file and the line it starts on. It decodes V with
+// the decoder's settings (KnownFields), which a yaml.Node's Decode would not.
+type at[T any] struct {
+	V    T
+	Line int
+}
+
+func (a *at[T]) UnmarshalYAML(unmarshal func(any) error) error {
+	var n nodeRef
+	if err := unmarshal(&n); err != nil {
+		return err
+	}
+	a.Line = n.Line
+	return unmarshal(&a.V)
+}
+
+// nodeRef keeps the node it is decoded from.
+type nodeRef struct{ *yaml.Node }
+
+func (r *nodeRef) UnmarshalYAML(n *yaml.Node) error {
+	r.Node = n
+	return nil
+}
+
+// leaf is a value of the file. A value that does not decode into T is kept
+// as Err, for check to report with the field's name and what to write.
+type leaf[T any] struct {
+	V    T
+	Set  bool // the key is there with a value that is not null
+	Line int
+	Node *yaml.Node
+	Err  error
+}
+
+func (l *leaf[T]) UnmarshalYAML(n *yaml.Node) error {
+	l.Set, l.Line, l.Node = true, n.Line, n
+	l.Err = n.Decode(&l.V) // T holds no struct, so KnownFields does not matter
+	return nil
+}
+
+// text is the value as written, for messages.
+func (l *leaf[T]) text() string {
+	if l.Node == nil {
+		return ""
+	}
+	return l.Node.Value
+}
+
+// str is the value of a leaf that must be a non-empty string.
+func (l *leaf[T]) str() (string, bool) {
+	if !l.Set || l.Err != nil || l.Node.Kind != yaml.ScalarNode {
+		return "", false
+	}
+	s := l.Node.Value
+	return s, s != ""
+}
+
 // configError points at the place in the config file that is wrong.
 type configError struct {
 	file string
@@ -86,110 +181,278 @@ func loadConfig(path string) (*fileConfig, error) {
 // parseConfig validates the YAML of a config file. Errors name the file, the
 // line and the field, and say how to fix it.
 func parseConfig(file string, data []byte) (*fileConfig, error) {
-	cfg := &fileConfig{}
-	var doc yaml.Node
+	var y fileYAML
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return cfg, nil // an empty file registers nothing
-		}
-		return nil, &configError{file: file, msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	dec.KnownFields(true)
+	if err := dec.Decode(&y); err != nil && !errors.Is(err, io.EOF) { // an empty file registers nothing
+		return nil, decodeError(file, err)
 	}
-	bad := func(n *yaml.Node, format string, args ...any) error {
-		return &configError{file: file, line: n.Line, msg: fmt.Sprintf(format, args...)}
-	}
-	root := &doc
-	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
-		root = root.Content[0]
-	}
-	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
-		return cfg, nil
-	}
-	top, err := mapping(root, bad, "the file", "functions", "schedules")
-	if err != nil {
-		return nil, err
-	}
+	c := &checker{file: file}
+	cfg := &fileConfig{}
 	seen := map[string]int{}
-	if fns := top["functions"]; fns != nil && fns.Tag != "!!null" {
-		if fns.Kind != yaml.SequenceNode {
-			return nil, bad(fns, "functions must be a list of entries like '- name: report' with exec: [...]")
+	for _, fn := range y.Functions.V {
+		if fn == nil {
+			return nil, c.bad(y.Functions.Line, "functions has an empty entry (a '-' with nothing after it); complete it or remove it")
 		}
-		for _, fn := range fns.Content {
-			f, err := parseFunction(fn, bad)
-			if err != nil {
-				return nil, err
-			}
-			if line, dup := seen[f.Name]; dup {
-				return nil, bad(fn, "function %q is defined twice (first on line %d); names must be unique", f.Name, line)
-			}
-			seen[f.Name] = f.Line
-			cfg.Functions = append(cfg.Functions, f)
+		f, err := c.function(*fn)
+		if err != nil {
+			return nil, err
 		}
+		if line, dup := seen[f.Name]; dup {
+			return nil, c.bad(fn.Line, "function %q is defined twice (first on line %d); names must be unique", f.Name, line)
+		}
+		seen[f.Name] = f.Line
+		cfg.Functions = append(cfg.Functions, f)
 	}
-	if scs := top["schedules"]; scs != nil && scs.Tag != "!!null" {
-		if scs.Kind != yaml.SequenceNode {
-			return nil, bad(scs, "schedules must be a list of entries like '- name: nightly' with cron: and function:")
+	names := map[string]int{}
+	for _, sn := range y.Schedules.V {
+		if sn == nil {
+			return nil, c.bad(y.Schedules.Line, "schedules has an empty entry (a '-' with nothing after it); complete it or remove it")
 		}
-		names := map[string]int{}
-		for _, sn := range scs.Content {
-			sc, err := parseSchedule(sn, bad, seen)
-			if err != nil {
-				return nil, err
-			}
-			if line, dup := names[sc.Name]; dup {
-				return nil, bad(sn, "schedule %q is defined twice (first on line %d); names must be unique", sc.Name, line)
-			}
-			names[sc.Name] = sc.Line
-			cfg.Schedules = append(cfg.Schedules, sc)
+		sc, err := c.schedule(*sn, seen)
+		if err != nil {
+			return nil, err
 		}
+		if line, dup := names[sc.Name]; dup {
+			return nil, c.bad(sn.Line, "schedule %q is defined twice (first on line %d); names must be unique", sc.Name, line)
+		}
+		names[sc.Name] = sc.Line
+		cfg.Schedules = append(cfg.Schedules, sc)
 	}
 	return cfg, nil
 }
 
-// parseSchedule reads one entry of schedules:. functions are the names
-// defined in the file; a schedule may also name a --demo function, which
+// shapes say what the mappings and lists of the file must look like, for
+// the decoder's errors, which name Go types.
+var shapes = map[string]struct{ what, must string }{
+	typeName[fileYAML]():            {"the file", "the file must be a mapping of %s"},
+	typeName[[]*at[functionYAML]](): {"functions", "functions must be a list of entries like '- name: report' with exec: [...]"},
+	typeName[[]*at[scheduleYAML]](): {"schedules", "schedules must be a list of entries like '- name: nightly' with cron: and function:"},
+	typeName[functionYAML]():        {"a function", "a function must be a mapping of %s"},
+	typeName[scheduleYAML]():        {"a schedule", "a schedule must be a mapping of %s"},
+	typeName[retryYAML]():           {"retry", "retry must be a mapping of %s, e.g. retry: {maxAttempts: 3, backoff: 10s}"},
+	typeName[httpYAML]():            {"http", "http must be a mapping of %s, e.g. http: {url: \"https://search.internal/reindex\", method: POST}"},
+}
+
+func typeName[T any]() string { return reflect.TypeFor[T]().String() }
+
+// yamlFields lists the keys of a YAML struct type by name, in order.
+func yamlFields(name string) string {
+	for _, t := range []reflect.Type{reflect.TypeFor[fileYAML](), reflect.TypeFor[functionYAML](),
+		reflect.TypeFor[scheduleYAML](), reflect.TypeFor[retryYAML](), reflect.TypeFor[httpYAML]()} {
+		if t.String() != name {
+			continue
+		}
+		var keys []string
+		for i := range t.NumField() {
+			k, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+			keys = append(keys, k)
+		}
+		return strings.Join(keys, ", ")
+	}
+	return ""
+}
+
+var (
+	reUnknownField = regexp.MustCompile(`^line (\d+): field (.*) not found in type (\S+)$`)
+	reKeyTwice     = regexp.MustCompile(`^line (\d+): mapping key "(.*)" already defined at line (\d+)$`)
+	reWrongType    = regexp.MustCompile("^line (\\d+): cannot unmarshal (!!\\w+)(?: `.*`)? into (\\S+)$")
+	reLine         = regexp.MustCompile(`^line (\d+): (.*)$`)
+)
+
+// decodeError turns the decoder's first error into a configError. The
+// decoder reports unknown keys and wrong types as text only ("line 4: field
+// tiemout not found in type main.functionYAML"), which is matched here.
+func decodeError(file string, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) || len(te.Errors) == 0 {
+		return &configError{file: file, msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	msg := te.Errors[0]
+	line := func(s string) int { n, _ := strconv.Atoi(s); return n }
+	if m := reUnknownField.FindStringSubmatch(msg); m != nil {
+		return &configError{file: file, line: line(m[1]), msg: fmt.Sprintf("unknown field %q in %s; the fields are %s",
+			m[2], orDefault(shapes[m[3]].what, m[3]), yamlFields(m[3]))}
+	}
+	if m := reKeyTwice.FindStringSubmatch(msg); m != nil {
+		return &configError{file: file, line: line(m[1]), msg: fmt.Sprintf("field %q appears twice (first on line %s); keep one", m[2], m[3])}
+	}
+	if m := reWrongType.FindStringSubmatch(msg); m != nil {
+		if s, ok := shapes[m[3]]; ok {
+			must := s.must
+			if strings.Contains(must, "%s") {
+				must = fmt.Sprintf(must, yamlFields(m[3]))
+			}
+			return &configError{file: file, line: line(m[1]), msg: must}
+		}
+	}
+	if m := reLine.FindStringSubmatch(msg); m != nil {
+		return &configError{file: file, line: line(m[1]), msg: m[2]}
+	}
+	return &configError{file: file, msg: msg}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// checker checks the decoded entries of one file.
+type checker struct{ file string }
+
+func (c *checker) bad(line int, format string, args ...any) error {
+	return &configError{file: c.file, line: line, msg: fmt.Sprintf(format, args...)}
+}
+
+func (c *checker) function(a at[functionYAML]) (functionConfig, error) {
+	y := &a.V
+	f := functionConfig{Line: a.Line}
+	name, ok := y.Name.str()
+	if !ok {
+		return f, c.bad(a.Line, "a function needs a name: (letters, digits, '.', '_' and '-')")
+	}
+	f.Name = name
+	if !functionNameRE.MatchString(f.Name) {
+		return f, c.bad(y.Name.Line, "function name %q: use 1 to 128 letters, digits, '.', '_' and '-', starting with a letter or digit", f.Name)
+	}
+	what := fmt.Sprintf("function %q", f.Name)
+	switch {
+	case y.Exec.Set && y.HTTP != nil:
+		return f, c.bad(a.Line, "%s has both exec: and http:; a function is one or the other", what)
+	case y.HTTP != nil:
+		spec, err := c.http(*y.HTTP, what)
+		if err != nil {
+			return f, err
+		}
+		f.HTTP = spec
+	case !y.Exec.Set:
+		return f, c.bad(a.Line, "%s needs exec: (the program and its arguments as a list, e.g. exec: [\"/usr/local/bin/report\", \"--full\"]) "+
+			"or http: (e.g. http: {url: \"https://search.internal/reindex\"})", what)
+	default:
+		argv, err := c.exec(&y.Exec, what)
+		if err != nil {
+			return f, err
+		}
+		f.Exec = argv
+	}
+	var err error
+	if y.Timeout.Set {
+		if f.Timeout, err = c.duration(&y.Timeout, what+": timeout"); err != nil {
+			return f, err
+		}
+	}
+	if r := y.Retry; r != nil {
+		if a := &r.V.MaxAttempts; a.Set {
+			if a.Err != nil || a.V < 1 {
+				return f, c.bad(a.Line, "%s: retry.maxAttempts must be a whole number of at least 1 (attempts in all, the first included), not %q", what, a.text())
+			}
+			f.Retry.MaxAttempts = a.V
+		}
+		if b := &r.V.Backoff; b.Set {
+			if f.Retry.Backoff, err = c.duration(b, what+": retry.backoff"); err != nil {
+				return f, err
+			}
+		}
+	}
+	return f, nil
+}
+
+func (c *checker) exec(x *leaf[[]string], what string) ([]string, error) {
+	if x.Node.Kind != yaml.SequenceNode {
+		return nil, c.bad(x.Line, "%s: exec must be a list like [\"/usr/local/bin/report\", \"--full\"]; "+
+			"for a shell command use [\"/bin/sh\", \"-c\", \"...\"]", what)
+	}
+	if x.Err != nil {
+		return nil, c.bad(x.Line, "%s: every exec item must be a string", what)
+	}
+	argv := x.V
+	if len(argv) == 0 || argv[0] == "" {
+		return nil, c.bad(x.Line, "%s: exec is empty; name the program to run first", what)
+	}
+	if _, err := exec.LookPath(argv[0]); err != nil {
+		return nil, c.bad(x.Line, "%s: cannot run %q: %v; use an absolute path to an executable that exists on every node", what, argv[0], unwrapPathError(err))
+	}
+	return argv, nil
+}
+
+// http checks http: {url, method, headers} as httpfn will use it.
+func (c *checker) http(h at[httpYAML], what string) (*httpfn.Spec, error) {
+	spec := &httpfn.Spec{}
+	u, ok := h.V.URL.str()
+	if !ok {
+		return nil, c.bad(h.Line, "%s: http needs url:, e.g. url: \"https://search.internal/reindex\"", what)
+	}
+	spec.URL = u
+	if m := &h.V.Method; m.Set {
+		if m.Err != nil || m.Node.Kind != yaml.ScalarNode {
+			return nil, c.bad(m.Line, "%s: http.method must be a word like POST or PUT", what)
+		}
+		spec.Method = m.V
+	}
+	if hd := &h.V.Headers; hd.Set {
+		if hd.Err != nil || hd.Node.Kind != yaml.MappingNode {
+			return nil, c.bad(hd.Line, "%s: http.headers must be a mapping of header names to text values, e.g. {X-Team: search}", what)
+		}
+		spec.Headers = hd.V
+	}
+	if _, err := httpfn.New(*spec, httpfn.Options{}); err != nil {
+		return nil, c.bad(h.Line, "%s: %v", what, err)
+	}
+	return spec, nil
+}
+
+func (c *checker) duration(l *leaf[string], what string) (time.Duration, error) {
+	d, err := time.ParseDuration(l.V)
+	if l.Err != nil || l.Node.Kind != yaml.ScalarNode || err != nil || d < 0 {
+		return 0, c.bad(l.Line, "%s must be a duration like 30s, 10m or 1h, not %q", what, l.text())
+	}
+	return d, nil
+}
+
+// schedule checks one entry of schedules:. functions are the names defined
+// in the file; a schedule may also name a --demo function, which
 // buildRegistry checks.
-func parseSchedule(n *yaml.Node, bad badFunc, functions map[string]int) (scheduleConfig, error) {
-	sc := scheduleConfig{Line: n.Line, Input: json.RawMessage("null"), Location: time.UTC}
-	m, err := mapping(n, bad, "a schedule", "name", "cron", "function", "input", "timeZone", "instanceId")
-	if err != nil {
-		return sc, err
+func (c *checker) schedule(a at[scheduleYAML], functions map[string]int) (scheduleConfig, error) {
+	y := &a.V
+	sc := scheduleConfig{Line: a.Line, Input: json.RawMessage("null"), Location: time.UTC}
+	name, ok := y.Name.str()
+	if !ok {
+		return sc, c.bad(a.Line, "a schedule needs a name: (letters, digits, '.', '_' and '-'); it is also the default instance ID")
 	}
-	name := m["name"]
-	if name == nil || name.Kind != yaml.ScalarNode || name.Value == "" {
-		return sc, bad(n, "a schedule needs a name: (letters, digits, '.', '_' and '-'); it is also the default instance ID")
-	}
-	sc.Name = name.Value
+	sc.Name = name
 	if !functionNameRE.MatchString(sc.Name) {
-		return sc, bad(name, "schedule name %q: use 1 to 128 letters, digits, '.', '_' and '-', starting with a letter or digit", sc.Name)
+		return sc, c.bad(y.Name.Line, "schedule name %q: use 1 to 128 letters, digits, '.', '_' and '-', starting with a letter or digit", sc.Name)
 	}
 	what := fmt.Sprintf("schedule %q", sc.Name)
-	c := m["cron"]
-	if c == nil || c.Kind != yaml.ScalarNode || strings.TrimSpace(c.Value) == "" {
-		return sc, bad(n, "%s needs cron: e.g. cron: \"0 2 * * *\" (minute hour day-of-month month day-of-week), @hourly or \"@every 30s\"", what)
+	cron, ok := y.Cron.str()
+	if !ok || strings.TrimSpace(cron) == "" {
+		return sc, c.bad(a.Line, "%s needs cron: e.g. cron: \"0 2 * * *\" (minute hour day-of-month month day-of-week), @hourly or \"@every 30s\"", what)
 	}
-	sc.Cron = c.Value
+	sc.Cron = cron
 	if _, err := scheduler.ParseCron(sc.Cron); err != nil {
-		return sc, bad(c, "%s: %v", what, err)
+		return sc, c.bad(y.Cron.Line, "%s: %v", what, err)
 	}
-	if tz := m["timeZone"]; tz != nil {
-		if tz.Kind != yaml.ScalarNode || tz.Value == "" {
-			return sc, bad(tz, "%s: timeZone must be an IANA time zone name like Europe/Berlin or America/New_York", what)
+	if tz := &y.TimeZone; tz.Set {
+		zone, ok := tz.str()
+		if !ok {
+			return sc, c.bad(tz.Line, "%s: timeZone must be an IANA time zone name like Europe/Berlin or America/New_York", what)
 		}
-		if tz.Value == "Local" {
-			return sc, bad(tz, "%s: timeZone Local differs from node to node, and every node must compute the same ticks; name the zone, e.g. Europe/Berlin", what)
+		if zone == "Local" {
+			return sc, c.bad(tz.Line, "%s: timeZone Local differs from node to node, and every node must compute the same ticks; name the zone, e.g. Europe/Berlin", what)
 		}
-		loc, err := time.LoadLocation(tz.Value)
+		loc, err := time.LoadLocation(zone)
 		if err != nil {
-			return sc, bad(tz, "%s: unknown timeZone %q; use an IANA time zone name like Europe/Berlin, America/New_York or UTC", what, tz.Value)
+			return sc, c.bad(tz.Line, "%s: unknown timeZone %q; use an IANA time zone name like Europe/Berlin, America/New_York or UTC", what, zone)
 		}
-		sc.TimeZone, sc.Location = tz.Value, loc
+		sc.TimeZone, sc.Location = zone, loc
 	}
-	fn := m["function"]
-	if fn == nil || fn.Kind != yaml.ScalarNode || fn.Value == "" {
-		return sc, bad(n, "%s needs function: the name of a function to start at each tick", what)
+	fn, ok := y.Function.str()
+	if !ok {
+		return sc, c.bad(a.Line, "%s needs function: the name of a function to start at each tick", what)
 	}
-	sc.Function, sc.FunctionLine = fn.Value, fn.Line
+	sc.Function, sc.FunctionLine = fn, y.Function.Line
 	if _, ok := functions[sc.Function]; !ok && !slices.Contains(demoFunctions, sc.Function) {
 		defined := make([]string, 0, len(functions))
 		for f := range functions {
@@ -200,28 +463,30 @@ func parseSchedule(n *yaml.Node, bad badFunc, functions map[string]int) (schedul
 		if len(defined) > 0 {
 			hint = "this file defines " + strings.Join(defined, ", ")
 		}
-		return sc, bad(fn, "%s: function %q is not defined (%s); define it under functions: or fix the name", what, sc.Function, hint)
+		return sc, c.bad(y.Function.Line, "%s: function %q is not defined (%s); define it under functions: or fix the name", what, sc.Function, hint)
 	}
-	if in := m["input"]; in != nil {
-		v, err := yamlToJSON(in, 0)
+	if in := &y.Input; in.Set {
+		// The input is the user's YAML, to be sent as JSON: converted from
+		// the node, since decoding into any turns dates into time.Time.
+		v, err := yamlToJSON(in.Node, 0)
 		if err != nil {
-			return sc, bad(in, "%s: input: %v", what, err)
+			return sc, c.bad(in.Line, "%s: input: %v", what, err)
 		}
 		b, err := json.Marshal(v)
 		if err != nil {
-			return sc, bad(in, "%s: input cannot be written as JSON (%v)", what, err)
+			return sc, c.bad(in.Line, "%s: input cannot be written as JSON (%v)", what, err)
 		}
 		sc.Input, sc.InputLine = b, in.Line
 	}
 	sc.InstanceID = sc.Name
-	if id := m["instanceId"]; id != nil {
-		if id.Kind != yaml.ScalarNode {
-			return sc, bad(id, "%s: instanceId must be a string", what)
+	if id := &y.InstanceID; id.Set {
+		if id.Err != nil || id.Node.Kind != yaml.ScalarNode {
+			return sc, c.bad(id.Line, "%s: instanceId must be a string", what)
 		}
-		if err := orchestrator.ValidateInstanceID(id.Value); err != nil {
-			return sc, bad(id, "%s: %v", what, err)
+		if err := orchestrator.ValidateInstanceID(id.V); err != nil {
+			return sc, c.bad(id.Line, "%s: %v", what, err)
 		}
-		sc.InstanceID = id.Value
+		sc.InstanceID = id.V
 	}
 	return sc, nil
 }
@@ -283,154 +548,6 @@ func yamlToJSON(n *yaml.Node, depth int) (any, error) {
 	return nil, fmt.Errorf("line %d: unsupported YAML value", n.Line)
 }
 
-type badFunc func(n *yaml.Node, format string, args ...any) error
-
-// mapping checks that n is a mapping with only the allowed keys and returns
-// its values by key.
-func mapping(n *yaml.Node, bad badFunc, what string, allowed ...string) (map[string]*yaml.Node, error) {
-	if n.Kind != yaml.MappingNode {
-		return nil, bad(n, "%s must be a mapping of %s", what, strings.Join(allowed, ", "))
-	}
-	out := map[string]*yaml.Node{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		ok := false
-		for _, a := range allowed {
-			ok = ok || k.Value == a
-		}
-		if !ok {
-			return nil, bad(k, "unknown field %q in %s; the fields are %s", k.Value, what, strings.Join(allowed, ", "))
-		}
-		if _, dup := out[k.Value]; dup {
-			return nil, bad(k, "field %q appears twice in %s", k.Value, what)
-		}
-		out[k.Value] = v
-	}
-	return out, nil
-}
-
-func parseFunction(n *yaml.Node, bad badFunc) (functionConfig, error) {
-	f := functionConfig{Line: n.Line}
-	m, err := mapping(n, bad, "a function", "name", "exec", "http", "timeout", "retry")
-	if err != nil {
-		return f, err
-	}
-	name := m["name"]
-	if name == nil || name.Kind != yaml.ScalarNode || name.Value == "" {
-		return f, bad(n, "a function needs a name: (letters, digits, '.', '_' and '-')")
-	}
-	f.Name = name.Value
-	if !functionNameRE.MatchString(f.Name) {
-		return f, bad(name, "function name %q: use 1 to 128 letters, digits, '.', '_' and '-', starting with a letter or digit", f.Name)
-	}
-	what := fmt.Sprintf("function %q", f.Name)
-	x, h := m["exec"], m["http"]
-	switch {
-	case x != nil && h != nil:
-		return f, bad(n, "%s has both exec: and http:; a function is one or the other", what)
-	case h != nil:
-		if f.HTTP, err = parseHTTP(h, bad, what); err != nil {
-			return f, err
-		}
-	case x == nil:
-		return f, bad(n, "%s needs exec: (the program and its arguments as a list, e.g. exec: [\"/usr/local/bin/report\", \"--full\"]) "+
-			"or http: (e.g. http: {url: \"https://search.internal/reindex\"})", what)
-	default:
-		if f.Exec, err = parseExec(x, bad, what); err != nil {
-			return f, err
-		}
-	}
-	if t := m["timeout"]; t != nil {
-		if f.Timeout, err = parseDuration(t, bad, what+": timeout"); err != nil {
-			return f, err
-		}
-	}
-	if r := m["retry"]; r != nil {
-		rm, err := mapping(r, bad, what+": retry", "maxAttempts", "backoff")
-		if err != nil {
-			return f, err
-		}
-		if a := rm["maxAttempts"]; a != nil {
-			if err := a.Decode(&f.Retry.MaxAttempts); err != nil || f.Retry.MaxAttempts < 1 {
-				return f, bad(a, "%s: retry.maxAttempts must be a whole number of at least 1 (attempts in all, the first included), not %q", what, a.Value)
-			}
-		}
-		if b := rm["backoff"]; b != nil {
-			if f.Retry.Backoff, err = parseDuration(b, bad, what+": retry.backoff"); err != nil {
-				return f, err
-			}
-		}
-	}
-	return f, nil
-}
-
-func parseExec(x *yaml.Node, bad badFunc, what string) ([]string, error) {
-	if x.Kind != yaml.SequenceNode {
-		return nil, bad(x, "%s: exec must be a list like [\"/usr/local/bin/report\", \"--full\"]; "+
-			"for a shell command use [\"/bin/sh\", \"-c\", \"...\"]", what)
-	}
-	var argv []string
-	for _, a := range x.Content {
-		if a.Kind != yaml.ScalarNode {
-			return nil, bad(a, "%s: every exec item must be a string", what)
-		}
-		argv = append(argv, a.Value)
-	}
-	if len(argv) == 0 || argv[0] == "" {
-		return nil, bad(x, "%s: exec is empty; name the program to run first", what)
-	}
-	if _, err := exec.LookPath(argv[0]); err != nil {
-		return nil, bad(x, "%s: cannot run %q: %v; use an absolute path to an executable that exists on every node", what, argv[0], unwrapPathError(err))
-	}
-	return argv, nil
-}
-
-// parseHTTP reads http: {url, method, headers} and checks it as httpfn
-// will use it.
-func parseHTTP(h *yaml.Node, bad badFunc, what string) (*httpfn.Spec, error) {
-	hm, err := mapping(h, bad, what+": http", "url", "method", "headers")
-	if err != nil {
-		return nil, err
-	}
-	spec := &httpfn.Spec{}
-	if u := hm["url"]; u == nil || u.Kind != yaml.ScalarNode || u.Value == "" {
-		return nil, bad(h, "%s: http needs url:, e.g. url: \"https://search.internal/reindex\"", what)
-	} else {
-		spec.URL = u.Value
-	}
-	if mt := hm["method"]; mt != nil {
-		if mt.Kind != yaml.ScalarNode {
-			return nil, bad(mt, "%s: http.method must be a word like POST or PUT", what)
-		}
-		spec.Method = mt.Value
-	}
-	if hd := hm["headers"]; hd != nil {
-		if hd.Kind != yaml.MappingNode {
-			return nil, bad(hd, "%s: http.headers must be a mapping of header names to values, e.g. {X-Team: search}", what)
-		}
-		spec.Headers = map[string]string{}
-		for i := 0; i+1 < len(hd.Content); i += 2 {
-			k, v := hd.Content[i], hd.Content[i+1]
-			if v.Kind != yaml.ScalarNode {
-				return nil, bad(v, "%s: header %q must have a text value", what, k.Value)
-			}
-			spec.Headers[k.Value] = v.Value
-		}
-	}
-	if _, err := httpfn.New(*spec, httpfn.Options{}); err != nil {
-		return nil, bad(h, "%s: %v", what, err)
-	}
-	return spec, nil
-}
-
-func parseDuration(n *yaml.Node, bad badFunc, what string) (time.Duration, error) {
-	d, err := time.ParseDuration(n.Value)
-	if n.Kind != yaml.ScalarNode || err != nil || d < 0 {
-		return 0, bad(n, "%s must be a duration like 30s, 10m or 1h, not %q", what, n.Value)
-	}
-	return d, nil
-}
-
 func unwrapPathError(err error) error {
 	var ee *exec.Error
 	if errors.As(err, &ee) {
@@ -440,23 +557,27 @@ func unwrapPathError(err error) error {
 }
 
 // loadAPIKeys reads an API keys file: one key a line; blank lines and lines
-// starting with # are ignored.
+// starting with # are ignored. A key that cannot work is reported with its
+// line.
 func loadAPIKeys(path string) ([]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read --api-keys-file: %w", err)
 	}
 	var keys []string
-	for _, line := range strings.Split(string(b), "\n") {
+	for i, line := range strings.Split(string(b), "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
+		}
+		if strings.IndexFunc(line, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+			return nil, fmt.Errorf("--api-keys-file %s, line %d: the key contains white space or a control character, which a client cannot send in a header; "+
+				"put one key a line, without spaces", path, i+1)
 		}
 		keys = append(keys, line)
 	}
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("--api-keys-file %s has no keys; put one key a line (e.g. from 'openssl rand -hex 32')", path)
 	}
-	sort.Strings(keys)
 	return keys, nil
 }

@@ -61,6 +61,14 @@ func TestParseConfigErrors(t *testing.T) {
 		{"top level list", "- a\n", []string{"the file must be a mapping"}},
 		{"unknown top field", "functoins: []\n", []string{"line 1", `unknown field "functoins"`, "functions, schedules"}},
 		{"functions not a list", "functions: {name: x}\n", []string{"line 1", "functions must be a list"}},
+		{"empty entry", "functions:\n  - name: a\n    exec: [sh]\n  -\n", []string{"line 2", "functions has an empty entry"}},
+		{"function not a mapping", "functions:\n  - a\n", []string{"line 2", "a function must be a mapping of name, exec, http, timeout, retry"}},
+		{"exec item", "functions:\n  - name: a\n    exec: [sh, [x]]\n", []string{"line 3", "every exec item must be a string"}},
+		{"retry not a mapping", "functions:\n  - name: a\n    exec: [sh]\n    retry: 3\n", []string{"line 4", "retry must be a mapping of maxAttempts, backoff"}},
+		{"attempts not a number", "functions:\n  - name: a\n    exec: [sh]\n    retry: {maxAttempts: many}\n", []string{"line 4", `retry.maxAttempts must be a whole number of at least 1`, `"many"`}},
+		{"field twice", "functions:\n  - name: a\n    exec: [sh]\n    name: b\n", []string{"line 4", `field "name" appears twice (first on line 2)`}},
+		{"http headers", "functions:\n  - name: r\n    http: {url: \"https://x/\", headers: {A: [1]}}\n", []string{"line 3", "http.headers must be a mapping of header names to text values"}},
+		{"http not a mapping", "functions:\n  - name: r\n    http: [x]\n", []string{"line 3", "http must be a mapping of url, method, headers"}},
 		{"no name", "functions:\n  - exec: [sh]\n", []string{"line 2", "needs a name"}},
 		{"bad name", "functions:\n  - name: a/b\n    exec: [sh]\n", []string{"line 2", `function name "a/b"`}},
 		{"no exec", "functions:\n  - name: a\n", []string{"line 2", `function "a" needs exec`}},
@@ -103,6 +111,10 @@ func TestLoadAPIKeys(t *testing.T) {
 	keys, err := loadAPIKeys(dir + "/keys")
 	if err != nil || strings.Join(keys, ",") != "key-one,key-two" {
 		t.Fatalf("keys %q, %v", keys, err)
+	}
+	writeFile(t, dir+"/spaces", "# ops team\nkey-one\n\nkey two\n")
+	if _, err := loadAPIKeys(dir + "/spaces"); err == nil || !strings.Contains(err.Error(), "line 4") || !strings.Contains(err.Error(), "white space") {
+		t.Fatalf("key with a space on line 4: %v", err)
 	}
 	writeFile(t, dir+"/empty", "# nothing\n")
 	if _, err := loadAPIKeys(dir + "/empty"); err == nil || !strings.Contains(err.Error(), "has no keys") {
@@ -168,6 +180,9 @@ func TestParseScheduleErrors(t *testing.T) {
 		want       []string
 	}{
 		{"not a list", "schedules: {name: x}\n", []string{"line 1", "schedules must be a list"}},
+		{"empty entry", "schedules:\n  -\n", []string{"line 2", "schedules has an empty entry"}},
+		{"not a mapping", "schedules: [nightly]\n", []string{"line 1", "a schedule must be a mapping of name, cron, function, input, timeZone, instanceId"}},
+		{"cron not text", fn + "  - name: s\n    cron: [x]\n    function: job\n", []string{"line 5", `schedule "s" needs cron`}},
 		{"no name", fn + "  - cron: '@hourly'\n    function: job\n", []string{"line 5", "a schedule needs a name"}},
 		{"bad name", fn + "  - name: a/b\n    cron: '@hourly'\n    function: job\n", []string{"line 5", `schedule name "a/b"`}},
 		{"no cron", fn + "  - name: s\n    function: job\n", []string{"line 5", `schedule "s" needs cron`, "0 2 * * *"}},

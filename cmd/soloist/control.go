@@ -1,91 +1,136 @@
 package main
 
 import (
-	"context"
 	"io"
 	"net/url"
+
+	"github.com/spf13/cobra"
 )
 
-// runTerminate ends an active instance: POST .../terminate?reason=.
-func runTerminate(ctx context.Context, args []string, e env, stdout, stderr io.Writer) error {
-	return reasonVerb(ctx, "terminate", args, e, stdout, stderr)
+// actionResult is what terminate, suspend, resume and raise print: the
+// server answers them with an empty 202.
+type actionResult struct {
+	InstanceID string `json:"instanceId"`
+	Operation  string `json:"operation"`
+	Event      string `json:"event,omitempty"`
+	Reason     string `json:"reason,omitempty"`
 }
 
-// runSuspend pauses an active instance: POST .../suspend?reason=.
-func runSuspend(ctx context.Context, args []string, e env, stdout, stderr io.Writer) error {
-	return reasonVerb(ctx, "suspend", args, e, stdout, stderr)
+// newControlCommand is terminate, suspend or resume:
+// POST .../instances/{id}/{verb}?reason=.
+func newControlCommand(verb, short string) *cobra.Command {
+	var co clientOptions
+	var reason string
+	cmd := &cobra.Command{
+		Use:   verb + " ID",
+		Short: short,
+		Args:  exactArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, p, err := co.connect(cmd)
+			if err != nil {
+				return err
+			}
+			id := args[0]
+			q := url.Values{}
+			if reason != "" {
+				q.Set("reason", reason)
+			}
+			if _, err := c.do(cmd.Context(), "POST", instancePath(id, verb), q, nil, nil); err != nil {
+				return instanceError(err, verb, id)
+			}
+			var table func(io.Writer) error
+			switch verb {
+			case "terminate":
+				table = line("Terminated instance '%s'.", id)
+			case "suspend":
+				table = line("Suspended instance '%s'; 'soloist resume %s' lets it run again.", id, shellQuote(id))
+			default:
+				table = line("Resumed instance '%s'.", id)
+			}
+			return p.printValue(actionResult{InstanceID: id, Operation: verb, Reason: reason}, table)
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded with the instance")
+	addClientFlags(cmd, &co)
+	return cmd
 }
 
-// runResume lets a suspended instance run again: POST .../resume?reason=.
-func runResume(ctx context.Context, args []string, e env, stdout, stderr io.Writer) error {
-	return reasonVerb(ctx, "resume", args, e, stdout, stderr)
+// newRaiseCommand delivers an external event: POST .../raiseEvent/{event}.
+func newRaiseCommand() *cobra.Command {
+	var co clientOptions
+	var data string
+	cmd := &cobra.Command{
+		Use:   "raise ID EVENT",
+		Short: "raise an event to an instance",
+		Args:  exactArgs(2, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, p, err := co.connect(cmd)
+			if err != nil {
+				return err
+			}
+			body := []byte("null")
+			if cmd.Flags().Changed("data") {
+				if body, err = jsonArg("raise", "data", data); err != nil {
+					return err
+				}
+			}
+			id, event := args[0], args[1]
+			if _, err := c.do(cmd.Context(), "POST", instancePath(id, "raiseEvent", event), nil, nil, body); err != nil {
+				return instanceError(err, "raise", id)
+			}
+			return p.printValue(actionResult{InstanceID: id, Operation: "raiseEvent", Event: event},
+				line("Raised event '%s' on instance '%s'.", event, id))
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", "", "event data as `JSON`; without it the data is null")
+	addClientFlags(cmd, &co)
+	return cmd
 }
 
-func reasonVerb(ctx context.Context, verb string, args []string, e env, stdout, stderr io.Writer) error {
-	var cf clientFlags
-	fs := newClientFlagSet(verb, &cf)
-	reason := fs.String("reason", "", "why, recorded with the instance")
-	pos, c, err := parseClient(fs, &cf, args, e, stderr, "soloist "+verb+" ID [--reason R]", 1, 1)
-	if err != nil {
-		return err
+// newRestartCommand starts a new execution with the instance's input.
+func newRestartCommand() *cobra.Command {
+	var co clientOptions
+	cmd := &cobra.Command{
+		Use:   "restart ID",
+		Short: "start a new execution of an instance with its input",
+		Args:  exactArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, p, err := co.connect(cmd)
+			if err != nil {
+				return err
+			}
+			id := args[0]
+			resp, err := c.do(cmd.Context(), "POST", instancePath(id, "restart"), nil, nil, nil)
+			if err != nil {
+				return instanceError(err, "restart", id)
+			}
+			return p.print(resp.body, line("Restarted instance '%s' as a new execution. See it with: soloist status %s", id, shellQuote(id)))
+		},
 	}
-	q := url.Values{}
-	if *reason != "" {
-		q.Set("reason", *reason)
-	}
-	resp, err := c.do(ctx, "POST", instancePath(pos[0], verb), q, nil, nil)
-	if err != nil {
-		return err
-	}
-	return printJSON(stdout, resp.body)
+	addClientFlags(cmd, &co)
+	return cmd
 }
 
-// runRaise delivers an external event: POST .../raiseEvent/{event}.
-func runRaise(ctx context.Context, args []string, e env, stdout, stderr io.Writer) error {
-	var cf clientFlags
-	fs := newClientFlagSet("raise", &cf)
-	data := fs.String("data", "", "event data as `JSON` (default null)")
-	pos, c, err := parseClient(fs, &cf, args, e, stderr, "soloist raise ID EVENT [--data JSON]", 2, 2)
-	if err != nil {
-		return err
+// newPurgeCommand deletes a terminal instance: DELETE .../instances/{id}.
+func newPurgeCommand() *cobra.Command {
+	var co clientOptions
+	cmd := &cobra.Command{
+		Use:   "purge ID",
+		Short: "delete a terminal instance and its history",
+		Args:  exactArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, p, err := co.connect(cmd)
+			if err != nil {
+				return err
+			}
+			id := args[0]
+			resp, err := c.do(cmd.Context(), "DELETE", instancePath(id), nil, nil, nil)
+			if err != nil {
+				return instanceError(err, "purge", id)
+			}
+			return p.print(resp.body, line("Purged instance '%s'.", id))
+		},
 	}
-	body := []byte("null")
-	if flagSet(fs, "data") {
-		if body, err = jsonArg("raise", "data", *data); err != nil {
-			return err
-		}
-	}
-	resp, err := c.do(ctx, "POST", instancePath(pos[0], "raiseEvent", pos[1]), nil, nil, body)
-	if err != nil {
-		return err
-	}
-	return printJSON(stdout, resp.body)
-}
-
-// runRestart starts a new execution with the instance's input.
-func runRestart(ctx context.Context, args []string, e env, stdout, stderr io.Writer) error {
-	return plainVerb(ctx, "restart", "POST", "restart", args, e, stdout, stderr)
-}
-
-// runPurge deletes a terminal instance: DELETE .../instances/{id}.
-func runPurge(ctx context.Context, args []string, e env, stdout, stderr io.Writer) error {
-	return plainVerb(ctx, "purge", "DELETE", "", args, e, stdout, stderr)
-}
-
-func plainVerb(ctx context.Context, verb, method, sub string, args []string, e env, stdout, stderr io.Writer) error {
-	var cf clientFlags
-	fs := newClientFlagSet(verb, &cf)
-	pos, c, err := parseClient(fs, &cf, args, e, stderr, "soloist "+verb+" ID", 1, 1)
-	if err != nil {
-		return err
-	}
-	var rest []string
-	if sub != "" {
-		rest = []string{sub}
-	}
-	resp, err := c.do(ctx, method, instancePath(pos[0], rest...), nil, nil, nil)
-	if err != nil {
-		return err
-	}
-	return printJSON(stdout, resp.body)
+	addClientFlags(cmd, &co)
+	return cmd
 }

@@ -3,14 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -25,20 +23,9 @@ import (
 // TestEndToEnd builds the binary, runs "soloist serve" with an embedded etcd
 // and drives it with the CLI verbs, then stops it with SIGTERM.
 func TestEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary; skipped with -short")
-	}
 	t.Parallel()
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go command to build the binary with")
-	}
+	soloistBinary(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "soloist")
-	build := exec.Command(gobin, "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 
 	pidFile := filepath.Join(dir, "slow.pid")
 	// The receiver of an HTTP function: it answers with what it was sent.
@@ -68,54 +55,13 @@ schedules:
     timeZone: Asia/Tokyo
 `, hook.URL+"/reindex", pidFile))
 
-	listen := freeAddr(t)
-	server := "http://" + listen
 	const shutdownTimeout = 10 * time.Second
-	srv := exec.Command(bin, "serve",
-		"--listen", listen,
-		"--embedded-etcd-client-url", "http://"+freeAddr(t),
-		"--data-dir", filepath.Join(dir, "data"),
-		"--demo", "--config", config,
-		"--lease-ttl", "2s",
-		"--shutdown-timeout", shutdownTimeout.String(),
-		"--log-format", "json",
-	)
-	srv.Env = cleanEnv()
-	logs := &syncBuffer{}
-	srv.Stdout, srv.Stderr = logs, logs
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- srv.Wait() }()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = srv.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("server logs:\n%s", logs.String())
-		}
-	})
-	waitReady(t, server, exited)
-
+	srv := startServe(t, "--demo", "--config", config, "--shutdown-timeout", shutdownTimeout.String(), "--log-level", "debug")
+	srv.waitReady()
+	server := srv.url
 	cli := func(args ...string) (stdout, stderr string, code int) {
 		t.Helper()
-		cmd := exec.Command(bin, args...)
-		cmd.Env = append(cleanEnv(), "SOLOIST_SERVER="+server)
-		var o, e bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &o, &e
-		err := cmd.Run()
-		var xe *exec.ExitError
-		switch {
-		case err == nil:
-		case errors.As(err, &xe):
-			code = xe.ExitCode()
-		default:
-			t.Fatalf("soloist %v: %v", args, err)
-		}
-		return o.String(), e.String(), code
+		return srv.cli(nil, args...)
 	}
 	mustOK := func(args ...string) string {
 		t.Helper()
@@ -235,19 +181,11 @@ schedules:
 
 	// SIGTERM: exit 0 within --shutdown-timeout.
 	start := time.Now()
-	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	if code := srv.stop(shutdownTimeout + 5*time.Second); code != 0 {
+		t.Fatalf("serve exited with %d after SIGTERM, want 0", code)
 	}
-	select {
-	case err := <-exited:
-		stopped = true
-		if err != nil {
-			t.Fatalf("serve exited with %v after SIGTERM, want 0", err)
-		}
-		t.Logf("serve stopped %s after SIGTERM", time.Since(start).Round(time.Millisecond))
-	case <-time.After(shutdownTimeout + 5*time.Second):
-		t.Fatalf("serve still running %s after SIGTERM (--shutdown-timeout %s)", time.Since(start), shutdownTimeout)
-	}
+	t.Logf("serve stopped %s after SIGTERM", time.Since(start).Round(time.Millisecond))
+	checkLogs(t, srv.logLines())
 }
 
 type instanceStatus struct {
@@ -302,27 +240,6 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-func waitReady(t *testing.T, server string, exited <-chan error) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-exited:
-			t.Fatalf("serve exited before it was ready: %v", err)
-		default:
-		}
-		resp, err := http.Get(server + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("serve was not ready (/readyz 200) within 60s")
 }
 
 func waitPIDFile(t *testing.T, path string) int {

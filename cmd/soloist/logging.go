@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -24,20 +25,22 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	if err != nil {
 		return nil, err
 	}
+	var h slog.Handler
 	switch strings.ToLower(format) {
 	case "auto":
 		if isTerminal(w) {
-			return slog.New(tint.NewHandler(w, &tint.Options{
-				Level: lvl, TimeFormat: time.TimeOnly, NoColor: os.Getenv("NO_COLOR") != "",
-			})), nil
+			h = tint.NewHandler(w, &tint.Options{Level: lvl, TimeFormat: time.TimeOnly, NoColor: os.Getenv("NO_COLOR") != ""})
+		} else {
+			h = slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl})
 		}
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl})), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl})), nil
+		h = slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl})
 	case "text":
-		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), nil
+		h = slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})
+	default:
+		return nil, fmt.Errorf("invalid --log-format %q: use auto, text or json", format)
 	}
-	return nil, fmt.Errorf("invalid --log-format %q: use auto, text or json", format)
+	return slog.New(&uniqueKeys{inner: h}), nil
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -49,16 +52,6 @@ func parseLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("invalid --log-level %q: use debug, info, warn or error", s)
 	}
 	return l, nil
-}
-
-// isTerminal reports whether w is a character device (a terminal).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // zapLogger returns a zap logger that writes to log at minLevel and above, so
@@ -104,6 +97,10 @@ var routine = map[string]bool{
 	"simple token is not cryptographically signed":                                         true,
 }
 
+// retryFailed is the etcd client's line for every failed attempt of a
+// call, cancelled calls included; the caller reports what matters.
+const retryFailed = "retrying of unary invoker failed"
+
 func (c *slogCore) Write(e zapcore.Entry, fs []zapcore.Field) error {
 	lvl := slogLevel(e.Level)
 	if routine[e.Message] {
@@ -115,6 +112,14 @@ func (c *slogCore) Write(e zapcore.Entry, fs []zapcore.Field) error {
 	}
 	for _, f := range fs {
 		f.AddTo(enc)
+	}
+	if e.Message == retryFailed && lvl > slog.LevelDebug && ended(enc.Fields["error"]) {
+		// A call whose context was cancelled or ran out: its caller sees
+		// the error and decides what to say.
+		lvl = slog.LevelDebug
+	}
+	if !c.log.Enabled(context.Background(), lvl) {
+		return nil
 	}
 	keys := make([]string, 0, len(enc.Fields))
 	for k := range enc.Fields {
@@ -133,6 +138,72 @@ func (c *slogCore) Write(e zapcore.Entry, fs []zapcore.Field) error {
 }
 
 func (c *slogCore) Sync() error { return nil }
+
+// ended reports whether a logged error is a cancelled or timed-out call.
+func ended(v any) bool {
+	s := fmt.Sprint(v)
+	return strings.Contains(s, "context canceled") || strings.Contains(s, "code = Canceled") ||
+		strings.Contains(s, "context deadline exceeded") || strings.Contains(s, "code = DeadlineExceeded")
+}
+
+// uniqueKeys is a slog.Handler that writes each key once per line: when
+// a logger's With and a call (or two With calls) give the same key, the
+// last value wins, where encoding/json readers would silently keep one of
+// two keys. Keys that slog writes itself (time, level, msg) get an "attr_"
+// prefix.
+type uniqueKeys struct {
+	inner slog.Handler
+	attrs []slog.Attr // from WithAttrs, in order
+}
+
+func (h *uniqueKeys) Enabled(ctx context.Context, l slog.Level) bool { return h.inner.Enabled(ctx, l) }
+
+func (h *uniqueKeys) WithAttrs(as []slog.Attr) slog.Handler {
+	return &uniqueKeys{inner: h.inner, attrs: append(slices.Clip(h.attrs), as...)}
+}
+
+// WithGroup hands the attributes so far to the inner handler: keys are
+// unique within each group from then on.
+func (h *uniqueKeys) WithGroup(name string) slog.Handler {
+	return &uniqueKeys{inner: h.inner.WithAttrs(unique(h.attrs)).WithGroup(name)}
+}
+
+func (h *uniqueKeys) Handle(ctx context.Context, r slog.Record) error {
+	all := make([]slog.Attr, 0, len(h.attrs)+r.NumAttrs())
+	all = append(all, h.attrs...)
+	r.Attrs(func(a slog.Attr) bool {
+		all = append(all, a)
+		return true
+	})
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	out.AddAttrs(unique(all)...)
+	return h.inner.Handle(ctx, out)
+}
+
+// unique keeps the last attribute of each key, where the key was first
+// used.
+func unique(as []slog.Attr) []slog.Attr {
+	idx := make(map[string]int, len(as))
+	out := make([]slog.Attr, 0, len(as))
+	for _, a := range as {
+		switch a.Key {
+		case "":
+			if a.Value.Kind() == slog.KindGroup {
+				out = append(out, a) // inlined into the line
+			}
+			continue
+		case slog.TimeKey, slog.LevelKey, slog.MessageKey, slog.SourceKey:
+			a.Key = "attr_" + a.Key
+		}
+		if i, ok := idx[a.Key]; ok {
+			out[i] = a
+			continue
+		}
+		idx[a.Key] = len(out)
+		out = append(out, a)
+	}
+	return out
+}
 
 func slogLevel(l zapcore.Level) slog.Level {
 	switch {

@@ -6,12 +6,12 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"strings"
+
+	"github.com/spf13/cobra"
 )
 
 func main() {
@@ -28,30 +28,24 @@ type env struct {
 
 func newEnv(getenv func(string) string) env { return env{getenv: getenv} }
 
-// command is one subcommand.
-type command struct {
-	summary string
-	run     func(ctx context.Context, args []string, e env, stdout, stderr io.Writer) error
-}
+// Exit codes, documented in README and in soloist --help.
+const (
+	exitOK          = 0
+	exitFailed      = 1 // the command failed: the server refused, the instance failed, serve stopped on an error
+	exitUsage       = 2 // the command line is wrong
+	exitUnreachable = 3 // the server (client verbs) or etcd (serve) could not be reached
+	exitTimeout     = 4 // wait --timeout ran out
+)
 
-var commands map[string]command
-
-func init() {
-	commands = map[string]command{
-		"serve":     {"run a Soloist node", runServe},
-		"start":     {"start an orchestration instance", runStart},
-		"status":    {"print an instance's status", runStatus},
-		"list":      {"list instances", runList},
-		"wait":      {"wait until an instance is terminal", runWait},
-		"terminate": {"terminate an active instance", runTerminate},
-		"suspend":   {"suspend an active instance", runSuspend},
-		"resume":    {"resume a suspended instance", runResume},
-		"raise":     {"raise an event to an instance", runRaise},
-		"restart":   {"start a new execution of an instance with its input", runRestart},
-		"purge":     {"delete a terminal instance", runPurge},
-		"version":   {"print version, commit and Go version", runVersion},
-	}
-}
+const exitCodesHelp = `Exit codes:
+  0  done (wait: the instance Completed)
+  1  failed: the server refused (no such instance, already exists, ...), the
+     instance Failed or was Terminated (wait), or serve stopped on an error
+  2  usage: unknown command or flag, bad value of a flag or SOLOIST_ variable
+  3  unreachable: no answer from the server (client verbs), or no connection
+     to etcd within --etcd-dial-timeout (serve)
+  4  timeout: wait --timeout ran out before the instance finished
+`
 
 // usageError is a mistake on the command line: exit code 2.
 type usageError struct {
@@ -65,67 +59,97 @@ func usagef(cmd, format string, args ...any) error {
 	return &usageError{cmd: cmd, msg: fmt.Sprintf(format, args...)}
 }
 
-// exitError carries an exit code for an error that was already reported.
-type exitError struct{ code int }
+// exitError carries an exit code, and a message unless it was already
+// reported.
+type exitError struct {
+	code int
+	err  error // nil if already reported
+}
 
-func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
 
 // run is main without os.Exit: it returns the exit code.
 func run(ctx context.Context, args []string, e env, stdout, stderr io.Writer) int {
+	root, started := newRootCommand(e, stdout, stderr)
 	if len(args) == 0 {
-		printUsage(stderr)
-		return 2
+		// soloist alone: the help, on stderr, as a usage error.
+		root.SetOut(stderr)
+		root.SetArgs([]string{"--help"})
+		_ = root.ExecuteContext(ctx)
+		return exitUsage
 	}
-	name := args[0]
-	switch name {
-	case "-h", "-help", "--help", "help":
-		if len(args) > 1 {
-			if c, ok := commands[args[1]]; ok {
-				return report(c.run(ctx, []string{"-h"}, e, stdout, stderr), stderr)
-			}
-			fmt.Fprintf(stderr, "soloist: unknown command %q\n", args[1])
-			return 2
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return exitOK
+	}
+	if !*started {
+		// cobra refused the command line before any command ran: an
+		// unknown command, a bad flag or argument.
+		var ue *usageError
+		if !errors.As(err, &ue) {
+			err = &usageError{cmd: cmd.Name(), msg: err.Error()}
 		}
-		printUsage(stdout)
-		return 0
-	case "-v", "-version", "--version":
-		name = "version"
 	}
-	c, ok := commands[name]
-	if !ok {
-		fmt.Fprintf(stderr, "soloist: unknown command %q\nRun 'soloist help' for the list of commands.\n", name)
-		return 2
-	}
-	return report(c.run(ctx, args[1:], e, stdout, stderr), stderr)
+	return report(cmd, err, stderr)
 }
 
 // report prints err the way every command does and returns the exit code.
-func report(err error, stderr io.Writer) int {
+func report(cmd *cobra.Command, err error, stderr io.Writer) int {
 	var ue *usageError
 	var xe *exitError
+	code := exitCode(err)
 	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.As(err, &xe):
-		return xe.code
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "soloist %s: %s\nRun 'soloist %s -h' for usage.\n", ue.cmd, ue.msg, ue.cmd)
-		return 2
+		path := "soloist"
+		if cmd != nil && cmd.HasParent() {
+			path = cmd.CommandPath()
+		}
+		fmt.Fprintf(stderr, "%s: %s\nRun '%s --help' for usage.\n", path, ue.msg, path)
+		return exitUsage
+	case errors.As(err, &xe) && xe.err == nil:
+		return xe.code
 	}
 	fmt.Fprintf(stderr, "soloist: %v\n", err)
-	return 1
+	return code
 }
 
-func printUsage(w io.Writer) {
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
+// exitCode is the exit code of a command's error.
+func exitCode(err error) int {
+	var ue *usageError
+	var xe *exitError
+	var ure *unreachableError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &xe):
+		return xe.code
+	case errors.As(err, &ure):
+		return exitUnreachable
 	}
-	sort.Strings(names)
-	var b strings.Builder
-	b.WriteString(`soloist runs singleton orchestrations on etcd.
+	return exitFailed
+}
 
-Usage:
+// newRootCommand builds the command tree. started is set once a command's
+// own code runs, so that run tells cobra's refusals of the command line
+// (exit code 2) from a command's failures.
+func newRootCommand(e env, stdout, stderr io.Writer) (*cobra.Command, *bool) {
+	started := new(bool)
+	bi := readBuildInfo()
+	root := &cobra.Command{
+		Use:   "soloist",
+		Short: "soloist runs singleton orchestrations on etcd",
+		Long: `soloist runs singleton orchestrations on etcd.
+
   soloist serve [flags]                      run a node (embedded etcd unless --etcd-endpoints)
   soloist start FUNCTION [ID] [--input JSON] [--conflict-policy P] [--reuse-policy P]
   soloist status ID [--history]
@@ -135,18 +159,74 @@ Usage:
   soloist raise ID EVENT [--data JSON]
   soloist restart|purge ID
   soloist version
+  soloist completion bash|zsh|fish
 
-Commands:
-`)
-	for _, n := range names {
-		fmt.Fprintf(&b, "  %-10s %s\n", n, commands[n].summary)
-	}
-	b.WriteString(`
 Client commands talk to --server (default http://127.0.0.1:8080, env
-SOLOIST_SERVER) with --api-key (env SOLOIST_API_KEY). Every serve flag also
-reads SOLOIST_<FLAG>, e.g. SOLOIST_ETCD_ENDPOINTS; a flag beats its variable.
+SOLOIST_SERVER) with --api-key (env SOLOIST_API_KEY) and print -o table, json
+or yaml (default: table on a terminal, else json). Every serve flag also
+reads SOLOIST_<FLAG>, e.g. SOLOIST_ETCD_ENDPOINTS; a flag beats its variable.`,
+		Version:       bi.Version,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			*started = true
+			if err := bindEnv(cmd.Flags(), e); err != nil {
+				return usagef(cmd.Name(), "%v", err)
+			}
+			return nil
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetVersionTemplate(versionText(bi))
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return usagef(cmd.Name(), "%v", err)
+	})
+	root.SetHelpCommand(&cobra.Command{
+		Use:   "help [command]",
+		Short: "help about any command",
+		RunE: func(c *cobra.Command, args []string) error {
+			cmd, rest, err := c.Root().Find(args)
+			if err != nil || len(rest) > 0 {
+				return usagef("help", "unknown command %q", strings.Join(args, " "))
+			}
+			return cmd.Help()
+		},
+	})
+	plain := root.UsageTemplate()
+	root.SetUsageTemplate(plain + "\n" + exitCodesHelp)
 
-Run 'soloist COMMAND -h' for the flags of a command.
-`)
-	io.WriteString(w, b.String())
+	root.AddCommand(
+		newServeCommand(),
+		newStartCommand(),
+		newStatusCommand(),
+		newListCommand(),
+		newWaitCommand(),
+		newControlCommand("terminate", "terminate an active instance"),
+		newControlCommand("suspend", "suspend an active instance"),
+		newControlCommand("resume", "resume a suspended instance"),
+		newRaiseCommand(),
+		newRestartCommand(),
+		newPurgeCommand(),
+		newVersionCommand(bi),
+	)
+	for _, c := range root.Commands() {
+		c.SetUsageTemplate(plain)
+	}
+	return root, started
+}
+
+// exactArgs checks the number of positional arguments of a command whose
+// synopsis is cmd.Use.
+func exactArgs(min, max int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		synopsis := "soloist " + cmd.Use
+		switch {
+		case len(args) < min:
+			return usagef(cmd.Name(), "missing arguments; usage: %s", synopsis)
+		case len(args) > max:
+			return usagef(cmd.Name(), "unexpected argument %q; usage: %s", args[max], synopsis)
+		}
+		return nil
+	}
 }

@@ -3,15 +3,13 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,21 +18,25 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"go.etcd.io/etcd/client/pkg/v3/transport"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap/zapcore"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/soloist-dev/soloist/orchestrator"
 	"github.com/soloist-dev/soloist/orchestrator/execfn"
 	"github.com/soloist-dev/soloist/orchestrator/httpfn"
 	"github.com/soloist-dev/soloist/scheduler"
-	"github.com/soloist-dev/soloist/scheduler/httpapi"
 )
 
 // serveOptions are the flags of soloist serve (SPEC section 4).
 type serveOptions struct {
 	Listen            string
+	MetricsListen     string
+	PublicURL         string
+	NoCodeInURLs      bool
+	RequestTimeout    time.Duration
+	MaxConnections    int
 	EtcdEndpoints     string
+	EtcdDialTimeout   time.Duration
 	DataDir           string
 	EmbeddedClientURL string
 	EtcdPrefix        string
@@ -57,54 +59,80 @@ type serveOptions struct {
 	Demo              bool
 }
 
-const serveSynopsis = "soloist serve [flags]"
-
-func newServeFlags(o *serveOptions, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+// addServeFlags defines the flags of soloist serve on fs, each reading its
+// SOLOIST_ variable.
+func addServeFlags(fs *pflag.FlagSet, o *serveOptions) {
+	fs.SortFlags = false
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "`address` of the HTTP API, health checks and metrics")
+	fs.StringVar(&o.MetricsListen, "metrics-listen", "", "`address` of a second listener that serves /metrics without API keys, e.g. 0.0.0.0:9090")
+	fs.StringVar(&o.PublicURL, "public-url", "", "base `URL` of the absolute URLs in answers (Location, statusQueryGetUri, ...), e.g. https://soloist.example.com; empty uses the request's Host")
+	fs.BoolVar(&o.NoCodeInURLs, "no-code-in-urls", false, "do not echo a ?code= API key into the URLs of answers (Durable Functions echoes it)")
+	fs.DurationVar(&o.RequestTimeout, "request-timeout", 30*time.Second, "a request's headers and body must arrive within this `duration`; its answer gets twice that")
+	fs.IntVar(&o.MaxConnections, "max-connections", 1024, "most HTTP `connections` at once, beyond a reserve kept for health checks; 0 means no limit")
 	fs.StringVar(&o.EtcdEndpoints, "etcd-endpoints", "", "comma-separated etcd `endpoints`; empty starts an embedded single-node etcd")
+	fs.DurationVar(&o.EtcdDialTimeout, "etcd-dial-timeout", 20*time.Second, "give up starting if etcd does not answer and grant the node's session within this `duration`")
 	fs.StringVar(&o.DataDir, "data-dir", "./soloist-data", "`directory` of the embedded etcd's data")
 	fs.StringVar(&o.EmbeddedClientURL, "embedded-etcd-client-url", "http://127.0.0.1:2379", "`URL` the embedded etcd serves clients at (for etcdctl)")
 	fs.StringVar(&o.EtcdPrefix, "etcd-prefix", "/soloist/", "`prefix` of every key Soloist writes")
-	fs.StringVar(&o.EtcdCAFile, "etcd-cafile", "", "CA `file` to verify etcd's certificate")
+	fs.StringVar(&o.EtcdCAFile, "etcd-cafile", "", "CA `file` to verify etcd's certificate (https:// endpoints)")
 	fs.StringVar(&o.EtcdCertFile, "etcd-certfile", "", "client certificate `file` for etcd mTLS")
 	fs.StringVar(&o.EtcdKeyFile, "etcd-keyfile", "", "client key `file` for etcd mTLS")
 	fs.StringVar(&o.EtcdUsername, "etcd-username", "", "etcd `user` name")
 	fs.StringVar(&o.EtcdPassword, "etcd-password", "", "etcd `password` (prefer --etcd-password-file)")
 	fs.StringVar(&o.EtcdPasswordFile, "etcd-password-file", "", "`file` holding the etcd password")
-	fs.StringVar(&o.NodeID, "node-id", "", "`name` of this node (default hostname plus a random suffix)")
+	fs.StringVar(&o.NodeID, "node-id", "", "`name` of this node; empty means the hostname plus a random suffix")
 	fs.DurationVar(&o.LeaseTTL, "lease-ttl", 10*time.Second, "session lease `TTL`: whole seconds, at least 2s")
 	fs.IntVar(&o.MaxConcurrent, "max-concurrent", 0, "most `instances` this node holds at once; 0 means no limit")
 	o.MaxPayload = orchestrator.DefaultMaxPayload
-	fs.Var(&o.MaxPayload, "max-payload", "largest input, output, custom status or event `size`, e.g. 256KiB")
-	fs.StringVar(&o.Config, "config", "", "YAML `file` of functions")
+	fs.Var(&o.MaxPayload, "max-payload", "largest input, output, custom status or event `size`: bytes, KiB, MiB (or KB, MB: powers of 1000)")
+	fs.StringVar(&o.Config, "config", "", "YAML `file` of functions and schedules")
 	fs.StringVar(&o.APIKeysFile, "api-keys-file", "", "`file` of API keys, one a line; every route but health checks then needs one")
 	fs.BoolVar(&o.InsecureNoAuth, "insecure-no-auth", false, "allow a non-loopback --listen without --api-keys-file")
 	fs.StringVar(&o.LogFormat, "log-format", "auto", "`format` of logs: auto (coloured on a terminal, else JSON), text or json")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "`level`: debug, info, warn or error")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 25*time.Second, "drain `budget` on SIGTERM or SIGINT")
 	fs.BoolVar(&o.Demo, "demo", false, "register the demo orchestrations "+strings.Join(demoFunctions, ", "))
-	setUsage(fs, stderr, serveSynopsis, nil)
-	return fs
+	withEnv(fs)
+}
+
+func newServeCommand() *cobra.Command {
+	o := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve [flags]",
+		Short: "run a Soloist node",
+		Long: `Run a Soloist node: the HTTP API, health checks and metrics on --listen, and
+the orchestrations it holds. Without --etcd-endpoints it starts an embedded
+single-node etcd in --data-dir.
+
+Every flag also reads SOLOIST_<FLAG> (upper case, - to _); a flag beats its
+variable. On SIGTERM or SIGINT the node drains within --shutdown-timeout.`,
+		Args: exactArgs(0, 0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.validate(); err != nil {
+				return usagef("serve", "%v", err)
+			}
+			return runServe(cmd.Context(), o, cmd.ErrOrStderr())
+		},
+	}
+	addServeFlags(cmd.Flags(), o)
+	return cmd
 }
 
 // parseServe reads the flags of soloist serve from the environment and args
-// (args win) and validates them.
-func parseServe(args []string, e env, stderr io.Writer) (*serveOptions, error) {
+// (args win) and validates them, as the command does.
+func parseServe(args []string, e env) (*serveOptions, error) {
 	o := &serveOptions{}
-	fs := newServeFlags(o, stderr)
-	if err := applyEnv(fs, e); err != nil {
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	addServeFlags(fs, o)
+	if err := fs.Parse(args); err != nil {
 		return nil, usagef("serve", "%v", err)
 	}
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, &exitError{code: 2} // the flag package printed the problem
+	if err := bindEnv(fs, e); err != nil {
+		return nil, usagef("serve", "%v", err)
 	}
-	if len(pos) > 0 {
-		return nil, usagef("serve", "unexpected argument %q; serve takes only flags", pos[0])
+	if fs.NArg() > 0 {
+		return nil, usagef("serve", "unexpected argument %q; usage: soloist serve [flags]", fs.Arg(0))
 	}
 	if err := o.validate(); err != nil {
 		return nil, usagef("serve", "%v", err)
@@ -126,6 +154,15 @@ func (o *serveOptions) validate() error {
 	if o.ShutdownTimeout <= 0 {
 		return fmt.Errorf("invalid --shutdown-timeout %s: use a positive duration, e.g. 25s", o.ShutdownTimeout)
 	}
+	if o.RequestTimeout <= 0 {
+		return fmt.Errorf("invalid --request-timeout %s: use a positive duration, e.g. 30s", o.RequestTimeout)
+	}
+	if o.EtcdDialTimeout <= 0 {
+		return fmt.Errorf("invalid --etcd-dial-timeout %s: use a positive duration, e.g. 20s", o.EtcdDialTimeout)
+	}
+	if o.MaxConnections < 0 {
+		return fmt.Errorf("invalid --max-connections %d: use 0 for no limit or a positive number, e.g. 1024", o.MaxConnections)
+	}
 	if strings.TrimSpace(o.EtcdPrefix) == "" {
 		return errors.New("--etcd-prefix is empty; use e.g. /soloist/")
 	}
@@ -134,6 +171,20 @@ func (o *serveOptions) validate() error {
 	}
 	if _, _, err := net.SplitHostPort(o.Listen); err != nil {
 		return fmt.Errorf("invalid --listen %q: use HOST:PORT, e.g. 127.0.0.1:8080", o.Listen)
+	}
+	if o.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(o.MetricsListen); err != nil {
+			return fmt.Errorf("invalid --metrics-listen %q: use HOST:PORT, e.g. 0.0.0.0:9090", o.MetricsListen)
+		}
+		if o.MetricsListen == o.Listen {
+			return fmt.Errorf("--metrics-listen %s is --listen too; give the metrics listener its own port, e.g. :9090", o.MetricsListen)
+		}
+	}
+	if o.PublicURL != "" {
+		u, err := url.Parse(o.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return fmt.Errorf("invalid --public-url %q: use the URL clients reach this node at, scheme and host (and a path prefix if a proxy adds one), e.g. https://soloist.example.com", o.PublicURL)
+		}
 	}
 	if o.APIKeysFile == "" && !o.InsecureNoAuth && !isLoopback(o.Listen) {
 		return fmt.Errorf("refusing to serve on --listen %s without authentication: anyone who reaches it could start and terminate instances; "+
@@ -156,6 +207,8 @@ func (o *serveOptions) validate() error {
 		if o.DataDir == "" {
 			return errors.New("--data-dir is empty; the embedded etcd needs a directory for its data")
 		}
+	} else if err := o.checkEndpointSchemes(); err != nil {
+		return err
 	}
 	if o.NodeID == "" {
 		o.NodeID = defaultNodeID()
@@ -212,39 +265,6 @@ func validateNodeID(id string) error {
 	return nil
 }
 
-// etcdConfig builds the client configuration for an external etcd.
-func (o *serveOptions) etcdConfig() (clientv3.Config, error) {
-	cfg := clientv3.Config{
-		Endpoints:   o.endpoints(),
-		DialTimeout: 5 * time.Second,
-		Username:    o.EtcdUsername,
-		Password:    o.EtcdPassword,
-	}
-	if o.EtcdPasswordFile != "" {
-		b, err := os.ReadFile(o.EtcdPasswordFile)
-		if err != nil {
-			return cfg, fmt.Errorf("read --etcd-password-file: %w", err)
-		}
-		cfg.Password = strings.TrimRight(string(b), "\r\n")
-	}
-	if o.EtcdCAFile != "" || o.EtcdCertFile != "" {
-		info := transport.TLSInfo{TrustedCAFile: o.EtcdCAFile, CertFile: o.EtcdCertFile, KeyFile: o.EtcdKeyFile}
-		tc, err := info.ClientConfig()
-		if err != nil {
-			return cfg, fmt.Errorf("etcd TLS (--etcd-cafile, --etcd-certfile, --etcd-keyfile): %w", err)
-		}
-		cfg.TLS = tc
-	} else {
-		for _, ep := range cfg.Endpoints {
-			if strings.HasPrefix(ep, "https://") {
-				cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12} // system roots
-				break
-			}
-		}
-	}
-	return cfg, nil
-}
-
 // buildRegistry registers the config file's functions and the demo, and
 // returns the config file's schedules.
 func buildRegistry(o *serveOptions, log *slog.Logger) (*orchestrator.Registry, []scheduler.Schedule, error) {
@@ -262,7 +282,7 @@ func buildRegistry(o *serveOptions, log *slog.Logger) (*orchestrator.Registry, [
 				fn, err = httpfn.New(*f.HTTP, httpfn.Options{
 					Timeout: f.Timeout,
 					Retry:   httpfn.Retry{MaxAttempts: f.Retry.MaxAttempts, Backoff: f.Retry.Backoff},
-					Logger:  log.With("function", f.Name),
+					Logger:  log, // httpfn adds the function to every line
 				})
 				if err != nil {
 					return nil, nil, fmt.Errorf("config %s, line %d: %w", o.Config, f.Line, err)
@@ -322,11 +342,8 @@ func newMetricsRegistry(bi buildInfo) *prometheus.Registry {
 	return reg
 }
 
-func runServe(ctx context.Context, args []string, e env, _, stderr io.Writer) error {
-	o, err := parseServe(args, e, stderr)
-	if err != nil {
-		return err
-	}
+// runServe sets up logging and signals and serves until the first signal.
+func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
 	log, err := newLogger(stderr, o.LogFormat, o.LogLevel)
 	if err != nil {
 		return err
@@ -376,108 +393,79 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 		log.Warn("serving without authentication on a non-loopback address (--insecure-no-auth)", "listen", o.Listen)
 	}
 
-	ln, err := net.Listen("tcp", o.Listen)
+	lns, err := listen(o)
 	if err != nil {
-		return fmt.Errorf("listen on --listen %s: %w", o.Listen, err)
+		return err
 	}
-	defer ln.Close()
+	defer lns.Close()
+	// Serve from now on: /livez answers, and the rest 503 until the API is
+	// wired to etcd.
+	metrics := newMetricsRegistry(bi)
+	srv := newServers(o, lns, metrics, log)
+	defer srv.close()
+	srvErr := srv.serve()
 
-	etcdLevel := zapcore.WarnLevel
-	if lvl <= slog.LevelDebug {
-		etcdLevel = zapcore.InfoLevel
-	}
 	var emb *embeddedEtcd
-	var ecfg clientv3.Config
-	if eps := o.endpoints(); len(eps) > 0 {
+	var ecfg etcdTarget
+	if len(o.endpoints()) > 0 {
 		if ecfg, err = o.etcdConfig(); err != nil {
 			return err
 		}
-		log.Info("using etcd", "endpoints", eps, "prefix", o.EtcdPrefix, "tls", ecfg.TLS != nil, "auth", ecfg.Username != "")
 	} else {
 		log.Info("starting embedded etcd", "client_url", o.EmbeddedClientURL, "data_dir", o.DataDir)
 		if emb, err = startEmbeddedEtcd(ctx, o.DataDir, o.EmbeddedClientURL, log); err != nil {
 			return err
 		}
 		defer emb.Close() // after the client's Close, deferred below
-		ecfg = clientv3.Config{Endpoints: []string{emb.clientURL}, DialTimeout: 5 * time.Second}
+		ecfg = embeddedTarget(emb, o.EtcdDialTimeout)
 		log.Info("embedded etcd ready", "client_url", emb.clientURL, "data_dir", o.DataDir, "prefix", o.EtcdPrefix,
 			"note", "single node: for production run 3 or 5 etcd members and pass --etcd-endpoints")
 	}
-	zl, silence := zapLogger(log.With("component", "etcd-client"), etcdLevel)
-	ecfg.Logger = zl
-	cli, err := clientv3.New(ecfg)
+	// etcd's first answer and the node's first session, within
+	// --etcd-dial-timeout.
+	startCtx, cancelStart := context.WithTimeoutCause(ctx, o.EtcdDialTimeout, errDialTimeout)
+	defer cancelStart()
+	cli, silence, err := connectEtcd(startCtx, ecfg, o.EtcdPrefix, log, lvl)
 	if err != nil {
-		return fmt.Errorf("connect to etcd %v: %w", ecfg.Endpoints, err)
+		return err
 	}
 	defer func() {
 		silence()
 		_ = cli.Close()
 	}()
 
-	client := orchestrator.NewClient(cli, orchestrator.ClientConfig{
-		Prefix: o.EtcdPrefix, MaxPayload: int(o.MaxPayload), Logger: log,
-	})
-	metrics := newMetricsRegistry(bi)
-	node, err := scheduler.New(scheduler.Config{
-		Etcd:          cli,
-		Prefix:        o.EtcdPrefix,
-		NodeID:        o.NodeID,
-		Address:       advertiseAddress(ln.Addr().String()),
-		Version:       bi.Version,
-		LeaseTTL:      o.LeaseTTL,
-		MaxConcurrent: o.MaxConcurrent,
-		Registry:      reg,
-		Client:        client,
-		Logger:        log,
-		Registerer:    metrics,
-		Schedules:     schedules,
+	node, api, err := wire(o, parts{
+		etcd: cli, registry: reg, schedules: schedules, metrics: metrics, apiKeys: apiKeys,
+		address: advertiseAddress(lns.api.Addr().String()), version: bi.Version, log: log,
 	})
 	if err != nil {
-		return fmt.Errorf("configure node: %w", err)
+		return err
 	}
-	api, err := httpapi.New(httpapi.Config{
-		Client: client,
-		HasFunction: func(name string) bool {
-			_, ok := reg.Orchestrator(name)
-			return ok
-		},
-		Ready:      node.Ready,
-		Gatherer:   metrics,
-		Registerer: metrics,
-		APIKeys:    apiKeys,
-		MaxPayload: int(o.MaxPayload),
-		Logger:     log,
-	})
-	if err != nil {
-		return fmt.Errorf("configure HTTP API: %w", err)
-	}
-	srv := &http.Server{
-		Handler:           api,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn),
-	}
-	srvErr := make(chan error, 1)
-	go func() { srvErr <- srv.Serve(ln) }()
+	srv.setAPI(api)
 	names := reg.Names()
 	if len(names) == 0 {
 		log.Warn("no functions registered: every start gets 404; pass --config FILE or --demo")
 	}
-	log.Info("serving HTTP API", "listen", ln.Addr().String(), "auth", len(apiKeys) > 0, "functions", names)
+	log.Info("serving HTTP API", "listen", lns.api.Addr().String(), "auth", len(apiKeys) > 0, "functions", names,
+		"max_connections", o.MaxConnections, "request_timeout", o.RequestTimeout.String())
+	if lns.metrics != nil {
+		log.Info("serving metrics", "metrics_listen", lns.metrics.Addr().String(), "path", "/metrics")
+	}
 	for _, s := range schedules {
 		log.Info("schedule configured", "schedule", s.Name, "cron", s.Spec, "time_zone", s.Location.String(),
 			"function", s.Function, "instance_id", s.InstanceID)
 	}
 
 	startErr := make(chan error, 1)
-	go func() { startErr <- node.Start(ctx) }()
+	go func() { startErr <- node.Start(startCtx) }()
 	var runErr error
 	select {
 	case err := <-startErr:
 		if err != nil && ctx.Err() == nil {
-			runErr = fmt.Errorf("start node: %w", err)
+			runErr = startFailure(err, startCtx, ecfg)
 			break
 		}
+		cancelStart()
 		select {
 		case <-ctx.Done():
 		case err := <-srvErr:
@@ -497,9 +485,7 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 	if drainErr != nil {
 		log.Error("drain did not finish; peers take over this node's instances after the lease TTL", "error", drainErr, "lease_ttl", o.LeaseTTL.String())
 	}
-	if err := srv.Shutdown(shCtx); err != nil {
-		_ = srv.Close()
-	}
+	srv.shutdown(shCtx)
 	log.Info("stopped", "node", o.NodeID, "shutdown", time.Since(start).Round(time.Millisecond).String())
 	if runErr != nil {
 		return runErr

@@ -1,14 +1,17 @@
 package main
 
 import (
-	"errors"
-	"flag"
 	"io"
+	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 func mapEnv(kv ...string) env {
@@ -21,7 +24,7 @@ func mapEnv(kv ...string) env {
 
 func TestServeDefaults(t *testing.T) {
 	t.Parallel()
-	o, err := parseServe(nil, mapEnv(), io.Discard)
+	o, err := parseServe(nil, mapEnv())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +50,7 @@ func TestServeEnvAndFlagPrecedence(t *testing.T) {
 		"SOLOIST_DEMO", "true",
 		"SOLOIST_MAX_PAYLOAD", "1MiB",
 	)
-	o, err := parseServe([]string{"--node-id", "from-flag", "--lease-ttl=3s"}, e, io.Discard)
+	o, err := parseServe([]string{"--node-id", "from-flag", "--lease-ttl=3s"}, e)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +61,7 @@ func TestServeEnvAndFlagPrecedence(t *testing.T) {
 		t.Errorf("environment not applied: %+v", o)
 	}
 
-	_, err = parseServe(nil, mapEnv("SOLOIST_LEASE_TTL", "ten seconds"), io.Discard)
+	_, err = parseServe(nil, mapEnv("SOLOIST_LEASE_TTL", "ten seconds"))
 	if err == nil || !strings.Contains(err.Error(), `invalid SOLOIST_LEASE_TTL="ten seconds"`) {
 		t.Fatalf("bad variable: %v", err)
 	}
@@ -82,7 +85,22 @@ func TestServeValidation(t *testing.T) {
 		{"ttl env", nil, []string{"SOLOIST_LEASE_TTL", "1s"}, "invalid --lease-ttl 1s"},
 		{"max concurrent", []string{"--max-concurrent", "-1"}, nil, "invalid --max-concurrent -1"},
 		{"max payload", []string{"--max-payload", "0"}, nil, "invalid --max-payload"},
-		{"max payload unit", []string{"--max-payload", "lots"}, nil, "exit status 2"},
+		{"max payload unit", []string{"--max-payload", "lots"}, nil, `invalid argument "lots" for "--max-payload"`},
+		{"max payload env", nil, []string{"SOLOIST_MAX_PAYLOAD", "lots"}, `invalid SOLOIST_MAX_PAYLOAD="lots"`},
+		{"request timeout", []string{"--request-timeout", "0s"}, nil, "invalid --request-timeout"},
+		{"dial timeout", []string{"--etcd-dial-timeout", "-1s"}, nil, "invalid --etcd-dial-timeout"},
+		{"max connections", []string{"--max-connections", "-1"}, nil, "invalid --max-connections -1"},
+		{"no connection limit", []string{"--max-connections", "0"}, nil, ""},
+		{"metrics listen", []string{"--metrics-listen", "9090"}, nil, `invalid --metrics-listen "9090"`},
+		{"metrics on listen", []string{"--metrics-listen", "127.0.0.1:8080"}, nil, "give the metrics listener its own port"},
+		{"metrics public", []string{"--metrics-listen", "0.0.0.0:9090"}, nil, ""},
+		{"public url", []string{"--public-url", "https://soloist.example.com/base/"}, nil, ""},
+		{"public url relative", []string{"--public-url", "soloist.example.com"}, nil, `invalid --public-url "soloist.example.com"`},
+		{"public url query", []string{"--public-url", "https://h/?code=x"}, nil, "invalid --public-url"},
+		{"tls with http", []string{"--etcd-endpoints", "http://e:2379", "--etcd-cafile", "ca.pem"}, nil, "--etcd-endpoints http://e:2379 is plain http://"},
+		{"tls with host:port", []string{"--etcd-endpoints", "e:2379", "--etcd-cafile", "ca.pem"}, nil, ""},
+		{"mixed schemes", []string{"--etcd-endpoints", "http://e1:2379,https://e2:2379"}, nil, "mixes http:// (http://e1:2379) and https:// (https://e2:2379)"},
+		{"bad scheme", []string{"--etcd-endpoints", "ftp://e1:2379"}, nil, `invalid --etcd-endpoints "ftp://e1:2379"`},
 		{"shutdown timeout", []string{"--shutdown-timeout", "0s"}, nil, "invalid --shutdown-timeout"},
 		{"log format", []string{"--log-format", "xml"}, nil, `invalid --log-format "xml": use auto, text or json`},
 		{"log level", []string{"--log-level", "loud"}, nil, `invalid --log-level "loud"`},
@@ -106,17 +124,15 @@ func TestServeValidation(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := parseServe(c.args, mapEnv(c.env...), io.Discard)
+			_, err := parseServe(c.args, mapEnv(c.env...))
 			switch {
 			case c.want == "" && err != nil:
 				t.Fatalf("unexpected error: %v", err)
 			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
 				t.Fatalf("error %v, want one containing %q", err, c.want)
 			}
-			var ue *usageError
-			var xe *exitError
-			if err != nil && !errors.As(err, &ue) && !errors.As(err, &xe) {
-				t.Fatalf("error %T is not a usage error (exit code 2)", err)
+			if err != nil && exitCode(err) != exitUsage {
+				t.Fatalf("error %T has exit code %d, want a usage error (2)", err, exitCode(err))
 			}
 		})
 	}
@@ -124,14 +140,36 @@ func TestServeValidation(t *testing.T) {
 
 func TestServeHelp(t *testing.T) {
 	t.Parallel()
-	var out strings.Builder
-	_, err := parseServe([]string{"-h"}, mapEnv(), &out)
-	if !errors.Is(err, flag.ErrHelp) {
-		t.Fatalf("err = %v, want flag.ErrHelp", err)
+	for _, args := range [][]string{{"serve", "-h"}, {"serve", "--help"}, {"help", "serve"}} {
+		out, errOut, code := runCLI(t, "", nil, args...)
+		if code != 0 || errOut != "" {
+			t.Fatalf("%q: exit %d, stderr %q", args, code, errOut)
+		}
+		for _, w := range []string{"--etcd-endpoints", "[$SOLOIST_ETCD_ENDPOINTS]", "--lease-ttl TTL", "(default 10s)", "--max-payload size",
+			"(default 256KiB)", "--request-timeout", "--max-connections", "--metrics-listen", "--public-url", "--etcd-dial-timeout"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("%q: usage lacks %q:\n%s", args, w, out)
+			}
+		}
 	}
-	for _, w := range []string{"--etcd-endpoints", "[$SOLOIST_ETCD_ENDPOINTS]", "--lease-ttl TTL", "(default 10s)", "--max-payload"} {
-		if !strings.Contains(out.String(), w) {
-			t.Errorf("usage lacks %q:\n%s", w, out.String())
+}
+
+// Help goes to stdout, and no flag's default is printed twice.
+func TestHelpDefaults(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range []string{"", "serve", "start", "status", "list", "wait", "terminate", "suspend", "resume", "raise", "restart", "purge", "version", "completion"} {
+		args := []string{"--help"}
+		if cmd != "" {
+			args = []string{cmd, "-h"}
+		}
+		out, errOut, code := runCLI(t, "", nil, args...)
+		if code != 0 || errOut != "" || !strings.Contains(out, "Usage:") {
+			t.Fatalf("%q: exit %d, stderr %q, stdout %q", args, code, errOut, out)
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Count(strings.ToLower(l), "default") > 1 {
+				t.Errorf("%q: a default twice: %q", args, l)
+			}
 		}
 	}
 }
@@ -140,14 +178,15 @@ func TestEtcdConfig(t *testing.T) {
 	t.Parallel()
 	pw := filepath.Join(t.TempDir(), "pw")
 	writeFile(t, pw, "s3cret\n")
-	o, err := parseServe([]string{"--etcd-endpoints", " https://e1:2379, e2:2379 ,", "--etcd-username", "soloist", "--etcd-password-file", pw}, mapEnv(), io.Discard)
+	o, err := parseServe([]string{"--etcd-endpoints", " https://e1:2379, e2:2379 ,", "--etcd-username", "soloist", "--etcd-password-file", pw}, mapEnv())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := o.etcdConfig()
+	target, err := o.etcdConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg := target.cfg
 	if strings.Join(cfg.Endpoints, ",") != "https://e1:2379,e2:2379" || cfg.Username != "soloist" || cfg.Password != "s3cret" || cfg.TLS == nil {
 		t.Fatalf("etcd config: endpoints %q user %q password %q tls %v", cfg.Endpoints, cfg.Username, cfg.Password, cfg.TLS != nil)
 	}
@@ -157,42 +196,17 @@ func TestEtcdConfig(t *testing.T) {
 	}
 }
 
-func TestParseInterleaved(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		args      []string
-		pos       string
-		input     string
-		conflicts string
-	}{
-		{[]string{"HelloCities", "my-id", "--input", "{}"}, "HelloCities my-id", "{}", ""},
-		{[]string{"--input", "[1]", "HelloCities", "my-id"}, "HelloCities my-id", "[1]", ""},
-		{[]string{"HelloCities", "--conflict-policy=useExisting", "my-id", "--input", "-1"}, "HelloCities my-id", "-1", "useExisting"},
-		{[]string{"fn", "--", "--not-a-flag"}, "fn --not-a-flag", "", ""},
-	}
-	for _, c := range cases {
-		fs := flag.NewFlagSet("t", flag.ContinueOnError)
-		input := fs.String("input", "", "")
-		conflict := fs.String("conflict-policy", "", "")
-		pos, err := parseInterleaved(fs, c.args)
-		if err != nil {
-			t.Fatalf("%q: %v", c.args, err)
-		}
-		if strings.Join(pos, " ") != c.pos || *input != c.input || *conflict != c.conflicts {
-			t.Errorf("%q: positional %q input %q conflict %q", c.args, pos, *input, *conflict)
-		}
-	}
-}
-
 func TestByteSize(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]int64{"100": 100, "256KiB": 256 << 10, "1MiB": 1 << 20, "2mb": 2 << 20, "4k": 4096, "10B": 10} {
+	// go-humanize: KiB and MiB are powers of 1024, KB, MB, K and M of 1000.
+	for in, want := range map[string]int64{"100": 100, "256KiB": 256 << 10, "256 KiB": 256 << 10, "1MiB": 1 << 20, "1.5MiB": 3 << 19,
+		"2mb": 2_000_000, "4k": 4000, "10B": 10, " 1GiB ": 1 << 30, "1TiB": 1 << 40} {
 		var b byteSize
 		if err := b.Set(in); err != nil || int64(b) != want {
 			t.Errorf("%q: %d, %v; want %d", in, b, err, want)
 		}
 	}
-	for _, in := range []string{"", "-1", "1.5MiB", "lots", "1TiB"} {
+	for _, in := range []string{"", "-1", "lots", "2TiB", "1 furlong"} {
 		var b byteSize
 		if err := b.Set(in); err == nil {
 			t.Errorf("%q: no error", in)
@@ -200,6 +214,9 @@ func TestByteSize(t *testing.T) {
 	}
 	b := byteSize(256 << 10)
 	if b.String() != "256KiB" {
+		t.Errorf("String() = %q", b.String())
+	}
+	if b := byteSize(1000); b.String() != "1000" {
 		t.Errorf("String() = %q", b.String())
 	}
 }
@@ -212,6 +229,110 @@ func TestIsLoopback(t *testing.T) {
 	} {
 		if got := isLoopback(addr); got != want {
 			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+// --metrics-listen serves /metrics without keys while the API keeps them;
+// --public-url and --no-code-in-urls shape the URLs of answers.
+func TestServeMetricsListenerAndPublicURL(t *testing.T) {
+	t.Parallel()
+	keys := filepath.Join(t.TempDir(), "keys")
+	writeFile(t, keys, "k1\n")
+	metricsAddr := freeAddr(t)
+	srv := startServe(t, "--demo", "--api-keys-file", keys, "--metrics-listen", metricsAddr,
+		"--public-url", "https://soloist.example.com/", "--no-code-in-urls")
+	srv.waitReady()
+
+	get := func(url string, header ...string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", url, nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("http://" + metricsAddr + "/metrics"); code != 200 || !strings.Contains(body, "soloist_build_info{") || !strings.Contains(body, "soloist_etcd_session_up 1") {
+		t.Fatalf("--metrics-listen /metrics without a key: %d\n%.500s", code, body)
+	}
+	if code, _ := get(srv.url + "/metrics"); code != http.StatusUnauthorized {
+		t.Fatalf("/metrics on --listen without a key: %d, want 401", code)
+	}
+	if code, _ := get(srv.url+"/metrics", "Authorization", "Bearer k1"); code != 200 {
+		t.Fatalf("/metrics on --listen with a key: %d", code)
+	}
+	if code, body := get("http://" + metricsAddr + "/runtime/webhooks/durabletask/instances"); code != 404 || !strings.Contains(body, "serves GET /metrics only") {
+		t.Fatalf("the API on --metrics-listen: %d %s", code, body)
+	}
+	// A scraper that hangs up at once.
+	for range 5 {
+		c := rawRequest(t, metricsAddr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.Close()
+	}
+
+	out, errOut, code := srv.cli([]string{"SOLOIST_API_KEY=k1"}, "start", "HelloCities", "pub-1", "-o", "json")
+	if code != 0 {
+		t.Fatalf("start: %d %s", code, errOut)
+	}
+	var cs struct {
+		StatusQueryGetURI string `json:"statusQueryGetUri"`
+	}
+	decode(t, out, &cs)
+	if cs.StatusQueryGetURI != "https://soloist.example.com/runtime/webhooks/durabletask/instances/pub-1" {
+		t.Fatalf("statusQueryGetUri %q, want it under --public-url", cs.StatusQueryGetURI)
+	}
+	req, _ := http.NewRequest("POST", srv.url+"/api/orchestrators/HelloCities/pub-2?code=k1", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted || strings.Contains(string(b), "code=") || strings.Contains(resp.Header.Get("Location"), "code=") {
+		t.Fatalf("start with ?code= and --no-code-in-urls: %d %s, Location %q", resp.StatusCode, b, resp.Header.Get("Location"))
+	}
+	if code := srv.stop(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	checkLogs(t, srv.logLines())
+}
+
+// Every SOLOIST_ variable the deploy files and README set is a flag of
+// serve (or of the client verbs).
+func TestDeployVariablesAreFlags(t *testing.T) {
+	t.Parallel()
+	known := map[string]bool{"SOLOIST_SERVER": true, "SOLOIST_API_KEY": true}
+	flags := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	addServeFlags(flags, &serveOptions{})
+	flags.VisitAll(func(f *pflag.Flag) { known[envName(f.Name)] = true })
+	// Not flags: what exec functions get.
+	for _, v := range []string{"SOLOIST_INSTANCE_ID", "SOLOIST_EXECUTION_ID", "SOLOIST_FUNCTION", "SOLOIST_FENCING_TOKEN"} {
+		known[v] = true
+	}
+	re := regexp.MustCompile(`SOLOIST_[A-Z][A-Z_]*[A-Z]`)
+	var files []string
+	_ = filepath.WalkDir("../../deploy", func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, path)
+		}
+		return nil
+	})
+	files = append(files, "../../README.md")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range re.FindAllString(string(b), -1) {
+			if !known[v] {
+				t.Errorf("%s sets %s, which is no flag of soloist serve", f, v)
+			}
 		}
 	}
 }

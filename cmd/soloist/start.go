@@ -1,54 +1,65 @@
 package main
 
 import (
-	"context"
-	"flag"
-	"io"
+	"encoding/json"
+	"net/http"
 	"net/url"
+
+	"github.com/spf13/cobra"
 )
 
-const startSynopsis = "soloist start FUNCTION [ID] [--input JSON] [--conflict-policy fail|useExisting|terminateExisting] [--reuse-policy allow|allowFailedOnly|reject]"
-
-// runStart starts an instance: POST /api/orchestrators/{function}[/{id}].
-// It prints the check-status body (202), or the existing instance's with
-// --conflict-policy useExisting (200).
-func runStart(ctx context.Context, args []string, e env, stdout, stderr io.Writer) error {
-	var cf clientFlags
-	fs := newClientFlagSet("start", &cf)
-	input := fs.String("input", "", "input of the instance as `JSON` (default null)")
-	conflict := fs.String("conflict-policy", "", "when ID is active: fail (409), useExisting or terminateExisting (default fail)")
-	reuse := fs.String("reuse-policy", "", "when ID is terminal: allow, allowFailedOnly or reject (default allow)")
-	pos, c, err := parseClient(fs, &cf, args, e, stderr, startSynopsis, 1, 2)
-	if err != nil {
-		return err
+func newStartCommand() *cobra.Command {
+	var co clientOptions
+	var input, conflict, reuse string
+	cmd := &cobra.Command{
+		Use:   "start FUNCTION [ID]",
+		Short: "start an orchestration instance",
+		Long: `Start an instance of FUNCTION under ID (a generated ID without one):
+POST /api/orchestrators/FUNCTION[/ID]. It prints the instance's URLs; with
+--conflict-policy useExisting an active instance of that ID is printed
+instead of a new one.`,
+		Args: exactArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, p, err := co.connect(cmd)
+			if err != nil {
+				return err
+			}
+			path := "/api/orchestrators/" + url.PathEscape(args[0])
+			if len(args) == 2 {
+				path += "/" + url.PathEscape(args[1])
+			}
+			q := url.Values{}
+			if conflict != "" {
+				q.Set("conflictPolicy", conflict)
+			}
+			if reuse != "" {
+				q.Set("reusePolicy", reuse)
+			}
+			body := []byte("null")
+			if cmd.Flags().Changed("input") {
+				if body, err = jsonArg("start", "input", input); err != nil {
+					return err
+				}
+			}
+			resp, err := c.do(cmd.Context(), "POST", path, q, nil, body)
+			if err != nil {
+				return err
+			}
+			var cs struct {
+				ID string `json:"id"`
+			}
+			_ = json.Unmarshal(resp.body, &cs)
+			table := line("Started %s as instance '%s'. See it with: soloist status %s", args[0], cs.ID, shellQuote(cs.ID))
+			if resp.code == http.StatusOK {
+				table = line("Instance '%s' is already active (--conflict-policy useExisting); nothing started. See it with: soloist status %s", cs.ID, shellQuote(cs.ID))
+			}
+			return p.print(resp.body, table)
+		},
 	}
-	path := "/api/orchestrators/" + url.PathEscape(pos[0])
-	if len(pos) == 2 {
-		path += "/" + url.PathEscape(pos[1])
-	}
-	q := url.Values{}
-	if *conflict != "" {
-		q.Set("conflictPolicy", *conflict)
-	}
-	if *reuse != "" {
-		q.Set("reusePolicy", *reuse)
-	}
-	body := []byte("null")
-	if flagSet(fs, "input") {
-		if body, err = jsonArg("start", "input", *input); err != nil {
-			return err
-		}
-	}
-	resp, err := c.do(ctx, "POST", path, q, nil, body)
-	if err != nil {
-		return err
-	}
-	return printJSON(stdout, resp.body)
-}
-
-// flagSet reports whether a flag was given on the command line.
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
+	fs := cmd.Flags()
+	fs.StringVar(&input, "input", "", "input of the instance as `JSON`; without it the input is null")
+	fs.StringVar(&conflict, "conflict-policy", "", "when ID is active: fail (409, the default), useExisting or terminateExisting")
+	fs.StringVar(&reuse, "reuse-policy", "", "when ID is terminal: allow (the default), allowFailedOnly or reject")
+	addClientFlags(cmd, &co)
+	return cmd
 }

@@ -1,29 +1,35 @@
 package main
 
 import (
-	"context"
-	"io"
 	"net/url"
+
+	"github.com/spf13/cobra"
 )
 
-const statusSynopsis = "soloist status ID [--history]"
-
-// runStatus prints an instance's status body.
-func runStatus(ctx context.Context, args []string, e env, stdout, stderr io.Writer) error {
-	var cf clientFlags
-	fs := newClientFlagSet("status", &cf)
-	history := fs.Bool("history", false, "include the history events")
-	pos, c, err := parseClient(fs, &cf, args, e, stderr, statusSynopsis, 1, 1)
-	if err != nil {
-		return err
+func newStatusCommand() *cobra.Command {
+	var co clientOptions
+	var history bool
+	cmd := &cobra.Command{
+		Use:   "status ID",
+		Short: "print an instance's status",
+		Args:  exactArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, p, err := co.connect(cmd)
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			if history {
+				q.Set("showHistory", "true")
+			}
+			resp, err := c.do(cmd.Context(), "GET", instancePath(args[0]), q, nil, nil)
+			if err != nil {
+				return err
+			}
+			return p.print(resp.body, statusTable(resp.body))
+		},
 	}
-	q := url.Values{}
-	if *history {
-		q.Set("showHistory", "true")
-	}
-	resp, err := c.do(ctx, "GET", instancePath(pos[0]), q, nil, nil)
-	if err != nil {
-		return err
-	}
-	return printJSON(stdout, resp.body)
+	cmd.Flags().BoolVar(&history, "history", false, "include the history events")
+	addClientFlags(cmd, &co)
+	return cmd
 }

@@ -1,12 +1,11 @@
 package main
 
 import (
-	"context"
-	"flag"
 	"fmt"
-	"io"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/spf13/cobra"
 )
 
 // version is the release, set at build time with
@@ -39,21 +38,23 @@ func readBuildInfo() buildInfo {
 	return bi
 }
 
-func runVersion(_ context.Context, args []string, _ env, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("version", flag.ContinueOnError)
-	setUsage(fs, stderr, "soloist version", map[string]bool{})
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return usagef("version", "takes no arguments")
-	}
-	bi := readBuildInfo()
+// versionText is what soloist version and soloist --version print.
+func versionText(bi buildInfo) string {
 	commit := bi.Commit
 	if bi.Modified {
 		commit += " (modified)"
 	}
-	fmt.Fprintf(stdout, "soloist %s\ncommit: %s\ngo: %s %s/%s\n", bi.Version, commit, bi.GoVersion, runtime.GOOS, runtime.GOARCH)
-	return nil
+	return fmt.Sprintf("soloist %s\ncommit: %s\ngo: %s %s/%s\n", bi.Version, commit, bi.GoVersion, runtime.GOOS, runtime.GOARCH)
+}
+
+func newVersionCommand(bi buildInfo) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "print version, commit and Go version",
+		Args:  exactArgs(0, 0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, err := fmt.Fprint(cmd.OutOrStdout(), versionText(bi))
+			return err
+		},
+	}
 }

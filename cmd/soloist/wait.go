@@ -8,27 +8,44 @@ import (
 	"io"
 	"net/url"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
-const waitSynopsis = "soloist wait ID [--timeout D]"
+// newWaitCommand polls an instance until it is Completed, Failed or
+// Terminated and prints its status. It exits 0 only if the instance
+// Completed, and 4 if --timeout runs out first.
+func newWaitCommand() *cobra.Command {
+	var co clientOptions
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "wait ID",
+		Short: "wait until an instance is terminal",
+		Long: `Wait until instance ID is Completed, Failed or Terminated and print its
+status. The exit code is 0 if it Completed, 1 if it Failed or was
+Terminated, 4 if --timeout ran out first. While the server cannot be
+reached, wait says so once and keeps trying.`,
+		Args: exactArgs(1, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if timeout < 0 {
+				return usagef("wait", "--timeout must be positive")
+			}
+			c, p, err := co.connect(cmd)
+			if err != nil {
+				return err
+			}
+			return wait(cmd.Context(), c, p, cmd.ErrOrStderr(), args[0], timeout)
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up after `D`, e.g. 5m; 0 means wait as long as it takes")
+	addClientFlags(cmd, &co)
+	return cmd
+}
 
-// runWait polls an instance until it is Completed, Failed or Terminated and
-// prints its status. It exits 0 only if the instance Completed.
-func runWait(ctx context.Context, args []string, e env, stdout, stderr io.Writer) error {
-	var cf clientFlags
-	fs := newClientFlagSet("wait", &cf)
-	timeout := fs.Duration("timeout", 0, "give up after `D`, e.g. 5m (default: wait as long as it takes)")
-	pos, c, err := parseClient(fs, &cf, args, e, stderr, waitSynopsis, 1, 1)
-	if err != nil {
-		return err
-	}
-	if *timeout < 0 {
-		return usagef("wait", "--timeout must be positive")
-	}
-	id := pos[0]
-	if *timeout > 0 {
+func wait(ctx context.Context, c *apiClient, p *printer, stderr io.Writer, id string, timeout time.Duration) error {
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 	q := url.Values{"showInput": {"true"}}
@@ -37,17 +54,24 @@ func runWait(ctx context.Context, args []string, e env, stdout, stderr io.Writer
 	var st struct {
 		RuntimeStatus string `json:"runtimeStatus"`
 	}
+	trouble := "" // what was last reported on stderr, "" while all is well
 	for {
 		resp, err := c.do(ctx, "GET", instancePath(id), q, nil, nil)
+		var ae *apiError
+		var ue *unreachableError
 		switch {
 		case err == nil:
+			if trouble != "" {
+				fmt.Fprintf(stderr, "soloist: the server at %s answers again; still waiting for '%s'\n", c.base, id)
+				trouble = ""
+			}
 			last = resp
 			if err := json.Unmarshal(resp.body, &st); err != nil {
 				return fmt.Errorf("the server's status of '%s' is not JSON: %w", id, err)
 			}
 			switch st.RuntimeStatus {
 			case "Completed", "Failed", "Terminated":
-				if err := printJSON(stdout, resp.body); err != nil {
+				if err := p.print(resp.body, statusTable(resp.body)); err != nil {
 					return err
 				}
 				if st.RuntimeStatus != "Completed" {
@@ -55,22 +79,32 @@ func runWait(ctx context.Context, args []string, e env, stdout, stderr io.Writer
 				}
 				return nil
 			}
-		case ctx.Err() == nil:
-			var ae *apiError
-			if errors.As(err, &ae) && ae.code < 500 {
-				return err // 404 and the like will not change
+		case ctx.Err() != nil:
+		case errors.As(err, &ae) && ae.code < 500:
+			return err // 404 and the like will not change
+		case errors.As(err, &ue) || ae != nil:
+			// Unreachable or a 5xx: say so once (and again only if the
+			// trouble changes), and keep waiting.
+			kind := "unreachable"
+			if ae != nil {
+				kind = fmt.Sprint(ae.code)
 			}
-			fmt.Fprintf(stderr, "soloist: %v; retrying\n", err)
+			if kind != trouble {
+				fmt.Fprintf(stderr, "soloist: %v; still waiting for '%s'\n", err, id)
+				trouble = kind
+			}
+		default:
+			return err
 		}
 		t := time.NewTimer(interval)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			if last != nil {
-				_ = printJSON(stdout, last.body)
+				_ = p.print(last.body, statusTable(last.body))
 			}
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("timed out after %s waiting for '%s'; it is still %s", *timeout, id, orUnknown(st.RuntimeStatus))
+				return &exitError{code: exitTimeout, err: fmt.Errorf("timed out after %s waiting for '%s'; it is still %s", timeout, id, orUnknown(st.RuntimeStatus))}
 			}
 			return ctx.Err()
 		case <-t.C:

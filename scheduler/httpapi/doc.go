@@ -38,8 +38,11 @@
 //     other forbidden character gets 400, not 404.
 //   - With API keys, every route but /livez, /readyz and /healthz needs one
 //     (Authorization: Bearer, x-functions-key, or ?code=); keys are compared
-//     in constant time. The URLs of a check-status body carry ?code= only
-//     if the request authenticated with ?code=.
+//     in constant time, and checked before the body is read: a request
+//     without a valid key gets 401 at once and its connection is closed.
+//     The URLs of a check-status body carry ?code= only if the request
+//     authenticated with ?code= (as in Durable Functions), and never with
+//     Config.OmitCodeInURLs.
 //   - raiseEvent answers 202 only after the event is committed to the
 //     inbox of the instance's current execution; its holder delivers it to
 //     the orchestration once, in arrival order (events raised before the
@@ -83,6 +86,7 @@
 //   - A 202 from raiseEvent does not mean the orchestration consumed the
 //     event: one that never waits for it drops it when the execution ends
 //     (ContinueAsNew carries it over to the next execution).
-//   - The absolute URLs are built from the request's Host and
-//     X-Forwarded-Proto; a proxy that rewrites the host must pass it on.
+//   - The absolute URLs are built from Config.PublicURL, or without it
+//     from the request's Host and X-Forwarded-Proto; a proxy that rewrites
+//     the host must pass it on, or the node must be given PublicURL.
 package httpapi

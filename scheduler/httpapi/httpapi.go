@@ -7,9 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 	"unicode"
 
@@ -55,6 +59,16 @@ type Config struct {
 	// Client.MaxPayload() (orchestrator.DefaultMaxPayload unless the client
 	// was configured otherwise).
 	MaxPayload int
+	// PublicURL, if set, is the base of the absolute URLs in answers
+	// (Location, statusQueryGetUri, ...): the scheme and host clients reach
+	// the node at, and a path prefix if a proxy adds one, e.g.
+	// "https://soloist.example.com". Defaults to the request's scheme and
+	// Host header (and X-Forwarded-Proto).
+	PublicURL string
+	// OmitCodeInURLs leaves a ?code= API key out of the URLs in answers.
+	// By default a request authenticated with ?code= gets URLs that carry
+	// it, as Durable Functions does, so that they work as they are.
+	OmitCodeInURLs bool
 	// OperationTimeout bounds the etcd work of one request; a request that
 	// runs out of it gets 503. Defaults to 10s.
 	OperationTimeout time.Duration
@@ -68,6 +82,8 @@ type handler struct {
 	hasFunction func(string) bool
 	ready       func() error
 	keys        [][sha256.Size]byte
+	publicURL   string // without a trailing slash
+	omitCode    bool
 	maxPayload  int
 	timeout     time.Duration
 	log         *slog.Logger
@@ -90,6 +106,8 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, errors.New("httpapi: Config.Registerer is required")
 	case cfg.MaxPayload < 0:
 		return nil, fmt.Errorf("httpapi: Config.MaxPayload is %d; use a positive size in bytes, or 0 for the default", cfg.MaxPayload)
+	case cfg.PublicURL != "" && !validPublicURL(cfg.PublicURL):
+		return nil, fmt.Errorf("httpapi: Config.PublicURL %q is not an absolute http or https URL without query or fragment, e.g. https://soloist.example.com", cfg.PublicURL)
 	case cfg.OperationTimeout < 0:
 		return nil, fmt.Errorf("httpapi: Config.OperationTimeout is %s; use a positive duration, or 0 for the default", cfg.OperationTimeout)
 	}
@@ -100,6 +118,8 @@ func New(cfg Config) (http.Handler, error) {
 		maxPayload:  cfg.MaxPayload,
 		timeout:     cfg.OperationTimeout,
 		log:         cfg.Logger,
+		publicURL:   strings.TrimRight(cfg.PublicURL, "/"),
+		omitCode:    cfg.OmitCodeInURLs,
 	}
 	if h.ready == nil {
 		h.ready = func() error { return nil }
@@ -145,10 +165,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /livez", h.livez)
 	mux.HandleFunc("GET /readyz", h.readyz)
 	mux.HandleFunc("GET /healthz", h.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{
-		ErrorLog:      promLogger{h.log},
-		ErrorHandling: promhttp.ContinueOnError,
-	}))
+	mux.Handle("GET /metrics", MetricsHandler(cfg.Gatherer, h.log))
 	h.mux = mux
 	return h, nil
 }
@@ -166,11 +183,21 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	if !openPath(r.URL.Path) && !h.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="soloist"`)
-		writeError(w, http.StatusUnauthorized, "missing or invalid API key: send it as 'Authorization: Bearer <key>', as the 'x-functions-key' header, or as the query parameter code=<key>")
+		h.unauthorized(w)
 		return
 	}
 	h.route(w, r)
+}
+
+// unauthorized answers 401 without reading the body, and closes the
+// connection at once: net/http would otherwise wait for the body, before
+// the answer to keep the connection, or after it (until the read deadline)
+// to drain it.
+func (h *handler) unauthorized(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	w.Header().Set("WWW-Authenticate", `Bearer realm="soloist"`)
+	writeError(w, http.StatusUnauthorized, "missing or invalid API key: send it as 'Authorization: Bearer <key>', as the 'x-functions-key' header, or as the query parameter code=<key>")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now()) // not supported by every ResponseWriter: then the server's own deadline
 }
 
 // route serves r with the mux, answering unknown routes and wrong methods
@@ -302,9 +329,39 @@ func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// MetricsHandler serves g in the Prometheus text format, as /metrics does.
+// Errors are logged to log: at error level, except a client that went away
+// in the middle of the answer, which is logged at debug level.
+func MetricsHandler(g prometheus.Gatherer, log *slog.Logger) http.Handler {
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{
+		ErrorLog:      promLogger{log},
+		ErrorHandling: promhttp.ContinueOnError,
+	})
+}
+
 // promLogger sends promhttp's errors to slog.
 type promLogger struct{ log *slog.Logger }
 
 func (l promLogger) Println(v ...any) {
-	l.log.Error("serving /metrics", "error", strings.TrimSpace(fmt.Sprintln(v...)))
+	msg := strings.TrimSpace(fmt.Sprintln(v...))
+	for _, a := range v {
+		if err, ok := a.(error); ok && clientGone(err) {
+			l.log.Debug("serving /metrics: the client went away", "error", msg)
+			return
+		}
+	}
+	l.log.Error("serving /metrics", "error", msg)
+}
+
+// clientGone reports whether err is a write to a client that hung up or
+// whose deadline passed.
+func clientGone(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, http.ErrHandlerTimeout)
+}
+
+// validPublicURL reports whether s can be the base of the URLs in answers.
+func validPublicURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.RawQuery == "" && u.Fragment == "" && u.User == nil
 }

@@ -29,10 +29,14 @@ type CheckStatus struct {
 	ResumePostURI         string `json:"resumePostUri"`
 }
 
-// origin is scheme://host of the request as its client addressed it:
+// origin is the base of the absolute URLs in answers: Config.PublicURL if
+// set, else scheme://host of the request as its client addressed it:
 // X-Forwarded-Proto (http or https) if a proxy set it, else https for a TLS
 // connection and http otherwise.
-func origin(r *http.Request) string {
+func (h *handler) origin(r *http.Request) string {
+	if h.publicURL != "" {
+		return h.publicURL
+	}
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -56,15 +60,19 @@ func origin(r *http.Request) string {
 func escapeID(id string) string { return url.PathEscape(id) }
 
 // instanceURL is the absolute URL of an instance's status.
-func instanceURL(r *http.Request, id string) string {
-	return origin(r) + BasePath + "/instances/" + escapeID(id)
+func (h *handler) instanceURL(r *http.Request, id string) string {
+	return h.origin(r) + BasePath + "/instances/" + escapeID(id)
 }
 
 // codeParam returns "code=<key>" when the request authenticated with the
 // code query parameter, so that the URLs handed back work as they are for a
 // client that only follows links (as the caller's own key, it reveals
-// nothing new to the caller). It returns "" otherwise.
+// nothing new to the caller), unless Config.OmitCodeInURLs. It returns ""
+// otherwise.
 func (h *handler) codeParam(r *http.Request) string {
+	if h.omitCode {
+		return ""
+	}
 	if c := r.URL.Query().Get("code"); c != "" && h.validKey(c) {
 		return "code=" + url.QueryEscape(c)
 	}
@@ -73,7 +81,7 @@ func (h *handler) codeParam(r *http.Request) string {
 
 // checkStatus builds the check-status body of id.
 func (h *handler) checkStatus(r *http.Request, id string) CheckStatus {
-	base := instanceURL(r, id)
+	base := h.instanceURL(r, id)
 	code := h.codeParam(r)
 	plain := func(u string) string {
 		if code == "" {
