@@ -266,6 +266,7 @@ func (c *Client) replaceOps(old, rec *Record, input json.RawMessage) []clientv3.
 		clientv3.OpPut(c.keys.Input(id), string(input)),
 		clientv3.OpDelete(c.keys.Output(id)),
 		clientv3.OpDelete(c.keys.CustomStatus(id)),
+		clientv3.OpDelete(c.keys.FailureDetails(id)),
 		clientv3.OpDelete(c.keys.HistoryPrefix(id), clientv3.WithPrefix()),
 		clientv3.OpDelete(c.keys.InboxPrefix(id), clientv3.WithPrefix()),
 		clientv3.OpDelete(c.keys.BlobPrefix(id), clientv3.WithPrefix()),
@@ -363,6 +364,7 @@ func (c *Client) Status(ctx context.Context, id string) (*Status, error) {
 		clientv3.OpGet(c.keys.Input(id)),
 		clientv3.OpGet(c.keys.Output(id)),
 		clientv3.OpGet(c.keys.CustomStatus(id)),
+		clientv3.OpGet(c.keys.FailureDetails(id)),
 	).Commit()
 	if err != nil {
 		return nil, storeErr(err)
@@ -379,6 +381,12 @@ func (c *Client) Status(ctx context.Context, id string) (*Status, error) {
 	st.Input = valueOr(resp.Responses[2].GetResponseRange().Kvs)
 	st.Output = valueOr(resp.Responses[3].GetResponseRange().Kvs)
 	st.CustomStatus = valueOr(resp.Responses[4].GetResponseRange().Kvs)
+	if kvs := resp.Responses[5].GetResponseRange().Kvs; len(kvs) > 0 && st.RuntimeStatus == StatusFailed {
+		var fd FailureDetails
+		if json.Unmarshal(kvs[0].Value, &fd) == nil {
+			st.FailureDetails = &fd
+		}
+	}
 	fillHolder(st, resp.Responses[1].GetResponseRange().Kvs)
 	return st, nil
 }
@@ -486,14 +494,20 @@ func reasonJSON(reason string) json.RawMessage {
 }
 
 // terminalOps are the writes that go with every move of a record to a
-// terminal status: the output, the end of the inbox, the retention index.
-func (c *Client) terminalOps(rec *Record, output json.RawMessage) []clientv3.Op {
+// terminal status: the output (and failure details), the end of the inbox,
+// the retention index.
+func (c *Client) terminalOps(rec *Record, output json.RawMessage, failure *FailureDetails) []clientv3.Op {
 	id := rec.InstanceID
-	return []clientv3.Op{
+	ops := []clientv3.Op{
 		clientv3.OpPut(c.keys.Output(id), string(orNull(output))),
 		clientv3.OpDelete(c.keys.InboxPrefix(id), clientv3.WithPrefix()),
 		clientv3.OpPut(c.keys.FinishedEntry(rec.LastUpdatedTime, id), rec.ExecutionID),
 	}
+	if failure != nil {
+		b, _ := json.Marshal(failure)
+		ops = append(ops, clientv3.OpPut(c.keys.FailureDetails(id), string(b)))
+	}
+	return ops
 }
 
 // Terminate ends an active instance with status Terminated and the reason as
@@ -509,7 +523,7 @@ func (c *Client) Terminate(ctx context.Context, id, reason string) (*Status, err
 			return nil, &TerminalError{InstanceID: id, Status: r.RuntimeStatus}
 		}
 		r.RuntimeStatus = StatusTerminated
-		return c.terminalOps(r, out), nil
+		return c.terminalOps(r, out, nil), nil
 	})
 	if err != nil {
 		return nil, err

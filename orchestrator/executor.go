@@ -488,7 +488,7 @@ func (e *executor) apply(ev HistoryEvent) error {
 		case EventTaskCompleted:
 			t.complete(ev.Result, nil)
 		case EventTaskFailed:
-			t.complete(nil, &TaskFailedError{Name: t.name, Message: ev.Failure, NonRetriable: ev.NonRetriable})
+			t.complete(nil, &TaskFailedError{Name: t.name, Message: ev.Failure, NonRetriable: ev.NonRetriable, Details: ev.FailureDetails})
 		default:
 			t.complete(nil, nil)
 		}
@@ -533,7 +533,7 @@ func (e *executor) startCoroutine() {
 		defer func() {
 			if r := recover(); r != nil {
 				if _, ok := r.(abortSignal); !ok {
-					e.outErr = fmt.Errorf("orchestration panicked: %v\n%s", r, debug.Stack())
+					e.outErr = &panicError{what: "orchestration", value: fmt.Sprint(r), stack: string(debug.Stack())}
 					e.finished = true
 				}
 			} else {
@@ -668,15 +668,18 @@ func (e *executor) startWork(t *Task) {
 }
 
 func (e *executor) callActivity(t *Task) HistoryEvent {
-	fail := func(msg string, final bool) HistoryEvent {
-		return HistoryEvent{EventType: EventTaskFailed, TaskID: t.id, Name: t.name, Failure: truncateBytes(msg, maxFailureBytes), NonRetriable: final}
+	fail := func(err error, final bool) HistoryEvent {
+		d := DetailsOf(err)
+		d.IsNonRetriable = d.IsNonRetriable || final
+		return HistoryEvent{EventType: EventTaskFailed, TaskID: t.id, Name: t.name, Failure: d.ErrorMessage,
+			NonRetriable: d.IsNonRetriable, FailureDetails: d}
 	}
 	var fn ActivityFunc
 	if e.reg != nil {
 		fn, _ = e.reg.Activity(t.name)
 	}
 	if fn == nil {
-		return fail(fmt.Sprintf("no activity named %q is registered on this node", t.name), true)
+		return fail(&ApplicationError{Type: "ActivityNotFound", Message: fmt.Sprintf("no activity named %q is registered on this node", t.name)}, true)
 	}
 	ctx := withActivityInfo(e.workCtx, ActivityInfo{
 		InstanceID: e.rec.InstanceID, ExecutionID: e.rec.ExecutionID, FencingToken: e.exec.Token(),
@@ -684,14 +687,14 @@ func (e *executor) callActivity(t *Task) HistoryEvent {
 	})
 	out, err := callActivity(ctx, fn, t.input)
 	if err != nil {
-		return fail(err.Error(), false)
+		return fail(err, false)
 	}
 	b, err := json.Marshal(out)
 	if err == nil {
 		b, err = e.exec.c.checkJSON("activity result", b)
 	}
 	if err != nil {
-		return fail(err.Error(), true) // retrying cannot make it storable
+		return fail(err, true) // retrying cannot make it storable
 	}
 	return HistoryEvent{EventType: EventTaskCompleted, TaskID: t.id, Name: t.name, Result: b}
 }
@@ -699,7 +702,7 @@ func (e *executor) callActivity(t *Task) HistoryEvent {
 func callActivity(ctx context.Context, fn ActivityFunc, input json.RawMessage) (out any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("activity panicked: %v", r)
+			err = &panicError{what: "activity", value: fmt.Sprint(r), stack: string(debug.Stack())}
 		}
 	}()
 	return fn(ctx, input)
@@ -808,7 +811,8 @@ func (e *executor) finishWith(output json.RawMessage, runErr error) (RuntimeStat
 	ev := HistoryEvent{EventType: EventExecutionCompleted, Timestamp: now(), Result: output}
 	if runErr != nil {
 		st = StatusFailed
-		ev.Failure = truncateBytes(runErr.Error(), maxFailureBytes)
+		ev.FailureDetails = DetailsOf(runErr)
+		ev.Failure = ev.FailureDetails.ErrorMessage
 	}
 	ev.Status = st
 	if len(e.history)+len(e.pending) < MaxHistoryEvents+1 {

@@ -51,6 +51,9 @@ type HistoryEvent struct {
 	Input   json.RawMessage `json:"input,omitempty"`
 	Result  json.RawMessage `json:"result,omitempty"`
 	Failure string          `json:"failure,omitempty"`
+	// FailureDetails describe a TaskFailed, a sub-orchestration's failure
+	// or a Failed ExecutionCompleted.
+	FailureDetails *FailureDetails `json:"failureDetails,omitempty"`
 	// NonRetriable marks a TaskFailed that no retry can mend.
 	NonRetriable bool       `json:"nonRetriable,omitempty"`
 	FireAt       *time.Time `json:"fireAt,omitempty"`

@@ -60,6 +60,8 @@ type Status struct {
 	FencingToken int64 `json:"fencingToken"`
 	// Node is the current holder, read from the owners key.
 	Node string `json:"node,omitempty"`
+	// FailureDetails say why a Failed instance failed; nil otherwise.
+	FailureDetails *FailureDetails `json:"failureDetails,omitempty"`
 }
 
 func (r *Record) status() *Status {

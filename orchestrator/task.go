@@ -23,6 +23,17 @@ type TaskFailedError struct {
 	NonRetriable bool
 	// Attempts is how many attempts were made, when a retry policy ran.
 	Attempts int
+	// Details describe the failure (of the last attempt).
+	Details *FailureDetails
+}
+
+// Unwrap returns the failure's details, so that errors.As finds an
+// *ApplicationError's type through them and errors.Is works on them.
+func (e *TaskFailedError) Unwrap() error {
+	if e.Details == nil {
+		return nil
+	}
+	return e.Details
 }
 
 func (e *TaskFailedError) Error() string {
@@ -223,7 +234,7 @@ func (e *executor) retried(outer *Task, p RetryPolicy) {
 			retry := n < p.MaxAttempts && !fe.NonRetriable && (p.Handle == nil || p.Handle(fe)) &&
 				(p.RetryTimeout <= 0 || e.now.Add(wait).Sub(began) <= p.RetryTimeout)
 			if !retry {
-				outer.complete(nil, &TaskFailedError{Name: fe.Name, Message: fe.Message, NonRetriable: fe.NonRetriable, Attempts: n})
+				outer.complete(nil, &TaskFailedError{Name: fe.Name, Message: fe.Message, NonRetriable: fe.NonRetriable, Attempts: n, Details: fe.Details})
 				e.wake()
 				return
 			}
