@@ -65,7 +65,7 @@ type panicError struct {
 	stack string
 }
 
-func (e *panicError) Error() string { return e.what + " panicked: " + e.value }
+func (e *panicError) Error() string     { return e.what + " panicked: " + e.value }
 func (e *panicError) ErrorType() string { return "Panic" }
 func (e *panicError) StackTrace() string {
 	return e.stack
