@@ -44,6 +44,9 @@ type InstanceStatus struct {
 	// list items Node and FencingToken come from one read of the page's
 	// owners keys, at a later revision than the records.
 	FencingToken int64 `json:"fencingToken"`
+	// FailureDetails say why a Failed instance failed (absent otherwise);
+	// output keeps the failure message, as Durable Functions has it.
+	FailureDetails *orchestrator.FailureDetails `json:"failureDetails,omitempty"`
 }
 
 func statusBody(st *orchestrator.Status, showInput bool) InstanceStatus {
@@ -58,6 +61,7 @@ func statusBody(st *orchestrator.Status, showInput bool) InstanceStatus {
 		ExecutionID:     st.ExecutionID,
 		Node:            st.Node,
 		FencingToken:    st.FencingToken,
+		FailureDetails:  st.FailureDetails,
 		Input:           json.RawMessage("null"),
 	}
 	if showInput {
