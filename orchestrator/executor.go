@@ -86,9 +86,9 @@ func (d *Driver) Deliver(entry InboxEntry) { d.e.post(msg{kind: msgInbox, inbox:
 // see Driver. ctx bounds the run: when it is cancelled the run writes
 // nothing more and ends with context.Cause(ctx) as Outcome.Err.
 func (r *Registry) Drive(ctx context.Context, exec *Execution, opts RunOptions) (*Driver, error) {
-	fn, ok := r.Orchestrator(exec.rec.Name)
+	fn, ok := r.OrchestratorVersion(exec.rec.Name, exec.rec.Version)
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownFunction, exec.rec.Name)
+		return nil, unknownVersion(exec.rec)
 	}
 	return drive(ctx, exec, fn, r, opts), nil
 }
@@ -96,11 +96,18 @@ func (r *Registry) Drive(ctx context.Context, exec *Execution, opts RunOptions) 
 // Run executes the execution's orchestration from the registry and waits
 // for it to end: see Run.
 func (r *Registry) Run(ctx context.Context, exec *Execution) error {
-	fn, ok := r.Orchestrator(exec.rec.Name)
+	fn, ok := r.OrchestratorVersion(exec.rec.Name, exec.rec.Version)
 	if !ok {
-		return fmt.Errorf("%w: %q", ErrUnknownFunction, exec.rec.Name)
+		return unknownVersion(exec.rec)
 	}
 	return runAndWait(ctx, exec, fn, r)
+}
+
+func unknownVersion(rec *Record) error {
+	if rec.Version == "" {
+		return fmt.Errorf("%w: %q", ErrUnknownFunction, rec.Name)
+	}
+	return fmt.Errorf("%w: %q version %q", ErrUnknownFunction, rec.Name, rec.Version)
 }
 
 // Run executes fn for the execution under ctx and waits until it ends. It
@@ -181,6 +188,7 @@ type executor struct {
 	output     any
 	outErr     error
 	continueAs *json.RawMessage
+	dropEvents bool // ContinueAsNew drops the events the code has not received
 
 	work     sync.WaitGroup
 	workCtx  context.Context
@@ -296,23 +304,6 @@ func (e *executor) begin() error {
 			return err
 		}
 	}
-	// Scheduled in history but not finished: their work runs (again) here.
-	// Tasks the code issued past the end of the history start only after
-	// the live loop has committed their schedule.
-	uncommitted := map[*Task]bool{}
-	for _, t := range e.actions {
-		uncommitted[t] = true
-	}
-	var again []*Task
-	for _, t := range e.tasks {
-		if !t.done && t.id >= 0 && !uncommitted[t] {
-			again = append(again, t)
-		}
-	}
-	sort.Slice(again, func(i, j int) bool { return again[i].id < again[j].id })
-	for _, t := range again {
-		e.startWork(t)
-	}
 	// The inbox as read at open: entries consumed before (in history) but
 	// not yet deleted are deleted with the next commit; the others are
 	// delivered, suspend and resume marks first (they tell what happened
@@ -336,6 +327,24 @@ func (e *executor) begin() error {
 			return err
 		}
 	}
+	// Scheduled in history but not finished (not even by what the inbox
+	// just delivered): their work runs (again) here.
+	// Tasks the code issued past the end of the history start only after
+	// the live loop has committed their schedule.
+	uncommitted := map[*Task]bool{}
+	for _, t := range e.actions {
+		uncommitted[t] = true
+	}
+	var again []*Task
+	for _, t := range e.tasks {
+		if !t.done && t.id >= 0 && !uncommitted[t] {
+			again = append(again, t)
+		}
+	}
+	sort.Slice(again, func(i, j int) bool { return again[i].id < again[j].id })
+	for _, t := range again {
+		e.startWork(t)
+	}
 	if e.opts.WatchInbox {
 		e.watchInbox()
 	}
@@ -347,17 +356,18 @@ func (e *executor) begin() error {
 func (e *executor) resolveForReplay(hist []HistoryEvent) error {
 	done := map[int]bool{}
 	for _, ev := range hist {
-		if ev.EventType == EventTaskCompleted || ev.EventType == EventTaskFailed {
+		switch ev.EventType {
+		case EventTaskCompleted, EventTaskFailed, EventSubOrchestrationInstanceCompleted, EventSubOrchestrationInstanceFailed:
 			done[ev.TaskID] = true
 		}
 	}
 	return e.exec.c.resolve(e.ctx, e.rec.InstanceID, e.rec.ExecutionID, hist, func(ev *HistoryEvent) (bool, bool) {
 		switch ev.EventType {
-		case EventTaskCompleted:
+		case EventTaskCompleted, EventSubOrchestrationInstanceCompleted:
 			return false, true
 		case EventEventRaised:
 			return true, false
-		case EventTaskScheduled:
+		case EventTaskScheduled, EventSubOrchestrationInstanceCreated:
 			return !done[ev.TaskID], false
 		}
 		return false, false
@@ -372,6 +382,26 @@ func (e *executor) consume(in InboxEntry) error {
 	e.seen[in.Key] = true
 	e.consumed = append(e.consumed, in.Key)
 	ev := in.Event
+	if ev.ExecutionID != "" && ev.ExecutionID != e.rec.ExecutionID {
+		return nil // for another execution of this instance: dropped
+	}
+	switch ev.EventType {
+	case EventSubOrchestrationInstanceCompleted, EventSubOrchestrationInstanceFailed:
+		if t := e.tasks[ev.TaskID]; t == nil || t.kind != kindSub || t.done {
+			return nil // not a child of this execution's, or reported already
+		}
+		if ev.ResultRef == refChildOutput {
+			out, err := e.exec.c.childOutput(e.ctx, ev.InstanceID)
+			if err != nil {
+				if errors.Is(err, ErrUnavailable) {
+					return err
+				}
+				ev.EventType, ev.FailureDetails = EventSubOrchestrationInstanceFailed, DetailsOf(err)
+				ev.Failure = ev.FailureDetails.ErrorMessage
+			}
+			ev.Result, ev.ResultRef = out, ""
+		}
+	}
 	ev.Timestamp = now()
 	ev.InboxKey = in.Key
 	return e.applyLive(ev)
@@ -463,9 +493,13 @@ func (e *executor) end(out Outcome) {
 }
 
 func scheduledEvent(t *Task, ts time.Time) HistoryEvent {
-	if t.kind == kindTimer {
+	switch t.kind {
+	case kindTimer:
 		fa := t.fireAt
 		return HistoryEvent{EventType: EventTimerCreated, Timestamp: ts, TaskID: t.id, FireAt: &fa}
+	case kindSub:
+		return HistoryEvent{EventType: EventSubOrchestrationInstanceCreated, Timestamp: ts, TaskID: t.id, Name: t.name,
+			InstanceID: t.sub.id, Input: t.input}
 	}
 	return HistoryEvent{EventType: EventTaskScheduled, Timestamp: ts, TaskID: t.id, Name: t.name, Input: t.input}
 }
@@ -477,8 +511,24 @@ func (e *executor) apply(ev HistoryEvent) error {
 	switch ev.EventType {
 	case EventExecutionStarted:
 		e.startCoroutine()
-	case EventTaskScheduled, EventTimerCreated:
+	case EventTaskScheduled, EventTimerCreated, EventSubOrchestrationInstanceCreated:
 		return e.match(ev)
+	case EventSubOrchestrationInstanceCompleted, EventSubOrchestrationInstanceFailed:
+		t := e.tasks[ev.TaskID]
+		if t == nil || t.kind != kindSub {
+			return &NonDeterminismError{Seq: ev.Seq, History: fmt.Sprintf("%s of task %d", ev.EventType, ev.TaskID), Code: "no such sub-orchestration"}
+		}
+		if ev.EventType == EventSubOrchestrationInstanceCompleted {
+			t.complete(ev.Result, nil)
+		} else {
+			msg := ev.Failure
+			if ev.FailureDetails != nil {
+				msg = ev.FailureDetails.ErrorMessage
+			}
+			t.complete(nil, &TaskFailedError{Kind: "sub-orchestration", Name: t.name, InstanceID: t.sub.id, Message: msg,
+				NonRetriable: ev.FailureDetails != nil && ev.FailureDetails.IsNonRetriable, Details: ev.FailureDetails})
+		}
+		e.wake()
 	case EventTaskCompleted, EventTaskFailed, EventTimerFired:
 		t := e.tasks[ev.TaskID]
 		if t == nil {
@@ -514,8 +564,11 @@ func (e *executor) match(ev HistoryEvent) error {
 	if t.kind == kindTimer && ev.FireAt != nil {
 		t.fireAt = *ev.FireAt // the original fire time, across takeovers
 	}
-	if t.kind == kindActivity && len(ev.Input) > 0 {
+	if (t.kind == kindActivity || t.kind == kindSub) && len(ev.Input) > 0 {
 		t.input = ev.Input // as scheduled (and resolved from its blob)
+	}
+	if t.kind == kindSub && ev.InstanceID != "" {
+		t.sub.id = ev.InstanceID
 	}
 	e.actions = e.actions[1:]
 	return nil
@@ -662,6 +715,14 @@ func (e *executor) startWork(t *Task) {
 			ev := e.callActivity(t)
 			if e.workCtx.Err() == nil {
 				e.post(msg{kind: msgEvent, ev: ev})
+			}
+		}()
+	case kindSub:
+		e.work.Add(1)
+		go func() {
+			defer e.work.Done()
+			if ev := e.startChild(t); ev != nil && e.workCtx.Err() == nil {
+				e.post(msg{kind: msgEvent, ev: *ev})
 			}
 		}()
 	}
@@ -863,14 +924,29 @@ func (e *executor) continueAsNew(input json.RawMessage) (RuntimeStatus, error) {
 	id := e.rec.InstanceID
 	newExec := NewID()
 	events := []HistoryEvent{{EventType: EventExecutionStarted, Timestamp: now(), Name: e.rec.Name, Input: input}}
-	names := make([]string, 0, len(e.buffered))
-	for name := range e.buffered {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		for _, data := range e.buffered[name] {
-			events = append(events, HistoryEvent{EventType: EventEventRaised, Timestamp: now(), Name: name, Input: data})
+	deletes := e.consumed
+	if e.dropEvents {
+		// Drop what waits in the inbox too: what arrives after this read
+		// belongs to the next execution.
+		inbox, err := x.c.readInbox(e.ctx, id, 0)
+		if err != nil {
+			return "", err
+		}
+		for _, in := range inbox {
+			if !e.seen[in.Key] {
+				deletes = append(deletes, in.Key)
+			}
+		}
+	} else {
+		names := make([]string, 0, len(e.buffered))
+		for name := range e.buffered {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			for _, data := range e.buffered[name] {
+				events = append(events, HistoryEvent{EventType: EventEventRaised, Timestamp: now(), Name: name, Input: data})
+			}
 		}
 	}
 	for i := range events {
@@ -879,7 +955,7 @@ func (e *executor) continueAsNew(input json.RawMessage) (RuntimeStatus, error) {
 	oldExec := e.rec.ExecutionID
 	s := step{
 		events:  events,
-		deletes: e.consumed,
+		deletes: deletes,
 		history: x.c.keys.History(id, newExec),
 		blobs:   x.c.keys.Blobs(id, newExec),
 		change: func(r *Record) {

@@ -140,10 +140,11 @@ type Node struct {
 }
 
 type instanceView struct {
-	name        string
-	status      orchestrator.RuntimeStatus
-	executionID string
-	modRev      int64 // the record's ModRevision
+	name, version string
+	status        orchestrator.RuntimeStatus
+	executionID   string
+	modRev        int64     // the record's ModRevision
+	notBefore     time.Time // its scheduled start time, if any
 }
 
 type ownerView struct {
