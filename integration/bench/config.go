@@ -94,7 +94,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.massInstances, "mass-instances", 1000, "mass, handoff: instances held by the node that dies or drains")
 	fs.DurationVar(&cfg.massTTL, "mass-ttl", 5*time.Second, "mass, handoff: --lease-ttl of the nodes")
 	fs.IntVar(&cfg.idleInstances, "idle-instances", 10000, "idle: Approval instances one node holds (short: "+shortDefaults["idle-instances"]+")")
-	fs.DurationVar(&cfg.idleSettle, "idle-settle", 5*time.Second, "idle: wait after all are held before reading memory and goroutines (short: "+shortDefaults["idle-settle"]+")")
+	fs.DurationVar(&cfg.idleSettle, "idle-settle", 5*time.Second, "idle: wait before reading memory and goroutines, after the node is ready and again after all are held and steady (short: "+shortDefaults["idle-settle"]+")")
 	fs.DurationVar(&cfg.idleWindow, "idle-window", 10*time.Second, "idle: window over which idle etcd requests are counted (short: "+shortDefaults["idle-window"]+")")
 
 	if err := fs.Parse(args); err != nil {

@@ -125,12 +125,16 @@
 //
 //   - bytes_per_held_instance: (VmRSS of the node from /proc/PID/status
 //     after - before) / M. Before: -idle-settle after the node is ready.
-//     After: all M Approval instances held (owners keys seen), then
-//     -idle-settle, then the goroutine count steady (changing by under
-//     0.5% in a second). A GC is forced before each reading when the node
-//     serves /debug/pprof/heap?gc=1; today it does not, so RSS includes
-//     garbage not yet collected and memory not yet returned to the OS
-//     (an upper bound), which heap_inuse_per_held_instance
+//     After: all M Approval instances held (owners keys seen), then the
+//     node's go_goroutines and etcd's watcher count steady (each changing
+//     by under 0.5% in a second: the node creates its per-instance
+//     watches one after another, well after it holds the keys), then
+//     -idle-settle. idle_hold_s (first start to all held) and
+//     idle_steady_s (then to steady) say how long that took. A GC is
+//     forced before each reading when the node serves
+//     /debug/pprof/heap?gc=1; today it does not, so RSS includes garbage
+//     not yet collected and memory not yet returned to the OS (an upper
+//     bound), which heap_inuse_per_held_instance
 //     (go_memstats_heap_inuse_bytes) and stack_inuse_per_held_instance
 //     (go_memstats_stack_inuse_bytes) help to read.
 //   - goroutines_per_held_instance: go_goroutines of the node, after -

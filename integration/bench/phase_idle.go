@@ -69,10 +69,13 @@ func phaseIdle(ctx context.Context, b *bench, r *results) error {
 		return err
 	}
 	took := time.Since(t0)
-	if err := sleep(ctx, cfg.idleSettle); err != nil {
+	b.logf("idle: %s holds %d after %s; waiting until its goroutines and etcd's watchers are steady", n.id, len(ids), took.Round(100*time.Millisecond))
+	t1 := time.Now()
+	if err := waitSteady(ctx, c, n, 2*time.Minute+time.Duration(len(ids))*10*time.Millisecond); err != nil {
 		return err
 	}
-	if err := waitGoroutinesSteady(ctx, n, 30*time.Second); err != nil {
+	steady := time.Since(t1)
+	if err := sleep(ctx, cfg.idleSettle); err != nil {
 		return err
 	}
 	after, err := readNode(ctx, c, n)
@@ -112,8 +115,8 @@ func phaseIdle(ctx context.Context, b *bench, r *results) error {
 		short = fmt.Sprintf(" (%d instances, not 10,000)", cfg.idleInstances)
 	}
 	r.addNum("idle", "bytes_per_held_instance", float64(after.rss-before.rss)/m, f0,
-		fmt.Sprintf("(VmRSS after - before) / %d%s; %.0f -> %.0f MiB; read %s after all were held (took %s) and goroutines were steady; %s",
-			len(ids), short, mib(before.rss), mib(after.rss), cfg.idleSettle, took.Round(100*time.Millisecond), gcNote))
+		fmt.Sprintf("(VmRSS after - before) / %d%s; %.0f -> %.0f MiB; read %s after goroutines and watchers were steady; %s",
+			len(ids), short, mib(before.rss), mib(after.rss), cfg.idleSettle, gcNote))
 	r.addNum("idle", "heap_inuse_per_held_instance", (after.heapInuse-before.heapInuse)/m, f0, "go_memstats_heap_inuse_bytes after - before, / count (live and not yet collected)")
 	r.addNum("idle", "stack_inuse_per_held_instance", (after.stackInuse-before.stackInuse)/m, f0, "go_memstats_stack_inuse_bytes after - before, / count (goroutine stacks)")
 	r.addNum("idle", "goroutines_per_held_instance", (after.goroutines-before.goroutines)/m, f2,
@@ -128,29 +131,36 @@ func phaseIdle(ctx context.Context, b *bench, r *results) error {
 	r.addNum("idle", "idle_etcd_stream_msgs_per_s", msgs.total()/cfg.idleWindow.Seconds(), f2,
 		fmt.Sprintf("not requests, for comparison: messages etcd received on streams in the same window: %s per s", msgs.per(cfg.idleWindow.Seconds())))
 	r.addNum("idle", "idle_instances", m, f0, "")
+	r.addNum("idle", "idle_hold_s", took.Seconds(), f1, fmt.Sprintf("from the first start to all %d owners keys held by the node (%.0f per s; starts %d at a time)", len(ids), m/took.Seconds(), cfg.c))
+	r.addNum("idle", "idle_steady_s", steady.Seconds(), f1, "then until the node's goroutines and etcd's watchers changed by under 0.5% in a second (its per-instance watches being created)")
 	return nil
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
-// waitGoroutinesSteady waits until the node's goroutine count changes by
-// less than 0.5% over a second.
-func waitGoroutinesSteady(ctx context.Context, n *node, timeout time.Duration) error {
+// waitSteady waits until the node's goroutine count and etcd's watcher
+// count each change by less than 0.5% over a second.
+func waitSteady(ctx context.Context, c *cluster, n *node, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	last := -1.0
+	lastG, lastW := -1.0, -1.0
+	steady := func(now, last float64) bool { return last >= 0 && math.Abs(now-last) <= 0.005*last }
 	for time.Now().Before(deadline) {
 		m, err := n.metrics(ctx)
 		if err != nil {
 			return err
 		}
+		w, err := c.etcdWatch(ctx)
+		if err != nil {
+			return err
+		}
 		g := m.sum("go_goroutines", nil)
-		if last >= 0 && math.Abs(g-last) <= 0.005*last {
+		if steady(g, lastG) && steady(w.watchers, lastW) {
 			return nil
 		}
-		last = g
+		lastG, lastW = g, w.watchers
 		if err := sleep(ctx, time.Second); err != nil {
 			return err
 		}
 	}
-	return fmt.Errorf("%s: goroutine count still changing after %s", n.id, timeout)
+	return fmt.Errorf("%s: goroutines (%.0f) or etcd watchers (%.0f) still changing after %s", n.id, lastG, lastW, timeout)
 }
