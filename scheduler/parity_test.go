@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/soloist-dev/soloist/orchestrator"
-	"github.com/soloist-dev/soloist/scheduler"
 )
 
 // Durable Task parity: sub-orchestrations, failure details, scheduled
@@ -112,11 +111,9 @@ func TestSubOrchestrationFailureDetails(t *testing.T) {
 	_ = reg.AddOrchestrator("Parent", func(ctx *orchestrator.OrchestrationContext) (any, error) {
 		err := ctx.CallSubOrchestrator("Broken").Await(nil)
 		var tf *orchestrator.TaskFailedError
-		var ae *orchestrator.ApplicationError
 		if !errors.As(err, &tf) || tf.Details == nil || tf.Details.ErrorType != "OutOfStock" {
 			return nil, fmt.Errorf("want a TaskFailedError with the child's details, got %v", err)
 		}
-		_ = ae
 		return map[string]string{"type": tf.Details.ErrorType, "message": tf.Details.ErrorMessage}, nil
 	})
 	c := newCluster(t, 2, 5*time.Second, reg)
@@ -293,8 +290,6 @@ func TestWaits(t *testing.T) {
 		t.Fatalf("list by another tag: %d items", len(page))
 	}
 }
-
-var _ = scheduler.RoleAll
 
 // Rewind after a takeover: the activity that completed before the failure
 // is not run again, the failed one and what follows run again, and the
