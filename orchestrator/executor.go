@@ -53,9 +53,8 @@ type RunOptions struct {
 	// it, the caller delivers inbox entries with Driver.Deliver (a node
 	// does, from its one watch).
 	WatchInbox bool
-	// Logger receives the run's lines; it should name the instance,
-	// execution and fencing token (a node's does). Defaults to
-	// slog.Default() with those.
+	// Logger receives the run's lines, which name the instance, execution
+	// and fencing token. Defaults to slog.Default().
 	Logger *slog.Logger
 }
 
@@ -170,10 +169,10 @@ type executor struct {
 	retry    *backoff.ExponentialBackOff
 
 	octx      *OrchestrationContext
-	tasks     map[int]*Task
+	tasks     []*Task // by task ID: IDs are 0, 1, 2, ...
 	nextID    int
 	actions   []*Task // issued by the code, not yet matched (replay) or committed (live)
-	waiters   map[string][]*Task
+	waiters   []*Task // event waits, in the order they began (few at a time)
 	buffered  map[string][]json.RawMessage
 	replaying bool
 	now       time.Time
@@ -190,22 +189,19 @@ type executor struct {
 	continueAs *json.RawMessage
 	dropEvents bool // ContinueAsNew drops the events the code has not received
 
-	work     sync.WaitGroup
+	workers  sync.WaitGroup // activities, child starts, the inbox watch
 	workCtx  context.Context
 	stopWork context.CancelFunc
 }
 
 func drive(ctx context.Context, exec *Execution, fn OrchestratorFunc, reg *Registry, opts RunOptions) *Driver {
 	if opts.Logger == nil {
-		opts.Logger = slog.Default().With("instance_id", exec.rec.InstanceID, "execution_id", exec.rec.ExecutionID,
-			"fencing_token", exec.Token())
+		opts.Logger = slog.Default()
 	}
 	e := &executor{
 		ctx: ctx, exec: exec, fn: fn, reg: reg, rec: *exec.rec, keys: exec.c.keys, opts: opts, log: opts.Logger,
-		seen: map[string]bool{}, tasks: map[int]*Task{},
 	}
 	e.octx = &OrchestrationContext{ctx: ctx, exec: exec, e: e}
-	e.workCtx, e.stopWork = context.WithCancel(ctx)
 	e.post(msg{kind: msgBegin})
 	context.AfterFunc(ctx, func() { e.post(msg{kind: msgStop}) })
 	return &Driver{e: e}
@@ -284,7 +280,7 @@ func (e *executor) begin() error {
 	}
 	for _, ev := range hist {
 		if ev.InboxKey != "" {
-			e.seen[ev.InboxKey] = true
+			e.see(ev.InboxKey)
 		}
 	}
 	e.needMark = e.rec.RuntimeStatus != StatusRunning
@@ -374,12 +370,42 @@ func (e *executor) resolveForReplay(hist []HistoryEvent) error {
 	})
 }
 
+// see notes an inbox key as delivered.
+func (e *executor) see(key string) {
+	if e.seen == nil {
+		e.seen = map[string]bool{}
+	}
+	e.seen[key] = true
+}
+
+// task returns the task of a history task ID, nil if none.
+func (e *executor) task(id int) *Task {
+	if id < 0 || id >= len(e.tasks) {
+		return nil
+	}
+	return e.tasks[id]
+}
+
+// work is the context of the run's work (activities, child starts), made
+// when first needed: an idle run has none.
+func (e *executor) work() context.Context {
+	if e.workCtx == nil {
+		e.workCtx, e.stopWork = context.WithCancel(e.ctx)
+	}
+	return e.workCtx
+}
+
+// logArgs are the attributes every line of the run carries.
+func (e *executor) logArgs(args ...any) []any {
+	return append([]any{"instance_id", e.rec.InstanceID, "execution_id", e.rec.ExecutionID, "fencing_token", e.exec.Token()}, args...)
+}
+
 // consume applies an inbox entry, once.
 func (e *executor) consume(in InboxEntry) error {
 	if e.seen[in.Key] {
 		return nil
 	}
-	e.seen[in.Key] = true
+	e.see(in.Key)
 	e.consumed = append(e.consumed, in.Key)
 	ev := in.Event
 	if ev.ExecutionID != "" && ev.ExecutionID != e.rec.ExecutionID {
@@ -387,7 +413,7 @@ func (e *executor) consume(in InboxEntry) error {
 	}
 	switch ev.EventType {
 	case EventSubOrchestrationInstanceCompleted, EventSubOrchestrationInstanceFailed:
-		if t := e.tasks[ev.TaskID]; t == nil || t.kind != kindSub || t.done {
+		if t := e.task(ev.TaskID); t == nil || t.kind != kindSub || t.done {
 			return nil // not a child of this execution's, or reported already
 		}
 		if ev.ResultRef == refChildOutput {
@@ -475,14 +501,16 @@ func (e *executor) fail(err error) (Outcome, bool) {
 
 // end stops everything the run started, waits for it, and reports.
 func (e *executor) end(out Outcome) {
-	e.stopWork()
+	if e.stopWork != nil {
+		e.stopWork()
+	}
 	for _, t := range e.tasks {
 		if t.timer != nil {
 			t.timer.Stop()
 		}
 	}
 	e.abort()
-	e.work.Wait()
+	e.workers.Wait()
 	e.mu.Lock()
 	e.ended = true
 	e.mail = nil
@@ -514,7 +542,7 @@ func (e *executor) apply(ev HistoryEvent) error {
 	case EventTaskScheduled, EventTimerCreated, EventSubOrchestrationInstanceCreated:
 		return e.match(ev)
 	case EventSubOrchestrationInstanceCompleted, EventSubOrchestrationInstanceFailed:
-		t := e.tasks[ev.TaskID]
+		t := e.task(ev.TaskID)
 		if t == nil || t.kind != kindSub {
 			return &NonDeterminismError{Seq: ev.Seq, History: fmt.Sprintf("%s of task %d", ev.EventType, ev.TaskID), Code: "no such sub-orchestration"}
 		}
@@ -530,7 +558,7 @@ func (e *executor) apply(ev HistoryEvent) error {
 		}
 		e.wake()
 	case EventTaskCompleted, EventTaskFailed, EventTimerFired:
-		t := e.tasks[ev.TaskID]
+		t := e.task(ev.TaskID)
 		if t == nil {
 			return &NonDeterminismError{Seq: ev.Seq, History: fmt.Sprintf("%s of task %d", ev.EventType, ev.TaskID), Code: "no such task"}
 		}
@@ -619,7 +647,7 @@ func (e *executor) step() {
 			// The orchestration goroutine touches neither pending nor
 			// history; the commit runs beside it.
 			if err := e.commit(); err != nil && e.ctx.Err() == nil {
-				e.log.Debug("marking the record Running failed; the next step does it", "error", err)
+				e.log.Debug("marking the record Running failed; the next step does it", e.logArgs("error", err)...)
 			}
 		}
 	}
@@ -678,16 +706,18 @@ func (e *executor) waitFor(ts ...*Task) {
 func (e *executor) newTask(kind taskKind, name string) *Task {
 	t := &Task{e: e, id: e.nextID, kind: kind, name: name}
 	e.nextID++
-	e.tasks[t.id] = t
+	e.tasks = append(e.tasks, t)
 	e.actions = append(e.actions, t)
 	return t
 }
 
 func (e *executor) deliver(name string, data json.RawMessage) {
-	if ws := e.waiters[name]; len(ws) > 0 {
-		e.waiters[name] = ws[1:]
-		ws[0].complete(data, nil)
-		return
+	for i, w := range e.waiters {
+		if w.name == name {
+			e.waiters = append(e.waiters[:i:i], e.waiters[i+1:]...)
+			w.complete(data, nil)
+			return
+		}
 	}
 	if e.buffered == nil {
 		e.buffered = map[string][]json.RawMessage{}
@@ -709,26 +739,28 @@ func (e *executor) startWork(t *Task) {
 			e.post(msg{kind: msgEvent, ev: HistoryEvent{EventType: EventTimerFired, TaskID: id}})
 		})
 	case kindActivity:
-		e.work.Add(1)
+		wctx := e.work()
+		e.workers.Add(1)
 		go func() {
-			defer e.work.Done()
-			ev := e.callActivity(t)
-			if e.workCtx.Err() == nil {
+			defer e.workers.Done()
+			ev := e.callActivity(wctx, t)
+			if wctx.Err() == nil {
 				e.post(msg{kind: msgEvent, ev: ev})
 			}
 		}()
 	case kindSub:
-		e.work.Add(1)
+		wctx := e.work()
+		e.workers.Add(1)
 		go func() {
-			defer e.work.Done()
-			if ev := e.startChild(t); ev != nil && e.workCtx.Err() == nil {
+			defer e.workers.Done()
+			if ev := e.startChild(wctx, t); ev != nil && wctx.Err() == nil {
 				e.post(msg{kind: msgEvent, ev: *ev})
 			}
 		}()
 	}
 }
 
-func (e *executor) callActivity(t *Task) HistoryEvent {
+func (e *executor) callActivity(wctx context.Context, t *Task) HistoryEvent {
 	fail := func(err error, final bool) HistoryEvent {
 		d := DetailsOf(err)
 		d.IsNonRetriable = d.IsNonRetriable || final
@@ -742,7 +774,7 @@ func (e *executor) callActivity(t *Task) HistoryEvent {
 	if fn == nil {
 		return fail(&ApplicationError{Type: "ActivityNotFound", Message: fmt.Sprintf("no activity named %q is registered on this node", t.name)}, true)
 	}
-	ctx := withActivityInfo(e.workCtx, ActivityInfo{
+	ctx := withActivityInfo(wctx, ActivityInfo{
 		InstanceID: e.rec.InstanceID, ExecutionID: e.rec.ExecutionID, FencingToken: e.exec.Token(),
 		Name: t.name, TaskID: t.id, Attempt: t.attempt,
 	})
@@ -824,7 +856,7 @@ func (e *executor) writeFinal(wctx context.Context, s step) error {
 				e.retry = newRetry()
 			}
 			wait := e.retry.NextBackOff()
-			e.log.Warn("commit failed; retrying", "error", err, "retry_in", wait.Round(time.Millisecond))
+			e.log.Warn("commit failed; retrying", e.logArgs("error", err, "retry_in", wait.Round(time.Millisecond))...)
 			t := time.NewTimer(wait)
 			select {
 			case <-e.ctx.Done():
@@ -993,11 +1025,12 @@ func (e *executor) watchInbox() {
 	prefix := e.keys.InboxPrefix(e.rec.InstanceID)
 	cli := e.exec.c.etcd
 	rev := e.exec.readRev + 1
-	e.work.Add(1)
+	wctx := e.work()
+	e.workers.Add(1)
 	go func() {
-		defer e.work.Done()
-		for e.workCtx.Err() == nil {
-			wch := cli.Watch(clientv3.WithRequireLeader(e.workCtx), prefix, clientv3.WithPrefix(),
+		defer e.workers.Done()
+		for wctx.Err() == nil {
+			wch := cli.Watch(clientv3.WithRequireLeader(wctx), prefix, clientv3.WithPrefix(),
 				clientv3.WithRev(rev), clientv3.WithFilterDelete())
 			for wr := range wch {
 				if wr.Err() != nil {
@@ -1009,8 +1042,8 @@ func (e *executor) watchInbox() {
 					}
 				}
 			}
-			for e.workCtx.Err() == nil {
-				resp, err := cli.Get(e.workCtx, prefix, clientv3.WithPrefix(),
+			for wctx.Err() == nil {
+				resp, err := cli.Get(wctx, prefix, clientv3.WithPrefix(),
 					clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 				if err == nil {
 					for _, kv := range resp.Kvs {
@@ -1020,7 +1053,7 @@ func (e *executor) watchInbox() {
 					break
 				}
 				select {
-				case <-e.workCtx.Done():
+				case <-wctx.Done():
 				case <-time.After(200 * time.Millisecond):
 				}
 			}

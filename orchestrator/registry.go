@@ -317,20 +317,16 @@ func (c *OrchestrationContext) WaitForExternalEvent(name string, timeout time.Du
 		t.complete(buf[0], nil)
 		return t
 	}
-	if e.waiters == nil {
-		e.waiters = map[string][]*Task{}
-	}
-	e.waiters[name] = append(e.waiters[name], t)
+	e.waiters = append(e.waiters, t)
 	if timeout > 0 {
 		timer := c.CreateTimer(timeout)
 		timer.onDone = append(timer.onDone, func() {
 			if t.done {
 				return
 			}
-			ws := e.waiters[name]
-			for i, w := range ws {
+			for i, w := range e.waiters {
 				if w == t {
-					e.waiters[name] = append(ws[:i:i], ws[i+1:]...)
+					e.waiters = append(e.waiters[:i:i], e.waiters[i+1:]...)
 					break
 				}
 			}

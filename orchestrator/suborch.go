@@ -137,7 +137,7 @@ func (e *executor) childID(t *Task) string {
 // execution and task), retrying store errors while the run lasts. It
 // returns a failure event when the start is refused for good, nil when the
 // child runs (its end reports through the inbox).
-func (e *executor) startChild(t *Task) *HistoryEvent {
+func (e *executor) startChild(wctx context.Context, t *Task) *HistoryEvent {
 	c := e.exec.c
 	ref := &ParentRef{InstanceID: e.rec.InstanceID, ExecutionID: e.rec.ExecutionID, TaskID: t.id}
 	id := t.sub.id
@@ -148,8 +148,8 @@ func (e *executor) startChild(t *Task) *HistoryEvent {
 			Failure: d.ErrorMessage, FailureDetails: d}
 	}
 	b := newRetry()
-	for e.workCtx.Err() == nil {
-		ctx, cancel := context.WithTimeout(e.workCtx, 10*time.Second)
+	for wctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(wctx, 10*time.Second)
 		cur, rev, err := c.read(ctx, id)
 		if err == nil && cur.Parent != nil && *cur.Parent == *ref {
 			cancel()
@@ -172,15 +172,15 @@ func (e *executor) startChild(t *Task) *HistoryEvent {
 			switch {
 			case err == nil:
 				return nil
-			case errors.Is(err, ErrUnavailable) && e.workCtx.Err() == nil:
+			case errors.Is(err, ErrUnavailable) && wctx.Err() == nil:
 			default:
 				return failed(err)
 			}
 		}
 		wait := b.NextBackOff()
-		e.log.Warn("cannot start the sub-orchestration yet; retrying", "child_instance_id", id, "error", err, "retry_in", wait.Round(time.Millisecond))
+		e.log.Warn("cannot start the sub-orchestration yet; retrying", e.logArgs("child_instance_id", id, "error", err, "retry_in", wait.Round(time.Millisecond))...)
 		select {
-		case <-e.workCtx.Done():
+		case <-wctx.Done():
 		case <-time.After(wait):
 		}
 	}
