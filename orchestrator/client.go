@@ -437,7 +437,32 @@ func (c *Client) Status(ctx context.Context, id string) (*Status, error) {
 		}
 	}
 	fillHolder(st, resp.Responses[1].GetResponseRange().Kvs)
+	if st.RuntimeStatus.Runnable() && st.Node == "" {
+		st.Unrunnable = c.unrunnable(ctx, rec)
+	}
 	return st, nil
+}
+
+// unrunnable says why no node can run rec, or "" if some live node can (or
+// the node keys cannot be read).
+func (c *Client) unrunnable(ctx context.Context, rec *Record) string {
+	resp, err := c.etcd.Get(ctx, c.keys.Nodes(), clientv3.WithPrefix())
+	if err != nil {
+		return ""
+	}
+	for _, kv := range resp.Kvs {
+		var n NodeInfo
+		if json.Unmarshal(kv.Value, &n) != nil || n.Functions == nil && n.Role != "api" {
+			return "" // a node that does not say what it runs: assume it can
+		}
+		if n.Runs(rec.Name, rec.Version) {
+			return ""
+		}
+	}
+	if rec.Version != "" {
+		return fmt.Sprintf("no live node registers orchestration '%s' version '%s' (%d nodes live); start a node that has it", rec.Name, rec.Version, len(resp.Kvs))
+	}
+	return fmt.Sprintf("no live node registers orchestration '%s' (%d nodes live); start a node that has it", rec.Name, len(resp.Kvs))
 }
 
 func valueOr(kvs []*mvccpb.KeyValue) json.RawMessage {

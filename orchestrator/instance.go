@@ -90,6 +90,9 @@ type Status struct {
 	Tags map[string]string `json:"tags,omitempty"`
 	// ParentInstanceID is the parent orchestration of a sub-orchestration.
 	ParentInstanceID string `json:"parentInstanceId,omitempty"`
+	// Unrunnable, for an active instance that no node holds, says why none
+	// can: no live node registers its function (and version).
+	Unrunnable string `json:"unrunnable,omitempty"`
 }
 
 func (r *Record) status() *Status {
@@ -137,6 +140,23 @@ type NodeInfo struct {
 	LeaseID     string    `json:"leaseId"`
 	// Role is what the node does: "all", "api" or "runner".
 	Role string `json:"role,omitempty"`
+	// Functions are the orchestrations the node runs (FunctionKey: name or
+	// name@version); empty for an API-only node.
+	Functions []string `json:"functions,omitempty"`
+}
+
+// Runs reports whether the node runs that version of that orchestration.
+func (n *NodeInfo) Runs(name, version string) bool {
+	if n.Role == "api" {
+		return false
+	}
+	k := FunctionKey(name, version)
+	for _, f := range n.Functions {
+		if f == k {
+			return true
+		}
+	}
+	return false
 }
 
 var jsonNull = json.RawMessage("null")

@@ -169,6 +169,30 @@ func (r *Registry) OrchestratorVersion(name, version string) (OrchestratorFunc, 
 	return fn, ok
 }
 
+// FunctionKey names a version of an orchestration as node keys list it:
+// the name, or name@version.
+func FunctionKey(name, version string) string {
+	if version == "" {
+		return name
+	}
+	return name + "@" + version
+}
+
+// Functions returns every registered orchestration version as FunctionKey
+// names it, sorted: what a node can run.
+func (r *Registry) Functions() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []string
+	for name, vs := range r.orchestrators {
+		for v := range vs {
+			out = append(out, FunctionKey(name, v))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Names returns the registered orchestration names, sorted.
 func (r *Registry) Names() []string {
 	r.mu.RLock()

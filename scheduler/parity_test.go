@@ -408,3 +408,31 @@ func TestContinueAsNewDropsEvents(t *testing.T) {
 		}
 	}
 }
+
+// An instance whose function no live node registers: its status says so,
+// a gauge counts it, and once a node with the function comes it runs.
+func TestUnrunnableInstance(t *testing.T) {
+	t.Parallel()
+	plain := orchestrator.NewRegistry()
+	_ = plain.AddOrchestrator("Other", func(ctx *orchestrator.OrchestrationContext) (any, error) { return nil, nil })
+	c := &cluster{t: t, e: newEtcd(t), prefix: "/" + t.Name() + "/", reg: plain, ttl: 5 * time.Second}
+	a := c.addNode("a")
+	cl := c.client()
+	if _, err := cl.Start(context.Background(), "Ghost", orchestrator.StartOptions{InstanceID: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "counted unrunnable", func() bool { return a.counter("soloist_unrunnable_instances", "function", "Ghost") == 1 })
+	st, err := cl.Status(context.Background(), "g")
+	if err != nil || !strings.Contains(st.Unrunnable, "Ghost") {
+		t.Fatalf("status %+v, %v: want it to say no node registers Ghost", st, err)
+	}
+	ghost := orchestrator.NewRegistry()
+	_ = ghost.AddOrchestrator("Ghost", func(ctx *orchestrator.OrchestrationContext) (any, error) { return "boo", nil })
+	c.reg = ghost
+	c.addNode("b")
+	waitStatus(t, cl, "g", orchestrator.StatusCompleted, 10*time.Second)
+	eventually(t, 5*time.Second, "no longer counted", func() bool { return a.counter("soloist_unrunnable_instances", "function", "Ghost") == 0 })
+	if st, _ := cl.Status(context.Background(), "g"); st.Unrunnable != "" {
+		t.Fatalf("a completed instance says %q", st.Unrunnable)
+	}
+}

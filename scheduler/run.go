@@ -118,12 +118,16 @@ func (n *Node) begin(exec *orchestrator.Execution, h *lease.Holding, gone ownerG
 	case h.Handoff() != nil && h.Handoff().Reason == "drain":
 		how = "handoff"
 		n.m.handoffs.Inc()
-		n.m.takeover.Observe(max(time.Since(h.Handoff().ReleasedTime), 0).Seconds())
+		d := max(time.Since(h.Handoff().ReleasedTime), 0).Seconds()
+		n.m.takeover.Observe(d)
+		n.m.unheld.WithLabelValues("handoff").Observe(d)
 	case gone.executionID == st.ExecutionID && !gone.at.IsZero():
 		// A previous holder of this execution lost it without a release.
 		how = "failover"
 		n.m.failovers.Inc()
-		n.m.takeover.Observe(time.Since(gone.at).Seconds())
+		d := time.Since(gone.at)
+		n.m.takeover.Observe(d.Seconds())
+		n.m.unheld.WithLabelValues("failover").Observe((d + n.cfg.LeaseTTL).Seconds())
 	case st.RuntimeStatus == orchestrator.StatusRunning:
 		how = "resume"
 	}
