@@ -60,13 +60,13 @@ func newMetrics(reg prometheus.Registerer, schedules, functions []string) (*metr
 			Buckets: buckets,
 		}),
 		takeover: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "soloist_takeover_seconds",
-			Help: "From the moment this node saw the previous holding end (its owners key deleted: lease expiry, or a drain's release) to this node running the instance.",
+			Name:    "soloist_takeover_seconds",
+			Help:    "From the moment this node saw the previous holding end (its owners key deleted: lease expiry, or a drain's release) to this node running the instance.",
 			Buckets: buckets,
 		}),
 		unheld: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "soloist_unheld_seconds",
-			Help: "How long a taken-over instance ran nowhere, at most: for a handoff, from the release to running here; for a failover, that plus the lease TTL (the old holder stopped at the latest one TTL before its lease expired).",
+			Name:    "soloist_unheld_seconds",
+			Help:    "How long a taken-over instance ran nowhere, at most: for a handoff, from the release to running here; for a failover, that plus the lease TTL (the old holder stopped at the latest one TTL before its lease expired).",
 			Buckets: buckets,
 		}, []string{"how"}),
 		sessionUp: prometheus.NewGauge(prometheus.GaugeOpts{
