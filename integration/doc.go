@@ -124,5 +124,6 @@
 //	SOLOIST_INTEGRATION_RACE=1 go test ./integration -v   # soloist built with -race too
 //	SOLOIST_INTEGRATION_ARTIFACTS=DIR go test ./integration -v  # keep logs and histories
 //
-// The whole package is skipped with -short.
+// The whole package is skipped with -short. The benchmark, a program of
+// its own, is in bench/ (see its doc.go); it shares harness/proc.
 package integration

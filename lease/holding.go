@@ -207,6 +207,14 @@ func (h *Holding) Revision() int64 { return h.rev }
 // Reads are the responses to the claim's Reads, in order.
 func (h *Holding) Reads() []*pb.ResponseOp { return h.reads }
 
+// TakeReads returns Reads and lets the holding forget them, so that what
+// was read is not kept for as long as the instance is held.
+func (h *Holding) TakeReads() []*pb.ResponseOp {
+	rs := h.reads
+	h.reads = nil
+	return rs
+}
+
 // Handoff is the marker of the node that handed the key over, or nil.
 func (h *Holding) Handoff() *Handoff { return h.handoff }
 

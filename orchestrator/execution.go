@@ -324,18 +324,21 @@ func (e *Execution) Finish(ctx context.Context, output json.RawMessage, runErr e
 // after the events already pending.
 func (e *Execution) finishStep(events []HistoryEvent, output json.RawMessage, runErr error) step {
 	st := StatusCompleted
+	var fd *FailureDetails
 	if runErr != nil {
 		st = StatusFailed
-		output = reasonJSON(truncateBytes(runErr.Error(), maxFailureBytes))
+		fd = DetailsOf(runErr)
+		output = reasonJSON(fd.ErrorMessage)
 	}
 	output = orNull(output)
 	return step{
 		events: events,
 		change: func(r *Record) { r.RuntimeStatus = st },
 		final: func(r *Record) []clientv3.Op {
-			return append(e.c.terminalOps(r, output), e.fence.releaseOp())
+			ops := append(e.c.terminalOps(r, output, fd), e.fence.releaseOp())
+			return append(ops, e.c.parentOps(r, st, output, fd)...)
 		},
-		finalBytes: len(output),
+		finalBytes: finalBytes(len(output)),
 	}
 }
 

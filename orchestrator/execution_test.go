@@ -226,7 +226,7 @@ func TestExecutionRestartedWhileHeld(t *testing.T) {
 			var r *orchestrator.StartResult
 			var err error
 			if how == "Restart" {
-				r, err = v.c.Restart(ctxT(t), id)
+				r, err = v.c.Restart(ctxT(t), id, orchestrator.RestartOptions{TerminateExisting: true})
 			} else {
 				r, err = v.c.Start(ctxT(t), "fn", orchestrator.StartOptions{InstanceID: id, Input: json.RawMessage(`{"n":1}`), ConflictPolicy: orchestrator.ConflictTerminateExisting})
 			}
@@ -346,8 +346,12 @@ func TestFinish(t *testing.T) {
 			if err := lh.x.Finish(ctxT(t), json.RawMessage(c.output), c.runErr); err != nil {
 				t.Fatalf("Finish: %v", err)
 			}
+			want := 4
+			if c.runErr != nil {
+				want = 5 // and the failure details
+			}
 			var evs []*clientv3.Event
-			for len(evs) < 4 {
+			for len(evs) < want {
 				select {
 				case wr := <-wch:
 					evs = append(evs, wr.Events...)
@@ -355,7 +359,7 @@ func TestFinish(t *testing.T) {
 					t.Fatalf("events: %v", evs)
 				}
 			}
-			if len(evs) != 4 {
+			if len(evs) != want {
 				t.Fatalf("Finish events: %v", evs)
 			}
 			for _, ev := range evs {
@@ -364,7 +368,8 @@ func TestFinish(t *testing.T) {
 				}
 				key := string(ev.Kv.Key)
 				switch {
-				case key == v.keys.Instance(id), key == v.keys.Output(id), strings.HasPrefix(key, v.keys.Finished()):
+				case key == v.keys.Instance(id), key == v.keys.Output(id), strings.HasPrefix(key, v.keys.Finished()),
+					key == v.keys.FailureDetails(id) && c.runErr != nil:
 					if ev.Type != clientv3.EventTypePut {
 						t.Fatalf("event %v, want a put", ev)
 					}
@@ -382,6 +387,9 @@ func TestFinish(t *testing.T) {
 			}
 			if string(st.CustomStatus) != `{"step":1}` {
 				t.Fatalf("Finish lost the custom status: %s", st.CustomStatus)
+			}
+			if (c.runErr != nil) != (st.FailureDetails != nil) || (st.FailureDetails != nil && st.FailureDetails.ErrorMessage != "disk full") {
+				t.Fatalf("failure details %+v", st.FailureDetails)
 			}
 			if !st.LastUpdatedTime.After(st.CreatedTime) && !st.LastUpdatedTime.Equal(st.CreatedTime) {
 				t.Fatalf("lastUpdatedTime %v before createdTime %v", st.LastUpdatedTime, st.CreatedTime)

@@ -20,6 +20,7 @@ import (
 //	{prefix}v1/payloads/{id}/input       the current execution's input (JSON, written by the start)
 //	{prefix}v1/payloads/{id}/output      its output (written by the final write)
 //	{prefix}v1/payloads/{id}/customStatus  its custom status (written when the code sets it)
+//	{prefix}v1/payloads/{id}/failureDetails  why it failed (FailureDetails JSON, with a Failed status)
 //	{prefix}v1/history/{id}/{exec}/{seq} a JSON array of history events, one key per commit
 //	{prefix}v1/blobs/{id}/{exec}/{name}  a large history payload, written once before the commit that refers to it
 //	{prefix}v1/handoffs/{nodeId}         left by a draining node for the nodes taking its instances
@@ -94,6 +95,9 @@ func (k Keys) Input(id string) string { return k.PayloadPrefix(id) + "input" }
 
 // Output is the key of the current execution's output.
 func (k Keys) Output(id string) string { return k.PayloadPrefix(id) + "output" }
+
+// FailureDetails is the key of a Failed execution's FailureDetails.
+func (k Keys) FailureDetails(id string) string { return k.PayloadPrefix(id) + "failureDetails" }
 
 // CustomStatus is the key of the current execution's custom status.
 func (k Keys) CustomStatus(id string) string { return k.PayloadPrefix(id) + "customStatus" }

@@ -49,7 +49,7 @@ func (n *Node) canRunLocked(id string) (*instanceView, bool) {
 	if _, held := n.owners[id]; held {
 		return nil, false
 	}
-	if _, ok := n.cfg.Registry.Orchestrator(v.name); !ok {
+	if _, ok := n.cfg.Registry.OrchestratorVersion(v.name, v.version); !ok {
 		return nil, false
 	}
 	return v, true
@@ -65,7 +65,11 @@ func (n *Node) consider(id string) {
 	if _, ok := n.canRunLocked(id); !ok {
 		return
 	}
+	v, _ := n.canRunLocked(id)
 	due := time.Now().Add(n.rankLocked(id) * n.cfg.PreferenceDelay)
+	if v.notBefore.After(due) {
+		due = v.notBefore.Add(n.rankLocked(id) * n.cfg.PreferenceDelay)
+	}
 	if r := n.retries[id]; r != nil && r.until.After(due) {
 		due = r.until
 	}
@@ -146,6 +150,10 @@ func (n *Node) startDue() time.Duration {
 		delete(n.queue.queued, top.id)
 		v, ok := n.canRunLocked(top.id)
 		if !ok {
+			continue
+		}
+		if v.notBefore.After(now) { // its scheduled start is later than the entry said
+			n.consider(top.id)
 			continue
 		}
 		c := &campaign{id: top.id, view: *v, gone: n.ownerGone[top.id]}

@@ -23,6 +23,7 @@ type health struct {
 	noSpace bool
 	denied  bool // AlarmList needs more than this node's role: rely on writes
 	seen    time.Time
+	kick    chan struct{} // a write saw NOSPACE: ask soon
 }
 
 func (h *health) err() error {
@@ -40,23 +41,36 @@ func (h *health) observe(err error) {
 		h.mu.Lock()
 		h.noSpace, h.seen = true, time.Now()
 		h.mu.Unlock()
+		select {
+		case h.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // alarmLoop asks etcd for its alarms, so that /readyz and the metric show a
 // NOSPACE alarm, and show it cleared as soon as an operator disarms it:
-// nothing needs a restart.
+// nothing needs a restart. It asks every AlarmInterval while an alarm is
+// raised or a write saw NOSPACE, and every 6 x AlarmInterval otherwise (a
+// NOSPACE shows through refused writes first anyway).
 func (n *Node) alarmLoop() {
 	defer n.wg.Done()
-	t := time.NewTicker(n.cfg.AlarmInterval)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		n.checkAlarms()
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-t.C:
+		case <-n.health.kick:
+			t.Stop()
 		}
+		n.checkAlarms()
+		wait := 6 * n.cfg.AlarmInterval
+		if n.health.err() != nil {
+			wait = n.cfg.AlarmInterval
+		}
+		t.Reset(wait)
 	}
 }
 

@@ -183,7 +183,11 @@ func (n *Node) putInstance(id string, kv *mvccpb.KeyValue) {
 		delete(n.retries, id)
 		return
 	}
-	n.instances[id] = &instanceView{name: rec.Name, status: rec.RuntimeStatus, executionID: rec.ExecutionID, modRev: kv.ModRevision}
+	v := &instanceView{name: rec.Name, version: rec.Version, status: rec.RuntimeStatus, executionID: rec.ExecutionID, modRev: kv.ModRevision}
+	if rec.ScheduledStartTime != nil && rec.RuntimeStatus == orchestrator.StatusPending {
+		v.notBefore = *rec.ScheduledStartTime
+	}
+	n.instances[id] = v
 }
 
 // dispatch hands an inbox entry to the run of its instance, or keeps it

@@ -140,10 +140,11 @@ type Node struct {
 }
 
 type instanceView struct {
-	name        string
-	status      orchestrator.RuntimeStatus
-	executionID string
-	modRev      int64 // the record's ModRevision
+	name, version string
+	status        orchestrator.RuntimeStatus
+	executionID   string
+	modRev        int64     // the record's ModRevision
+	notBefore     time.Time // its scheduled start time, if any
 }
 
 type ownerView struct {
@@ -226,7 +227,7 @@ func New(cfg Config) (*Node, error) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	return &Node{
 		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), m: m, client: cfg.Client,
-		keys: cfg.Client.Keys(), ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1),
+		keys: cfg.Client.Keys(), ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), health: health{kick: make(chan struct{}, 1)},
 		drained:   make(chan struct{}),
 		instances: map[string]*instanceView{}, owners: map[string]ownerView{},
 		ownerGone: map[string]ownerGone{}, nodes: map[string]bool{},

@@ -78,7 +78,9 @@ func (n *Node) Kill() time.Duration {
 	n.mu.Lock()
 	n.down = true
 	n.mu.Unlock()
-	n.Proc.Kill()
+	if err := n.Proc.Kill(); err != nil {
+		n.env.T.Error(err)
+	}
 	return at
 }
 

@@ -30,6 +30,7 @@ var statusTable = []struct {
 	{orchestrator.ErrInstanceExists, http.StatusConflict},
 	{orchestrator.ErrInstanceActive, http.StatusConflict},
 	{orchestrator.ErrInstanceTerminal, http.StatusGone},
+	{orchestrator.ErrNotRewindable, http.StatusConflict},
 	{orchestrator.ErrPayloadTooLarge, http.StatusRequestEntityTooLarge},
 	{orchestrator.ErrStoreLimit, http.StatusRequestEntityTooLarge},
 	{orchestrator.ErrNoSpace, http.StatusInsufficientStorage},

@@ -161,6 +161,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("POST "+BasePath+"/instances/{id}/suspend", h.suspend)
 	mux.HandleFunc("POST "+BasePath+"/instances/{id}/resume", h.resume)
 	mux.HandleFunc("POST "+BasePath+"/instances/{id}/restart", h.restart)
+	mux.HandleFunc("POST "+BasePath+"/instances/{id}/rewind", h.rewind)
 	mux.HandleFunc("POST "+BasePath+"/instances/{id}/raiseEvent/{eventName}", h.raiseEvent)
 	mux.HandleFunc("GET /livez", h.livez)
 	mux.HandleFunc("GET /readyz", h.readyz)

@@ -1,4 +1,4 @@
-package harness
+package proc
 
 import (
 	"context"
@@ -36,7 +36,7 @@ func FreePort() (int, error) {
 			return port, nil
 		}
 	}
-	return 0, fmt.Errorf("harness: no free port")
+	return 0, fmt.Errorf("proc: no free port")
 }
 
 // Member is one etcd member: a real etcd process with fsync on.
@@ -94,7 +94,7 @@ func StartCluster(dir, etcdBin string, clock *Clock, n int) (*Cluster, error) {
 				"--initial-cluster-token", "soloist-integration",
 				"--logger", "zap", "--log-level", "warn",
 			},
-			Env:     cleanEnv(),
+			Env:     CleanEnv(),
 			LogPath: filepath.Join(dir, m.Name+".log"),
 			Clock:   clock,
 		}
@@ -155,7 +155,7 @@ func (c *Cluster) Leader(ctx context.Context) (*Member, error) {
 	if lastErr == nil {
 		lastErr = fmt.Errorf("no member says it leads")
 	}
-	return nil, fmt.Errorf("harness: etcd leader: %w", lastErr)
+	return nil, fmt.Errorf("proc: etcd leader: %w", lastErr)
 }
 
 // WaitHealthy waits until every running member answers, one of them
@@ -172,7 +172,7 @@ func (c *Cluster) WaitHealthy(timeout time.Duration) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("harness: etcd cluster not healthy after %s: %w", timeout, err)
+	return fmt.Errorf("proc: etcd cluster not healthy after %s: %w", timeout, err)
 }
 
 func (c *Cluster) healthy(ctx context.Context) error {
@@ -192,7 +192,7 @@ func (c *Cluster) healthy(ctx context.Context) error {
 }
 
 // Kill kills a member with SIGKILL.
-func (c *Cluster) Kill(m *Member) { m.Proc.Kill() }
+func (c *Cluster) Kill(m *Member) error { return m.Proc.Kill() }
 
 // Restart starts a killed member again on its data.
 func (c *Cluster) Restart(m *Member) error { return m.Proc.Start() }
@@ -208,7 +208,7 @@ func (c *Cluster) Close() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				m.Proc.Close()
+				_ = m.Proc.Close()
 			}()
 		}
 	}
