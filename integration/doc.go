@@ -1,6 +1,6 @@
 // Package integration is Soloist's fault suite: real processes, real etcd
 // clusters and real faults, with every step recorded and the history
-// checked against the promise of DESIGN.md section 2. It has no API; its
+// checked against the promise of docs/design.md section 2. It has no API; its
 // tests are the product.
 //
 // # Harness (package harness)

@@ -49,7 +49,7 @@ func TestStartRecord(t *testing.T) {
 	if st.CreatedTime.Before(before) || !st.CreatedTime.Equal(st.LastUpdatedTime) || st.CreatedTime.Location() != time.UTC {
 		t.Fatalf("times: created %v updated %v", st.CreatedTime, st.LastUpdatedTime)
 	}
-	// The stored control record uses the SPEC's field names and is small:
+	// The stored control record uses the field names of docs/contract.md and is small:
 	// the input lives in its own key, written once.
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(v.record(t, "nightly").Value), &fields); err != nil {

@@ -2,7 +2,7 @@ package scheduler
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// metrics are one node's collectors (SPEC section 7). They live in the
+// metrics are one node's collectors (docs/contract.md section 7). They live in the
 // registry the node is given, never in process globals, so several nodes can
 // share a test binary.
 type metrics struct {

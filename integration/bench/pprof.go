@@ -13,7 +13,7 @@ import (
 )
 
 // pprofArgs are the soloist serve arguments that turn on a node's pprof
-// endpoint. Empty today: nodes serve no pprof yet. When they do (SPEC
+// endpoint. Empty today: nodes serve no pprof yet. When they do (docs/contract.md
 // section 8: --metrics-listen serves pprof "if enabled"), put the flag
 // here, and make pprofBase return the listener that serves it.
 var pprofArgs []string

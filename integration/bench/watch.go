@@ -12,7 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// The key ranges the benchmark watches (SPEC section 5).
+// The key ranges the benchmark watches (docs/contract.md section 5).
 const (
 	instancesPrefix = prefix + "v1/instances/"
 	ownersPrefix    = prefix + "v1/owners/"

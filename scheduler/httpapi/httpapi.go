@@ -23,7 +23,7 @@ import (
 	"github.com/soloist-dev/soloist/orchestrator"
 )
 
-// BasePath is the root of the instance management routes ({base} in SPEC
+// BasePath is the root of the instance management routes ({base} in docs/contract.md
 // section 3), as in Durable Functions.
 const BasePath = "/runtime/webhooks/durabletask"
 
@@ -76,7 +76,7 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// handler serves every route of SPEC section 3.
+// handler serves every route of docs/contract.md section 3.
 type handler struct {
 	client      *orchestrator.Client
 	hasFunction func(string) bool
@@ -91,7 +91,7 @@ type handler struct {
 	mux         *http.ServeMux
 }
 
-// New returns the handler of every route of SPEC section 3. It returns an
+// New returns the handler of every route of docs/contract.md section 3. It returns an
 // error if a required field is missing, an API key is unusable, or the
 // metric cannot be registered.
 func New(cfg Config) (http.Handler, error) {
