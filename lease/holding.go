@@ -122,7 +122,7 @@ func (s *Session) AcquireMany(ctx context.Context, claims []Claim) []Acquired {
 	}
 	s.mu.Unlock()
 	for len(todo) > 0 {
-		n := min(len(todo), acquireBatch)
+		n := min(len(todo), AcquireBatch)
 		s.acquireBatch(ctx, claims, todo[:n], out)
 		todo = todo[n:]
 	}
@@ -142,10 +142,10 @@ func (s *Session) AcquireMany(ctx context.Context, claims []Claim) []Acquired {
 	return out
 }
 
-// acquireBatch is how many claims one transaction of AcquireMany carries:
+// AcquireBatch is how many claims one transaction of AcquireMany carries:
 // etcd checks each nested transaction against what the top level leaves of
 // --max-txn-ops.
-const acquireBatch = 32
+const AcquireBatch = 32
 
 func claimOps(s *Session, claim Claim) (cmps []clientv3.Cmp, then []clientv3.Op) {
 	then = []clientv3.Op{clientv3.OpPut(claim.Key, claim.Value, clientv3.WithLease(s.id))}
