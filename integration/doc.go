@@ -204,7 +204,7 @@
 //
 // # Running
 //
-//	go test ./integration -run Fault -v             # the short suite (CI), about 3 minutes
+//	go test ./integration -run Fault -v             # the short suite (CI), about 5 minutes
 //	go test ./integration -run Fault -v -soak       # the soak: every scenario much longer
 //	SOLOIST_SOAK=1 go test ./integration -v         # the same
 //	SOLOIST_INTEGRATION_RACE=1 go test ./integration -v   # soloist built with -race too

@@ -14,6 +14,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/soloist-dev/soloist/lease/leasetest"
 	"github.com/soloist-dev/soloist/orchestrator"
 )
 
@@ -101,8 +102,14 @@ func New(t testing.TB, bin *Binaries, race bool, opts Options) *Env {
 	}
 	e.Etcd = cluster
 	e.Rec = NewRecorder(cluster.Client(), e.Keys.Prefix(), e.Clock)
+	proxies := make([][]*leasetest.Proxy, opts.Nodes)
+	for i := range proxies {
+		if proxies[i], err = startProxies(e); err != nil {
+			t.Fatalf("harness: proxies of node %d: %v", i+1, err)
+		}
+	}
 	for i := 1; i <= opts.Nodes; i++ {
-		n, err := newNode(e, i)
+		n, err := newNode(e, i, proxies[i-1])
 		if err != nil {
 			t.Fatalf("harness: node %d: %v", i, err)
 		}

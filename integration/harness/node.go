@@ -288,19 +288,33 @@ func (n *Node) nodeLine(at time.Duration, inc int, line []byte) {
 	})
 }
 
-func newNode(e *Env, i int) (*Node, error) {
+// startProxies starts one proxy per etcd member for a node.
+func startProxies(e *Env) ([]*leasetest.Proxy, error) {
+	var ps []*leasetest.Proxy
+	for _, m := range e.Etcd.Members {
+		p, err := leasetest.StartProxy(m.Host())
+		if err != nil {
+			for _, p := range ps {
+				p.Close()
+			}
+			return nil, err
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
+
+// newNode is node i behind proxies. Every node's proxies listen before any
+// node's port is picked: a proxy listens on a port the kernel chooses,
+// which could otherwise be one FreePort handed to a node not started yet.
+func newNode(e *Env, i int, proxies []*leasetest.Proxy) (*Node, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{ID: fmt.Sprintf("n%d", i), Addr: fmt.Sprintf("127.0.0.1:%d", port), env: e, retired: map[string]float64{}}
+	n := &Node{ID: fmt.Sprintf("n%d", i), Addr: fmt.Sprintf("127.0.0.1:%d", port), env: e, retired: map[string]float64{}, Proxies: proxies}
 	var eps []string
-	for _, m := range e.Etcd.Members {
-		p, err := leasetest.StartProxy(m.Host())
-		if err != nil {
-			return nil, err
-		}
-		n.Proxies = append(n.Proxies, p)
+	for _, p := range proxies {
 		eps = append(eps, p.URL())
 	}
 	config, err := e.writeConfig(i)
