@@ -3,7 +3,6 @@ package scheduler
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -13,8 +12,17 @@ import (
 )
 
 // ErrNoSpace means etcd raised its NOSPACE alarm: it refuses every write
-// until an operator frees space and disarms the alarm.
-var ErrNoSpace = fmt.Errorf("scheduler: etcd raised its NOSPACE alarm and refuses every write; %s", orchestrator.NoSpaceHelp)
+// until an operator frees space and disarms the alarm. It matches
+// orchestrator.ErrNoSpace with errors.Is, so the HTTP API answers 507.
+var ErrNoSpace error = noSpaceError{}
+
+type noSpaceError struct{}
+
+func (noSpaceError) Error() string {
+	return "scheduler: etcd raised its NOSPACE alarm and refuses every write; " + orchestrator.NoSpaceHelp
+}
+
+func (noSpaceError) Is(target error) bool { return target == orchestrator.ErrNoSpace }
 
 // health is what the node knows of etcd's alarms: from AlarmList every
 // AlarmInterval, and from writes refused with NOSPACE meanwhile.

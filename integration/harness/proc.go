@@ -32,8 +32,8 @@ func Stamp(d time.Duration) string { return proc.Stamp(d) }
 func FreePort() (int, error) { return proc.FreePort() }
 
 // StartCluster starts n etcd members (data in dir) and waits for a leader.
-func StartCluster(dir, etcdBin string, clock *Clock, n int) (*Cluster, error) {
-	return proc.StartCluster(dir, etcdBin, clock, n)
+func StartCluster(dir, etcdBin string, clock *Clock, n int, args ...string) (*Cluster, error) {
+	return proc.StartCluster(dir, etcdBin, clock, n, args...)
 }
 
 func cleanEnv(extra ...string) []string { return proc.CleanEnv(extra...) }

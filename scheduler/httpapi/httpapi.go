@@ -298,9 +298,9 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// The client went away; nobody reads the answer.
 		h.log.Debug("request abandoned by the client", "method", r.Method, "path", r.URL.Path, "error", err)
 	case code == http.StatusInsufficientStorage:
-		h.log.Error("request refused: etcd is out of space", "method", r.Method, "path", r.URL.Path, "error", err)
-		msg = "etcd is out of space (its NOSPACE alarm is raised) and refuses every write; nothing was written. An operator must " +
-			strings.TrimPrefix(orchestrator.NoSpaceHelp, "free space in etcd: ") + "; then retry"
+		h.log.Warn("request failed: etcd is out of space", "method", r.Method, "path", r.URL.Path, "error", err)
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		msg = noSpaceMessage(msg)
 	case code >= http.StatusInternalServerError && code != http.StatusServiceUnavailable:
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		msg = "internal error; the details are in the server log"
@@ -314,6 +314,21 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		h.log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", code, "error", err)
 	}
 	writeError(w, code, msg)
+}
+
+// notTaking answers a start or restart (what) that the node cannot take
+// now, because Ready returned err: 507 while etcd has its NOSPACE alarm
+// (no node can take it until an operator frees space), else 503 (another
+// node may). It returns the code.
+func (h *handler) notTaking(w http.ResponseWriter, what string, err error) int {
+	w.Header().Set("Retry-After", retryAfterSeconds)
+	if errors.Is(err, orchestrator.ErrNoSpace) {
+		writeError(w, http.StatusInsufficientStorage, noSpaceMessage(fmt.Sprintf("this node is not taking starts: %v", err)))
+		return http.StatusInsufficientStorage
+	}
+	writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
+		"this node is not taking starts (%v); retry later or send the %s to another node", err, what))
+	return http.StatusServiceUnavailable
 }
 
 // livez answers 200 while the process serves; it never checks etcd.

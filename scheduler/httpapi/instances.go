@@ -301,9 +301,7 @@ func (h *handler) restart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := h.ready(); err != nil {
-		w.Header().Set("Retry-After", retryAfterSeconds)
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
-			"this node is not taking starts (%v); retry later or send the restart to another node", err))
+		h.notTaking(w, "restart", err)
 		return
 	}
 	ctx, cancel := h.opContext(r)

@@ -57,8 +57,9 @@ type Cluster struct {
 	cli     *clientv3.Client
 }
 
-// StartCluster starts n members (data in dir) and waits for a leader.
-func StartCluster(dir, etcdBin string, clock *Clock, n int) (*Cluster, error) {
+// StartCluster starts n members (data in dir) with the extra etcd flags
+// args, and waits for a leader.
+func StartCluster(dir, etcdBin string, clock *Clock, n int, args ...string) (*Cluster, error) {
 	c := &Cluster{clock: clock}
 	var initial []string
 	for i := 1; i <= n; i++ {
@@ -98,6 +99,7 @@ func StartCluster(dir, etcdBin string, clock *Clock, n int) (*Cluster, error) {
 			LogPath: filepath.Join(dir, m.Name+".log"),
 			Clock:   clock,
 		}
+		m.Proc.Args = append(m.Proc.Args, args...)
 		if err := m.Proc.Start(); err != nil {
 			c.Close()
 			return nil, err
@@ -196,6 +198,62 @@ func (c *Cluster) Kill(m *Member) error { return m.Proc.Kill() }
 
 // Restart starts a killed member again on its data.
 func (c *Cluster) Restart(m *Member) error { return m.Proc.Start() }
+
+// Term stops a member with SIGTERM (a clean shutdown) and waits for it.
+func (c *Cluster) Term(m *Member, timeout time.Duration) error { return m.Proc.Term(timeout) }
+
+// Defragment defragments every running member, as an operator frees the
+// space a compaction left in each member's database file.
+func (c *Cluster) Defragment(ctx context.Context) error {
+	for _, m := range c.Members {
+		if !m.Proc.Running() {
+			continue
+		}
+		if _, err := c.cli.Defragment(ctx, m.ClientURL); err != nil {
+			return fmt.Errorf("harness: defragment %s: %w", m.Name, err)
+		}
+	}
+	return nil
+}
+
+// Alarms lists the cluster's raised alarms, as "NOSPACE@etcd1".
+func (c *Cluster) Alarms(ctx context.Context) ([]string, error) {
+	resp, err := c.cli.AlarmList(ctx)
+	if err != nil {
+		return nil, err
+	}
+	names := map[uint64]string{}
+	if ml, err := c.cli.MemberList(ctx); err == nil {
+		for _, m := range ml.Members {
+			names[m.ID] = m.Name
+		}
+	}
+	var out []string
+	for _, a := range resp.Alarms {
+		out = append(out, a.Alarm.String()+"@"+names[a.MemberID])
+	}
+	return out, nil
+}
+
+// DisarmAlarms clears every alarm, as `etcdctl alarm disarm` does.
+func (c *Cluster) DisarmAlarms(ctx context.Context) error {
+	_, err := c.cli.AlarmDisarm(ctx, &clientv3.AlarmMember{})
+	return err
+}
+
+// DBSizes is every running member's database file size in bytes.
+func (c *Cluster) DBSizes(ctx context.Context) map[string]int64 {
+	out := map[string]int64{}
+	for _, m := range c.Members {
+		if !m.Proc.Running() {
+			continue
+		}
+		if st, err := c.cli.Status(ctx, m.ClientURL); err == nil {
+			out[m.Name] = st.DbSize
+		}
+	}
+	return out
+}
 
 // Close stops every member and the client.
 func (c *Cluster) Close() {
