@@ -106,7 +106,7 @@ func (n *Node) reset(kvs []*mvccpb.KeyValue) {
 	}
 	for id, o := range oldOwners {
 		if _, still := n.owners[id]; !still {
-			n.ownerGone[id] = ownerGone{at: time.Now(), executionID: o.executionID, node: o.node}
+			n.ownerGone[id] = ownerGone{at: time.Now(), executionID: o.executionID, node: o.node, leaseID: o.leaseID}
 		}
 	}
 	for id, r := range n.runs {
@@ -149,7 +149,7 @@ func (n *Node) apply(ev *clientv3.Event) {
 			o := n.owners[id]
 			delete(n.owners, id)
 			if _, active := n.instances[id]; active {
-				n.ownerGone[id] = ownerGone{at: time.Now(), executionID: o.executionID, node: o.node}
+				n.ownerGone[id] = ownerGone{at: time.Now(), executionID: o.executionID, node: o.node, leaseID: o.leaseID}
 			}
 			n.consider(id)
 			n.checkRunnable(id)
@@ -157,7 +157,7 @@ func (n *Node) apply(ev *clientv3.Event) {
 		}
 		var o orchestrator.Owner
 		_ = json.Unmarshal(ev.Kv.Value, &o) // a foreign value still marks the key as held
-		n.owners[id] = ownerView{node: o.Node, executionID: o.ExecutionID, token: ev.Kv.CreateRevision}
+		n.owners[id] = ownerView{node: o.Node, executionID: o.ExecutionID, leaseID: o.LeaseID, token: ev.Kv.CreateRevision}
 		delete(n.ownerGone, id)
 		n.checkRunnable(id)
 		return

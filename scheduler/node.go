@@ -151,6 +151,7 @@ type instanceView struct {
 type ownerView struct {
 	node        string
 	executionID string
+	leaseID     string
 	token       int64
 }
 
@@ -159,6 +160,7 @@ type ownerGone struct {
 	at          time.Time
 	executionID string
 	node        string
+	leaseID     string
 }
 
 // retryState backs off the runs of one instance that keep failing.

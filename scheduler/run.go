@@ -121,8 +121,9 @@ func (n *Node) begin(exec *orchestrator.Execution, h *lease.Holding, gone ownerG
 		d := max(time.Since(h.Handoff().ReleasedTime), 0).Seconds()
 		n.m.takeover.Observe(d)
 		n.m.unheld.WithLabelValues("handoff").Observe(d)
-	case gone.executionID == st.ExecutionID && !gone.at.IsZero():
-		// A previous holder of this execution lost it without a release.
+	case gone.executionID == st.ExecutionID && !gone.at.IsZero() && gone.leaseID != leaseHex(h.Session().LeaseID()):
+		// A previous holder of this execution lost it without a release
+		// (not a key of this session's own, such as an orphan it deleted).
 		how = "failover"
 		n.m.failovers.Inc()
 		d := time.Since(gone.at)
