@@ -143,6 +143,8 @@ type NodeInfo struct {
 	// Functions are the orchestrations the node runs (FunctionKey: name or
 	// name@version); empty for an API-only node.
 	Functions []string `json:"functions,omitempty"`
+	// Draining is set while the node drains: peers stop ranking it first.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // Runs reports whether the node runs that version of that orchestration.

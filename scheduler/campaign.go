@@ -181,8 +181,8 @@ func (n *Node) startDue() time.Duration {
 func (n *Node) rankLocked(id string) time.Duration {
 	mine := score(n.cfg.NodeID, id)
 	rank := 0
-	for node := range n.nodes {
-		if node != n.cfg.NodeID && score(node, id) > mine {
+	for node, info := range n.nodes {
+		if node != n.cfg.NodeID && !info.Draining && info.Role != string(RoleAPI) && score(node, id) > mine {
 			rank++
 		}
 	}

@@ -163,7 +163,7 @@ func (n *Node) apply(ev *clientv3.Event) {
 		return
 	}
 	if id, ok := orchestrator.IDFrom(n.keys.Nodes(), key); ok {
-		_, had := n.nodes[id]
+		old, had := n.nodes[id]
 		if del {
 			delete(n.nodes, id)
 		} else {
@@ -173,7 +173,7 @@ func (n *Node) apply(ev *clientv3.Event) {
 			}
 			n.nodes[id] = info
 		}
-		if had == del {
+		if had == del || (had && !del && old.Draining != n.nodes[id].Draining) {
 			n.requeueLocked() // ranks changed
 		}
 		n.recountUnrunnable()

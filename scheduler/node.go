@@ -137,7 +137,8 @@ type Node struct {
 	retries     map[string]*retryState // instances whose runs failed: when to try again
 	handedOff   []*lease.Holding       // released by a drain all at once
 
-	scheds []*scheduled // owned by scheduleLoop once started
+	scheds    []*scheduled // owned by scheduleLoop once started
+	startedAt time.Time
 }
 
 type instanceView struct {
@@ -235,7 +236,7 @@ func New(cfg Config) (*Node, error) {
 		instances: map[string]*instanceView{}, owners: map[string]ownerView{},
 		ownerGone: map[string]ownerGone{}, nodes: map[string]*orchestrator.NodeInfo{}, unrunnable: map[string]string{},
 		campaigning: map[string]*campaign{}, runs: map[string]*run{},
-		retries: map[string]*retryState{}, scheds: scheds,
+		retries: map[string]*retryState{}, scheds: scheds, startedAt: time.Now().UTC(),
 	}, nil
 }
 
@@ -332,19 +333,25 @@ func (n *Node) openSession(ctx context.Context) (*lease.Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: open etcd session: %w", err)
 	}
-	info := orchestrator.NodeInfo{
-		Node: n.cfg.NodeID, Address: n.cfg.Address, Version: n.cfg.Version, Role: string(n.cfg.Role),
-		StartedTime: time.Now().UTC(), LeaseID: leaseHex(s.LeaseID()),
-	}
-	if n.cfg.Role.Runs() {
-		info.Functions = n.cfg.Registry.Functions()
-	}
-	infoJSON, _ := json.Marshal(info)
-	if _, err := n.cfg.Etcd.Put(ctx, n.keys.Node(n.cfg.NodeID), string(infoJSON), clientv3.WithLease(s.LeaseID())); err != nil {
+	if err := n.putNodeKey(ctx, s, false); err != nil {
 		_ = s.Close(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("scheduler: register node key: %w", err)
 	}
 	return s, nil
+}
+
+// putNodeKey writes the node key on the session's lease.
+func (n *Node) putNodeKey(ctx context.Context, s *lease.Session, draining bool) error {
+	info := orchestrator.NodeInfo{
+		Node: n.cfg.NodeID, Address: n.cfg.Address, Version: n.cfg.Version, Role: string(n.cfg.Role),
+		StartedTime: n.startedAt, LeaseID: leaseHex(s.LeaseID()), Draining: draining,
+	}
+	if n.cfg.Role.Runs() {
+		info.Functions = n.cfg.Registry.Functions()
+	}
+	b, _ := json.Marshal(info)
+	_, err := n.cfg.Etcd.Put(ctx, n.keys.Node(n.cfg.NodeID), string(b), clientv3.WithLease(s.LeaseID()))
+	return err
 }
 
 func (n *Node) setSession(s *lease.Session) {
@@ -436,6 +443,15 @@ func (n *Node) Drain(ctx context.Context) error {
 	defer close(n.drained)
 	began := time.Now()
 	n.log.Info("draining", "held", len(runs))
+	if s != nil && len(runs) > 0 {
+		// Peers stop ranking this node first for the instances it hands
+		// over, so that they take them at once.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		if err := n.putNodeKey(dctx, s, true); err != nil {
+			n.log.Debug("cannot mark the node key draining", "error", err)
+		}
+		cancel()
+	}
 	for _, r := range runs {
 		r.stop(errDrain)
 	}
