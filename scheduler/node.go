@@ -67,7 +67,7 @@ type Config struct {
 	LeaseTTL time.Duration
 	// MaxConcurrent caps the instances this node holds at once; 0 means no limit.
 	MaxConcurrent int
-	// Campaigns caps the campaigns in flight at once. Defaults to 64.
+	// Campaigns caps the campaigns in flight at once. Defaults to 256.
 	Campaigns int
 	// Registry holds the orchestrations this node can run. Required.
 	Registry *orchestrator.Registry
@@ -199,7 +199,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("scheduler: Retention %s must be 0 (keep forever) or more", cfg.Retention)
 	}
 	if cfg.Campaigns <= 0 {
-		cfg.Campaigns = 64
+		cfg.Campaigns = 256
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
