@@ -235,7 +235,8 @@ func parseHandoff(kvs []*mvccpb.KeyValue) *Handoff {
 // reading it until it knows or ctx ends. If it did, the key is tracked and
 // the claim's reads are read afresh.
 func (s *Session) reconcile(ctx context.Context, claim Claim, cause error) (*Holding, error) {
-	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+	b := newBackoff(50*time.Millisecond, time.Second)
+	for {
 		ops := append([]clientv3.Op{clientv3.OpGet(claim.Key)}, claim.Reads...)
 		if claim.HandoffFrom != "" {
 			ops = append(ops, clientv3.OpGet(claim.HandoffFrom))
@@ -261,7 +262,7 @@ func (s *Session) reconcile(ctx context.Context, claim Claim, cause error) (*Hol
 		case <-s.ctx.Done():
 			// The key, if we made it, dies with the lease.
 			return nil, fmt.Errorf("lease: acquire %s: %w (then %w)", claim.Key, cause, s.Err())
-		case <-time.After(wait):
+		case <-time.After(b.NextBackOff()):
 		}
 	}
 }

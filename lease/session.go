@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -313,7 +314,8 @@ func (s *Session) keepAlive() {
 func (s *Session) watch(rev int64) {
 	defer s.loopWG.Done()
 	prefix := s.cfg.Prefix
-	for backoff := 100 * time.Millisecond; s.ctx.Err() == nil; {
+	b := newBackoff(100*time.Millisecond, 2*time.Second)
+	for s.ctx.Err() == nil {
 		wch := s.cli.Watch(clientv3.WithRequireLeader(s.ctx), prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
 		for wr := range wch {
 			if wr.Err() != nil {
@@ -326,7 +328,7 @@ func (s *Session) watch(rev int64) {
 					s.put(string(ev.Kv.Key), ev.Kv.CreateRevision, ev.Kv.ModRevision, clientv3.LeaseID(ev.Kv.Lease))
 				}
 			}
-			backoff = 100 * time.Millisecond
+			b.Reset()
 		}
 		if s.ctx.Err() != nil {
 			return
@@ -335,9 +337,8 @@ func (s *Session) watch(rev int64) {
 		if err != nil {
 			select {
 			case <-s.ctx.Done():
-			case <-time.After(backoff):
+			case <-time.After(b.NextBackOff()):
 			}
-			backoff = min(2*backoff, 2*time.Second)
 			continue
 		}
 		rev = next
@@ -462,3 +463,11 @@ func (s *Session) Abandon() {
 }
 
 func (s *Session) underPrefix(key string) bool { return strings.HasPrefix(key, s.cfg.Prefix) }
+
+// newBackoff is the exponential backoff with jitter of the package's retry
+// loops.
+func newBackoff(first, max time.Duration) *backoff.ExponentialBackOff {
+	b := &backoff.ExponentialBackOff{InitialInterval: first, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: max}
+	b.Reset()
+	return b
+}

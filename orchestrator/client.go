@@ -333,7 +333,8 @@ func (c *Client) replaceOps(old, rec *Record, input json.RawMessage) []clientv3.
 // the record to decide on again.
 func (c *Client) reconcileStart(ctx context.Context, rec, decided *Record, decidedRev int64, cause error) (ok bool, cur *Record, rev int64, err error) {
 	key := c.keys.Instance(rec.InstanceID)
-	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+	b := newRetry()
+	for {
 		resp, err := c.etcd.Get(ctx, key)
 		if err == nil {
 			if len(resp.Kvs) == 0 {
@@ -354,7 +355,7 @@ func (c *Client) reconcileStart(ctx context.Context, rec, decided *Record, decid
 				}
 			}
 		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(min(b.NextBackOff(), time.Second))
 		select {
 		case <-ctx.Done():
 			t.Stop()

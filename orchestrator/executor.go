@@ -873,8 +873,10 @@ func (e *executor) writeFinal(wctx context.Context, s step) error {
 	return nil
 }
 
+// newRetry is the exponential backoff with jitter of the package's retry
+// loops: 50 ms doubling to 10 s.
 func newRetry() *backoff.ExponentialBackOff {
-	b := &backoff.ExponentialBackOff{InitialInterval: 100 * time.Millisecond, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: 10 * time.Second}
+	b := &backoff.ExponentialBackOff{InitialInterval: 50 * time.Millisecond, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: 10 * time.Second}
 	b.Reset()
 	return b
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/robfig/cron/v3"
 
 	"github.com/soloist-dev/soloist/orchestrator"
@@ -128,7 +129,7 @@ type scheduled struct {
 	cron    *Cron
 	tick    time.Time // the next tick to claim; zero: never again
 	at      time.Time // when to claim it: tick + rank delay, or a retry
-	backoff time.Duration
+	backoff *backoff.ExponentialBackOff
 }
 
 // compileSchedules validates the schedules of a Config and fills in their
@@ -224,7 +225,7 @@ func (n *Node) scheduleLoop() {
 // preferred node usually claims alone. Correctness does not depend on it:
 // racing claims are decided by etcd.
 func (n *Node) arm(s *scheduled, tick time.Time) {
-	s.tick, s.at, s.backoff = tick, tick, 0
+	s.tick, s.at, s.backoff = tick, tick, nil
 	if tick.IsZero() {
 		return
 	}
@@ -281,15 +282,18 @@ func (n *Node) handleTick(s *scheduled, now time.Time) {
 			return // stopping
 		}
 		n.m.scheduleTicks.WithLabelValues(s.Name, "error").Inc()
-		backoff := min(max(2*s.backoff, 250*time.Millisecond), 5*time.Second)
+		if s.backoff == nil {
+			s.backoff = newBackoff(250*time.Millisecond, 5*time.Second)
+		}
+		backoff := s.backoff.NextBackOff()
 		retry := time.Now().Add(backoff)
 		if !next.IsZero() && !retry.Before(next) {
 			log.Warn("cannot claim schedule tick; moving on to the next tick", "error", err, "next_tick", next.Format(time.RFC3339))
 			n.arm(s, next)
 			return
 		}
-		log.Warn("cannot claim schedule tick; retrying", "error", err, "backoff", backoff.String())
-		s.tick, s.at, s.backoff = tick, retry, backoff
+		log.Warn("cannot claim schedule tick; retrying", "error", err, "retry_in", backoff.Round(time.Millisecond).String())
+		s.tick, s.at = tick, retry
 		return
 	}
 	switch c.Result {
