@@ -1,6 +1,6 @@
 // Package integration is Soloist's fault suite: real processes, real etcd
 // clusters and real faults, with every step recorded and the history
-// checked against the promise of DESIGN.md section 2. It has no API; its
+// checked against the promise of docs/design.md section 2. It has no API; its
 // tests are the product.
 //
 // # Harness (package harness)
@@ -27,9 +27,21 @@
 //     start request's tag and its pid. The sink behaves like a downstream
 //     system that checks the token: it refuses (409) a token lower than one
 //     it has seen for the instance, and records the refusal;
-//   - a recorder: a watch on etcd's whole key prefix from revision 1 (the
-//     suite never compacts), so every change of every key, in revision
-//     order, is kept.
+//   - a recorder: a watch on etcd's whole key prefix from revision 1, so
+//     every change of every key, in revision order, is kept. Only the
+//     scenarios that compact (TestFaultNoSpace, TestFaultCompactRestart)
+//     do, with Env.Compact: the recorder first sees every revision up to the
+//     compaction and the history so far is verified against a re-read
+//     (below), then etcd is compacted and the re-read at the end starts
+//     after the compaction.
+//
+// Options change a deployment: extra etcd flags (a small
+// --quota-backend-bytes), --demo on every node (the demo orchestrations,
+// see cmd/soloist/demo.go), extra serve flags, a lease TTL, and exec
+// functions registered on one node only (an instance of one can run only
+// there). A DirectClient starts instances and raises events straight in
+// etcd with the orchestrator package's client, recorded like the HTTP
+// clients: it works while every node is down.
 //
 // Helpers kill a node with SIGKILL, pause it with SIGSTOP and wake it with
 // SIGCONT, stop it with SIGTERM (a drain), restart it on the same port, cut
@@ -100,6 +112,80 @@
 //     rolling restart counts handoffs and no failovers; a killed holder's
 //     execution is taken over within 5 x TTL.
 //
+// The demo orchestrations post no effects; their executions get every
+// check but soloist-effect's (CheckOptions.NoEffects). A start the node
+// answered "not committed" that etcd's history shows committed is a
+// violation of its own (not-committed-but-committed): a client that
+// believes it and retries runs the work twice. A 507 (etcd's NOSPACE
+// alarm: nothing was written) counts as a start that took no effect, so
+// one that committed is a violation too (refused-start-committed).
+//
+// # Never stuck, never twice (issue 7)
+//
+// TestFaultFanOutBeyondRequestLimit starts the demo FanOut with 8
+// activities of 200 KiB each, beside the racing workload: the payloads
+// together (1.6 MiB) exceed etcd's 1.5 MiB request limit, though each fits
+// --max-payload. Each instance must complete with the sum of its results'
+// sizes, every activity must run once (FanOutItem logs each run with its
+// task ID; the node logs are counted) and etcd's history must show one
+// TaskScheduled and one TaskCompleted per task ID, with one owners key per
+// instance.
+//
+// TestFaultStepOver128Ops stops every node (SIGTERM), starts the demo
+// Gather with a DirectClient and raises 130 events to it (more than etcd's
+// 128 operations in one transaction), then starts the nodes again: the
+// first step consumes every event. Each must be delivered once (130
+// EventRaised in etcd's history, each inbox key once), the instance must
+// complete with 130, and it must be taken once (one owners key: one
+// campaign, no retry loop).
+//
+// TestFaultNoSpace runs etcd with --quota-backend-bytes 16 MiB and fills it
+// with junk keys of its own (/junk/, 512 KiB each) until etcd refuses with
+// "mvcc: database space exceeded", under the racing workload. While the
+// alarm is raised, every start sent to every node must answer 507 with a
+// message that says what to do (compact, defragment, disarm), /readyz must
+// answer 503 naming NOSPACE and soloist_etcd_alarm{alarm="NOSPACE"} must
+// be 1 on every node. Then an operator's steps: delete the junk, compact,
+// defragment every member, disarm the alarm. Every node must recover by
+// itself (same process: /readyz 200, the gauge 0, a start 202), the
+// workload's instances run to the end, and the checker holds (no
+// acknowledged start lost; the 507s committed nothing).
+//
+// TestFaultCompactRestart starts 1,000 demo Approval instances (lease TTL
+// 10 s, one etcd member, no racing workload) and waits until each is held
+// and Running, waiting for its event. Another tenant writes outside the
+// prefix (so the nodes' watches resume below the compaction), etcd is
+// compacted to its current revision and its member SIGKILLed and
+// restarted; the restart (about a second) fits in the sessions' safe
+// window of about 13 s. Then: no "run stopped", "etcd session ended" or
+// "took over instance" line, soloist_leases_lost_total,
+// soloist_campaigns_total{result="won"} and soloist_failovers_total
+// unchanged, every owners key with the same CreateRevision. Then every
+// instance is approved and must complete.
+//
+// TestFaultLateCommits cuts node n1's requests off from their answers: its
+// proxies hold what it sends (Proxy.DelayTx), then cut its connections on
+// its side only (Proxy.Strand) while the held bytes still reach etcd when
+// due. Held at that moment are (a) the acquire of its campaign for a
+// "pinned" instance - an exec function only n1 has, started with a
+// DirectClient under an ID n1 is first for in the rendezvous order, so no
+// other node competes - and (b) the commit of a start sent through n1's
+// HTTP API. n1 sees both fail, and etcd applies both later. Two rounds
+// (lease TTL 15 s, so the held keepalives do not end the session): a 2 s
+// hold, which the acquire's reconciliation outlasts (it finds its key and
+// runs the instance under that token), and a 6 s hold with new connections
+// slowed for 5.5 s too, so the acquire gives up first and the late key is
+// an orphan on n1's lease, which the session must delete
+// (soloist_orphan_owner_keys_total) before the instance is taken again.
+// Either way the pinned instance must complete. Each round then holds and
+// strands one of n1's three proxies only, under six concurrent starts
+// through n1's API: the start whose commit is held there (the client
+// spreads its requests over its connections) sees it fail while its reads
+// on the other connections answer at once, not yet seeing the commit. Every
+// start must be answered 202 or a 503 that says the outcome is unknown,
+// never "not committed" when it did commit (the checker's
+// not-committed-but-committed).
+//
 // harness/check_test.go feeds hand-made broken histories to the checks to
 // show that each can fail.
 //
@@ -118,11 +204,12 @@
 //
 // # Running
 //
-//	go test ./integration -run Fault -v             # the short suite (CI), about 3 minutes
+//	go test ./integration -run Fault -v             # the short suite (CI), about 5 minutes
 //	go test ./integration -run Fault -v -soak       # the soak: every scenario much longer
 //	SOLOIST_SOAK=1 go test ./integration -v         # the same
 //	SOLOIST_INTEGRATION_RACE=1 go test ./integration -v   # soloist built with -race too
 //	SOLOIST_INTEGRATION_ARTIFACTS=DIR go test ./integration -v  # keep logs and histories
 //
-// The whole package is skipped with -short.
+// The whole package is skipped with -short. The benchmark, a program of
+// its own, is in bench/ (see its doc.go); it shares harness/proc.
 package integration

@@ -25,29 +25,64 @@ type scenario struct {
 	// strict: no older holder of an execution acts after a newer one.
 	strict bool
 	post   []func(r *harness.Result)
+	// note is added to the scenario's name in its figures row: what the
+	// scenario measured beyond the common columns.
+	note string
+}
+
+// setup is how a scenario deploys and what it checks beyond the defaults.
+type setup struct {
+	env harness.Options // TTL defaults to ttl
+	// noWorkload: no racing clients; the scenario's own operations are the
+	// history.
+	noWorkload bool
+	// noEffects are the functions that post no effects (demo orchestrations).
+	noEffects []string
+	// settle is how long every execution may take to end after the faults.
+	// Defaults to 45s.
+	settle time.Duration
 }
 
 // runScenario deploys, runs the workload while inject injects faults,
 // restores everything, lets it settle, checks the history and reports the
 // figures.
 func runScenario(t *testing.T, name string, strict bool, wopts harness.WorkloadOptions, inject func(s *scenario)) {
+	runScenarioWith(t, name, strict, setup{}, wopts, inject)
+}
+
+// runScenarioWith is runScenario with a deployment and checks of its own.
+func runScenarioWith(t *testing.T, name string, strict bool, su setup, wopts harness.WorkloadOptions, inject func(s *scenario)) {
 	b := binaries(t)
 	began := time.Now()
-	env := harness.New(t, b, raceNodes, harness.Options{TTL: ttl})
+	if su.env.TTL == 0 {
+		su.env.TTL = ttl
+	}
+	if su.settle == 0 {
+		su.settle = 45 * time.Second
+	}
+	env := harness.New(t, b, raceNodes, su.env)
 	s := &scenario{
 		t: t, env: env, hist: &harness.History{}, strict: strict,
 		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)),
 	}
 	s.probe = harness.NewClient(99, s.hist, env.Clock, 5*time.Second)
-	wl := env.StartWorkload(s.hist, wopts)
+	var wl *harness.Workload
+	if !su.noWorkload {
+		wl = env.StartWorkload(s.hist, wopts)
+	}
 	inject(s)
-	wl.Stop()
-	env.Logf("workload stopped; restoring every process and connection")
+	if wl != nil {
+		wl.Stop()
+		env.Logf("workload stopped; restoring every process and connection")
+	}
 	env.Restore()
-	if active := env.Settle(45 * time.Second); len(active) > 0 {
+	if active := env.Settle(su.settle); len(active) > 0 {
+		if len(active) > 20 {
+			active = append(active[:20], fmt.Sprintf("and %d more", len(active)-20))
+		}
 		t.Errorf("instances still active after the settle time: %s", strings.Join(active, ", "))
 	}
-	res := env.Check(s.hist, harness.CheckOptions{StrictEffects: strict, PorcupineTimeout: short(30*time.Second, 3*time.Minute)})
+	res := env.Check(s.hist, harness.CheckOptions{StrictEffects: strict, PorcupineTimeout: short(30*time.Second, 3*time.Minute), NoEffects: su.noEffects})
 	for _, f := range s.post {
 		f(res)
 	}
@@ -57,7 +92,8 @@ func runScenario(t *testing.T, name string, strict bool, wopts harness.WorkloadO
 			break
 		}
 	}
-	fig := harness.FiguresOf(name, ttl, res, time.Since(began))
+	fig := harness.FiguresOf(name, su.env.TTL, res, time.Since(began))
+	fig.Note = s.note
 	row := fig.Row()
 	harness.AddRow(row)
 	t.Logf("figures:\n%s\n%s", harness.Header, row)

@@ -79,61 +79,145 @@ type Holding struct {
 // session is never left behind untracked, because the session deletes any
 // key on its lease that no holding tracks.
 func (s *Session) Acquire(ctx context.Context, claim Claim) (*Holding, error) {
-	if err := s.Err(); err != nil {
-		return nil, err
-	}
-	if !s.underPrefix(claim.Key) {
-		return nil, fmt.Errorf("lease: key %s is not under the session's prefix %s", claim.Key, s.cfg.Prefix)
-	}
-	s.mu.Lock()
-	if h := s.holdings[claim.Key]; h != nil {
-		s.mu.Unlock()
-		return nil, &HeldError{Key: claim.Key, Value: []byte(h.value)}
-	}
-	if s.pending[claim.Key] != nil {
-		s.mu.Unlock()
-		return nil, &HeldError{Key: claim.Key, Value: []byte(claim.Value)}
-	}
-	p := &pendingAcquire{}
-	s.pending[claim.Key] = p
-	s.mu.Unlock()
-	h, err := s.acquire(ctx, claim)
-	s.mu.Lock()
-	delete(s.pending, claim.Key)
-	late := p.sawPut
-	s.mu.Unlock()
-	if err != nil && late != 0 {
-		// The watch saw our put after all: nobody tracks that key.
-		s.orphan(claim.Key, late)
-	}
-	return h, err
+	r := s.AcquireMany(ctx, []Claim{claim})[0]
+	return r.Holding, r.Err
 }
 
-func (s *Session) acquire(ctx context.Context, claim Claim) (*Holding, error) {
-	then := []clientv3.Op{clientv3.OpPut(claim.Key, claim.Value, clientv3.WithLease(s.id))}
+// Acquired is the outcome of one claim of AcquireMany.
+type Acquired struct {
+	Holding *Holding
+	Err     error
+}
+
+// AcquireMany tries once to take every claim, as Acquire does for one, in
+// as few transactions as the batch allows: each claim is a nested
+// If(free, conditions) Then(create, reads) Else(read the key) of one
+// transaction, so a node taking over many instances at once (a peer's
+// drain, a dead holder's lease) pays one round trip per batch. Claims must
+// have distinct keys.
+func (s *Session) AcquireMany(ctx context.Context, claims []Claim) []Acquired {
+	out := make([]Acquired, len(claims))
+	if err := s.Err(); err != nil {
+		for i := range out {
+			out[i].Err = err
+		}
+		return out
+	}
+	var todo []int
+	pend := make([]*pendingAcquire, len(claims))
+	s.mu.Lock()
+	for i, claim := range claims {
+		switch {
+		case !s.underPrefix(claim.Key):
+			out[i].Err = fmt.Errorf("lease: key %s is not under the session's prefix %s", claim.Key, s.cfg.Prefix)
+		case s.holdings[claim.Key] != nil:
+			out[i].Err = &HeldError{Key: claim.Key, Value: []byte(s.holdings[claim.Key].value)}
+		case s.pending[claim.Key] != nil:
+			out[i].Err = &HeldError{Key: claim.Key, Value: []byte(claim.Value)}
+		default:
+			pend[i] = &pendingAcquire{}
+			s.pending[claim.Key] = pend[i]
+			todo = append(todo, i)
+		}
+	}
+	s.mu.Unlock()
+	for len(todo) > 0 {
+		n := min(len(todo), AcquireBatch)
+		s.acquireBatch(ctx, claims, todo[:n], out)
+		todo = todo[n:]
+	}
+	for i, p := range pend {
+		if p == nil {
+			continue
+		}
+		s.mu.Lock()
+		delete(s.pending, claims[i].Key)
+		late := p.sawPut
+		s.mu.Unlock()
+		if out[i].Err != nil && late != 0 {
+			// The watch saw our put after all: nobody tracks that key.
+			s.orphan(claims[i].Key, late)
+		}
+	}
+	return out
+}
+
+// AcquireBatch is how many claims one transaction of AcquireMany carries:
+// etcd checks each nested transaction against what the top level leaves of
+// --max-txn-ops.
+const AcquireBatch = 32
+
+func claimOps(s *Session, claim Claim) (cmps []clientv3.Cmp, then []clientv3.Op) {
+	then = []clientv3.Op{clientv3.OpPut(claim.Key, claim.Value, clientv3.WithLease(s.id))}
 	if claim.HandoffFrom != "" {
 		then = append(then, clientv3.OpGet(claim.HandoffFrom))
 	}
 	then = append(then, claim.Reads...)
-	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(claim.Key), "=", 0)}, claim.Conditions...)
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Else(clientv3.OpGet(claim.Key)).Commit()
-	if err != nil {
-		return s.reconcile(ctx, claim, err)
-	}
-	if !resp.Succeeded {
-		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 0 {
-			return nil, ErrConditionFailed
-		}
-		return nil, &HeldError{Key: claim.Key, Value: kvs[0].Value}
-	}
-	rs := resp.Responses[1:]
+	cmps = append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(claim.Key), "=", 0)}, claim.Conditions...)
+	return cmps, then
+}
+
+// taken makes the holding of a claim from the responses of its Then ops.
+func (s *Session) taken(claim Claim, rev int64, rs []*pb.ResponseOp) (*Holding, error) {
+	rs = rs[1:] // the put
 	var marker *Handoff
 	if claim.HandoffFrom != "" {
 		marker = parseHandoff(rs[0].GetResponseRange().Kvs)
 		rs = rs[1:]
 	}
-	return s.track(claim, resp.Header.Revision, resp.Header.Revision, rs, marker)
+	return s.track(claim, rev, rev, rs, marker)
+}
+
+// refused explains a claim whose compares failed, from its Else read.
+func refused(claim Claim, kvs []*mvccpb.KeyValue) error {
+	if len(kvs) == 0 {
+		return ErrConditionFailed
+	}
+	return &HeldError{Key: claim.Key, Value: kvs[0].Value}
+}
+
+func (s *Session) acquireBatch(ctx context.Context, claims []Claim, idx []int, out []Acquired) {
+	if len(idx) == 1 {
+		claim := claims[idx[0]]
+		cmps, then := claimOps(s, claim)
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Else(clientv3.OpGet(claim.Key)).Commit()
+		switch {
+		case err != nil:
+			out[idx[0]].Holding, out[idx[0]].Err = s.reconcile(ctx, claim, err)
+		case !resp.Succeeded:
+			out[idx[0]].Err = refused(claim, resp.Responses[0].GetResponseRange().Kvs)
+		default:
+			out[idx[0]].Holding, out[idx[0]].Err = s.taken(claim, resp.Header.Revision, resp.Responses)
+		}
+		return
+	}
+	ops := make([]clientv3.Op, len(idx))
+	for j, i := range idx {
+		cmps, then := claimOps(s, claims[i])
+		ops[j] = clientv3.OpTxn(cmps, then, []clientv3.Op{clientv3.OpGet(claims[i].Key)})
+	}
+	resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		// Unknown outcome: each claim finds out on its own.
+		var wg sync.WaitGroup
+		for _, i := range idx {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				out[i].Holding, out[i].Err = s.reconcile(ctx, claims[i], err)
+			}()
+		}
+		wg.Wait()
+		return
+	}
+	for j, i := range idx {
+		nested := resp.Responses[j].GetResponseTxn()
+		if !nested.Succeeded {
+			out[i].Err = refused(claims[i], nested.Responses[0].GetResponseRange().Kvs)
+			continue
+		}
+		out[i].Holding, out[i].Err = s.taken(claims[i], resp.Header.Revision, nested.Responses)
+	}
 }
 
 func parseHandoff(kvs []*mvccpb.KeyValue) *Handoff {
@@ -206,6 +290,14 @@ func (h *Holding) Revision() int64 { return h.rev }
 
 // Reads are the responses to the claim's Reads, in order.
 func (h *Holding) Reads() []*pb.ResponseOp { return h.reads }
+
+// TakeReads returns Reads and lets the holding forget them, so that what
+// was read is not kept for as long as the instance is held.
+func (h *Holding) TakeReads() []*pb.ResponseOp {
+	rs := h.reads
+	h.reads = nil
+	return rs
+}
 
 // Handoff is the marker of the node that handed the key over, or nil.
 func (h *Holding) Handoff() *Handoff { return h.handoff }

@@ -544,3 +544,64 @@ func TestUntrackedKeyOnOwnLeaseDeleted(t *testing.T) {
 		t.Fatal("a tracked key was deleted")
 	}
 }
+
+// AcquireMany takes many keys in few transactions, each claim decided on
+// its own: free keys are taken (with their reads), held ones and failed
+// conditions are refused, and every holding is tracked.
+func TestAcquireMany(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	cli := e.Client()
+	pfx := prefix(t)
+	s1, s2 := newSession(t, cli, 5*time.Second), newSession(t, e.Client(), 5*time.Second)
+	const n = 50 // two transactions' worth
+	other := acquire(t, s2, lease.Claim{Key: fmt.Sprintf("%sowners/%03d", pfx, 7), Value: "n2"})
+	if _, err := cli.Put(ctxT(t), pfx+"record", "r"); err != nil {
+		t.Fatal(err)
+	}
+	stale := clientv3.Compare(clientv3.Value(pfx+"record"), "=", "not it")
+	var claims []lease.Claim
+	for i := 0; i < n; i++ {
+		c := lease.Claim{Key: fmt.Sprintf("%sowners/%03d", pfx, i), Value: "n1", Reads: []clientv3.Op{clientv3.OpGet(pfx + "record")}}
+		if i == 13 {
+			c.Conditions = []clientv3.Cmp{stale}
+		}
+		claims = append(claims, c)
+	}
+	rs := s1.AcquireMany(ctxT(t), claims)
+	for i, r := range rs {
+		switch i {
+		case 7:
+			var he *lease.HeldError
+			if !errors.As(r.Err, &he) || string(he.Value) != "n2" {
+				t.Errorf("claim 7 (held by another): %v", r.Err)
+			}
+		case 13:
+			if !errors.Is(r.Err, lease.ErrConditionFailed) {
+				t.Errorf("claim 13 (failed condition): %v", r.Err)
+			}
+		default:
+			if r.Err != nil {
+				t.Fatalf("claim %d: %v", i, r.Err)
+			}
+			kv := get(t, cli, claims[i].Key)
+			if kv == nil || kv.CreateRevision != r.Holding.Token() || kv.Lease != s1.LeaseID() {
+				t.Fatalf("claim %d: key %+v, token %d", i, kv, r.Holding.Token())
+			}
+			if reads := r.Holding.Reads(); len(reads) != 1 || string(reads[0].GetResponseRange().Kvs[0].Value) != "r" {
+				t.Fatalf("claim %d: reads %v", i, reads)
+			}
+		}
+	}
+	if s1.Held() != n-2 || other.Err() != nil {
+		t.Fatalf("session holds %d, want %d; the other session's holding: %v", s1.Held(), n-2, other.Err())
+	}
+	// Tracked: deleting one ends its holding only.
+	if _, err := cli.Delete(ctxT(t), claims[20].Key); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, rs[20].Holding.Done(), time.Second, "holding 20 after delete")
+	if rs[21].Holding.Err() != nil {
+		t.Fatalf("holding 21 ended: %v", rs[21].Holding.Err())
+	}
+}

@@ -377,18 +377,21 @@ func TestShortCutSurvives(t *testing.T) {
 }
 
 // A keepalive whose round trip is slower than the keepalive interval still
-// renews the lease: with TTL 2s, replies 900 ms late keep the session alive
-// (an attempt may take until safe-until, and the next goes out beside it).
+// renews the lease: with TTL 2s (interval 667 ms), replies 800 ms late keep
+// the session alive (an attempt is not cut at the interval, and the next
+// goes out beside it).
 func TestSlowKeepaliveSurvives(t *testing.T) {
 	t.Parallel()
 	e := leasetest.Start(t)
 	cli, proxy := proxiedClient(t, e)
 	s := newSession(t, cli, ttl)
-	proxy.DelayRx(900 * time.Millisecond)
+	first := s.SafeUntil()
+	eventually(t, 3*time.Second, "a keepalive acknowledged", func() bool { return s.SafeUntil().After(first) })
+	proxy.DelayRx(800 * time.Millisecond)
 	deadline := time.Now().Add(3 * ttl)
 	for time.Now().Before(deadline) {
 		if err := s.Err(); err != nil {
-			t.Fatalf("session ended with keepalive replies 900 ms late and TTL %v: %v", ttl, err)
+			t.Fatalf("session ended with keepalive replies 800 ms late and TTL %v: %v", ttl, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

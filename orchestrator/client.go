@@ -78,6 +78,45 @@ type StartOptions struct {
 	ConflictPolicy ConflictPolicy
 	// ReusePolicy applies when the ID is terminal. Defaults to ReuseAllow.
 	ReusePolicy ReusePolicy
+	// StartAt, if after now, keeps the instance Pending until then: no node
+	// runs it before, across restarts and takeovers (the time is in its
+	// record).
+	StartAt time.Time
+	// Tags are string tags of the instance: at most 16, keys of 1 to 64
+	// bytes, values of at most 256; List filters by them.
+	Tags map[string]string
+	// Version is the orchestration version to run; nodes run only the
+	// versions their registry has. Leave it empty for an unversioned
+	// orchestration, or give the registry's DefaultVersion.
+	Version string
+
+	parent *ParentRef
+}
+
+// maxTags bounds the tags of an instance.
+const maxTags = 16
+
+// ValidateTags checks tags against the limits of StartOptions.Tags.
+func ValidateTags(tags map[string]string) error {
+	if len(tags) > maxTags {
+		return &ValidationError{Field: "tags", Reason: fmt.Sprintf("there are %d; the limit is %d", len(tags), maxTags)}
+	}
+	for k, v := range tags {
+		switch {
+		case k == "" || len(k) > 64:
+			return &ValidationError{Field: "tag key", Value: k, Reason: "use 1 to 64 bytes"}
+		case len(v) > 256:
+			return &ValidationError{Field: "tag " + k, Value: v, Reason: "the value is longer than 256 bytes"}
+		case !utf8.ValidString(k) || !utf8.ValidString(v):
+			return &ValidationError{Field: "tag " + k, Reason: "keys and values must be valid UTF-8"}
+		}
+		for _, r := range k + v {
+			if r < ' ' || r == 0x7f {
+				return &ValidationError{Field: "tag " + k, Reason: "keys and values must not contain control characters"}
+			}
+		}
+	}
+	return nil
 }
 
 // StartResult is what Start did.
@@ -150,12 +189,22 @@ func (c *Client) startIf(ctx context.Context, name string, opts StartOptions, cm
 	if err != nil {
 		return nil, err
 	}
+	if err := ValidateTags(opts.Tags); err != nil {
+		return nil, err
+	}
+	if len(opts.Version) > 64 {
+		return nil, &ValidationError{Field: "version", Value: opts.Version, Reason: "use at most 64 bytes"}
+	}
 	id := opts.InstanceID
 	key := c.keys.Instance(id)
 	t := now()
 	rec := &Record{
 		Name: name, InstanceID: id, RuntimeStatus: StatusPending,
 		CreatedTime: t, LastUpdatedTime: t, ExecutionID: NewID(),
+		Version: opts.Version, Tags: opts.Tags, Parent: opts.parent,
+	}
+	if at := opts.StartAt.UTC().Truncate(time.Millisecond); at.After(t) {
+		rec.ScheduledStartTime = &at
 	}
 	var extra []clientv3.Op
 	if ops != nil {
@@ -388,7 +437,32 @@ func (c *Client) Status(ctx context.Context, id string) (*Status, error) {
 		}
 	}
 	fillHolder(st, resp.Responses[1].GetResponseRange().Kvs)
+	if st.RuntimeStatus.Runnable() && st.Node == "" {
+		st.Unrunnable = c.unrunnable(ctx, rec)
+	}
 	return st, nil
+}
+
+// unrunnable says why no node can run rec, or "" if some live node can (or
+// the node keys cannot be read).
+func (c *Client) unrunnable(ctx context.Context, rec *Record) string {
+	resp, err := c.etcd.Get(ctx, c.keys.Nodes(), clientv3.WithPrefix())
+	if err != nil {
+		return ""
+	}
+	for _, kv := range resp.Kvs {
+		var n NodeInfo
+		if json.Unmarshal(kv.Value, &n) != nil || n.Functions == nil && n.Role != "api" {
+			return "" // a node that does not say what it runs: assume it can
+		}
+		if n.Runs(rec.Name, rec.Version) {
+			return ""
+		}
+	}
+	if rec.Version != "" {
+		return fmt.Sprintf("no live node registers orchestration '%s' version '%s' (%d nodes live); start a node that has it", rec.Name, rec.Version, len(resp.Kvs))
+	}
+	return fmt.Sprintf("no live node registers orchestration '%s' (%d nodes live); start a node that has it", rec.Name, len(resp.Kvs))
 }
 
 func valueOr(kvs []*mvccpb.KeyValue) json.RawMessage {
@@ -523,7 +597,7 @@ func (c *Client) Terminate(ctx context.Context, id, reason string) (*Status, err
 			return nil, &TerminalError{InstanceID: id, Status: r.RuntimeStatus}
 		}
 		r.RuntimeStatus = StatusTerminated
-		return c.terminalOps(r, out, nil), nil
+		return append(c.terminalOps(r, out, nil), c.parentOps(r, StatusTerminated, out, nil)...), nil
 	})
 	if err != nil {
 		return nil, err
@@ -577,17 +651,110 @@ func (c *Client) Resume(ctx context.Context, id, reason string) (*Status, error)
 	return rec.status(), nil
 }
 
-// Restart starts a new execution of an instance with its original input,
-// terminating the current one if it is active.
-func (c *Client) Restart(ctx context.Context, id string) (*StartResult, error) {
+// RestartOptions say how Restart restarts.
+type RestartOptions struct {
+	// NewInstanceID starts a new instance with a generated ID (as Durable
+	// Functions' restartWithNewInstanceId, its default); otherwise the
+	// instance restarts under its own ID with a new execution.
+	NewInstanceID bool
+	// TerminateExisting lets a restart under the same ID terminate the
+	// instance if it is active; without it an active instance refuses the
+	// restart (an *ExistsError, HTTP 409).
+	TerminateExisting bool
+}
+
+// Restart starts the orchestration of an instance again with its original
+// input, version and tags: as a new instance, or as a new execution of the
+// same ID (see RestartOptions).
+func (c *Client) Restart(ctx context.Context, id string, opts RestartOptions) (*StartResult, error) {
 	cur, err := c.Status(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	return c.Start(ctx, cur.Name, StartOptions{
-		InstanceID: id, Input: cur.Input,
-		ConflictPolicy: ConflictTerminateExisting, ReusePolicy: ReuseAllow,
-	})
+	so := StartOptions{Input: cur.Input, Version: cur.Version, Tags: cur.Tags, ReusePolicy: ReuseAllow}
+	if opts.NewInstanceID {
+		return c.Start(ctx, cur.Name, so)
+	}
+	so.InstanceID = id
+	so.ConflictPolicy = ConflictFail
+	if opts.TerminateExisting {
+		so.ConflictPolicy = ConflictTerminateExisting
+	}
+	return c.Start(ctx, cur.Name, so)
+}
+
+// ErrNotRewindable means Rewind was asked for an instance that is not
+// Failed.
+var ErrNotRewindable = errors.New("orchestrator: only a Failed instance can be rewound")
+
+// Rewind retries a Failed instance from its first failure, keeping the work
+// that completed before it: a new execution gets the history up to (not
+// including) the first failed task, the failed task and whatever followed
+// run again live, and the instance is Running again (ExecutionRewound,
+// with the reason, marks the point in the history). Sub-orchestrations that
+// failed are started again, not rewound. The new history is written before
+// one compare-and-swap switches the record to it, so a racing change wins
+// or the rewind does, whole.
+func (c *Client) Rewind(ctx context.Context, id, reason string) (*Status, error) {
+	if err := ValidateInstanceID(id); err != nil {
+		return nil, err
+	}
+	cur, rev, err := c.read(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cur.RuntimeStatus.Terminal() && cur.RuntimeStatus != StatusFailed:
+		return nil, fmt.Errorf("%w: %w", ErrNotRewindable, &TerminalError{InstanceID: id, Status: cur.RuntimeStatus})
+	case cur.RuntimeStatus != StatusFailed:
+		return nil, fmt.Errorf("%w: '%s' is %s", ErrNotRewindable, id, cur.RuntimeStatus)
+	}
+	hist, err := c.History(ctx, id, cur.ExecutionID)
+	if err != nil {
+		return nil, err
+	}
+	var keep []HistoryEvent
+	for _, ev := range hist {
+		if ev.EventType == EventTaskFailed || ev.EventType == EventSubOrchestrationInstanceFailed || ev.EventType == EventExecutionCompleted {
+			break
+		}
+		ev.InboxKey = "" // consumed before; its inbox key is gone
+		keep = append(keep, ev)
+	}
+	keep = append(keep, HistoryEvent{EventType: EventExecutionRewound, Timestamp: now(), Reason: reason})
+	for i := range keep {
+		keep[i].Seq = i
+	}
+	newExec := NewID()
+	x := &Execution{c: c, id: id, rec: cur}
+	parts, err := x.plan(step{events: keep, history: c.keys.History(id, newExec), blobs: c.keys.Blobs(id, newExec)})
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range parts {
+		if _, err := c.etcd.Txn(ctx).Then(p.ops...).Commit(); err != nil {
+			return nil, storeErr(err)
+		}
+	}
+	next := *cur
+	next.ExecutionID, next.RuntimeStatus, next.LastUpdatedTime = newExec, StatusRunning, now()
+	resp, err := c.etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(c.keys.Instance(id)), "=", rev)).Then(
+		clientv3.OpPut(c.keys.Instance(id), next.encode()),
+		clientv3.OpDelete(c.keys.History(id, cur.ExecutionID), clientv3.WithPrefix()),
+		clientv3.OpDelete(c.keys.Blobs(id, cur.ExecutionID), clientv3.WithPrefix()),
+		clientv3.OpDelete(c.keys.Output(id)),
+		clientv3.OpDelete(c.keys.FailureDetails(id)),
+		clientv3.OpDelete(c.keys.FinishedEntry(cur.LastUpdatedTime, id)),
+	).Commit()
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	if !resp.Succeeded {
+		_, _ = c.etcd.Delete(ctx, c.keys.History(id, newExec), clientv3.WithPrefix())
+		_, _ = c.etcd.Delete(ctx, c.keys.Blobs(id, newExec), clientv3.WithPrefix())
+		return nil, fmt.Errorf("%w: '%s' changed while it was rewound; read its status and try again", ErrUnavailable, id)
+	}
+	return next.status(), nil
 }
 
 // RaiseEvent stores an external event in the instance's inbox and returns

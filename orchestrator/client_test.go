@@ -49,7 +49,7 @@ func TestStartRecord(t *testing.T) {
 	if st.CreatedTime.Before(before) || !st.CreatedTime.Equal(st.LastUpdatedTime) || st.CreatedTime.Location() != time.UTC {
 		t.Fatalf("times: created %v updated %v", st.CreatedTime, st.LastUpdatedTime)
 	}
-	// The stored control record uses the SPEC's field names and is small:
+	// The stored control record uses the field names of docs/contract.md and is small:
 	// the input lives in its own key, written once.
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(v.record(t, "nightly").Value), &fields); err != nil {
@@ -323,7 +323,7 @@ func TestResumeNotSuspendedChangesNothing(t *testing.T) {
 func TestRestart(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t)
-	if _, err := v.c.Restart(ctxT(t), "missing"); !errors.Is(err, orchestrator.ErrInstanceNotFound) {
+	if _, err := v.c.Restart(ctxT(t), "missing", orchestrator.RestartOptions{}); !errors.Is(err, orchestrator.ErrInstanceNotFound) {
 		t.Fatalf("Restart missing: %v", err)
 	}
 	for _, from := range []initialState{stRunning, stSuspended, stCompleted, stFailed, stTerminated} {
@@ -334,7 +334,7 @@ func TestRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		r, err := v.c.Restart(ctxT(t), id)
+		r, err := v.c.Restart(ctxT(t), id, orchestrator.RestartOptions{TerminateExisting: true})
 		if err != nil || !r.Started || r.Replaced != old || r.Status.ExecutionID == old {
 			t.Fatalf("Restart from %s: %+v, %v", from, r, err)
 		}

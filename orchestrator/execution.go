@@ -335,9 +335,10 @@ func (e *Execution) finishStep(events []HistoryEvent, output json.RawMessage, ru
 		events: events,
 		change: func(r *Record) { r.RuntimeStatus = st },
 		final: func(r *Record) []clientv3.Op {
-			return append(e.c.terminalOps(r, output, fd), e.fence.releaseOp())
+			ops := append(e.c.terminalOps(r, output, fd), e.fence.releaseOp())
+			return append(ops, e.c.parentOps(r, st, output, fd)...)
 		},
-		finalBytes: len(output) + 2*maxFailureBytes,
+		finalBytes: finalBytes(len(output)),
 	}
 }
 

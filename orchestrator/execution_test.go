@@ -226,7 +226,7 @@ func TestExecutionRestartedWhileHeld(t *testing.T) {
 			var r *orchestrator.StartResult
 			var err error
 			if how == "Restart" {
-				r, err = v.c.Restart(ctxT(t), id)
+				r, err = v.c.Restart(ctxT(t), id, orchestrator.RestartOptions{TerminateExisting: true})
 			} else {
 				r, err = v.c.Start(ctxT(t), "fn", orchestrator.StartOptions{InstanceID: id, Input: json.RawMessage(`{"n":1}`), ConflictPolicy: orchestrator.ConflictTerminateExisting})
 			}

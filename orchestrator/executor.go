@@ -53,9 +53,8 @@ type RunOptions struct {
 	// it, the caller delivers inbox entries with Driver.Deliver (a node
 	// does, from its one watch).
 	WatchInbox bool
-	// Logger receives the run's lines; it should name the instance,
-	// execution and fencing token (a node's does). Defaults to
-	// slog.Default() with those.
+	// Logger receives the run's lines, which name the instance, execution
+	// and fencing token. Defaults to slog.Default().
 	Logger *slog.Logger
 }
 
@@ -86,9 +85,9 @@ func (d *Driver) Deliver(entry InboxEntry) { d.e.post(msg{kind: msgInbox, inbox:
 // see Driver. ctx bounds the run: when it is cancelled the run writes
 // nothing more and ends with context.Cause(ctx) as Outcome.Err.
 func (r *Registry) Drive(ctx context.Context, exec *Execution, opts RunOptions) (*Driver, error) {
-	fn, ok := r.Orchestrator(exec.rec.Name)
+	fn, ok := r.OrchestratorVersion(exec.rec.Name, exec.rec.Version)
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownFunction, exec.rec.Name)
+		return nil, unknownVersion(exec.rec)
 	}
 	return drive(ctx, exec, fn, r, opts), nil
 }
@@ -96,11 +95,18 @@ func (r *Registry) Drive(ctx context.Context, exec *Execution, opts RunOptions) 
 // Run executes the execution's orchestration from the registry and waits
 // for it to end: see Run.
 func (r *Registry) Run(ctx context.Context, exec *Execution) error {
-	fn, ok := r.Orchestrator(exec.rec.Name)
+	fn, ok := r.OrchestratorVersion(exec.rec.Name, exec.rec.Version)
 	if !ok {
-		return fmt.Errorf("%w: %q", ErrUnknownFunction, exec.rec.Name)
+		return unknownVersion(exec.rec)
 	}
 	return runAndWait(ctx, exec, fn, r)
+}
+
+func unknownVersion(rec *Record) error {
+	if rec.Version == "" {
+		return fmt.Errorf("%w: %q", ErrUnknownFunction, rec.Name)
+	}
+	return fmt.Errorf("%w: %q version %q", ErrUnknownFunction, rec.Name, rec.Version)
 }
 
 // Run executes fn for the execution under ctx and waits until it ends. It
@@ -163,10 +169,10 @@ type executor struct {
 	retry    *backoff.ExponentialBackOff
 
 	octx      *OrchestrationContext
-	tasks     map[int]*Task
+	tasks     []*Task // by task ID: IDs are 0, 1, 2, ...
 	nextID    int
 	actions   []*Task // issued by the code, not yet matched (replay) or committed (live)
-	waiters   map[string][]*Task
+	waiters   []*Task // event waits, in the order they began (few at a time)
 	buffered  map[string][]json.RawMessage
 	replaying bool
 	now       time.Time
@@ -181,23 +187,21 @@ type executor struct {
 	output     any
 	outErr     error
 	continueAs *json.RawMessage
+	dropEvents bool // ContinueAsNew drops the events the code has not received
 
-	work     sync.WaitGroup
+	workers  sync.WaitGroup // activities, child starts, the inbox watch
 	workCtx  context.Context
 	stopWork context.CancelFunc
 }
 
 func drive(ctx context.Context, exec *Execution, fn OrchestratorFunc, reg *Registry, opts RunOptions) *Driver {
 	if opts.Logger == nil {
-		opts.Logger = slog.Default().With("instance_id", exec.rec.InstanceID, "execution_id", exec.rec.ExecutionID,
-			"fencing_token", exec.Token())
+		opts.Logger = slog.Default()
 	}
 	e := &executor{
 		ctx: ctx, exec: exec, fn: fn, reg: reg, rec: *exec.rec, keys: exec.c.keys, opts: opts, log: opts.Logger,
-		seen: map[string]bool{}, tasks: map[int]*Task{},
 	}
 	e.octx = &OrchestrationContext{ctx: ctx, exec: exec, e: e}
-	e.workCtx, e.stopWork = context.WithCancel(ctx)
 	e.post(msg{kind: msgBegin})
 	context.AfterFunc(ctx, func() { e.post(msg{kind: msgStop}) })
 	return &Driver{e: e}
@@ -276,7 +280,7 @@ func (e *executor) begin() error {
 	}
 	for _, ev := range hist {
 		if ev.InboxKey != "" {
-			e.seen[ev.InboxKey] = true
+			e.see(ev.InboxKey)
 		}
 	}
 	e.needMark = e.rec.RuntimeStatus != StatusRunning
@@ -295,23 +299,6 @@ func (e *executor) begin() error {
 		if err := e.apply(ev); err != nil {
 			return err
 		}
-	}
-	// Scheduled in history but not finished: their work runs (again) here.
-	// Tasks the code issued past the end of the history start only after
-	// the live loop has committed their schedule.
-	uncommitted := map[*Task]bool{}
-	for _, t := range e.actions {
-		uncommitted[t] = true
-	}
-	var again []*Task
-	for _, t := range e.tasks {
-		if !t.done && t.id >= 0 && !uncommitted[t] {
-			again = append(again, t)
-		}
-	}
-	sort.Slice(again, func(i, j int) bool { return again[i].id < again[j].id })
-	for _, t := range again {
-		e.startWork(t)
 	}
 	// The inbox as read at open: entries consumed before (in history) but
 	// not yet deleted are deleted with the next commit; the others are
@@ -336,6 +323,24 @@ func (e *executor) begin() error {
 			return err
 		}
 	}
+	// Scheduled in history but not finished (not even by what the inbox
+	// just delivered): their work runs (again) here.
+	// Tasks the code issued past the end of the history start only after
+	// the live loop has committed their schedule.
+	uncommitted := map[*Task]bool{}
+	for _, t := range e.actions {
+		uncommitted[t] = true
+	}
+	var again []*Task
+	for _, t := range e.tasks {
+		if !t.done && t.id >= 0 && !uncommitted[t] {
+			again = append(again, t)
+		}
+	}
+	sort.Slice(again, func(i, j int) bool { return again[i].id < again[j].id })
+	for _, t := range again {
+		e.startWork(t)
+	}
 	if e.opts.WatchInbox {
 		e.watchInbox()
 	}
@@ -347,21 +352,52 @@ func (e *executor) begin() error {
 func (e *executor) resolveForReplay(hist []HistoryEvent) error {
 	done := map[int]bool{}
 	for _, ev := range hist {
-		if ev.EventType == EventTaskCompleted || ev.EventType == EventTaskFailed {
+		switch ev.EventType {
+		case EventTaskCompleted, EventTaskFailed, EventSubOrchestrationInstanceCompleted, EventSubOrchestrationInstanceFailed:
 			done[ev.TaskID] = true
 		}
 	}
 	return e.exec.c.resolve(e.ctx, e.rec.InstanceID, e.rec.ExecutionID, hist, func(ev *HistoryEvent) (bool, bool) {
 		switch ev.EventType {
-		case EventTaskCompleted:
+		case EventTaskCompleted, EventSubOrchestrationInstanceCompleted:
 			return false, true
 		case EventEventRaised:
 			return true, false
-		case EventTaskScheduled:
+		case EventTaskScheduled, EventSubOrchestrationInstanceCreated:
 			return !done[ev.TaskID], false
 		}
 		return false, false
 	})
+}
+
+// see notes an inbox key as delivered.
+func (e *executor) see(key string) {
+	if e.seen == nil {
+		e.seen = map[string]bool{}
+	}
+	e.seen[key] = true
+}
+
+// task returns the task of a history task ID, nil if none.
+func (e *executor) task(id int) *Task {
+	if id < 0 || id >= len(e.tasks) {
+		return nil
+	}
+	return e.tasks[id]
+}
+
+// work is the context of the run's work (activities, child starts), made
+// when first needed: an idle run has none.
+func (e *executor) work() context.Context {
+	if e.workCtx == nil {
+		e.workCtx, e.stopWork = context.WithCancel(e.ctx)
+	}
+	return e.workCtx
+}
+
+// logArgs are the attributes every line of the run carries.
+func (e *executor) logArgs(args ...any) []any {
+	return append([]any{"instance_id", e.rec.InstanceID, "execution_id", e.rec.ExecutionID, "fencing_token", e.exec.Token()}, args...)
 }
 
 // consume applies an inbox entry, once.
@@ -369,9 +405,29 @@ func (e *executor) consume(in InboxEntry) error {
 	if e.seen[in.Key] {
 		return nil
 	}
-	e.seen[in.Key] = true
+	e.see(in.Key)
 	e.consumed = append(e.consumed, in.Key)
 	ev := in.Event
+	if ev.ExecutionID != "" && ev.ExecutionID != e.rec.ExecutionID {
+		return nil // for another execution of this instance: dropped
+	}
+	switch ev.EventType {
+	case EventSubOrchestrationInstanceCompleted, EventSubOrchestrationInstanceFailed:
+		if t := e.task(ev.TaskID); t == nil || t.kind != kindSub || t.done {
+			return nil // not a child of this execution's, or reported already
+		}
+		if ev.ResultRef == refChildOutput {
+			out, err := e.exec.c.childOutput(e.ctx, ev.InstanceID)
+			if err != nil {
+				if errors.Is(err, ErrUnavailable) {
+					return err
+				}
+				ev.EventType, ev.FailureDetails = EventSubOrchestrationInstanceFailed, DetailsOf(err)
+				ev.Failure = ev.FailureDetails.ErrorMessage
+			}
+			ev.Result, ev.ResultRef = out, ""
+		}
+	}
 	ev.Timestamp = now()
 	ev.InboxKey = in.Key
 	return e.applyLive(ev)
@@ -445,14 +501,16 @@ func (e *executor) fail(err error) (Outcome, bool) {
 
 // end stops everything the run started, waits for it, and reports.
 func (e *executor) end(out Outcome) {
-	e.stopWork()
+	if e.stopWork != nil {
+		e.stopWork()
+	}
 	for _, t := range e.tasks {
 		if t.timer != nil {
 			t.timer.Stop()
 		}
 	}
 	e.abort()
-	e.work.Wait()
+	e.workers.Wait()
 	e.mu.Lock()
 	e.ended = true
 	e.mail = nil
@@ -463,9 +521,13 @@ func (e *executor) end(out Outcome) {
 }
 
 func scheduledEvent(t *Task, ts time.Time) HistoryEvent {
-	if t.kind == kindTimer {
+	switch t.kind {
+	case kindTimer:
 		fa := t.fireAt
 		return HistoryEvent{EventType: EventTimerCreated, Timestamp: ts, TaskID: t.id, FireAt: &fa}
+	case kindSub:
+		return HistoryEvent{EventType: EventSubOrchestrationInstanceCreated, Timestamp: ts, TaskID: t.id, Name: t.name,
+			InstanceID: t.sub.id, Input: t.input}
 	}
 	return HistoryEvent{EventType: EventTaskScheduled, Timestamp: ts, TaskID: t.id, Name: t.name, Input: t.input}
 }
@@ -477,10 +539,26 @@ func (e *executor) apply(ev HistoryEvent) error {
 	switch ev.EventType {
 	case EventExecutionStarted:
 		e.startCoroutine()
-	case EventTaskScheduled, EventTimerCreated:
+	case EventTaskScheduled, EventTimerCreated, EventSubOrchestrationInstanceCreated:
 		return e.match(ev)
+	case EventSubOrchestrationInstanceCompleted, EventSubOrchestrationInstanceFailed:
+		t := e.task(ev.TaskID)
+		if t == nil || t.kind != kindSub {
+			return &NonDeterminismError{Seq: ev.Seq, History: fmt.Sprintf("%s of task %d", ev.EventType, ev.TaskID), Code: "no such sub-orchestration"}
+		}
+		if ev.EventType == EventSubOrchestrationInstanceCompleted {
+			t.complete(ev.Result, nil)
+		} else {
+			msg := ev.Failure
+			if ev.FailureDetails != nil {
+				msg = ev.FailureDetails.ErrorMessage
+			}
+			t.complete(nil, &TaskFailedError{Kind: "sub-orchestration", Name: t.name, InstanceID: t.sub.id, Message: msg,
+				NonRetriable: ev.FailureDetails != nil && ev.FailureDetails.IsNonRetriable, Details: ev.FailureDetails})
+		}
+		e.wake()
 	case EventTaskCompleted, EventTaskFailed, EventTimerFired:
-		t := e.tasks[ev.TaskID]
+		t := e.task(ev.TaskID)
 		if t == nil {
 			return &NonDeterminismError{Seq: ev.Seq, History: fmt.Sprintf("%s of task %d", ev.EventType, ev.TaskID), Code: "no such task"}
 		}
@@ -514,8 +592,11 @@ func (e *executor) match(ev HistoryEvent) error {
 	if t.kind == kindTimer && ev.FireAt != nil {
 		t.fireAt = *ev.FireAt // the original fire time, across takeovers
 	}
-	if t.kind == kindActivity && len(ev.Input) > 0 {
+	if (t.kind == kindActivity || t.kind == kindSub) && len(ev.Input) > 0 {
 		t.input = ev.Input // as scheduled (and resolved from its blob)
+	}
+	if t.kind == kindSub && ev.InstanceID != "" {
+		t.sub.id = ev.InstanceID
 	}
 	e.actions = e.actions[1:]
 	return nil
@@ -566,7 +647,7 @@ func (e *executor) step() {
 			// The orchestration goroutine touches neither pending nor
 			// history; the commit runs beside it.
 			if err := e.commit(); err != nil && e.ctx.Err() == nil {
-				e.log.Debug("marking the record Running failed; the next step does it", "error", err)
+				e.log.Debug("marking the record Running failed; the next step does it", e.logArgs("error", err)...)
 			}
 		}
 	}
@@ -625,16 +706,18 @@ func (e *executor) waitFor(ts ...*Task) {
 func (e *executor) newTask(kind taskKind, name string) *Task {
 	t := &Task{e: e, id: e.nextID, kind: kind, name: name}
 	e.nextID++
-	e.tasks[t.id] = t
+	e.tasks = append(e.tasks, t)
 	e.actions = append(e.actions, t)
 	return t
 }
 
 func (e *executor) deliver(name string, data json.RawMessage) {
-	if ws := e.waiters[name]; len(ws) > 0 {
-		e.waiters[name] = ws[1:]
-		ws[0].complete(data, nil)
-		return
+	for i, w := range e.waiters {
+		if w.name == name {
+			e.waiters = append(e.waiters[:i:i], e.waiters[i+1:]...)
+			w.complete(data, nil)
+			return
+		}
 	}
 	if e.buffered == nil {
 		e.buffered = map[string][]json.RawMessage{}
@@ -656,18 +739,28 @@ func (e *executor) startWork(t *Task) {
 			e.post(msg{kind: msgEvent, ev: HistoryEvent{EventType: EventTimerFired, TaskID: id}})
 		})
 	case kindActivity:
-		e.work.Add(1)
+		wctx := e.work()
+		e.workers.Add(1)
 		go func() {
-			defer e.work.Done()
-			ev := e.callActivity(t)
-			if e.workCtx.Err() == nil {
+			defer e.workers.Done()
+			ev := e.callActivity(wctx, t)
+			if wctx.Err() == nil {
 				e.post(msg{kind: msgEvent, ev: ev})
+			}
+		}()
+	case kindSub:
+		wctx := e.work()
+		e.workers.Add(1)
+		go func() {
+			defer e.workers.Done()
+			if ev := e.startChild(wctx, t); ev != nil && wctx.Err() == nil {
+				e.post(msg{kind: msgEvent, ev: *ev})
 			}
 		}()
 	}
 }
 
-func (e *executor) callActivity(t *Task) HistoryEvent {
+func (e *executor) callActivity(wctx context.Context, t *Task) HistoryEvent {
 	fail := func(err error, final bool) HistoryEvent {
 		d := DetailsOf(err)
 		d.IsNonRetriable = d.IsNonRetriable || final
@@ -681,7 +774,7 @@ func (e *executor) callActivity(t *Task) HistoryEvent {
 	if fn == nil {
 		return fail(&ApplicationError{Type: "ActivityNotFound", Message: fmt.Sprintf("no activity named %q is registered on this node", t.name)}, true)
 	}
-	ctx := withActivityInfo(e.workCtx, ActivityInfo{
+	ctx := withActivityInfo(wctx, ActivityInfo{
 		InstanceID: e.rec.InstanceID, ExecutionID: e.rec.ExecutionID, FencingToken: e.exec.Token(),
 		Name: t.name, TaskID: t.id, Attempt: t.attempt,
 	})
@@ -763,7 +856,7 @@ func (e *executor) writeFinal(wctx context.Context, s step) error {
 				e.retry = newRetry()
 			}
 			wait := e.retry.NextBackOff()
-			e.log.Warn("commit failed; retrying", "error", err, "retry_in", wait.Round(time.Millisecond))
+			e.log.Warn("commit failed; retrying", e.logArgs("error", err, "retry_in", wait.Round(time.Millisecond))...)
 			t := time.NewTimer(wait)
 			select {
 			case <-e.ctx.Done():
@@ -863,14 +956,29 @@ func (e *executor) continueAsNew(input json.RawMessage) (RuntimeStatus, error) {
 	id := e.rec.InstanceID
 	newExec := NewID()
 	events := []HistoryEvent{{EventType: EventExecutionStarted, Timestamp: now(), Name: e.rec.Name, Input: input}}
-	names := make([]string, 0, len(e.buffered))
-	for name := range e.buffered {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		for _, data := range e.buffered[name] {
-			events = append(events, HistoryEvent{EventType: EventEventRaised, Timestamp: now(), Name: name, Input: data})
+	deletes := e.consumed
+	if e.dropEvents {
+		// Drop what waits in the inbox too: what arrives after this read
+		// belongs to the next execution.
+		inbox, err := x.c.readInbox(e.ctx, id, 0)
+		if err != nil {
+			return "", err
+		}
+		for _, in := range inbox {
+			if !e.seen[in.Key] {
+				deletes = append(deletes, in.Key)
+			}
+		}
+	} else {
+		names := make([]string, 0, len(e.buffered))
+		for name := range e.buffered {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			for _, data := range e.buffered[name] {
+				events = append(events, HistoryEvent{EventType: EventEventRaised, Timestamp: now(), Name: name, Input: data})
+			}
 		}
 	}
 	for i := range events {
@@ -879,7 +987,7 @@ func (e *executor) continueAsNew(input json.RawMessage) (RuntimeStatus, error) {
 	oldExec := e.rec.ExecutionID
 	s := step{
 		events:  events,
-		deletes: e.consumed,
+		deletes: deletes,
 		history: x.c.keys.History(id, newExec),
 		blobs:   x.c.keys.Blobs(id, newExec),
 		change: func(r *Record) {
@@ -917,11 +1025,12 @@ func (e *executor) watchInbox() {
 	prefix := e.keys.InboxPrefix(e.rec.InstanceID)
 	cli := e.exec.c.etcd
 	rev := e.exec.readRev + 1
-	e.work.Add(1)
+	wctx := e.work()
+	e.workers.Add(1)
 	go func() {
-		defer e.work.Done()
-		for e.workCtx.Err() == nil {
-			wch := cli.Watch(clientv3.WithRequireLeader(e.workCtx), prefix, clientv3.WithPrefix(),
+		defer e.workers.Done()
+		for wctx.Err() == nil {
+			wch := cli.Watch(clientv3.WithRequireLeader(wctx), prefix, clientv3.WithPrefix(),
 				clientv3.WithRev(rev), clientv3.WithFilterDelete())
 			for wr := range wch {
 				if wr.Err() != nil {
@@ -933,8 +1042,8 @@ func (e *executor) watchInbox() {
 					}
 				}
 			}
-			for e.workCtx.Err() == nil {
-				resp, err := cli.Get(e.workCtx, prefix, clientv3.WithPrefix(),
+			for wctx.Err() == nil {
+				resp, err := cli.Get(wctx, prefix, clientv3.WithPrefix(),
 					clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 				if err == nil {
 					for _, kv := range resp.Kvs {
@@ -944,7 +1053,7 @@ func (e *executor) watchInbox() {
 					break
 				}
 				select {
-				case <-e.workCtx.Done():
+				case <-wctx.Done():
 				case <-time.After(200 * time.Millisecond):
 				}
 			}

@@ -26,6 +26,14 @@ const (
 	EventExecutionResumed   EventType = "ExecutionResumed"
 	EventContinuedAsNew     EventType = "ContinuedAsNew"
 	EventExecutionCompleted EventType = "ExecutionCompleted"
+	// EventExecutionRewound marks where a rewind resumed a failed execution.
+	EventExecutionRewound EventType = "ExecutionRewound"
+	// A sub-orchestration: created (its start is the task's work), then
+	// completed or failed (delivered to the parent's inbox by the child's
+	// final write).
+	EventSubOrchestrationInstanceCreated   EventType = "SubOrchestrationInstanceCreated"
+	EventSubOrchestrationInstanceCompleted EventType = "SubOrchestrationInstanceCompleted"
+	EventSubOrchestrationInstanceFailed    EventType = "SubOrchestrationInstanceFailed"
 )
 
 // MaxHistoryEvents bounds one execution's history. An orchestration that
@@ -65,6 +73,12 @@ type HistoryEvent struct {
 	// inline; readers resolve them.
 	InputRef  string `json:"inputRef,omitempty"`
 	ResultRef string `json:"resultRef,omitempty"`
+	// InstanceID is a sub-orchestration's instance ID.
+	InstanceID string `json:"instanceId,omitempty"`
+	// ExecutionID, on an inbox entry, is the execution it is for; an
+	// execution ignores entries for another (a sub-orchestration's result
+	// arriving after its parent restarted).
+	ExecutionID string `json:"executionId,omitempty"`
 	// InboxKey is the inbox key an event was consumed from (EventRaised,
 	// ExecutionSuspended, ExecutionResumed): replay uses it to deliver each
 	// inbox entry once.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 )
@@ -22,6 +23,25 @@ type Record struct {
 	// FencingToken is the token of the holding that last wrote the record;
 	// 0 if no holder has.
 	FencingToken int64 `json:"fencingToken"`
+	// Version is the orchestration version the instance started with.
+	Version string `json:"version,omitempty"`
+	// ScheduledStartTime, if set, is when a Pending instance may start:
+	// no node runs it before.
+	ScheduledStartTime *time.Time `json:"scheduledStartTime,omitempty"`
+	// Tags are the instance's tags, set at its start.
+	Tags map[string]string `json:"tags,omitempty"`
+	// Parent is the orchestration that started this one as its
+	// sub-orchestration, if one did.
+	Parent *ParentRef `json:"parent,omitempty"`
+}
+
+// ParentRef names a sub-orchestration's parent: the execution and the task
+// whose completion the sub-orchestration's end delivers to the parent's
+// inbox.
+type ParentRef struct {
+	InstanceID  string `json:"instanceId"`
+	ExecutionID string `json:"executionId"`
+	TaskID      int    `json:"taskId"`
 }
 
 // ParseRecord decodes a control record.
@@ -62,6 +82,17 @@ type Status struct {
 	Node string `json:"node,omitempty"`
 	// FailureDetails say why a Failed instance failed; nil otherwise.
 	FailureDetails *FailureDetails `json:"failureDetails,omitempty"`
+	// Version is the orchestration version the instance started with.
+	Version string `json:"version,omitempty"`
+	// ScheduledStartTime, if set, is when a Pending instance may start.
+	ScheduledStartTime *time.Time `json:"scheduledStartTime,omitempty"`
+	// Tags are the instance's tags.
+	Tags map[string]string `json:"tags,omitempty"`
+	// ParentInstanceID is the parent orchestration of a sub-orchestration.
+	ParentInstanceID string `json:"parentInstanceId,omitempty"`
+	// Unrunnable, for an active instance that no node holds, says why none
+	// can: no live node registers its function (and version).
+	Unrunnable string `json:"unrunnable,omitempty"`
 }
 
 func (r *Record) status() *Status {
@@ -70,7 +101,16 @@ func (r *Record) status() *Status {
 		Input: jsonNull, CustomStatus: jsonNull, Output: jsonNull,
 		CreatedTime: r.CreatedTime, LastUpdatedTime: r.LastUpdatedTime,
 		ExecutionID: r.ExecutionID, FencingToken: r.FencingToken,
+		Version: r.Version, ScheduledStartTime: r.ScheduledStartTime, Tags: maps.Clone(r.Tags),
+		ParentInstanceID: r.parentID(),
 	}
+}
+
+func (r *Record) parentID() string {
+	if r.Parent == nil {
+		return ""
+	}
+	return r.Parent.InstanceID
 }
 
 // Clone returns a deep copy.
@@ -79,6 +119,7 @@ func (s *Status) Clone() *Status {
 	c.Input = bytes.Clone(s.Input)
 	c.Output = bytes.Clone(s.Output)
 	c.CustomStatus = bytes.Clone(s.CustomStatus)
+	c.Tags = maps.Clone(s.Tags)
 	return &c
 }
 
@@ -99,6 +140,23 @@ type NodeInfo struct {
 	LeaseID     string    `json:"leaseId"`
 	// Role is what the node does: "all", "api" or "runner".
 	Role string `json:"role,omitempty"`
+	// Functions are the orchestrations the node runs (FunctionKey: name or
+	// name@version); empty for an API-only node.
+	Functions []string `json:"functions,omitempty"`
+}
+
+// Runs reports whether the node runs that version of that orchestration.
+func (n *NodeInfo) Runs(name, version string) bool {
+	if n.Role == "api" {
+		return false
+	}
+	k := FunctionKey(name, version)
+	for _, f := range n.Functions {
+		if f == k {
+			return true
+		}
+	}
+	return false
 }
 
 var jsonNull = json.RawMessage("null")

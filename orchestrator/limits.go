@@ -40,10 +40,18 @@ func (l Limits) withDefaults() Limits {
 // budget is the most payload bytes one transaction may carry.
 func (l Limits) budget() int { return l.RequestBytes - requestOverhead }
 
+// finalBytes is what a final write carries besides its history: the
+// output, its copy in a parent's inbox (up to subResultInline), and failure
+// details.
+func finalBytes(output int) int { return output + min(output, subResultInline) + 2*maxFailureBytes }
+
 // MaxPayloadFor is the largest --max-payload that fits etcd's request limit:
 // a start writes the input together with the control record in one
-// transaction, and a final write the output with the last history events.
-func MaxPayloadFor(l Limits) int { return l.withDefaults().budget() - requestOverhead }
+// transaction, and a final write the output (with its copy for a parent
+// and the failure details) in one transaction.
+func MaxPayloadFor(l Limits) int {
+	return l.withDefaults().budget() - requestOverhead - finalBytes(0) - subResultInline
+}
 
 // CheckLimits returns an error that says what to change if payloads of
 // maxPayload bytes cannot fit etcd's request limit, or the limits are too

@@ -23,6 +23,8 @@ type ListOptions struct {
 	// CreatedFrom and CreatedTo, if not zero, keep only instances created
 	// at or after CreatedFrom and at or before CreatedTo.
 	CreatedFrom, CreatedTo time.Time
+	// Tags keeps only instances that carry every one of these tags.
+	Tags map[string]string
 	// ShowInput reads each instance's input too; without it Input is null.
 	ShowInput bool
 	// Top is the page size. Defaults to 100; at most 1000.
@@ -47,11 +49,16 @@ func (o *ListOptions) matches(r *Record) bool {
 	if !o.CreatedTo.IsZero() && r.CreatedTime.After(o.CreatedTo) {
 		return false
 	}
+	for k, v := range o.Tags {
+		if got, ok := r.Tags[k]; !ok || got != v {
+			return false
+		}
+	}
 	return true
 }
 
 func (o *ListOptions) filtered() bool {
-	return len(o.Statuses) > 0 || !o.CreatedFrom.IsZero() || !o.CreatedTo.IsZero()
+	return len(o.Statuses) > 0 || !o.CreatedFrom.IsZero() || !o.CreatedTo.IsZero() || len(o.Tags) > 0
 }
 
 // List returns a page of instances in ID order, and the token of the next

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -16,16 +17,26 @@ import (
 // instance was terminated or suspended, or the node is draining.
 type OrchestratorFunc func(ctx *OrchestrationContext) (any, error)
 
-// Registry maps orchestration names to functions. It is safe for concurrent use.
+// Registry maps orchestration names (and versions) to functions. It is safe
+// for concurrent use.
+//
+// Versions make rolling upgrades safe: an instance records the version it
+// started with, and a node runs (campaigns for) only the versions its
+// registry has. New code registers its version as the default, for new
+// starts, and keeps the old versions registered for as long as instances of
+// them may still run; nodes with old code never take an instance started by
+// new code, since they do not have its version.
 type Registry struct {
 	mu            sync.RWMutex
-	orchestrators map[string]OrchestratorFunc
+	orchestrators map[string]map[string]OrchestratorFunc // name -> version -> fn
+	defaults      map[string]string                      // name -> the version new starts get
 	activities    map[string]ActivityFunc
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{orchestrators: map[string]OrchestratorFunc{}, activities: map[string]ActivityFunc{}}
+	return &Registry{orchestrators: map[string]map[string]OrchestratorFunc{}, defaults: map[string]string{},
+		activities: map[string]ActivityFunc{}}
 }
 
 // ActivityFunc is an activity: ordinary Go code with side effects, called
@@ -94,26 +105,92 @@ func ActivityInfoFrom(ctx context.Context) (ActivityInfo, bool) {
 	return info, ok
 }
 
-// AddOrchestrator registers fn under name. Names are unique.
+// AddOrchestrator registers fn under name, as the unversioned version ""
+// (the default for new starts unless a versioned one is made the default).
+// A name and version is registered once.
 func (r *Registry) AddOrchestrator(name string, fn OrchestratorFunc) error {
+	return r.AddOrchestratorVersion(name, "", fn, false)
+}
+
+// AddOrchestratorVersion registers fn as version of name; with isDefault it
+// is the version new starts of name get (ctx.Version() tells the code).
+// Register every version this node may still have to run: a node runs only
+// instances of versions it has.
+func (r *Registry) AddOrchestratorVersion(name, version string, fn OrchestratorFunc, isDefault bool) error {
 	if name == "" || fn == nil {
 		return errors.New("orchestrator: AddOrchestrator needs a name and a function")
 	}
+	if len(version) > 64 {
+		return fmt.Errorf("orchestrator: version %q of %q is longer than 64 bytes", truncate(version, 70), name)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, dup := r.orchestrators[name]; dup {
-		return fmt.Errorf("orchestrator: %q is registered twice", name)
+	vs := r.orchestrators[name]
+	if vs == nil {
+		vs = map[string]OrchestratorFunc{}
+		r.orchestrators[name] = vs
 	}
-	r.orchestrators[name] = fn
+	if _, dup := vs[version]; dup {
+		if version == "" {
+			return fmt.Errorf("orchestrator: %q is registered twice", name)
+		}
+		return fmt.Errorf("orchestrator: version %q of %q is registered twice", version, name)
+	}
+	vs[version] = fn
+	if _, has := r.defaults[name]; isDefault || !has {
+		r.defaults[name] = version
+	}
 	return nil
 }
 
-// Orchestrator returns the function registered under name.
+// Orchestrator returns the default version of name: the function new
+// starts run.
 func (r *Registry) Orchestrator(name string) (OrchestratorFunc, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	fn, ok := r.orchestrators[name]
+	fn, ok := r.orchestrators[name][r.defaults[name]]
 	return fn, ok
+}
+
+// DefaultVersion is the version new starts of name get, and whether name
+// is registered at all.
+func (r *Registry) DefaultVersion(name string) (string, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	v, ok := r.defaults[name]
+	return v, ok
+}
+
+// OrchestratorVersion returns version of name, if this registry has it.
+func (r *Registry) OrchestratorVersion(name, version string) (OrchestratorFunc, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	fn, ok := r.orchestrators[name][version]
+	return fn, ok
+}
+
+// FunctionKey names a version of an orchestration as node keys list it:
+// the name, or name@version.
+func FunctionKey(name, version string) string {
+	if version == "" {
+		return name
+	}
+	return name + "@" + version
+}
+
+// Functions returns every registered orchestration version as FunctionKey
+// names it, sorted: what a node can run.
+func (r *Registry) Functions() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []string
+	for name, vs := range r.orchestrators {
+		for v := range vs {
+			out = append(out, FunctionKey(name, v))
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Names returns the registered orchestration names, sorted.
@@ -152,6 +229,13 @@ func (c *OrchestrationContext) Name() string { return c.e.rec.Name }
 
 // InstanceID is the instance's ID.
 func (c *OrchestrationContext) InstanceID() string { return c.e.rec.InstanceID }
+
+// Version is the orchestration version the instance started with ("" for
+// an unversioned one).
+func (c *OrchestrationContext) Version() string { return c.e.rec.Version }
+
+// Tags are the instance's tags, set at its start.
+func (c *OrchestrationContext) Tags() map[string]string { return maps.Clone(c.e.rec.Tags) }
 
 // ExecutionID is the ID of this execution of the instance.
 func (c *OrchestrationContext) ExecutionID() string { return c.e.rec.ExecutionID }
@@ -257,20 +341,16 @@ func (c *OrchestrationContext) WaitForExternalEvent(name string, timeout time.Du
 		t.complete(buf[0], nil)
 		return t
 	}
-	if e.waiters == nil {
-		e.waiters = map[string][]*Task{}
-	}
-	e.waiters[name] = append(e.waiters[name], t)
+	e.waiters = append(e.waiters, t)
 	if timeout > 0 {
 		timer := c.CreateTimer(timeout)
 		timer.onDone = append(timer.onDone, func() {
 			if t.done {
 				return
 			}
-			ws := e.waiters[name]
-			for i, w := range ws {
+			for i, w := range e.waiters {
 				if w == t {
-					e.waiters[name] = append(ws[:i:i], ws[i+1:]...)
+					e.waiters = append(e.waiters[:i:i], e.waiters[i+1:]...)
 					break
 				}
 			}
@@ -308,13 +388,29 @@ func (c *OrchestrationContext) WhenAll(tasks ...*Task) error {
 
 // ContinueAsNew asks for the instance to restart with input and a fresh
 // history when the orchestration returns (return right after calling it;
-// the return value is ignored). Events raised and not yet consumed carry
-// over to the new execution.
-func (c *OrchestrationContext) ContinueAsNew(input any) {
+// the return value is ignored). By default events raised and not yet
+// received by the code carry over to the new execution; with
+// PreserveUnprocessedEvents(false), as the Durable Task SDKs default to,
+// they are dropped.
+func (c *OrchestrationContext) ContinueAsNew(input any, opts ...ContinueAsNewOption) {
 	b, err := json.Marshal(input)
 	if err != nil {
 		b = jsonNull
 	}
 	raw := json.RawMessage(b)
 	c.e.continueAs = &raw
+	c.e.dropEvents = false
+	for _, o := range opts {
+		o(c.e)
+	}
+}
+
+// ContinueAsNewOption configures ContinueAsNew.
+type ContinueAsNewOption func(*executor)
+
+// PreserveUnprocessedEvents says whether events raised and not yet received
+// by the code carry over to the next execution (true, Soloist's default) or
+// are dropped (false).
+func PreserveUnprocessedEvents(preserve bool) ContinueAsNewOption {
+	return func(e *executor) { e.dropEvents = !preserve }
 }

@@ -52,7 +52,7 @@ func replayStored(tb testing.TB, batches [][]byte) int {
 	exec := &Execution{c: c, rec: rec, input: jsonNull}
 	e := &executor{
 		ctx: context.Background(), exec: exec, fn: sequenceOrchestration, rec: *rec,
-		tasks: map[int]*Task{}, seen: map[string]bool{},
+		seen: map[string]bool{},
 	}
 	e.octx = &OrchestrationContext{ctx: e.ctx, exec: exec, e: e}
 	defer e.abort()

@@ -13,11 +13,17 @@ import (
 // timeout fired before the event arrived.
 var ErrEventTimeout = errors.New("orchestrator: timed out waiting for the external event")
 
-// TaskFailedError is what Await returns for an activity that failed (after
-// its retries).
+// TaskFailedError is what Await returns for an activity or a
+// sub-orchestration that failed (after its retries). errors.As on it, or
+// through it on an *ApplicationError, tells failures apart.
 type TaskFailedError struct {
-	Name    string
-	Message string
+	// Kind is "activity" or "sub-orchestration".
+	Kind string
+	// Name is the activity's or sub-orchestration's name.
+	Name string
+	// InstanceID is a sub-orchestration's instance ID.
+	InstanceID string
+	Message    string
 	// NonRetriable is set when retrying cannot help (no such activity, a
 	// result that cannot be stored).
 	NonRetriable bool
@@ -37,10 +43,18 @@ func (e *TaskFailedError) Unwrap() error {
 }
 
 func (e *TaskFailedError) Error() string {
-	if e.Attempts > 1 {
-		return fmt.Sprintf("activity %s failed after %d attempts: %s", e.Name, e.Attempts, e.Message)
+	what := e.Kind
+	if what == "" {
+		what = "activity"
 	}
-	return fmt.Sprintf("activity %s failed: %s", e.Name, e.Message)
+	name := e.Name
+	if e.InstanceID != "" {
+		name = fmt.Sprintf("%s (instance '%s')", e.Name, e.InstanceID)
+	}
+	if e.Attempts > 1 {
+		return fmt.Sprintf("%s %s failed after %d attempts: %s", what, name, e.Attempts, e.Message)
+	}
+	return fmt.Sprintf("%s %s failed: %s", what, name, e.Message)
 }
 
 type taskKind int
@@ -49,7 +63,8 @@ const (
 	kindActivity taskKind = iota
 	kindTimer
 	kindEvent
-	kindRetry // an activity with a retry policy: attempts and timers in history
+	kindRetry // an activity or sub-orchestration with a retry policy: attempts and timers in history
+	kindSub   // a sub-orchestration
 )
 
 func (k taskKind) String() string {
@@ -58,6 +73,8 @@ func (k taskKind) String() string {
 		return "activity"
 	case kindTimer:
 		return "timer"
+	case kindSub:
+		return "sub-orchestration"
 	}
 	return "event"
 }
@@ -80,6 +97,7 @@ type Task struct {
 	started bool        // its work (activity call or timer) runs on this holder
 	timer   *time.Timer // a live durable timer
 	attempt int         // the attempt this activity task is, from 1
+	sub     *subCall    // a sub-orchestration's start
 }
 
 // Done reports whether the task has finished.
@@ -222,8 +240,17 @@ func (e *executor) retried(outer *Task, p RetryPolicy) {
 	wait := p.FirstInterval
 	var attempt func(n int)
 	attempt = func(n int) {
-		t := e.newTask(kindActivity, outer.name)
+		kind := kindActivity
+		if outer.sub != nil {
+			kind = kindSub
+		}
+		t := e.newTask(kind, outer.name)
 		t.input, t.attempt = outer.input, n
+		if outer.sub != nil {
+			sc := *outer.sub
+			t.sub = &sc
+			t.sub.id = e.childID(t)
+		}
 		t.onDone = append(t.onDone, func() {
 			var fe *TaskFailedError
 			if t.err == nil || !errors.As(t.err, &fe) {
@@ -234,7 +261,9 @@ func (e *executor) retried(outer *Task, p RetryPolicy) {
 			retry := n < p.MaxAttempts && !fe.NonRetriable && (p.Handle == nil || p.Handle(fe)) &&
 				(p.RetryTimeout <= 0 || e.now.Add(wait).Sub(began) <= p.RetryTimeout)
 			if !retry {
-				outer.complete(nil, &TaskFailedError{Name: fe.Name, Message: fe.Message, NonRetriable: fe.NonRetriable, Attempts: n, Details: fe.Details})
+				f := *fe
+				f.Attempts = n
+				outer.complete(nil, &f)
 				e.wake()
 				return
 			}

@@ -49,7 +49,7 @@ func (n *Node) canRunLocked(id string) (*instanceView, bool) {
 	if _, held := n.owners[id]; held {
 		return nil, false
 	}
-	if _, ok := n.cfg.Registry.Orchestrator(v.name); !ok {
+	if _, ok := n.cfg.Registry.OrchestratorVersion(v.name, v.version); !ok {
 		return nil, false
 	}
 	return v, true
@@ -65,7 +65,11 @@ func (n *Node) consider(id string) {
 	if _, ok := n.canRunLocked(id); !ok {
 		return
 	}
+	v, _ := n.canRunLocked(id)
 	due := time.Now().Add(n.rankLocked(id) * n.cfg.PreferenceDelay)
+	if v.notBefore.After(due) {
+		due = v.notBefore.Add(n.rankLocked(id) * n.cfg.PreferenceDelay)
+	}
 	if r := n.retries[id]; r != nil && r.until.After(due) {
 		due = r.until
 	}
@@ -131,6 +135,17 @@ func (n *Node) startDue() time.Duration {
 		return time.Hour // setSession and requeue wake the loop again
 	}
 	now := time.Now()
+	var batch []*campaign
+	defer func() {
+		// The due campaigns go out together: many at once (a peer's
+		// drain, a dead holder) cost one transaction per batch.
+		for len(batch) > 0 {
+			k := min(len(batch), lease.AcquireBatch)
+			n.wg.Add(1)
+			go n.campaign(s, batch[:k:k])
+			batch = batch[k:]
+		}
+	}()
 	for n.queue.Len() > 0 {
 		if len(n.campaigning) >= n.cfg.Campaigns {
 			return time.Hour // a campaign's end wakes the loop
@@ -148,10 +163,13 @@ func (n *Node) startDue() time.Duration {
 		if !ok {
 			continue
 		}
+		if v.notBefore.After(now) { // its scheduled start is later than the entry said
+			n.consider(top.id)
+			continue
+		}
 		c := &campaign{id: top.id, view: *v, gone: n.ownerGone[top.id]}
 		n.campaigning[top.id] = c
-		n.wg.Add(1)
-		go n.campaign(s, c)
+		batch = append(batch, c)
 	}
 	return time.Hour
 }
@@ -195,50 +213,53 @@ type campaign struct {
 	inbox []orchestrator.InboxEntry // entries the watch saw meanwhile, for the run
 }
 
-// campaign tries once to take the owners key, reading in the same
-// transaction all the run needs, and starts the run.
-func (n *Node) campaign(s *lease.Session, c *campaign) {
+// campaign tries once to take the owners keys of cs (in one transaction
+// per lease.AcquireBatch), reading in the same transaction all each run
+// needs, and starts the runs.
+func (n *Node) campaign(s *lease.Session, cs []*campaign) {
 	defer n.wg.Done()
-	done := func() {
+	claims := make([]lease.Claim, len(cs))
+	for i, c := range cs {
+		value, _ := json.Marshal(orchestrator.Owner{
+			Node: n.cfg.NodeID, LeaseID: leaseHex(s.LeaseID()), ExecutionID: c.view.executionID,
+			AcquiredTime: time.Now().UTC(),
+		})
+		claims[i] = lease.Claim{
+			Key: n.keys.Owner(c.id), Value: string(value),
+			// Only if the record is still the one we decided on.
+			Conditions: []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(n.keys.Instance(c.id)), "=", c.view.modRev)},
+			Reads:      n.client.OpenOps(c.id, c.view.executionID),
+		}
+		if c.gone.node != "" && c.gone.node != n.cfg.NodeID {
+			claims[i].HandoffFrom = n.keys.Handoff(c.gone.node)
+		}
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+	results := s.AcquireMany(ctx, claims)
+	cancel()
+	for i, r := range results {
+		c := cs[i]
+		switch err := r.Err; {
+		case err == nil:
+			n.m.campaigns.WithLabelValues("won").Inc()
+			n.startRun(r.Holding, c)
+			continue
+		case errors.Is(err, lease.ErrHeld), errors.Is(err, lease.ErrConditionFailed):
+			n.m.campaigns.WithLabelValues("lost").Inc()
+		default:
+			n.m.campaigns.WithLabelValues("error").Inc()
+			if n.ctx.Err() == nil {
+				n.log.Warn("campaign failed", "instance_id", c.id, "error", err)
+				n.health.observe(err)
+			}
+			n.mu.Lock()
+			n.backoffLocked(c.id)
+			n.mu.Unlock()
+		}
 		n.mu.Lock()
 		delete(n.campaigning, c.id)
 		n.consider(c.id) // after a backoff if the campaign failed
 		n.mu.Unlock()
-		n.poke()
 	}
-	value, _ := json.Marshal(orchestrator.Owner{
-		Node: n.cfg.NodeID, LeaseID: leaseHex(s.LeaseID()), ExecutionID: c.view.executionID,
-		AcquiredTime: time.Now().UTC(),
-	})
-	claim := lease.Claim{
-		Key: n.keys.Owner(c.id), Value: string(value),
-		// Only if the record is still the one we decided on.
-		Conditions: []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(n.keys.Instance(c.id)), "=", c.view.modRev)},
-		Reads:      n.client.OpenOps(c.id, c.view.executionID),
-	}
-	if c.gone.node != "" && c.gone.node != n.cfg.NodeID {
-		claim.HandoffFrom = n.keys.Handoff(c.gone.node)
-	}
-	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-	h, err := s.Acquire(ctx, claim)
-	cancel()
-	switch {
-	case errors.Is(err, lease.ErrHeld), errors.Is(err, lease.ErrConditionFailed):
-		n.m.campaigns.WithLabelValues("lost").Inc()
-		done()
-		return
-	case err != nil:
-		n.m.campaigns.WithLabelValues("error").Inc()
-		if n.ctx.Err() == nil {
-			n.log.Warn("campaign failed", "instance_id", c.id, "error", err)
-			n.health.observe(err)
-		}
-		n.mu.Lock()
-		n.backoffLocked(c.id)
-		n.mu.Unlock()
-		done()
-		return
-	}
-	n.m.campaigns.WithLabelValues("won").Inc()
-	n.startRun(h, c)
+	n.poke()
 }

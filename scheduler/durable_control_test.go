@@ -179,7 +179,7 @@ func TestRestartAndPurge(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStatus(t, cl, "rp", orchestrator.StatusCompleted, 10*time.Second)
-	res, err := cl.Restart(ctx, "rp")
+	res, err := cl.Restart(ctx, "rp", orchestrator.RestartOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

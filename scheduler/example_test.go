@@ -45,14 +45,14 @@ func runExample(reg *orchestrator.Registry, body func(ctx context.Context, c *or
 	body(ctx, node.Client())
 }
 
+// wait waits for the instance to end, with the client's watch-driven wait.
 func wait(ctx context.Context, c *orchestrator.Client, id string) *orchestrator.Status {
-	for {
-		st, err := c.Status(ctx, id)
-		if err == nil && st.RuntimeStatus.Terminal() || ctx.Err() != nil {
-			return st
-		}
-		time.Sleep(20 * time.Millisecond)
+	st, err := c.WaitForOrchestrationCompletion(ctx, id)
+	if err != nil {
+		fmt.Println(err)
+		return &orchestrator.Status{}
 	}
+	return st
 }
 
 // An orchestration calls activities in sequence; a takeover resumes it
@@ -145,4 +145,80 @@ func Example_continueAsNew() {
 	})
 	// Output:
 	// Completed 3
+}
+
+// A parent orchestration fans out to sub-orchestrations, each an ordinary
+// instance with its own lease (it may run on another node), and gathers
+// their results.
+func Example_subOrchestration() {
+	reg := orchestrator.NewRegistry()
+	_ = reg.AddActivity("Price", orchestrator.Activity(func(ctx context.Context, item string) (int, error) {
+		return len(item) * 10, nil
+	}))
+	_ = reg.AddOrchestrator("Quote", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		var item string
+		_ = ctx.GetInput(&item)
+		var price int
+		err := ctx.CallActivity("Price", item).Await(&price)
+		return price, err
+	})
+	_ = reg.AddOrchestrator("Basket", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		var items []string
+		_ = ctx.GetInput(&items)
+		var quotes []*orchestrator.Task
+		for _, item := range items {
+			quotes = append(quotes, ctx.CallSubOrchestrator("Quote", orchestrator.WithSubOrchestratorInput(item)))
+		}
+		total := 0
+		for _, q := range quotes {
+			var p int
+			if err := q.Await(&p); err != nil {
+				return nil, err
+			}
+			total += p
+		}
+		return total, nil
+	})
+	runExample(reg, func(ctx context.Context, c *orchestrator.Client) {
+		if _, err := c.Start(ctx, "Basket", orchestrator.StartOptions{InstanceID: "basket", Input: json.RawMessage(`["tea","milk"]`)}); err != nil {
+			fmt.Println(err)
+			return
+		}
+		st := wait(ctx, c, "basket")
+		child, _ := c.Status(ctx, "basket:0000")
+		fmt.Println(st.RuntimeStatus, string(st.Output), "- first child", child.InstanceID, "of", child.ParentInstanceID)
+	})
+	// Output:
+	// Completed 70 - first child basket:0000 of basket
+}
+
+// Failures carry their details: the orchestration tells an activity's
+// failure apart by its type, and a Failed instance's status shows them.
+func Example_failureDetails() {
+	reg := orchestrator.NewRegistry()
+	_ = reg.AddActivity("Reserve", orchestrator.Activity(func(ctx context.Context, n int) (any, error) {
+		return nil, &orchestrator.ApplicationError{Type: "OutOfStock", Message: fmt.Sprintf("only 2 left, %d asked", n), NonRetriable: true}
+	}))
+	_ = reg.AddOrchestrator("Order", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		err := ctx.CallActivity("Reserve", 5, orchestrator.WithRetry(orchestrator.RetryPolicy{MaxAttempts: 3})).Await(nil)
+		var tf *orchestrator.TaskFailedError
+		if errors.As(err, &tf) && tf.Details != nil && tf.Details.ErrorType == "OutOfStock" {
+			// Not retried (NonRetriable); fail the order with a cause.
+			return nil, &orchestrator.ApplicationError{Type: "OrderRejected", Message: "cannot reserve the items", Cause: err}
+		}
+		return "ordered", err
+	})
+	runExample(reg, func(ctx context.Context, c *orchestrator.Client) {
+		if _, err := c.Start(ctx, "Order", orchestrator.StartOptions{InstanceID: "order-7"}); err != nil {
+			fmt.Println(err)
+			return
+		}
+		st := wait(ctx, c, "order-7")
+		fd := st.FailureDetails
+		fmt.Println(st.RuntimeStatus, fd.ErrorType, "-", fd.ErrorMessage)
+		fmt.Println("caused by:", fd.InnerFailure.ErrorType, "-", fd.InnerFailure.InnerFailure.ErrorType, fd.InnerFailure.InnerFailure.ErrorMessage)
+	})
+	// Output:
+	// Failed OrderRejected - cannot reserve the items
+	// caused by: TaskFailed - OutOfStock only 2 left, 5 asked
 }

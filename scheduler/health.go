@@ -3,7 +3,6 @@ package scheduler
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -13,8 +12,17 @@ import (
 )
 
 // ErrNoSpace means etcd raised its NOSPACE alarm: it refuses every write
-// until an operator frees space and disarms the alarm.
-var ErrNoSpace = fmt.Errorf("scheduler: etcd raised its NOSPACE alarm and refuses every write; %s", orchestrator.NoSpaceHelp)
+// until an operator frees space and disarms the alarm. It matches
+// orchestrator.ErrNoSpace with errors.Is, so the HTTP API answers 507.
+var ErrNoSpace error = noSpaceError{}
+
+type noSpaceError struct{}
+
+func (noSpaceError) Error() string {
+	return "scheduler: etcd raised its NOSPACE alarm and refuses every write; " + orchestrator.NoSpaceHelp
+}
+
+func (noSpaceError) Is(target error) bool { return target == orchestrator.ErrNoSpace }
 
 // health is what the node knows of etcd's alarms: from AlarmList every
 // AlarmInterval, and from writes refused with NOSPACE meanwhile.
@@ -23,6 +31,7 @@ type health struct {
 	noSpace bool
 	denied  bool // AlarmList needs more than this node's role: rely on writes
 	seen    time.Time
+	kick    chan struct{} // a write saw NOSPACE: ask soon
 }
 
 func (h *health) err() error {
@@ -40,23 +49,36 @@ func (h *health) observe(err error) {
 		h.mu.Lock()
 		h.noSpace, h.seen = true, time.Now()
 		h.mu.Unlock()
+		select {
+		case h.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // alarmLoop asks etcd for its alarms, so that /readyz and the metric show a
 // NOSPACE alarm, and show it cleared as soon as an operator disarms it:
-// nothing needs a restart.
+// nothing needs a restart. It asks every AlarmInterval while an alarm is
+// raised or a write saw NOSPACE, and every 6 x AlarmInterval otherwise (a
+// NOSPACE shows through refused writes first anyway).
 func (n *Node) alarmLoop() {
 	defer n.wg.Done()
-	t := time.NewTicker(n.cfg.AlarmInterval)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		n.checkAlarms()
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-t.C:
+		case <-n.health.kick:
+			t.Stop()
 		}
+		n.checkAlarms()
+		wait := 6 * n.cfg.AlarmInterval
+		if n.health.err() != nil {
+			wait = n.cfg.AlarmInterval
+		}
+		t.Reset(wait)
 	}
 }
 

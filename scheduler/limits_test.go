@@ -422,11 +422,17 @@ func TestDurableRetriesAcrossTakeover(t *testing.T) {
 	if _, err := cl.Start(context.Background(), "Retry", orchestrator.StartOptions{InstanceID: "dr"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "first attempt", func() bool { return calls.Load() == 1 })
-	crashHolder(t, c, "dr") // during the wait before the second attempt
+	// Crash during the wait before the second attempt, once the first
+	// attempt's failure is committed (an attempt in flight at a crash runs
+	// again: at least once).
+	eventually(t, 10*time.Second, "first attempt failed", func() bool { return historyCount(t, cl, "dr", orchestrator.EventTaskFailed) == 1 })
+	crashHolder(t, c, "dr")
 	st := waitStatus(t, cl, "dr", orchestrator.StatusFailed, 20*time.Second)
 	if n := calls.Load(); n != 3 {
 		t.Fatalf("the activity ran %d times, want exactly 3 (MaxAttempts) across the takeover", n)
+	}
+	if n := historyCount(t, cl, "dr", orchestrator.EventTaskScheduled); n != 3 {
+		t.Fatalf("history has %d attempts scheduled, want 3", n)
 	}
 	if !strings.Contains(string(st.Output), "after 3 attempts") {
 		t.Fatalf("output %s", st.Output)

@@ -2,7 +2,7 @@ package scheduler
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// metrics are one node's collectors (SPEC section 7). They live in the
+// metrics are one node's collectors (docs/contract.md section 7). They live in the
 // registry the node is given, never in process globals, so several nodes can
 // share a test binary.
 type metrics struct {
@@ -22,6 +22,8 @@ type metrics struct {
 	orphans           prometheus.Counter
 	alarm             *prometheus.GaugeVec
 	retentionPurged   prometheus.Counter
+	unrunnable        *prometheus.GaugeVec
+	unheld            *prometheus.HistogramVec
 }
 
 // newMetrics registers a node's collectors; schedules and functions are
@@ -58,9 +60,15 @@ func newMetrics(reg prometheus.Registerer, schedules, functions []string) (*metr
 			Buckets: buckets,
 		}),
 		takeover: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "soloist_takeover_seconds", Help: "From the previous holder's lease end (or release) to the new holder running.",
+			Name:    "soloist_takeover_seconds",
+			Help:    "From the moment this node saw the previous holding end (its owners key deleted: lease expiry, or a drain's release) to this node running the instance.",
 			Buckets: buckets,
 		}),
+		unheld: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "soloist_unheld_seconds",
+			Help:    "How long a taken-over instance ran nowhere, at most: for a handoff, from the release to running here; for a failover, that plus the lease TTL (the old holder stopped at the latest one TTL before its lease expired).",
+			Buckets: buckets,
+		}, []string{"how"}),
 		sessionUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "soloist_etcd_session_up", Help: "1 while the node's etcd session lease is alive.",
 		}),
@@ -82,11 +90,15 @@ func newMetrics(reg prometheus.Registerer, schedules, functions []string) (*metr
 		retentionPurged: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "soloist_retention_purged_total", Help: "Finished instances this node purged because they were older than the retention.",
 		}),
+		unrunnable: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "soloist_unrunnable_instances",
+			Help: "Active instances no node holds and no live node can run (none registers their function and version), as this node sees the cluster: every node reports the same count, use max.",
+		}, []string{"function"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.instancesHeld, m.campaigns, m.failovers, m.handoffs, m.leasesLost, m.renewFailures,
 		m.fencingRejections, m.completed, m.startToRunning, m.takeover, m.sessionUp, m.scheduleTicks,
-		m.runRetries, m.orphans, m.alarm, m.retentionPurged,
+		m.runRetries, m.orphans, m.alarm, m.retentionPurged, m.unrunnable, m.unheld,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -98,6 +110,10 @@ func newMetrics(reg prometheus.Registerer, schedules, functions []string) (*metr
 	m.alarm.WithLabelValues("NOSPACE")
 	for _, f := range functions {
 		m.instancesHeld.WithLabelValues(f)
+		m.unrunnable.WithLabelValues(f)
+	}
+	for _, how := range []string{"failover", "handoff"} {
+		m.unheld.WithLabelValues(how)
 	}
 	for _, s := range schedules {
 		for _, r := range []string{"started", "skipped", "error"} {

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"encoding/json"
 	"sort"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -92,7 +93,7 @@ func (n *Node) reset(kvs []*mvccpb.KeyValue) {
 	oldOwners := n.owners
 	n.instances = map[string]*instanceView{}
 	n.owners = map[string]ownerView{}
-	n.nodes = map[string]bool{}
+	n.nodes = map[string]*orchestrator.NodeInfo{}
 	var inbox []orchestrator.InboxEntry
 	for _, kv := range kvs {
 		if id, _, ok := n.keys.InboxID(string(kv.Key)); ok {
@@ -105,7 +106,7 @@ func (n *Node) reset(kvs []*mvccpb.KeyValue) {
 	}
 	for id, o := range oldOwners {
 		if _, still := n.owners[id]; !still {
-			n.ownerGone[id] = ownerGone{at: time.Now(), executionID: o.executionID, node: o.node}
+			n.ownerGone[id] = ownerGone{at: time.Now(), executionID: o.executionID, node: o.node, leaseID: o.leaseID}
 		}
 	}
 	for id, r := range n.runs {
@@ -116,6 +117,7 @@ func (n *Node) reset(kvs []*mvccpb.KeyValue) {
 		n.dispatch(in)
 	}
 	n.requeueLocked()
+	n.recountUnrunnable()
 }
 
 // apply folds one change into the view; it is called with n.mu held.
@@ -139,6 +141,7 @@ func (n *Node) apply(ev *clientv3.Event) {
 			n.checkRun(id, r)
 		}
 		n.consider(id)
+		n.checkRunnable(id)
 		return
 	}
 	if id, ok := orchestrator.IDFrom(n.keys.Owners(), key); ok {
@@ -146,15 +149,17 @@ func (n *Node) apply(ev *clientv3.Event) {
 			o := n.owners[id]
 			delete(n.owners, id)
 			if _, active := n.instances[id]; active {
-				n.ownerGone[id] = ownerGone{at: time.Now(), executionID: o.executionID, node: o.node}
+				n.ownerGone[id] = ownerGone{at: time.Now(), executionID: o.executionID, node: o.node, leaseID: o.leaseID}
 			}
 			n.consider(id)
+			n.checkRunnable(id)
 			return
 		}
 		var o orchestrator.Owner
 		_ = json.Unmarshal(ev.Kv.Value, &o) // a foreign value still marks the key as held
-		n.owners[id] = ownerView{node: o.Node, executionID: o.ExecutionID, token: ev.Kv.CreateRevision}
+		n.owners[id] = ownerView{node: o.Node, executionID: o.ExecutionID, leaseID: o.LeaseID, token: ev.Kv.CreateRevision}
 		delete(n.ownerGone, id)
+		n.checkRunnable(id)
 		return
 	}
 	if id, ok := orchestrator.IDFrom(n.keys.Nodes(), key); ok {
@@ -162,11 +167,61 @@ func (n *Node) apply(ev *clientv3.Event) {
 		if del {
 			delete(n.nodes, id)
 		} else {
-			n.nodes[id] = true
+			info := &orchestrator.NodeInfo{}
+			if json.Unmarshal(ev.Kv.Value, info) != nil {
+				info = &orchestrator.NodeInfo{Node: id} // a node that does not say what it runs: assume it runs all
+			}
+			n.nodes[id] = info
 		}
 		if had == del {
 			n.requeueLocked() // ranks changed
 		}
+		n.recountUnrunnable()
+	}
+}
+
+// runnableSomewhere reports whether some live node registers v's function
+// and version (a node key that does not list functions counts as able).
+func (n *Node) runnableSomewhere(v *instanceView) bool {
+	for _, info := range n.nodes {
+		if info.Functions == nil && info.Role != string(RoleAPI) || info.Runs(v.name, v.version) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkRunnable updates whether the instance id is one that no live node
+// can run (active, runnable, unheld): the gauge counts them per function,
+// and each is logged once when it becomes so. Called with n.mu held.
+func (n *Node) checkRunnable(id string) {
+	v := n.instances[id]
+	_, held := n.owners[id]
+	stuck := v != nil && v.status.Runnable() && !held && len(n.nodes) > 0 && !n.runnableSomewhere(v)
+	fn, was := n.unrunnable[id]
+	switch {
+	case stuck && !was:
+		fn = orchestrator.FunctionKey(v.name, v.version)
+		n.unrunnable[id] = fn
+		n.m.unrunnable.WithLabelValues(v.name).Inc()
+		n.log.Warn("no live node registers this instance's orchestration; it waits until one does",
+			"instance_id", id, "function", v.name, "version", v.version, "nodes", len(n.nodes))
+	case !stuck && was:
+		delete(n.unrunnable, id)
+		name, _, _ := strings.Cut(fn, "@")
+		n.m.unrunnable.WithLabelValues(name).Dec()
+	}
+}
+
+// recountUnrunnable checks every instance again (the live nodes changed).
+func (n *Node) recountUnrunnable() {
+	for id := range n.unrunnable {
+		if _, ok := n.instances[id]; !ok {
+			n.checkRunnable(id)
+		}
+	}
+	for id := range n.instances {
+		n.checkRunnable(id)
 	}
 }
 
@@ -179,11 +234,16 @@ func (n *Node) putInstance(id string, kv *mvccpb.KeyValue) {
 	}
 	if !rec.RuntimeStatus.Active() {
 		delete(n.instances, id)
+		n.checkRunnable(id)
 		delete(n.ownerGone, id)
 		delete(n.retries, id)
 		return
 	}
-	n.instances[id] = &instanceView{name: rec.Name, status: rec.RuntimeStatus, executionID: rec.ExecutionID, modRev: kv.ModRevision}
+	v := &instanceView{name: rec.Name, version: rec.Version, status: rec.RuntimeStatus, executionID: rec.ExecutionID, modRev: kv.ModRevision}
+	if rec.ScheduledStartTime != nil && rec.RuntimeStatus == orchestrator.StatusPending {
+		v.notBefore = *rec.ScheduledStartTime
+	}
+	n.instances[id] = v
 }
 
 // dispatch hands an inbox entry to the run of its instance, or keeps it

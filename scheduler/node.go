@@ -129,7 +129,8 @@ type Node struct {
 	instances   map[string]*instanceView // active instances only
 	owners      map[string]ownerView
 	ownerGone   map[string]ownerGone // owners keys seen deleted, while the instance is active
-	nodes       map[string]bool
+	nodes       map[string]*orchestrator.NodeInfo
+	unrunnable  map[string]string // active, unheld instances no live node can run: id -> function
 	campaigning map[string]*campaign
 	runs        map[string]*run
 	queue       candidates
@@ -140,15 +141,17 @@ type Node struct {
 }
 
 type instanceView struct {
-	name        string
-	status      orchestrator.RuntimeStatus
-	executionID string
-	modRev      int64 // the record's ModRevision
+	name, version string
+	status        orchestrator.RuntimeStatus
+	executionID   string
+	modRev        int64     // the record's ModRevision
+	notBefore     time.Time // its scheduled start time, if any
 }
 
 type ownerView struct {
 	node        string
 	executionID string
+	leaseID     string
 	token       int64
 }
 
@@ -157,6 +160,7 @@ type ownerGone struct {
 	at          time.Time
 	executionID string
 	node        string
+	leaseID     string
 }
 
 // retryState backs off the runs of one instance that keep failing.
@@ -226,10 +230,10 @@ func New(cfg Config) (*Node, error) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	return &Node{
 		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), m: m, client: cfg.Client,
-		keys: cfg.Client.Keys(), ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1),
+		keys: cfg.Client.Keys(), ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), health: health{kick: make(chan struct{}, 1)},
 		drained:   make(chan struct{}),
 		instances: map[string]*instanceView{}, owners: map[string]ownerView{},
-		ownerGone: map[string]ownerGone{}, nodes: map[string]bool{},
+		ownerGone: map[string]ownerGone{}, nodes: map[string]*orchestrator.NodeInfo{}, unrunnable: map[string]string{},
 		campaigning: map[string]*campaign{}, runs: map[string]*run{},
 		retries: map[string]*retryState{}, scheds: scheds,
 	}, nil
@@ -328,11 +332,15 @@ func (n *Node) openSession(ctx context.Context) (*lease.Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: open etcd session: %w", err)
 	}
-	info, _ := json.Marshal(orchestrator.NodeInfo{
+	info := orchestrator.NodeInfo{
 		Node: n.cfg.NodeID, Address: n.cfg.Address, Version: n.cfg.Version, Role: string(n.cfg.Role),
 		StartedTime: time.Now().UTC(), LeaseID: leaseHex(s.LeaseID()),
-	})
-	if _, err := n.cfg.Etcd.Put(ctx, n.keys.Node(n.cfg.NodeID), string(info), clientv3.WithLease(s.LeaseID())); err != nil {
+	}
+	if n.cfg.Role.Runs() {
+		info.Functions = n.cfg.Registry.Functions()
+	}
+	infoJSON, _ := json.Marshal(info)
+	if _, err := n.cfg.Etcd.Put(ctx, n.keys.Node(n.cfg.NodeID), string(infoJSON), clientv3.WithLease(s.LeaseID())); err != nil {
 		_ = s.Close(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("scheduler: register node key: %w", err)
 	}

@@ -20,8 +20,14 @@ type run struct {
 	ctx                   context.Context // cancelled when the run must stop
 	cancel                context.CancelCauseFunc
 	done                  chan struct{}
-	log                   *slog.Logger
+	nodeLog               *slog.Logger
 	driver                *orchestrator.Driver // nil between a failed run and its retry
+}
+
+// log is the run's logger, made when a line is written (runs rarely log;
+// an idle run keeps no logger of its own).
+func (r *run) log() *slog.Logger {
+	return r.nodeLog.With("instance_id", r.id, "execution_id", r.executionID, "function", r.name, "fencing_token", r.holding.Token())
 }
 
 func (r *run) stop(cause error) { r.cancel(cause) }
@@ -40,8 +46,8 @@ func (n *Node) startRun(h *lease.Holding, c *campaign) {
 	rctx, rcancel := context.WithCancelCause(h.Context())
 	r := &run{id: id, name: c.view.name, executionID: c.view.executionID, holding: h,
 		ctx: rctx, cancel: rcancel, done: make(chan struct{})}
-	r.log = n.log.With("instance_id", id, "execution_id", r.executionID, "function", r.name, "fencing_token", h.Token())
-	exec, err := n.client.OpenFrom(rctx, id, r.executionID, n.fence(r), h.Reads(), h.Revision())
+	r.nodeLog = n.log
+	exec, err := n.client.OpenFrom(rctx, id, r.executionID, n.fence(r), h.TakeReads(), h.Revision())
 	n.mu.Lock()
 	delete(n.campaigning, id)
 	if n.draining {
@@ -54,7 +60,7 @@ func (n *Node) startRun(h *lease.Holding, c *campaign) {
 	if errors.Is(err, orchestrator.ErrExecutionChanged) {
 		n.mu.Unlock()
 		rcancel(err)
-		r.log.Debug("took an instance that changed meanwhile; releasing it", "error", err)
+		r.log().Debug("took an instance that changed meanwhile; releasing it", "error", err)
 		n.release(h)
 		n.poke()
 		return
@@ -70,7 +76,7 @@ func (n *Node) startRun(h *lease.Holding, c *campaign) {
 		n.retryLater(r, err)
 		return
 	}
-	n.begin(exec, h, c.gone, r.log)
+	n.begin(exec, h, c.gone, r)
 	n.drive(r, exec)
 	for _, in := range c.inbox {
 		r.deliver(in)
@@ -85,7 +91,7 @@ func (n *Node) fence(r *run) orchestrator.Fence {
 	h := r.holding
 	return orchestrator.Fence{Cmp: h.Cmp(), Token: h.Token(), Release: h.ReleaseOp(), OnReject: func(err error) {
 		n.m.fencingRejections.Inc()
-		r.log.Warn("write fenced: this node no longer holds the instance", "error", err)
+		r.log().Warn("write fenced: this node no longer holds the instance", "error", err)
 		h.Lose(err)
 	}}
 }
@@ -93,11 +99,11 @@ func (n *Node) fence(r *run) orchestrator.Fence {
 // drive starts the driver of exec for r; its end settles the run.
 func (n *Node) drive(r *run, exec *orchestrator.Execution) {
 	d, err := n.cfg.Registry.Drive(r.ctx, exec, orchestrator.RunOptions{
-		Logger: r.log,
+		Logger: n.log,
 		OnEnd:  func(o orchestrator.Outcome) { n.settle(r, o) },
 	})
 	if err != nil { // the function went from the registry: cannot happen, Registry only grows
-		r.log.Error("cannot run the instance", "error", err)
+		r.log().Error("cannot run the instance", "error", err)
 		go n.settle(r, orchestrator.Outcome{Err: err})
 		return
 	}
@@ -105,28 +111,32 @@ func (n *Node) drive(r *run, exec *orchestrator.Execution) {
 }
 
 // begin records how the instance came to this node.
-func (n *Node) begin(exec *orchestrator.Execution, h *lease.Holding, gone ownerGone, log *slog.Logger) {
+func (n *Node) begin(exec *orchestrator.Execution, h *lease.Holding, gone ownerGone, r *run) {
 	st := exec.Status()
 	how := "start"
 	switch {
 	case h.Handoff() != nil && h.Handoff().Reason == "drain":
 		how = "handoff"
 		n.m.handoffs.Inc()
-		n.m.takeover.Observe(max(time.Since(h.Handoff().ReleasedTime), 0).Seconds())
-	case gone.executionID == st.ExecutionID && !gone.at.IsZero():
-		// A previous holder of this execution lost it without a release.
+		d := max(time.Since(h.Handoff().ReleasedTime), 0).Seconds()
+		n.m.takeover.Observe(d)
+		n.m.unheld.WithLabelValues("handoff").Observe(d)
+	case gone.executionID == st.ExecutionID && !gone.at.IsZero() && gone.leaseID != leaseHex(h.Session().LeaseID()):
+		// A previous holder of this execution lost it without a release
+		// (not a key of this session's own, such as an orphan it deleted).
 		how = "failover"
 		n.m.failovers.Inc()
-		n.m.takeover.Observe(time.Since(gone.at).Seconds())
+		d := time.Since(gone.at)
+		n.m.takeover.Observe(d.Seconds())
+		n.m.unheld.WithLabelValues("failover").Observe((d + n.cfg.LeaseTTL).Seconds())
 	case st.RuntimeStatus == orchestrator.StatusRunning:
 		how = "resume"
 	}
 	if st.RuntimeStatus == orchestrator.StatusPending {
 		n.m.startToRunning.Observe(max(time.Since(st.CreatedTime), 0).Seconds())
 	}
-	log.Debug("running instance", "how", how)
 	if how == "failover" || how == "handoff" {
-		log.Info("took over instance", "how", how, "from", gone.node)
+		r.log().Info("took over instance", "how", how, "from", gone.node)
 	}
 }
 
@@ -149,21 +159,21 @@ func (n *Node) settle(r *run, o orchestrator.Outcome) {
 		delete(n.retries, r.id)
 		n.mu.Unlock()
 		if o.Status == orchestrator.StatusContinuedAsNew {
-			r.log.Debug("continued as new")
+			r.log().Debug("continued as new")
 		} else {
-			r.log.Info("run ended", "runtime_status", string(o.Status))
+			r.log().Info("run ended", "runtime_status", string(o.Status))
 		}
 	case errors.Is(err, orchestrator.ErrFenced):
 		n.m.leasesLost.WithLabelValues("fenced").Inc()
-		r.log.Warn("run stopped: fenced", "error", err)
+		r.log().Warn("run stopped: fenced", "error", err)
 	case errors.Is(cause, errDrain):
 		n.handOff(h)
 	case errors.Is(cause, errChanged) || errors.Is(err, orchestrator.ErrExecutionChanged):
-		r.log.Info("run stopped: the instance was terminated, suspended or restarted")
+		r.log().Info("run stopped: the instance was terminated, suspended or restarted")
 		n.release(h)
 	case h.Err() != nil && !errors.Is(h.Err(), lease.ErrReleased):
 		n.m.leasesLost.WithLabelValues(lostReason(h.Err())).Inc()
-		r.log.Warn("run stopped: lease lost", "reason", h.Err().Error())
+		r.log().Warn("run stopped: lease lost", "reason", h.Err().Error())
 	case errors.Is(cause, errStopped):
 		n.release(h)
 	default:
@@ -196,7 +206,7 @@ func (n *Node) retryLater(r *run, err error) {
 	wait := n.backoffLocked(r.id)
 	r.driver = nil
 	n.mu.Unlock()
-	r.log.Warn("run failed; holding the instance and trying again", "error", err, "retry_in", wait.Round(time.Millisecond))
+	r.log().Warn("run failed; holding the instance and trying again", "error", err, "retry_in", wait.Round(time.Millisecond))
 	// Whichever comes first: the retry, or the end of the holding.
 	var once sync.Once
 	t := time.AfterFunc(wait, func() { once.Do(func() { n.rerun(r) }) })

@@ -15,7 +15,7 @@ import (
 	"github.com/soloist-dev/soloist/orchestrator"
 )
 
-// Schedule starts a function at the ticks of a cron spec (SPEC section 6),
+// Schedule starts a function at the ticks of a cron spec (docs/contract.md section 6),
 // with the singleton start: if the schedule's instance is still active at a
 // tick, the tick is skipped and counted, never queued.
 //

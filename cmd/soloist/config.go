@@ -26,7 +26,7 @@ import (
 	"github.com/soloist-dev/soloist/scheduler"
 )
 
-// fileConfig is the --config file (SPEC section 6), checked.
+// fileConfig is the --config file (docs/contract.md section 6), checked.
 type fileConfig struct {
 	Functions []functionConfig
 	Schedules []scheduleConfig

@@ -4,13 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/soloist-dev/soloist/orchestrator"
 )
 
 // demoFunctions are the orchestrations --demo registers.
-var demoFunctions = []string{"HelloCities", "Approval", "Countdown"}
+var demoFunctions = []string{"HelloCities", "Approval", "Countdown", "FanOut", "Gather"}
 
 // registerDemo adds the demo orchestrations and their activities:
 //
@@ -22,6 +24,16 @@ var demoFunctions = []string{"HelloCities", "Approval", "Countdown"}
 //   - Countdown (input {"n": N}) runs activity Tick (which returns the ID
 //     of the node that ran it), waits a 1 s durable timer and continues as
 //     new with n-1 and the ticks so far; at 0 it completes with the ticks.
+//   - FanOut (input {"n": N, "bytes": B}) calls activity FanOutItem N
+//     times in parallel, each with a B-byte payload that the activity
+//     returns, and completes with the sum of the result sizes (N x B). Its
+//     payloads together may exceed etcd's request limit (8 x 200 KiB is
+//     more than 1.5 MiB): each needs only to fit --max-payload. Every run
+//     of FanOutItem logs "demo activity FanOutItem ran" with its instance,
+//     task ID and fencing token. Defaults: n 3, bytes 1024.
+//   - Gather (input {"events": N, "name": "item"}) waits for N external
+//     events of that name (raised before it runs or while it waits) and
+//     completes with how many it got. Defaults: events 1, name "item".
 func registerDemo(reg *orchestrator.Registry, nodeID string) error {
 	return errors.Join(
 		reg.AddActivity("SayHello", orchestrator.Activity(func(ctx context.Context, city string) (string, error) {
@@ -33,6 +45,9 @@ func registerDemo(reg *orchestrator.Registry, nodeID string) error {
 			return nodeID, nil
 		})),
 		reg.AddOrchestrator("Countdown", countdown),
+		reg.AddActivity("FanOutItem", orchestrator.Activity(fanOutItem)),
+		reg.AddOrchestrator("FanOut", fanOut),
+		reg.AddOrchestrator("Gather", gather),
 	)
 }
 
@@ -96,4 +111,86 @@ func countdown(ctx *orchestrator.OrchestrationContext) (any, error) {
 	in.N--
 	ctx.ContinueAsNew(in)
 	return nil, nil
+}
+
+// fanOutPayload is the input of one FanOutItem.
+type fanOutPayload struct {
+	I    int    `json:"i"`
+	Data string `json:"data"`
+}
+
+func fanOut(ctx *orchestrator.OrchestrationContext) (any, error) {
+	in := struct {
+		N     *int `json:"n"`
+		Bytes *int `json:"bytes"`
+	}{}
+	if err := ctx.GetInput(&in); err != nil {
+		return nil, err
+	}
+	n, size := 3, 1024
+	if in.N != nil {
+		n = *in.N
+	}
+	if in.Bytes != nil {
+		size = *in.Bytes
+	}
+	if n < 0 || size < 0 {
+		return nil, fmt.Errorf("FanOut needs n >= 0 and bytes >= 0, got n %d and bytes %d", n, size)
+	}
+	tasks := make([]*orchestrator.Task, n)
+	for i := range tasks {
+		letter := string(rune('a' + i%26))
+		tasks[i] = ctx.CallActivity("FanOutItem", fanOutPayload{I: i, Data: strings.Repeat(letter, size)})
+	}
+	total := 0
+	for _, t := range tasks {
+		var out string
+		if err := t.Await(&out); err != nil {
+			return nil, err
+		}
+		total += len(out)
+	}
+	return total, nil
+}
+
+// fanOutItem returns its payload, so results are as large as inputs.
+func fanOutItem(ctx context.Context, in fanOutPayload) (string, error) {
+	attrs := []any{"i", in.I, "bytes", len(in.Data)}
+	if info, ok := orchestrator.ActivityInfoFrom(ctx); ok {
+		attrs = append(attrs, "instance_id", info.InstanceID, "execution_id", info.ExecutionID,
+			"task_id", info.TaskID, "fencing_token", info.FencingToken)
+	}
+	slog.Default().Info("demo activity FanOutItem ran", attrs...)
+	return in.Data, nil
+}
+
+func gather(ctx *orchestrator.OrchestrationContext) (any, error) {
+	in := struct {
+		Events *int   `json:"events"`
+		Name   string `json:"name"`
+	}{}
+	if err := ctx.GetInput(&in); err != nil {
+		return nil, err
+	}
+	want := 1
+	if in.Events != nil {
+		want = *in.Events
+	}
+	if in.Name == "" {
+		in.Name = "item"
+	}
+	if want < 0 {
+		return nil, fmt.Errorf("Gather needs events >= 0, got %d", want)
+	}
+	got := 0
+	for got < want {
+		if err := ctx.WaitForExternalEvent(in.Name, 0).Await(nil); err != nil {
+			return got, err
+		}
+		got++
+		if got%64 == 0 || got == want {
+			_ = ctx.SetCustomStatus(map[string]int{"received": got, "of": want})
+		}
+	}
+	return got, nil
 }

@@ -27,7 +27,7 @@ import (
 	"github.com/soloist-dev/soloist/scheduler"
 )
 
-// serveOptions are the flags of soloist serve (SPEC section 4).
+// serveOptions are the flags of soloist serve (docs/contract.md section 4).
 type serveOptions struct {
 	Listen            string
 	MetricsListen     string
@@ -450,6 +450,7 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 	srv := newServers(o, lns, metrics, log)
 	defer srv.close()
 	srvErr := srv.serve()
+	defer startWatchdog(log, livezProbe(lns.api.Addr()))()
 
 	var emb *embeddedEtcd
 	var ecfg etcdTarget
@@ -528,6 +529,7 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 			break
 		}
 		cancelStart()
+		notifyReady(log)
 		select {
 		case <-ctx.Done():
 		case err := <-srvErr:
@@ -543,6 +545,7 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 	shCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.ShutdownTimeout)
 	defer cancel()
 	start := time.Now()
+	notifyStopping(log)
 	drainErr := node.Drain(shCtx)
 	if drainErr != nil {
 		log.Error("drain did not finish; peers take over this node's instances after the lease TTL", "error", drainErr, "lease_ttl", o.LeaseTTL.String())

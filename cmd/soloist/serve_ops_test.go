@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/soloist-dev/soloist/lease/leasetest"
+	"github.com/soloist-dev/soloist/orchestrator"
 )
 
 // httpDo sends one request and returns the status code and body.
@@ -91,6 +93,9 @@ func TestServeEtcdLimits(t *testing.T) {
 	}
 	t.Run("1.4MB fits the defaults", func(t *testing.T) {
 		t.Parallel()
+		if most := orchestrator.MaxPayloadFor(orchestrator.Limits{}); most < 1_400_000 {
+			t.Fatalf("etcd's default limits fit payloads of %d bytes, less than 1.4 MB", most)
+		}
 		run(t, startServe(t, "--demo", "--max-payload", "1.4MB"), "big-1", 1_300_000)
 	})
 	t.Run("8MiB does not", func(t *testing.T) {
@@ -100,7 +105,7 @@ func TestServeEtcdLimits(t *testing.T) {
 			t.Fatalf("exit %d, want %d (usage)", code, exitUsage)
 		}
 		for _, w := range []string{"soloist serve: --max-payload 8388608 bytes cannot fit etcd's request limit of 1572864 bytes",
-			"the largest payload that fits is 1507328 bytes", "raise etcd's --max-request-bytes and --etcd-max-request-bytes together"} {
+			fmt.Sprintf("the largest payload that fits is %d bytes", orchestrator.MaxPayloadFor(orchestrator.Limits{})), "raise etcd's --max-request-bytes and --etcd-max-request-bytes together"} {
 			if !strings.Contains(srv.logs.String(), w) {
 				t.Errorf("output lacks %q:\n%s", w, srv.logs.String())
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/soloist-dev/soloist/orchestrator"
 )
 
 func mapEnv(kv ...string) env {
@@ -125,7 +128,8 @@ func TestServeValidation(t *testing.T) {
 		{"bad node id", []string{"--node-id", "a/b"}, nil, `invalid --node-id "a/b"`},
 		{"payload 1.4MB", []string{"--max-payload", "1.4MB"}, nil, ""},
 		{"payload 8MiB", []string{"--max-payload", "8MiB"}, nil,
-			"--max-payload 8388608 bytes cannot fit etcd's request limit of 1572864 bytes (--etcd-max-request-bytes, etcd's --max-request-bytes): the largest payload that fits is 1507328 bytes"},
+			fmt.Sprintf("--max-payload 8388608 bytes cannot fit etcd's request limit of 1572864 bytes (--etcd-max-request-bytes, etcd's --max-request-bytes): the largest payload that fits is %d bytes",
+				orchestrator.MaxPayloadFor(orchestrator.Limits{}))},
 		{"payload fits a raised limit", []string{"--max-payload", "8MiB", "--etcd-max-request-bytes", "10MiB"}, nil, ""},
 		{"payload env", nil, []string{"SOLOIST_MAX_PAYLOAD", "2MiB"}, "--max-payload 2097152 bytes cannot fit"},
 		{"request bytes zero", []string{"--etcd-max-request-bytes", "0"}, nil, "invalid --etcd-max-request-bytes 0"},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -34,6 +35,10 @@ type CheckOptions struct {
 	StrictEffects bool
 	// PorcupineTimeout bounds the linearizability check. Defaults to 30s.
 	PorcupineTimeout time.Duration
+	// NoEffects are functions that post no effects to the sink (the demo
+	// orchestrations): their executions get every check but those of
+	// soloist-effect's output and effects.
+	NoEffects []string
 }
 
 // Result is what a scenario's history shows.
@@ -226,6 +231,11 @@ func Analyze(in Input, opts CheckOptions) (*Result, porcupine.LinearizationInfo)
 					switch {
 					case x.op == nil:
 						bad("unknown-start", id, "execution %s (req %q) at revision %d was created by no recorded start", st.ExecutionID, in.Req, rev)
+					case x.op.Outcome == NoOp && strings.Contains(x.op.Err, "not committed"):
+						// The node said the start did not commit, and it did:
+						// a client that retries makes a second execution.
+						bad("not-committed-but-committed", id, "start %s was answered %d %q (from %s at %s) but committed execution %s at revision %d",
+							in.Req, x.op.Code, x.op.Err, x.op.Node, Stamp(x.op.Return), st.ExecutionID, rev)
 					case x.op.Outcome != Started && x.op.Outcome != Unknown:
 						bad("refused-start-committed", id, "start %s answered %s (%d) but committed execution %s at revision %d", in.Req, x.op.Outcome, x.op.Code, st.ExecutionID, rev)
 					}
@@ -273,7 +283,7 @@ func Analyze(in Input, opts CheckOptions) (*Result, porcupine.LinearizationInfo)
 				if terminalByHolder {
 					finished[id] = true
 					x.finishTok = st.FencingToken
-					if st.RuntimeStatus == orchestrator.StatusCompleted {
+					if st.RuntimeStatus == orchestrator.StatusCompleted && !slices.Contains(opts.NoEffects, st.Name) {
 						var out struct {
 							Token int64 `json:"token"`
 						}

@@ -141,3 +141,43 @@ func TestAnalyzeFindsLostAndStaleRead(t *testing.T) {
 		t.Fatalf("stale read: porcupine %s", r.Porcupine)
 	}
 }
+
+func TestAnalyzeFindsNotCommittedButCommitted(t *testing.T) {
+	in := cleanRun()
+	// The start's node answered that it did not commit; it did.
+	in.Ops[0] = start(0, "a", 0, 10, NoOp, "")
+	in.Ops[0].Code, in.Ops[0].Err = 503, `{"error":"start of 'x' was not committed (context deadline exceeded); try again"}`
+	r, _ := Analyze(in, CheckOptions{StrictEffects: true})
+	if !strings.Contains(kinds(r), "not-committed-but-committed") {
+		t.Fatalf("violations %s", kinds(r))
+	}
+	// A 507 (etcd's NOSPACE: nothing written) that committed.
+	in.Ops[0].Code, in.Ops[0].Err = 507, `{"error":"etcd is out of space"}`
+	r, _ = Analyze(in, CheckOptions{StrictEffects: true})
+	if !strings.Contains(kinds(r), "refused-start-committed") {
+		t.Fatalf("violations %s", kinds(r))
+	}
+}
+
+func TestAnalyzeNoEffects(t *testing.T) {
+	in := cleanRun()
+	// A demo orchestration completes with its own output and posts no
+	// effects: only the soloist-effect checks are skipped.
+	for i, kv := range in.KVs {
+		if kv.Key == keys.Instance("x") {
+			var st orchestrator.Status
+			_ = json.Unmarshal(kv.Value, &st)
+			st.Name, st.Output = "Gather", json.RawMessage(`130`)
+			in.KVs[i].Value, _ = json.Marshal(st)
+		}
+	}
+	in.Effects = nil
+	r, _ := Analyze(in, CheckOptions{StrictEffects: true})
+	if !strings.Contains(kinds(r), "output-token") {
+		t.Fatalf("without NoEffects: violations %s", kinds(r))
+	}
+	r, _ = Analyze(in, CheckOptions{StrictEffects: true, NoEffects: []string{"Gather"}})
+	if len(r.Violations) != 0 {
+		t.Fatalf("with NoEffects: violations %s", kinds(r))
+	}
+}

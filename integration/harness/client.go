@@ -43,17 +43,20 @@ type EffectInput struct {
 
 // Op is one recorded client operation against a node's HTTP API.
 type Op struct {
-	Client  int
-	Node    string
-	Kind    string // start, terminate, raise, read
-	ID      string
-	CP, RP  string // start's policies
-	Req     string // start's tag, also in its input
-	Call    time.Duration
-	Return  time.Duration
-	Code    int // HTTP status; 0 if none came back
-	Outcome string
-	Err     string
+	Client int
+	Node   string
+	Kind   string // start, terminate, raise, read
+	// Function is a start's function ("effect" unless a scenario starts
+	// another).
+	Function string
+	ID       string
+	CP, RP   string // start's policies
+	Req      string // start's tag, also in its input
+	Call     time.Duration
+	Return   time.Duration
+	Code     int // HTTP status; 0 if none came back
+	Outcome  string
+	Err      string
 	// Read results.
 	Status      string // runtimeStatus
 	ExecReq     string // the req tag in the execution's input
@@ -104,9 +107,34 @@ const basePath = "/runtime/webhooks/durabletask"
 // Start posts a start of the effect function.
 func (c *APIClient) Start(ctx context.Context, n *Node, id, cp, rp string, in EffectInput) Op {
 	if in.Req == "" {
-		in.Req = fmt.Sprintf("c%d-%d", c.ID, nextSeq())
+		in.Req = c.NextReq()
 	}
 	body, _ := json.Marshal(in)
+	return c.start(ctx, n, "effect", id, cp, rp, in.Req, body)
+}
+
+// NextReq is a fresh start tag of this client.
+func (c *APIClient) NextReq() string { return fmt.Sprintf("c%d-%d", c.ID, nextSeq()) }
+
+// StartFunction posts a start of function fn (a demo orchestration, say)
+// whose input is the JSON object in plus the start's tag "req", which the
+// function ignores and the checker maps to the execution.
+func (c *APIClient) StartFunction(ctx context.Context, n *Node, fn, id, cp, rp string, in map[string]any) Op {
+	req := c.NextReq()
+	body := withReq(in, req)
+	return c.start(ctx, n, fn, id, cp, rp, req, body)
+}
+
+func withReq(in map[string]any, req string) []byte {
+	m := map[string]any{"req": req}
+	for k, v := range in {
+		m[k] = v
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+func (c *APIClient) start(ctx context.Context, n *Node, fn, id, cp, rp, req string, body []byte) Op {
 	q := url.Values{}
 	if cp != "" {
 		q.Set("conflictPolicy", cp)
@@ -114,30 +142,37 @@ func (c *APIClient) Start(ctx context.Context, n *Node, id, cp, rp string, in Ef
 	if rp != "" {
 		q.Set("reusePolicy", rp)
 	}
-	u := n.URL() + "/api/orchestrators/effect/" + url.PathEscape(id)
+	u := n.URL() + "/api/orchestrators/" + url.PathEscape(fn) + "/" + url.PathEscape(id)
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	op := Op{Client: c.ID, Node: n.ID, Kind: "start", ID: id, CP: cp, RP: rp, Req: in.Req}
+	op := Op{Client: c.ID, Node: n.ID, Kind: "start", Function: fn, ID: id, CP: cp, RP: rp, Req: req}
 	code, resp, err := c.do(ctx, &op, http.MethodPost, u, body)
-	switch {
-	case err != nil:
-		op.Outcome = transportOutcome(err)
-	case code == http.StatusAccepted:
-		op.Outcome = Started
-	case code == http.StatusConflict:
-		op.Outcome = Conflict
-	case code == http.StatusOK:
-		op.Outcome = Existing
-	case code == http.StatusServiceUnavailable && definitelyNotStarted(resp):
-		op.Outcome = NoOp
-	case code == http.StatusBadRequest || code == http.StatusNotFound:
-		op.Outcome = NoOp
-	default:
-		op.Outcome = Unknown
-	}
+	op.Outcome = startOutcome(code, resp, err)
 	c.hist.add(op)
 	return op
+}
+
+// startOutcome classifies a start's answer.
+func startOutcome(code int, resp []byte, err error) string {
+	switch {
+	case err != nil:
+		return transportOutcome(err)
+	case code == http.StatusAccepted:
+		return Started
+	case code == http.StatusConflict:
+		return Conflict
+	case code == http.StatusOK:
+		return Existing
+	case code == http.StatusServiceUnavailable && definitelyNotStarted(resp):
+		return NoOp
+	case code == http.StatusInsufficientStorage:
+		// etcd's NOSPACE alarm: etcd refused the write before applying it.
+		return NoOp
+	case code == http.StatusBadRequest || code == http.StatusNotFound:
+		return NoOp
+	}
+	return Unknown
 }
 
 // definitelyNotStarted recognises the 503s that Soloist gives only before
@@ -159,12 +194,22 @@ func (c *APIClient) Terminate(ctx context.Context, n *Node, id string) Op {
 
 // Raise posts an event.
 func (c *APIClient) Raise(ctx context.Context, n *Node, id, event string) Op {
+	return c.RaiseData(ctx, n, id, event, map[string]any{"from": "fault-suite"})
+}
+
+// RaiseData posts an event with data (as JSON).
+func (c *APIClient) RaiseData(ctx context.Context, n *Node, id, event string, data any) Op {
 	op := Op{Client: c.ID, Node: n.ID, Kind: "raise", ID: id}
-	code, _, err := c.do(ctx, &op, http.MethodPost, n.URL()+basePath+"/instances/"+url.PathEscape(id)+"/raiseEvent/"+event, []byte(`{"from":"fault-suite"}`))
+	body, _ := json.Marshal(data)
+	code, _, err := c.do(ctx, &op, http.MethodPost, n.URL()+basePath+"/instances/"+url.PathEscape(id)+"/raiseEvent/"+url.PathEscape(event), body)
 	op.Outcome = controlOutcome(code, err)
 	c.hist.add(op)
 	return op
 }
+
+// Record adds an operation made by other means (a DirectClient) to the
+// history.
+func (h *History) Record(op Op) { h.add(op) }
 
 func controlOutcome(code int, err error) string {
 	switch {

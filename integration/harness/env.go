@@ -14,6 +14,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/soloist-dev/soloist/lease/leasetest"
 	"github.com/soloist-dev/soloist/orchestrator"
 )
 
@@ -27,6 +28,18 @@ type Options struct {
 	TTL time.Duration
 	// ShutdownTimeout is every node's --shutdown-timeout. Defaults to 10s.
 	ShutdownTimeout time.Duration
+	// EtcdArgs are extra flags of every etcd member (e.g.
+	// --quota-backend-bytes).
+	EtcdArgs []string
+	// Demo registers the demo orchestrations (soloist serve --demo) on
+	// every node.
+	Demo bool
+	// NodeArgs are extra flags of every node's soloist serve.
+	NodeArgs []string
+	// NodeFunctions are extra exec functions, running soloist-effect like
+	// "effect", registered only on the node of that number (from 1): an
+	// instance of one can run only there.
+	NodeFunctions map[int][]string
 }
 
 // Fault is one thing the harness did to the deployment.
@@ -52,8 +65,7 @@ type Env struct {
 	Rec   *Recorder
 	Keys  orchestrator.Keys
 
-	race       bool
-	configPath string
+	race bool
 
 	mu      sync.Mutex
 	faults  []Fault
@@ -84,19 +96,20 @@ func New(t testing.TB, bin *Binaries, race bool, opts Options) *Env {
 	}
 	e.Sink = sink
 	t.Cleanup(e.close)
-	e.configPath = filepath.Join(e.Dir, "soloist.yaml")
-	config := fmt.Sprintf("functions:\n  - name: effect\n    exec: [%q, \"--sink\", %q]\n", bin.Effect, sink.URL())
-	if err := os.WriteFile(e.configPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cluster, err := StartCluster(e.Dir, bin.Etcd, e.Clock, opts.Members)
+	cluster, err := StartCluster(e.Dir, bin.Etcd, e.Clock, opts.Members, opts.EtcdArgs...)
 	if err != nil {
 		t.Fatalf("harness: etcd: %v", err)
 	}
 	e.Etcd = cluster
 	e.Rec = NewRecorder(cluster.Client(), e.Keys.Prefix(), e.Clock)
+	proxies := make([][]*leasetest.Proxy, opts.Nodes)
+	for i := range proxies {
+		if proxies[i], err = startProxies(e); err != nil {
+			t.Fatalf("harness: proxies of node %d: %v", i+1, err)
+		}
+	}
 	for i := 1; i <= opts.Nodes; i++ {
-		n, err := newNode(e, i)
+		n, err := newNode(e, i, proxies[i-1])
 		if err != nil {
 			t.Fatalf("harness: node %d: %v", i, err)
 		}
@@ -208,6 +221,18 @@ func (e *Env) Node(id string) *Node {
 		}
 	}
 	return nil
+}
+
+// writeConfig writes node i's config file: the exec function "effect" and
+// the node's own extra functions, all running soloist-effect.
+func (e *Env) writeConfig(i int) (string, error) {
+	path := filepath.Join(e.Dir, fmt.Sprintf("soloist-n%d.yaml", i))
+	var b strings.Builder
+	b.WriteString("functions:\n")
+	for _, name := range append([]string{"effect"}, e.Opts.NodeFunctions[i]...) {
+		fmt.Fprintf(&b, "  - name: %s\n    exec: [%q, \"--sink\", %q]\n", name, e.Bin.Effect, e.Sink.URL())
+	}
+	return path, os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 // Holding is one owners key: who holds which execution with which token.
@@ -409,4 +434,29 @@ func (e *Env) TokenNodes() map[int64]string {
 		}
 	}
 	return out
+}
+
+// Compact compacts etcd to its current revision, as an operator does: the
+// recorder first catches up with that revision and the history so far is
+// verified (it cannot be read again after), then the compaction runs
+// (physically, so the space can be defragmented) and the recorder resumes
+// after it if its watch breaks. It returns the revision.
+func (e *Env) Compact(ctx context.Context) (int64, error) {
+	resp, err := e.Etcd.Client().Get(ctx, e.Keys.Prefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	rev := resp.Header.Revision
+	if err := e.Rec.catchUpTo(ctx, rev); err != nil {
+		return 0, err
+	}
+	if err := e.Rec.Verify(30 * time.Second); err != nil {
+		e.T.Errorf("durability before the compaction: %v", err)
+	}
+	e.Rec.compact(rev)
+	e.Fault("etcd-compact", "", fmt.Sprintf("revision %d", rev))
+	if _, err := e.Etcd.Client().Compact(ctx, rev, clientv3.WithCompactPhysical()); err != nil {
+		return 0, err
+	}
+	return rev, nil
 }

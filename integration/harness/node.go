@@ -78,7 +78,9 @@ func (n *Node) Kill() time.Duration {
 	n.mu.Lock()
 	n.down = true
 	n.mu.Unlock()
-	n.Proc.Kill()
+	if err := n.Proc.Kill(); err != nil {
+		n.env.T.Error(err)
+	}
 	return at
 }
 
@@ -184,8 +186,13 @@ func (n *Node) Metrics() map[string]float64 {
 	return out
 }
 
+// labelled are the counters whose samples are also kept by their labels
+// (as "name{label=\"value\"}"), beside the sum by name.
+var labelled = []string{"soloist_leases_lost_total", "soloist_campaigns_total", "soloist_etcd_alarm"}
+
 // Scrape reads /metrics and sums every sample by metric name (labels
-// dropped; histogram _sum and _count kept under their own names).
+// dropped, but kept as well for the series of labelled; histogram _sum and
+// _count kept under their own names).
 func (n *Node) Scrape(timeout time.Duration) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -221,9 +228,11 @@ func parseMetrics(r io.Reader) (map[string]float64, error) {
 		name := line[:i]
 		if j := strings.IndexByte(name, '{'); j >= 0 {
 			if !strings.HasSuffix(name[:j], "_bucket") {
-				// keep one label for the counters the report splits
-				if strings.HasPrefix(name, "soloist_leases_lost_total") {
-					out[name] += v
+				// keep the labels of the counters the scenarios split
+				for _, l := range labelled {
+					if name[:j] == l {
+						out[name] += v
+					}
 				}
 			}
 			name = name[:j]
@@ -248,6 +257,7 @@ type NodeEvent struct {
 	Token       int64
 	How         string
 	Err         string
+	TaskID      int // task_id, of an activity's line
 }
 
 // nodeLine parses a JSON log line of a node into an event.
@@ -262,6 +272,7 @@ func (n *Node) nodeLine(at time.Duration, inc int, line []byte) {
 		ExecutionID string          `json:"execution_id"`
 		Token       json.Number     `json:"fencing_token"`
 		How         string          `json:"how"`
+		TaskID      int             `json:"task_id"`
 		Error       json.RawMessage `json:"error"`
 		Reason      json.RawMessage `json:"reason"`
 	}
@@ -275,24 +286,42 @@ func (n *Node) nodeLine(at time.Duration, inc int, line []byte) {
 	}
 	n.env.addEvent(NodeEvent{
 		At: at, Node: n.ID, Incarnation: inc, Level: l.Level, Msg: l.Msg,
-		InstanceID: l.InstanceID, ExecutionID: l.ExecutionID, Token: tok, How: l.How, Err: errText,
+		InstanceID: l.InstanceID, ExecutionID: l.ExecutionID, Token: tok, How: l.How, Err: errText, TaskID: l.TaskID,
 	})
 }
 
-func newNode(e *Env, i int) (*Node, error) {
+// startProxies starts one proxy per etcd member for a node.
+func startProxies(e *Env) ([]*leasetest.Proxy, error) {
+	var ps []*leasetest.Proxy
+	for _, m := range e.Etcd.Members {
+		p, err := leasetest.StartProxy(m.Host())
+		if err != nil {
+			for _, p := range ps {
+				p.Close()
+			}
+			return nil, err
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
+
+// newNode is node i behind proxies. Every node's proxies listen before any
+// node's port is picked: a proxy listens on a port the kernel chooses,
+// which could otherwise be one FreePort handed to a node not started yet.
+func newNode(e *Env, i int, proxies []*leasetest.Proxy) (*Node, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{ID: fmt.Sprintf("n%d", i), Addr: fmt.Sprintf("127.0.0.1:%d", port), env: e, retired: map[string]float64{}}
+	n := &Node{ID: fmt.Sprintf("n%d", i), Addr: fmt.Sprintf("127.0.0.1:%d", port), env: e, retired: map[string]float64{}, Proxies: proxies}
 	var eps []string
-	for _, m := range e.Etcd.Members {
-		p, err := leasetest.StartProxy(m.Host())
-		if err != nil {
-			return nil, err
-		}
-		n.Proxies = append(n.Proxies, p)
+	for _, p := range proxies {
 		eps = append(eps, p.URL())
+	}
+	config, err := e.writeConfig(i)
+	if err != nil {
+		return nil, err
 	}
 	env := cleanEnv()
 	if e.race {
@@ -306,7 +335,7 @@ func newNode(e *Env, i int) (*Node, error) {
 			"--listen", n.Addr,
 			"--node-id", n.ID,
 			"--lease-ttl", e.Opts.TTL.String(),
-			"--config", e.configPath,
+			"--config", config,
 			"--log-format", "json",
 			"--shutdown-timeout", e.Opts.ShutdownTimeout.String(),
 		},
@@ -315,5 +344,9 @@ func newNode(e *Env, i int) (*Node, error) {
 		Clock:   e.Clock,
 		OnLine:  n.nodeLine,
 	}
+	if e.Opts.Demo {
+		n.Proc.Args = append(n.Proc.Args, "--demo")
+	}
+	n.Proc.Args = append(n.Proc.Args, e.Opts.NodeArgs...)
 	return n, nil
 }

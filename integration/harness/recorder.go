@@ -24,7 +24,9 @@ type KV struct {
 // Recorder keeps every change under a prefix, in revision order, stamped
 // with its arrival on the scenario clock. It watches from revision 1, so it
 // misses nothing even across etcd restarts (the client resumes the watch
-// where it broke; the suite never compacts).
+// where it broke). Only Env.Compact compacts, after the recorder has seen
+// every revision up to the compaction; a watch that breaks later resumes
+// after it.
 type Recorder struct {
 	cli    *clientv3.Client
 	prefix string
@@ -37,6 +39,10 @@ type Recorder struct {
 	rev    int64
 	err    error
 	notify chan struct{}
+	from   int64 // the next revision to watch from
+	// compacted is the revision a scenario compacted etcd to: the history
+	// up to it was verified before (Env.Compact), and cannot be read again.
+	compacted int64
 }
 
 // NewRecorder starts watching prefix from revision 1.
@@ -49,8 +55,13 @@ func NewRecorder(cli *clientv3.Client, prefix string, clock *Clock) *Recorder {
 
 func (r *Recorder) run(ctx context.Context) {
 	defer close(r.done)
-	from := int64(1)
+	r.mu.Lock()
+	r.from = 1
+	r.mu.Unlock()
 	for ctx.Err() == nil {
+		r.mu.Lock()
+		from := r.from
+		r.mu.Unlock()
 		wch := r.cli.Watch(ctx, r.prefix, clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithPrevKV())
 		for wr := range wch {
 			if err := wr.Err(); err != nil {
@@ -74,7 +85,7 @@ func (r *Recorder) run(ctx context.Context) {
 					}
 				}
 				r.kvs = append(r.kvs, kv)
-				from = ev.Kv.ModRevision + 1
+				r.from = ev.Kv.ModRevision + 1
 			}
 			if wr.Header.Revision > r.rev {
 				r.rev = wr.Header.Revision
@@ -126,11 +137,42 @@ func (r *Recorder) CatchUp(timeout time.Duration) error {
 	}
 }
 
+// catchUpTo waits until the recorder has seen revision rev: its watch
+// delivered an event or a header at rev or later (a progress request
+// makes etcd send the header when nothing under the prefix changed).
+func (r *Recorder) catchUpTo(ctx context.Context, rev int64) error {
+	for {
+		r.mu.Lock()
+		seen, notify := r.lastRev(), r.notify
+		r.mu.Unlock()
+		if seen >= rev {
+			return nil
+		}
+		_ = r.cli.RequestProgress(ctx)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("harness: recorder saw revision %d of %d: %w", seen, rev, ctx.Err())
+		case <-notify:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 func (r *Recorder) lastRev() int64 {
 	if n := len(r.kvs); n > 0 && r.kvs[n-1].Rev > r.rev {
 		return r.kvs[n-1].Rev
 	}
 	return r.rev
+}
+
+// compact notes that etcd was compacted to rev, after the recorder saw
+// every revision up to it: a watch that breaks resumes after rev (the
+// revisions between its last event and rev hold nothing under the prefix).
+func (r *Recorder) compact(rev int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.compacted = max(r.compacted, rev)
+	r.from = max(r.from, rev+1)
 }
 
 // KVs returns every change recorded so far, in revision order.
@@ -147,19 +189,28 @@ func (r *Recorder) Close() {
 }
 
 // Verify reads etcd's whole history under the prefix again, from revision
-// 1, and compares it with what the recorder saw live: a committed change
-// that etcd later lost (after a crash of its members, say) shows up as a
-// difference.
+// 1 (or from after the last compaction a scenario made, whose earlier
+// history Env.Compact verified before), and compares it with what the
+// recorder saw live: a committed change that etcd later lost (after a
+// crash of its members, say) shows up as a difference.
 func (r *Recorder) Verify(timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	live := r.KVs()
+	r.mu.Lock()
+	compacted := r.compacted
+	r.mu.Unlock()
+	var live []KV
+	for _, kv := range r.KVs() {
+		if kv.Rev > compacted {
+			live = append(live, kv)
+		}
+	}
 	if len(live) == 0 {
 		return nil
 	}
 	target := live[len(live)-1].Rev
 	var again []KV
-	wch := r.cli.Watch(ctx, r.prefix, clientv3.WithPrefix(), clientv3.WithRev(1))
+	wch := r.cli.Watch(ctx, r.prefix, clientv3.WithPrefix(), clientv3.WithRev(compacted+1))
 	for wr := range wch {
 		if err := wr.Err(); err != nil {
 			return fmt.Errorf("harness: re-read etcd history: %w", err)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -29,6 +30,8 @@ type Proxy struct {
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
+	links   map[*link]struct{}
+	done    chan struct{} // closed by Close: held chunks are dropped
 	dropTx  bool          // client -> etcd bytes are discarded
 	dropRx  bool          // etcd -> client bytes are discarded
 	delayTx time.Duration // client -> etcd bytes are held this long
@@ -59,7 +62,7 @@ func StartProxy(upstream string) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: listen: %w", err)
 	}
-	p := &Proxy{ln: ln, upstream: upstream, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, upstream: upstream, conns: map[net.Conn]struct{}{}, links: map[*link]struct{}{}, done: make(chan struct{})}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -83,6 +86,37 @@ func (p *Proxy) DelayRx(d time.Duration) {
 	p.mu.Lock()
 	p.delayRx = d
 	p.mu.Unlock()
+}
+
+// DelayTx holds every client -> etcd chunk read from now on for d before
+// forwarding it: a request reaches etcd late (with Strand, after its
+// client has given up on it).
+func (p *Proxy) DelayTx(d time.Duration) {
+	p.mu.Lock()
+	p.delayTx = d
+	p.mu.Unlock()
+}
+
+// Strand cuts every open connection on the client's side only: the client
+// sees its connections reset at once (and reconnects, to a proxy that works
+// as configured), while what it had sent that the proxy still holds (see
+// DelayTx) is delivered to etcd when due, and etcd's replies are dropped. A
+// request the client saw fail is then applied after it gave up on it, as
+// when a connection breaks while the request is on its way. etcd's side
+// of each stranded connection closes a few seconds after its last held
+// bytes, so the requests they carry are served. It returns the number of
+// connections stranded.
+func (p *Proxy) Strand() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for l := range p.links {
+		if l.stranded.CompareAndSwap(false, true) {
+			_ = l.client.Close()
+			n++
+		}
+	}
+	return n
 }
 
 // Delay holds every chunk of both directions for d (0 to stop).
@@ -114,6 +148,9 @@ func (p *Proxy) Heal() {
 // Close stops the proxy and closes every connection.
 func (p *Proxy) Close() {
 	p.mu.Lock()
+	if !p.closed {
+		close(p.done)
+	}
 	p.closed = true
 	for c := range p.conns {
 		_ = c.Close()
@@ -188,10 +225,30 @@ func (p *Proxy) accept() {
 			_ = server.Close()
 			return
 		}
+		l := &link{client: client, server: server}
+		p.mu.Lock()
+		p.links[l] = struct{}{}
+		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pipe(server, client, true)
-		go p.pipe(client, server, false)
+		go p.pipe(l, server, client, true)
+		go p.pipe(l, client, server, false)
 	}
+}
+
+// strandLinger is how long etcd's side of a stranded link stays open after
+// its held bytes are delivered.
+const strandLinger = 5 * time.Second
+
+// link is one proxied connection: the client's and etcd's side.
+type link struct {
+	client, server net.Conn
+	stranded       atomic.Bool // the client side was cut by Strand
+}
+
+func (p *Proxy) unlink(l *link) {
+	p.mu.Lock()
+	delete(p.links, l)
+	p.mu.Unlock()
 }
 
 type chunk struct {
@@ -201,8 +258,10 @@ type chunk struct {
 
 // pipe copies src to dst, discarding what arrives while its direction is
 // blackholed and holding what must be delayed. Either side closing closes
-// both.
-func (p *Proxy) pipe(dst, src net.Conn, tx bool) {
+// both, except on a link whose client side Strand cut: there the client ->
+// etcd chunks still held are delivered when due, etcd's replies are
+// dropped, and etcd's side is closed once everything held is delivered.
+func (p *Proxy) pipe(l *link, dst, src net.Conn, tx bool) {
 	defer p.wg.Done()
 	q := make(chan chunk, 1024)
 	stop := make(chan struct{}) // closed when src ends: pending chunks are dropped
@@ -220,13 +279,31 @@ func (p *Proxy) pipe(dst, src net.Conn, tx bool) {
 				case <-stop:
 					failed = true
 					continue
+				case <-p.done:
+					failed = true
+					continue
 				}
+			}
+			if !tx && l.stranded.Load() {
+				continue // etcd's replies to a stranded client are dropped
 			}
 			if _, err := dst.Write(c.b); err != nil {
 				failed = true
-				_ = src.Close()
-				_ = dst.Close()
+				if !l.stranded.Load() {
+					_ = src.Close()
+					_ = dst.Close()
+				}
 			}
+		}
+		if tx && l.stranded.Load() {
+			// Everything held is delivered. etcd's side stays open a while,
+			// so the requests are served: a connection that ends cancels
+			// the requests on it that etcd has not yet applied.
+			select {
+			case <-time.After(strandLinger):
+			case <-p.done:
+			}
+			_ = dst.Close()
 		}
 	}()
 	for {
@@ -241,9 +318,25 @@ func (p *Proxy) pipe(dst, src net.Conn, tx bool) {
 			break
 		}
 	}
+	if l.stranded.Load() {
+		// The client side was cut by Strand: the client -> etcd writer
+		// delivers what it holds (stop stays open for it) and then closes
+		// etcd's side, which ends the etcd -> client reader.
+		if !tx {
+			close(stop)
+		}
+		close(q)
+		p.untrack(src)
+		if !tx {
+			p.untrack(dst)
+			p.unlink(l)
+		}
+		return
+	}
 	close(stop)
 	close(q)
 	_ = src.Close()
 	_ = dst.Close()
 	p.untrack(src, dst)
+	p.unlink(l)
 }

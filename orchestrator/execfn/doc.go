@@ -1,5 +1,5 @@
 // Package execfn runs an external program as a Soloist orchestration: the
-// "exec" functions of the config file (SPEC section 6).
+// "exec" functions of the config file (docs/contract.md section 6).
 //
 // # Contract
 //
@@ -89,7 +89,7 @@
 // # Guarantees, and what is not guaranteed
 //
 // Soloist runs at most one holder of an instance at a time in the sense of
-// SPEC section 5: a holder that loses its lease kills its program, and with
+// docs/contract.md section 5: a holder that loses its lease kills its program, and with
 // the supervisor everything the program started, before a new holder can
 // start, absent process pauses; a holder that dies takes them with it. It
 // does not make the program's effects exactly-once: delivery is

@@ -1,5 +1,5 @@
 // Package httpfn calls an HTTP endpoint as a Soloist orchestration: the
-// "http" functions of the config file (SPEC section 6).
+// "http" functions of the config file (docs/contract.md section 6).
 //
 // # Contract
 //
@@ -61,7 +61,7 @@
 // # Guarantees, and what is not guaranteed
 //
 // Soloist runs at most one holder of an instance at a time in the sense of
-// SPEC section 5: a holder that loses its lease aborts its request before a
+// docs/contract.md section 5: a holder that loses its lease aborts its request before a
 // new holder can start, absent process pauses. It does not make the
 // request's effects exactly-once: delivery is at-least-once. If the
 // holder's node dies or loses its lease while the request is in flight, or

@@ -29,7 +29,7 @@ const DefaultMethod = http.MethodPost
 // bodyExcerpt is how much of a non-2xx response body an error carries.
 const bodyExcerpt = 4 << 10
 
-// The headers of the contract (SPEC section 6). Configured headers may not
+// The headers of the contract (docs/contract.md section 6). Configured headers may not
 // use the Soloist- prefix.
 const (
 	HeaderInstanceID   = "Soloist-Instance-Id"

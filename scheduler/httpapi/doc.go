@@ -1,4 +1,4 @@
-// Package httpapi serves Soloist's HTTP API (SPEC section 3): the Durable
+// Package httpapi serves Soloist's HTTP API (docs/contract.md section 3): the Durable
 // Functions compatible routes that start, read, list and control
 // orchestration instances, and the node's /livez, /readyz, /healthz and
 // /metrics.

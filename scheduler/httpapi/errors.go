@@ -30,6 +30,7 @@ var statusTable = []struct {
 	{orchestrator.ErrInstanceExists, http.StatusConflict},
 	{orchestrator.ErrInstanceActive, http.StatusConflict},
 	{orchestrator.ErrInstanceTerminal, http.StatusGone},
+	{orchestrator.ErrNotRewindable, http.StatusConflict},
 	{orchestrator.ErrPayloadTooLarge, http.StatusRequestEntityTooLarge},
 	{orchestrator.ErrStoreLimit, http.StatusRequestEntityTooLarge},
 	{orchestrator.ErrNoSpace, http.StatusInsufficientStorage},
@@ -41,8 +42,9 @@ var statusTable = []struct {
 // orchestrator.ErrInvalidInput and ErrInvalidInstanceID, 401 for
 // ErrUnauthorized, 404 for ErrUnknownFunction and ErrInstanceNotFound, 409
 // for ErrInstanceExists and ErrInstanceActive, 410 for ErrInstanceTerminal,
-// 413 for ErrPayloadTooLarge and ErrStoreLimit, 507 for ErrNoSpace, 503
-// for ErrUnavailable and
+// 413 for ErrPayloadTooLarge and ErrStoreLimit, 507 for ErrNoSpace (etcd's
+// NOSPACE alarm: nothing was written, and nothing can be until an operator
+// frees space), 503 for ErrUnavailable and
 // context.DeadlineExceeded, 200 for nil and 500 for anything else. Errors
 // are matched with errors.Is, so wrapped and typed errors (ExistsError,
 // ValidationError, TerminalError) map like their sentinels.
@@ -71,6 +73,15 @@ type ConflictResponse struct {
 	ID                string `json:"id"`
 	RuntimeStatus     string `json:"runtimeStatus"`
 	StatusQueryGetURI string `json:"statusQueryGetUri"`
+}
+
+// noSpaceMessage is msg, about etcd's NOSPACE alarm, with what an operator
+// does about it unless msg says so already.
+func noSpaceMessage(msg string) string {
+	if strings.Contains(msg, "alarm disarm") {
+		return msg
+	}
+	return msg + "; " + orchestrator.NoSpaceHelp
 }
 
 // publicMessage is err's message for a client: the orchestrator's package

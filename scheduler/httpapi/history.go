@@ -15,7 +15,7 @@ import (
 //	ExecutionStarted    FunctionName, Input (only with showInput)
 //	TaskScheduled       Name, FunctionName, Input* (only while the activity has not finished; see below)
 //	TaskCompleted       FunctionName, ScheduledTime, Result*
-//	TaskFailed          FunctionName, ScheduledTime, Reason (the failure message)
+//	TaskFailed          FunctionName, ScheduledTime, Reason (the failure message), FailureDetails
 //	TimerCreated        FireAt
 //	TimerFired          FireAt (that of its TimerCreated)
 //	EventRaised         Name, Input*
@@ -44,10 +44,26 @@ type HistoryEvent struct {
 	FailureDetails      *FailureDetails `json:"FailureDetails,omitempty"`
 }
 
-// FailureDetails says why an execution failed (ExecutionCompleted with
-// OrchestrationStatus Failed).
+// FailureDetails says why a task or an execution failed (TaskFailed,
+// ExecutionCompleted with OrchestrationStatus Failed), in the PascalCase of
+// the history shape.
 type FailureDetails struct {
-	ErrorMessage string `json:"ErrorMessage"`
+	ErrorType      string          `json:"ErrorType,omitempty"`
+	ErrorMessage   string          `json:"ErrorMessage"`
+	StackTrace     string          `json:"StackTrace,omitempty"`
+	InnerFailure   *FailureDetails `json:"InnerFailure,omitempty"`
+	IsNonRetriable bool            `json:"IsNonRetriable,omitempty"`
+}
+
+func failureBody(fd *orchestrator.FailureDetails, message string) *FailureDetails {
+	if fd == nil {
+		if message == "" {
+			return nil
+		}
+		return &FailureDetails{ErrorMessage: message}
+	}
+	return &FailureDetails{ErrorType: fd.ErrorType, ErrorMessage: fd.ErrorMessage, StackTrace: fd.StackTrace,
+		InnerFailure: failureBody(fd.InnerFailure, ""), IsNonRetriable: fd.IsNonRetriable}
 }
 
 // historyBody maps an execution's history to historyEvents. showInput
@@ -99,6 +115,7 @@ func historyBody(events []orchestrator.HistoryEvent, showInput, showOutput bool)
 				h.Result = payload(ev.Result)
 			} else {
 				h.Reason = ev.Failure
+				h.FailureDetails = failureBody(ev.FailureDetails, ev.Failure)
 			}
 		case orchestrator.EventTimerCreated:
 			h.FireAt = utc(ev.FireAt)
@@ -116,8 +133,8 @@ func historyBody(events []orchestrator.HistoryEvent, showInput, showOutput bool)
 			h.Input = payload(ev.Input)
 		case orchestrator.EventExecutionCompleted:
 			h.OrchestrationStatus = string(ev.Status)
-			if ev.Failure != "" {
-				h.FailureDetails = &FailureDetails{ErrorMessage: ev.Failure}
+			if ev.Failure != "" || ev.FailureDetails != nil {
+				h.FailureDetails = failureBody(ev.FailureDetails, ev.Failure)
 			} else {
 				h.Result = payload(ev.Result)
 			}

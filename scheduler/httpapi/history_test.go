@@ -53,7 +53,7 @@ func TestHistoryBody(t *testing.T) {
 		{"every type, with payloads", sequence, true, true, `[
 			{"EventType":"ExecutionStarted","Timestamp":"2026-03-01T11:00:00Z","FunctionName":"seq","Input":"Tokyo"},
 			{"EventType":"TaskCompleted","Timestamp":"2026-03-01T11:00:02Z","FunctionName":"say","ScheduledTime":"2026-03-01T11:00:01Z","Result":"Hello Tokyo"},
-			{"EventType":"TaskFailed","Timestamp":"2026-03-01T11:00:04Z","FunctionName":"fail","ScheduledTime":"2026-03-01T11:00:03Z","Reason":"boom"},
+			{"EventType":"TaskFailed","Timestamp":"2026-03-01T11:00:04Z","FunctionName":"fail","ScheduledTime":"2026-03-01T11:00:03Z","Reason":"boom","FailureDetails":{"ErrorMessage":"boom"}},
 			{"EventType":"TimerCreated","Timestamp":"2026-03-01T11:00:05Z","FireAt":"2026-03-01T11:01:00Z"},
 			{"EventType":"TimerFired","Timestamp":"2026-03-01T11:01:00Z","FireAt":"2026-03-01T11:01:00Z"},
 			{"EventType":"EventRaised","Timestamp":"2026-03-01T11:01:01Z","Name":"go","Input":{"ok":true}},
@@ -63,7 +63,7 @@ func TestHistoryBody(t *testing.T) {
 		{"without showHistoryOutput or showInput: no payloads", sequence, false, false, `[
 			{"EventType":"ExecutionStarted","Timestamp":"2026-03-01T11:00:00Z","FunctionName":"seq"},
 			{"EventType":"TaskCompleted","Timestamp":"2026-03-01T11:00:02Z","FunctionName":"say","ScheduledTime":"2026-03-01T11:00:01Z"},
-			{"EventType":"TaskFailed","Timestamp":"2026-03-01T11:00:04Z","FunctionName":"fail","ScheduledTime":"2026-03-01T11:00:03Z","Reason":"boom"},
+			{"EventType":"TaskFailed","Timestamp":"2026-03-01T11:00:04Z","FunctionName":"fail","ScheduledTime":"2026-03-01T11:00:03Z","Reason":"boom","FailureDetails":{"ErrorMessage":"boom"}},
 			{"EventType":"TimerCreated","Timestamp":"2026-03-01T11:00:05Z","FireAt":"2026-03-01T11:01:00Z"},
 			{"EventType":"TimerFired","Timestamp":"2026-03-01T11:01:00Z","FireAt":"2026-03-01T11:01:00Z"},
 			{"EventType":"EventRaised","Timestamp":"2026-03-01T11:01:01Z","Name":"go"},

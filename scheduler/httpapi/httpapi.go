@@ -25,7 +25,7 @@ import (
 	"github.com/soloist-dev/soloist/orchestrator"
 )
 
-// BasePath is the root of the instance management routes ({base} in SPEC
+// BasePath is the root of the instance management routes ({base} in docs/contract.md
 // section 3), as in Durable Functions.
 const BasePath = "/runtime/webhooks/durabletask"
 
@@ -96,7 +96,7 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// handler serves every route of SPEC section 3.
+// handler serves every route of docs/contract.md section 3.
 type handler struct {
 	client      *orchestrator.Client
 	hasFunction func(string) bool
@@ -122,7 +122,7 @@ const DefaultHealthOnlyMessage = "this node runs instances only (role runner) an
 // unmatchedRoute is the route label of requests that match no route.
 const unmatchedRoute = "unmatched"
 
-// New returns the handler of every route of SPEC section 3. It returns an
+// New returns the handler of every route of docs/contract.md section 3. It returns an
 // error if a required field is missing, an API key is unusable, or the
 // metric cannot be registered.
 func New(cfg Config) (http.Handler, error) {
@@ -207,6 +207,7 @@ func New(cfg Config) (http.Handler, error) {
 		mux.HandleFunc("POST "+BasePath+"/instances/{id}/suspend", h.suspend)
 		mux.HandleFunc("POST "+BasePath+"/instances/{id}/resume", h.resume)
 		mux.HandleFunc("POST "+BasePath+"/instances/{id}/restart", h.restart)
+		mux.HandleFunc("POST "+BasePath+"/instances/{id}/rewind", h.rewind)
 		mux.HandleFunc("POST "+BasePath+"/instances/{id}/raiseEvent/{eventName}", h.raiseEvent)
 	}
 	mux.HandleFunc("GET /livez", h.livez)
@@ -414,9 +415,9 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// The client went away; nobody reads the answer.
 		h.log.Debug("request abandoned by the client", "method", r.Method, "path", r.URL.Path, "error", err)
 	case code == http.StatusInsufficientStorage:
-		h.log.Error("request refused: etcd is out of space", "method", r.Method, "path", r.URL.Path, "error", err)
-		msg = "etcd is out of space (its NOSPACE alarm is raised) and refuses every write; nothing was written. An operator must " +
-			strings.TrimPrefix(orchestrator.NoSpaceHelp, "free space in etcd: ") + "; then retry"
+		h.log.Warn("request failed: etcd is out of space", "method", r.Method, "path", r.URL.Path, "error", err)
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		msg = noSpaceMessage(msg)
 	case code >= http.StatusInternalServerError && code != http.StatusServiceUnavailable:
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		msg = "internal error; the details are in the server log"
@@ -438,6 +439,21 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		h.log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", code, "error", err)
 	}
 	writeError(w, code, msg)
+}
+
+// notTaking answers a start or restart (what) that the node cannot take
+// now, because Ready returned err: 507 while etcd has its NOSPACE alarm
+// (no node can take it until an operator frees space), else 503 (another
+// node may). It returns the code.
+func (h *handler) notTaking(w http.ResponseWriter, what string, err error) int {
+	w.Header().Set("Retry-After", retryAfterSeconds)
+	if errors.Is(err, orchestrator.ErrNoSpace) {
+		writeError(w, http.StatusInsufficientStorage, noSpaceMessage(fmt.Sprintf("this node is not taking starts: %v", err)))
+		return http.StatusInsufficientStorage
+	}
+	writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
+		"this node is not taking starts (%v); retry later or send the %s to another node", err, what))
+	return http.StatusServiceUnavailable
 }
 
 // livez answers 200 while the process serves; it never checks etcd.

@@ -44,6 +44,9 @@ type InstanceStatus struct {
 	// list items Node and FencingToken come from one read of the page's
 	// owners keys, at a later revision than the records.
 	FencingToken int64 `json:"fencingToken"`
+	// FailureDetails say why a Failed instance failed (absent otherwise);
+	// output keeps the failure message, as Durable Functions has it.
+	FailureDetails *orchestrator.FailureDetails `json:"failureDetails,omitempty"`
 }
 
 func statusBody(st *orchestrator.Status, showInput bool) InstanceStatus {
@@ -58,6 +61,7 @@ func statusBody(st *orchestrator.Status, showInput bool) InstanceStatus {
 		ExecutionID:     st.ExecutionID,
 		Node:            st.Node,
 		FencingToken:    st.FencingToken,
+		FailureDetails:  st.FailureDetails,
 		Input:           json.RawMessage("null"),
 	}
 	if showInput {
@@ -262,8 +266,27 @@ func (h *handler) control(w http.ResponseWriter, r *http.Request, verb string,
 	w.WriteHeader(http.StatusAccepted)
 }
 
+// terminate serves POST {base}/instances/{id}/terminate; with
+// recursive=true the instance's active sub-orchestrations are terminated
+// too.
 func (h *handler) terminate(w http.ResponseWriter, r *http.Request) {
+	recursive, err := boolParam(r, "recursive", false)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if recursive {
+		h.control(w, r, "terminated with its sub-orchestrations", h.client.TerminateRecursive)
+		return
+	}
 	h.control(w, r, "terminated", h.client.Terminate)
+}
+
+// rewind serves POST {base}/instances/{id}/rewind?reason=: a Failed
+// instance runs again from its first failure; 202, 404, 409 if it is
+// active, 410 if it completed or was terminated.
+func (h *handler) rewind(w http.ResponseWriter, r *http.Request) {
+	h.control(w, r, "rewound", h.client.Rewind)
 }
 
 func (h *handler) suspend(w http.ResponseWriter, r *http.Request) {
@@ -282,9 +305,7 @@ func (h *handler) restart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := h.ready(); err != nil {
-		w.Header().Set("Retry-After", retryAfterSeconds)
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
-			"this node is not taking starts (%v); retry later or send the restart to another node", err))
+		h.notTaking(w, "restart", err)
 		return
 	}
 	ctx, cancel := h.opContext(r)
@@ -300,14 +321,36 @@ func (h *handler) restart(w http.ResponseWriter, r *http.Request) {
 			id, truncate(cur.Name, 100)))
 		return
 	}
-	res, err := h.client.Restart(ctx, id)
+	newID, err := boolParam(r, "restartWithNewInstanceId", true)
 	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	cp, err := orchestrator.ParseConflictPolicy(r.URL.Query().Get("conflictPolicy"))
+	if err != nil || cp == orchestrator.ConflictUseExisting {
+		h.fail(w, r, &orchestrator.ValidationError{Field: "conflictPolicy", Value: r.URL.Query().Get("conflictPolicy"),
+			Reason: "a restart takes fail (the default: 409 if the instance is active) or terminateExisting"})
+		return
+	}
+	res, err := h.client.Restart(ctx, id, orchestrator.RestartOptions{
+		NewInstanceID: newID, TerminateExisting: cp == orchestrator.ConflictTerminateExisting,
+	})
+	if err != nil {
+		var exists *orchestrator.ExistsError
+		if errors.As(err, &exists) {
+			writeJSON(w, http.StatusConflict, ConflictResponse{
+				Error: fmt.Sprintf("instance '%s' is %s; a restart under the same ID needs conflictPolicy=terminateExisting, or use restartWithNewInstanceId=true",
+					id, exists.Status.RuntimeStatus),
+				ID: id, RuntimeStatus: string(exists.Status.RuntimeStatus), StatusQueryGetURI: h.checkStatus(r, id).StatusQueryGetURI,
+			})
+			return
+		}
 		h.instanceFail(w, r, id, err)
 		return
 	}
-	h.log.Info("orchestration restarted", "function", res.Status.Name, "instance_id", id,
-		"execution_id", res.Status.ExecutionID, "replaced_execution_id", res.Replaced)
-	h.writeAccepted(w, r, id)
+	h.log.Info("orchestration restarted", "function", res.Status.Name, "instance_id", res.Status.InstanceID,
+		"restarted_from", id, "execution_id", res.Status.ExecutionID, "replaced_execution_id", res.Replaced)
+	h.writeAccepted(w, r, res.Status.InstanceID)
 }
 
 // raiseEvent serves POST {base}/instances/{id}/raiseEvent/{eventName}: 202
@@ -415,12 +458,23 @@ func (h *handler) purge(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	recursive, err := boolParam(r, "recursive", false)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
 	ctx, cancel := h.opContext(r)
 	defer cancel()
-	if err := h.client.Purge(ctx, id); err != nil {
+	n := 1
+	if recursive {
+		n, err = h.client.PurgeRecursive(ctx, id)
+	} else {
+		err = h.client.Purge(ctx, id)
+	}
+	if err != nil {
 		h.instanceFail(w, r, id, err)
 		return
 	}
-	h.log.Info("instance purged", "instance_id", id)
-	writeJSON(w, http.StatusOK, map[string]int{"instancesDeleted": 1})
+	h.log.Info("instance purged", "instance_id", id, "instances_deleted", n)
+	writeJSON(w, http.StatusOK, map[string]int{"instancesDeleted": n})
 }

@@ -262,16 +262,38 @@ func TestRestart(t *testing.T) {
 	e := newEnv(t)
 	e.do("POST", "/api/orchestrators/hello/r1", `{"keep":true}`).want(t, http.StatusAccepted)
 	first := e.status("r1")
+
+	// The default, as in Durable Functions: a new instance with a new ID.
 	r := e.do("POST", BasePath+"/instances/r1/restart", "").want(t, http.StatusAccepted)
 	var cs CheckStatus
 	r.decode(t, &cs)
-	if cs.ID != "r1" || r.header.Get("Location") != e.instanceURL("r1") {
-		t.Errorf("restart body %+v, Location %q", cs, r.header.Get("Location"))
+	if cs.ID == "r1" || r.header.Get("Location") != e.instanceURL(cs.ID) {
+		t.Errorf("restart body %+v, Location %q: want a new instance", cs, r.header.Get("Location"))
 	}
+	if st := e.status(cs.ID); st.RuntimeStatus != orchestrator.StatusPending || string(st.Input) != `{"keep":true}` || st.Name != "hello" {
+		t.Errorf("the new instance: %+v", st)
+	}
+	if st := e.status("r1"); st.ExecutionID != first.ExecutionID {
+		t.Error("a restart with a new ID changed the original instance")
+	}
+
+	// The same ID: refused while the instance is active, unless asked to
+	// terminate it.
+	r = e.do("POST", BasePath+"/instances/r1/restart?restartWithNewInstanceId=false", "").want(t, http.StatusConflict)
+	var conflict ConflictResponse
+	r.decode(t, &conflict)
+	if !strings.Contains(conflict.Error, "terminateExisting") || conflict.RuntimeStatus != "Pending" {
+		t.Errorf("409 body %+v does not say how to restart anyway", conflict)
+	}
+	r = e.do("POST", BasePath+"/instances/r1/restart?restartWithNewInstanceId=false&conflictPolicy=terminateExisting", "").
+		want(t, http.StatusAccepted)
+	r.decode(t, &cs)
 	st := e.status("r1")
-	if st.ExecutionID == first.ExecutionID || st.RuntimeStatus != orchestrator.StatusPending || string(st.Input) != `{"keep":true}` {
-		t.Errorf("after restart: %+v", st)
+	if cs.ID != "r1" || st.ExecutionID == first.ExecutionID || st.RuntimeStatus != orchestrator.StatusPending || string(st.Input) != `{"keep":true}` {
+		t.Errorf("after restart: %+v (body %+v)", st, cs)
 	}
+	e.do("POST", BasePath+"/instances/r1/restart?restartWithNewInstanceId=maybe", "").want(t, http.StatusBadRequest).errorMessage(t)
+	e.do("POST", BasePath+"/instances/r1/restart?conflictPolicy=useExisting", "").want(t, http.StatusBadRequest).errorMessage(t)
 
 	e.setReady(errDraining)
 	e.do("POST", BasePath+"/instances/r1/restart", "").want(t, http.StatusServiceUnavailable).errorMessage(t)

@@ -37,6 +37,7 @@ func TestStatusCode(t *testing.T) {
 		{orchestrator.ClassifyError(rpctypes.ErrTooManyOps), 413},
 		{orchestrator.ClassifyError(rpctypes.ErrNoSpace), 507},
 		{orchestrator.ClassifyError(rpctypes.ErrPermissionDenied), 500},
+		{fmt.Errorf("start of 'x' was not written: %w", orchestrator.ErrNoSpace), 507},
 		{fmt.Errorf("%w: %w", orchestrator.ErrUnavailable, context.Canceled), 503},
 		{context.DeadlineExceeded, 503},
 		{errors.New("something else"), 500},
@@ -148,5 +149,46 @@ func TestFailHidesInternalErrors(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "secret detail") {
 		t.Errorf("500 not logged at error level: %s", logs)
+	}
+}
+
+// noSpace is what a node's Ready returns while etcd has its NOSPACE alarm
+// (scheduler.ErrNoSpace matches orchestrator.ErrNoSpace the same way).
+type noSpace struct{}
+
+func (noSpace) Error() string        { return "etcd raised its NOSPACE alarm" }
+func (noSpace) Is(target error) bool { return target == orchestrator.ErrNoSpace }
+
+// TestNoSpace: while etcd has its NOSPACE alarm, starts and restarts answer
+// 507 with what an operator does about it, and so does a write that etcd
+// refused with NOSPACE; /readyz answers 503 naming the alarm.
+func TestNoSpace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.do("POST", "/api/orchestrators/hello/ns-1", `{}`).want(t, http.StatusAccepted)
+	e.setReady(noSpace{})
+	for _, r := range []*response{
+		e.do("POST", "/api/orchestrators/hello/ns-2", `{}`),
+		e.do("POST", BasePath+"/instances/ns-1/restart", ""),
+	} {
+		r.want(t, http.StatusInsufficientStorage)
+		if b := string(r.body); !strings.Contains(b, "NOSPACE") || !strings.Contains(b, "compact") || !strings.Contains(b, "alarm disarm") {
+			t.Errorf("507 body %s does not say what to do", b)
+		}
+		if r.header.Get("Retry-After") == "" {
+			t.Errorf("507 without Retry-After")
+		}
+	}
+	if r := e.do("GET", "/readyz", "").want(t, http.StatusServiceUnavailable); !strings.Contains(string(r.body), "NOSPACE") {
+		t.Errorf("readyz body %s does not name the alarm", r.body)
+	}
+
+	// A write etcd refused: the handler's error path.
+	h := &handler{log: slog.New(slog.DiscardHandler)}
+	w := httptest.NewRecorder()
+	h.fail(w, httptest.NewRequest("POST", "/api/orchestrators/hello/x", nil),
+		fmt.Errorf("start of 'x' was not written: %w: etcdserver: mvcc: database space exceeded", orchestrator.ErrNoSpace))
+	if w.Code != http.StatusInsufficientStorage || !strings.Contains(w.Body.String(), "alarm disarm") || !strings.Contains(w.Body.String(), "space exceeded") {
+		t.Errorf("fail(NOSPACE) = %d %s, want 507 with the cause and what to do", w.Code, w.Body)
 	}
 }

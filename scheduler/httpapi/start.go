@@ -203,10 +203,7 @@ func (h *handler) start(w http.ResponseWriter, r *http.Request, fn, id string) {
 		return
 	}
 	if err := h.ready(); err != nil {
-		h.metrics.start(fn, http.StatusServiceUnavailable)
-		w.Header().Set("Retry-After", retryAfterSeconds)
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
-			"this node is not taking starts (%v); retry later or send the start to another node", err))
+		h.metrics.start(fn, h.notTaking(w, "start", err))
 		return
 	}
 

@@ -1,4 +1,4 @@
-package harness
+package proc
 
 import (
 	"context"
@@ -36,7 +36,7 @@ func FreePort() (int, error) {
 			return port, nil
 		}
 	}
-	return 0, fmt.Errorf("harness: no free port")
+	return 0, fmt.Errorf("proc: no free port")
 }
 
 // Member is one etcd member: a real etcd process with fsync on.
@@ -57,8 +57,9 @@ type Cluster struct {
 	cli     *clientv3.Client
 }
 
-// StartCluster starts n members (data in dir) and waits for a leader.
-func StartCluster(dir, etcdBin string, clock *Clock, n int) (*Cluster, error) {
+// StartCluster starts n members (data in dir) with the extra etcd flags
+// args, and waits for a leader.
+func StartCluster(dir, etcdBin string, clock *Clock, n int, args ...string) (*Cluster, error) {
 	c := &Cluster{clock: clock}
 	var initial []string
 	for i := 1; i <= n; i++ {
@@ -94,10 +95,11 @@ func StartCluster(dir, etcdBin string, clock *Clock, n int) (*Cluster, error) {
 				"--initial-cluster-token", "soloist-integration",
 				"--logger", "zap", "--log-level", "warn",
 			},
-			Env:     cleanEnv(),
+			Env:     CleanEnv(),
 			LogPath: filepath.Join(dir, m.Name+".log"),
 			Clock:   clock,
 		}
+		m.Proc.Args = append(m.Proc.Args, args...)
 		if err := m.Proc.Start(); err != nil {
 			c.Close()
 			return nil, err
@@ -155,7 +157,7 @@ func (c *Cluster) Leader(ctx context.Context) (*Member, error) {
 	if lastErr == nil {
 		lastErr = fmt.Errorf("no member says it leads")
 	}
-	return nil, fmt.Errorf("harness: etcd leader: %w", lastErr)
+	return nil, fmt.Errorf("proc: etcd leader: %w", lastErr)
 }
 
 // WaitHealthy waits until every running member answers, one of them
@@ -172,7 +174,7 @@ func (c *Cluster) WaitHealthy(timeout time.Duration) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("harness: etcd cluster not healthy after %s: %w", timeout, err)
+	return fmt.Errorf("proc: etcd cluster not healthy after %s: %w", timeout, err)
 }
 
 func (c *Cluster) healthy(ctx context.Context) error {
@@ -192,10 +194,66 @@ func (c *Cluster) healthy(ctx context.Context) error {
 }
 
 // Kill kills a member with SIGKILL.
-func (c *Cluster) Kill(m *Member) { m.Proc.Kill() }
+func (c *Cluster) Kill(m *Member) error { return m.Proc.Kill() }
 
 // Restart starts a killed member again on its data.
 func (c *Cluster) Restart(m *Member) error { return m.Proc.Start() }
+
+// Term stops a member with SIGTERM (a clean shutdown) and waits for it.
+func (c *Cluster) Term(m *Member, timeout time.Duration) error { return m.Proc.Term(timeout) }
+
+// Defragment defragments every running member, as an operator frees the
+// space a compaction left in each member's database file.
+func (c *Cluster) Defragment(ctx context.Context) error {
+	for _, m := range c.Members {
+		if !m.Proc.Running() {
+			continue
+		}
+		if _, err := c.cli.Defragment(ctx, m.ClientURL); err != nil {
+			return fmt.Errorf("harness: defragment %s: %w", m.Name, err)
+		}
+	}
+	return nil
+}
+
+// Alarms lists the cluster's raised alarms, as "NOSPACE@etcd1".
+func (c *Cluster) Alarms(ctx context.Context) ([]string, error) {
+	resp, err := c.cli.AlarmList(ctx)
+	if err != nil {
+		return nil, err
+	}
+	names := map[uint64]string{}
+	if ml, err := c.cli.MemberList(ctx); err == nil {
+		for _, m := range ml.Members {
+			names[m.ID] = m.Name
+		}
+	}
+	var out []string
+	for _, a := range resp.Alarms {
+		out = append(out, a.Alarm.String()+"@"+names[a.MemberID])
+	}
+	return out, nil
+}
+
+// DisarmAlarms clears every alarm, as `etcdctl alarm disarm` does.
+func (c *Cluster) DisarmAlarms(ctx context.Context) error {
+	_, err := c.cli.AlarmDisarm(ctx, &clientv3.AlarmMember{})
+	return err
+}
+
+// DBSizes is every running member's database file size in bytes.
+func (c *Cluster) DBSizes(ctx context.Context) map[string]int64 {
+	out := map[string]int64{}
+	for _, m := range c.Members {
+		if !m.Proc.Running() {
+			continue
+		}
+		if st, err := c.cli.Status(ctx, m.ClientURL); err == nil {
+			out[m.Name] = st.DbSize
+		}
+	}
+	return out
+}
 
 // Close stops every member and the client.
 func (c *Cluster) Close() {
@@ -208,7 +266,7 @@ func (c *Cluster) Close() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				m.Proc.Close()
+				_ = m.Proc.Close()
 			}()
 		}
 	}

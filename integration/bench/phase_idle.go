@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+)
+
+// nodeReading is what the idle phase reads of the node and etcd.
+type nodeReading struct {
+	rss        int64   // VmRSS
+	heapInuse  float64 // go_memstats_heap_inuse_bytes
+	stackInuse float64 // go_memstats_stack_inuse_bytes
+	goroutines float64 // go_goroutines
+	etcd       etcdWatch
+	gc         bool // a GC was forced just before
+}
+
+func readNode(ctx context.Context, c *cluster, n *node) (nodeReading, error) {
+	var r nodeReading
+	r.gc = forceGC(ctx, n)
+	m, err := n.metrics(ctx)
+	if err != nil {
+		return r, err
+	}
+	if r.rss, err = n.rss(); err != nil {
+		return r, err
+	}
+	r.heapInuse = m.sum("go_memstats_heap_inuse_bytes", nil)
+	r.stackInuse = m.sum("go_memstats_stack_inuse_bytes", nil)
+	r.goroutines = m.sum("go_goroutines", nil)
+	r.etcd, err = c.etcdWatch(ctx)
+	return r, err
+}
+
+// phaseIdle has one node hold M waiting Approval instances and reads what
+// each costs at rest: memory, goroutines, etcd watchers, etcd requests.
+func phaseIdle(ctx context.Context, b *bench, r *results) error {
+	cfg := b.cfg
+	c, err := b.newCluster("idle", 1, nodeOpts{ttl: cfg.leaseTTL})
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	n := c.nodes[0]
+	if err := c.start(ctx); err != nil {
+		return err
+	}
+	ow, err := watchOwners(ctx, c.cli)
+	if err != nil {
+		return err
+	}
+	defer ow.stop()
+	if err := sleep(ctx, cfg.idleSettle); err != nil {
+		return err
+	}
+	before, err := readNode(ctx, c, n)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, cfg.idleInstances)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("idle-%d", i)
+	}
+	b.logf("idle: %s takes %d Approval instances", n.id, len(ids))
+	t0 := time.Now()
+	if err := holdAll(ctx, b, ow, n, ids); err != nil {
+		return err
+	}
+	took := time.Since(t0)
+	b.logf("idle: %s holds %d after %s; waiting until its goroutines and etcd's watchers are steady", n.id, len(ids), took.Round(100*time.Millisecond))
+	t1 := time.Now()
+	if err := waitSteady(ctx, c, n, 2*time.Minute+time.Duration(len(ids))*10*time.Millisecond); err != nil {
+		return err
+	}
+	steady := time.Since(t1)
+	if err := sleep(ctx, cfg.idleSettle); err != nil {
+		return err
+	}
+	after, err := readNode(ctx, c, n)
+	if err != nil {
+		return err
+	}
+	b.logf("idle: counting etcd requests for %s", cfg.idleWindow)
+	reqs0, err := c.etcdReqs(ctx)
+	if err != nil {
+		return err
+	}
+	msgs0, err := c.etcdStreamMsgs(ctx)
+	if err != nil {
+		return err
+	}
+	if err := sleep(ctx, cfg.idleWindow); err != nil {
+		return err
+	}
+	reqs1, err := c.etcdReqs(ctx)
+	if err != nil {
+		return err
+	}
+	msgs1, err := c.etcdStreamMsgs(ctx)
+	if err != nil {
+		return err
+	}
+	if got := ow.heldBy(n.id); got != len(ids) {
+		return fmt.Errorf("%s holds %d of %d at the end of the idle window", n.id, got, len(ids))
+	}
+	m := float64(len(ids))
+	gcNote := "no GC forced (the node serves no /debug/pprof/heap?gc=1 yet): RSS may include garbage and freed memory not yet returned to the OS"
+	if before.gc && after.gc {
+		gcNote = "GC forced before each reading (GET /debug/pprof/heap?gc=1)"
+	}
+	short := ""
+	if cfg.idleInstances != 10000 {
+		short = fmt.Sprintf(" (%d instances, not 10,000)", cfg.idleInstances)
+	}
+	r.addNum("idle", "bytes_per_held_instance", float64(after.rss-before.rss)/m, f0,
+		fmt.Sprintf("(VmRSS after - before) / %d%s; %.0f -> %.0f MiB; read %s after goroutines and watchers were steady; %s",
+			len(ids), short, mib(before.rss), mib(after.rss), cfg.idleSettle, gcNote))
+	r.addNum("idle", "heap_inuse_per_held_instance", (after.heapInuse-before.heapInuse)/m, f0, "go_memstats_heap_inuse_bytes after - before, / count (live and not yet collected)")
+	r.addNum("idle", "stack_inuse_per_held_instance", (after.stackInuse-before.stackInuse)/m, f0, "go_memstats_stack_inuse_bytes after - before, / count (goroutine stacks)")
+	r.addNum("idle", "goroutines_per_held_instance", (after.goroutines-before.goroutines)/m, f2,
+		fmt.Sprintf("go_goroutines of the node: %.0f -> %.0f", before.goroutines, after.goroutines))
+	r.addNum("idle", "watchers_per_held_instance", (after.etcd.watchers-before.etcd.watchers)/m, f2,
+		fmt.Sprintf("etcd_debugging_mvcc_watcher_total after - before, / count (watch streams %.0f -> %.0f)", before.etcd.streams, after.etcd.streams))
+	r.addNum("idle", "etcd_watchers", after.etcd.watchers, f0, "etcd_debugging_mvcc_watcher_total with all held (the benchmark's own owners watch is 1 of them)")
+	idle := reqs1.minus(reqs0)
+	r.addNum("idle", "idle_etcd_reqs_per_s", idle.total()/cfg.idleWindow.Seconds(), f2,
+		fmt.Sprintf("etcd unary requests / %s with all held and nothing else happening: %s per s", cfg.idleWindow, idle.per(cfg.idleWindow.Seconds())))
+	msgs := msgs1.minus(msgs0)
+	r.addNum("idle", "idle_etcd_stream_msgs_per_s", msgs.total()/cfg.idleWindow.Seconds(), f2,
+		fmt.Sprintf("not requests, for comparison: messages etcd received on streams in the same window: %s per s", msgs.per(cfg.idleWindow.Seconds())))
+	r.addNum("idle", "idle_instances", m, f0, "")
+	r.addNum("idle", "idle_hold_s", took.Seconds(), f1, fmt.Sprintf("from the first start to all %d owners keys held by the node (%.0f per s; starts %d at a time)", len(ids), m/took.Seconds(), cfg.c))
+	r.addNum("idle", "idle_steady_s", steady.Seconds(), f1, "then until the node's goroutines and etcd's watchers changed by under 0.5% in a second (its per-instance watches being created)")
+	return nil
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// waitSteady waits until the node's goroutine count and etcd's watcher
+// count each change by less than 0.5% over a second.
+func waitSteady(ctx context.Context, c *cluster, n *node, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	lastG, lastW := -1.0, -1.0
+	steady := func(now, last float64) bool { return last >= 0 && math.Abs(now-last) <= 0.005*last }
+	for time.Now().Before(deadline) {
+		m, err := n.metrics(ctx)
+		if err != nil {
+			return err
+		}
+		w, err := c.etcdWatch(ctx)
+		if err != nil {
+			return err
+		}
+		g := m.sum("go_goroutines", nil)
+		if steady(g, lastG) && steady(w.watchers, lastW) {
+			return nil
+		}
+		lastG, lastW = g, w.watchers
+		if err := sleep(ctx, time.Second); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("%s: goroutines (%.0f) or etcd watchers (%.0f) still changing after %s", n.id, lastG, lastW, timeout)
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// pprofArgs are the soloist serve arguments that turn on a node's pprof
+// endpoint. Empty today: nodes serve no pprof yet. When they do (docs/contract.md
+// section 8: --metrics-listen serves pprof "if enabled"), put the flag
+// here, and make pprofBase return the listener that serves it.
+var pprofArgs []string
+
+// pprofBase is the base URL of a node's /debug/pprof/.
+func pprofBase(n *node) string { return n.url() }
+
+// servesPprof reports whether the node answers GET /debug/pprof/ with 200.
+func servesPprof(ctx context.Context, n *node) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pprofBase(n)+"/debug/pprof/", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// forceGC makes the node collect garbage (GET /debug/pprof/heap?gc=1) and
+// reports whether it could.
+func forceGC(ctx context.Context, n *node) bool {
+	if !servesPprof(ctx, n) {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pprofBase(n)+"/debug/pprof/heap?gc=1", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode == http.StatusOK
+}
+
+var pprofWarn sync.Once
+
+// profile captures a CPU profile of d from every node that serves pprof,
+// into -pprof DIR as PHASE-NODE.pprof, and returns a function that waits
+// for the captures. Without -pprof it does nothing.
+func (b *bench) profile(ctx context.Context, phase string, nodes []*node, d time.Duration) (wait func()) {
+	if b.cfg.pprofDir == "" {
+		return func() {}
+	}
+	if err := os.MkdirAll(b.cfg.pprofDir, 0o755); err != nil {
+		b.logf("pprof: %v", err)
+		return func() {}
+	}
+	secs := int(math.Ceil(d.Seconds()))
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		if !servesPprof(ctx, n) {
+			pprofWarn.Do(func() { b.logf("pprof: nodes serve no /debug/pprof/ yet; -pprof captures nothing") })
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			path := filepath.Join(b.cfg.pprofDir, fmt.Sprintf("%s-%s.pprof", phase, n.id))
+			if err := fetchTo(ctx, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", pprofBase(n), secs), path); err != nil {
+				b.logf("pprof %s: %v", n.id, err)
+			}
+		}()
+	}
+	return wg.Wait
+}
+
+func fetchTo(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}

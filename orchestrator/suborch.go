@@ -1,0 +1,311 @@
+package orchestrator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// subCall is what a sub-orchestration task starts.
+type subCall struct {
+	id       string
+	conflict ConflictPolicy
+	version  string
+	tags     map[string]string
+}
+
+// SubOrchestratorOption configures CallSubOrchestrator.
+type SubOrchestratorOption func(*subOptions)
+
+type subOptions struct {
+	input    any
+	id       string
+	retry    *RetryPolicy
+	conflict ConflictPolicy
+	version  string
+	tags     map[string]string
+}
+
+// WithSubOrchestratorInput is the sub-orchestration's input (marshalled to
+// JSON).
+func WithSubOrchestratorInput(v any) SubOrchestratorOption {
+	return func(o *subOptions) { o.input = v }
+}
+
+// WithSubOrchestrationInstanceID fixes the sub-orchestration's instance ID:
+// its start is a singleton start, and the conflict policy applies (see
+// WithSubOrchestratorConflictPolicy). Without it the ID is derived from the
+// parent's ID and the task's sequence number.
+func WithSubOrchestrationInstanceID(id string) SubOrchestratorOption {
+	return func(o *subOptions) { o.id = id }
+}
+
+// WithSubOrchestratorRetry retries a failed sub-orchestration per p,
+// durably, as WithRetry does for an activity. Every attempt is a new
+// execution (of a new instance, unless the ID is fixed).
+func WithSubOrchestratorRetry(p RetryPolicy) SubOrchestratorOption {
+	return func(o *subOptions) { o.retry = &p }
+}
+
+// WithSubOrchestratorConflictPolicy says what the start does when a fixed
+// ID is active: ConflictFail (the default: the task fails with an
+// ExistsError's details) or ConflictTerminateExisting. ConflictUseExisting
+// is refused: the existing instance was not started by this parent and
+// will not report to it.
+func WithSubOrchestratorConflictPolicy(p ConflictPolicy) SubOrchestratorOption {
+	return func(o *subOptions) { o.conflict = p }
+}
+
+// WithSubOrchestratorVersion runs that version of the sub-orchestration.
+func WithSubOrchestratorVersion(v string) SubOrchestratorOption {
+	return func(o *subOptions) { o.version = v }
+}
+
+// WithSubOrchestratorTags tags the sub-orchestration.
+func WithSubOrchestratorTags(tags map[string]string) SubOrchestratorOption {
+	return func(o *subOptions) { o.tags = tags }
+}
+
+// CallSubOrchestrator starts the orchestration name as a child of this one
+// and returns its task, which completes with the child's output or fails
+// with its failure (a *TaskFailedError whose Details are the child's). The
+// child is an ordinary instance with its own lease, so it may run on
+// another node; its result reaches the parent through the parent's inbox,
+// written by the child's final write. Its start happens after the schedule
+// is committed and is idempotent: a takeover of the parent never starts a
+// child twice. Terminating the child fails the task.
+func (c *OrchestrationContext) CallSubOrchestrator(name string, opts ...SubOrchestratorOption) *Task {
+	var o subOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	b, err := json.Marshal(o.input)
+	if err == nil {
+		b, err = c.exec.c.checkJSON("sub-orchestration input", b)
+	}
+	if err == nil && o.id != "" {
+		err = ValidateInstanceID(o.id)
+	}
+	if err == nil {
+		err = ValidateTags(o.tags)
+	}
+	if err == nil && o.conflict == ConflictUseExisting {
+		err = &ValidationError{Field: "conflictPolicy", Value: string(o.conflict),
+			Reason: "a sub-orchestration cannot use an existing instance: it would not report to this parent; use fail or terminateExisting"}
+	}
+	call := &subCall{id: o.id, conflict: o.conflict, version: o.version, tags: o.tags}
+	if o.retry != nil && err == nil {
+		outer := &Task{e: c.e, id: -1, kind: kindRetry, name: name, input: b, sub: call}
+		c.e.retried(outer, *o.retry)
+		return outer
+	}
+	t := c.e.newTask(kindSub, name)
+	t.attempt, t.sub = 1, call
+	t.sub.id = c.e.childID(t)
+	if err != nil {
+		t.input = jsonNull
+		t.complete(nil, &TaskFailedError{Kind: "sub-orchestration", Name: name, Message: "input: " + err.Error(), NonRetriable: true,
+			Details: &FailureDetails{ErrorType: "InvalidInput", ErrorMessage: err.Error(), IsNonRetriable: true}})
+		return t
+	}
+	t.input = b
+	return t
+}
+
+// childID is the instance ID of sub-orchestration task t: the fixed one, or
+// "{parent}:{task in hex}" (hashed when that would be too long).
+func (e *executor) childID(t *Task) string {
+	if t.sub.id != "" {
+		return t.sub.id
+	}
+	id := fmt.Sprintf("%s:%04X", e.rec.InstanceID, t.id)
+	if len(id) > MaxInstanceIDLength {
+		sum := sha256.Sum256([]byte(e.rec.InstanceID))
+		id = fmt.Sprintf("%s:%04X", hex.EncodeToString(sum[:16]), t.id)
+	}
+	return id
+}
+
+// startChild is the work of a sub-orchestration task: start the child
+// unless this task started it already (its record names this parent
+// execution and task), retrying store errors while the run lasts. It
+// returns a failure event when the start is refused for good, nil when the
+// child runs (its end reports through the inbox).
+func (e *executor) startChild(wctx context.Context, t *Task) *HistoryEvent {
+	c := e.exec.c
+	ref := &ParentRef{InstanceID: e.rec.InstanceID, ExecutionID: e.rec.ExecutionID, TaskID: t.id}
+	id := t.sub.id
+	failed := func(err error) *HistoryEvent {
+		d := DetailsOf(err)
+		d.IsNonRetriable = true
+		return &HistoryEvent{EventType: EventSubOrchestrationInstanceFailed, TaskID: t.id, Name: t.name, InstanceID: id,
+			Failure: d.ErrorMessage, FailureDetails: d}
+	}
+	b := newRetry()
+	for wctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(wctx, 10*time.Second)
+		cur, rev, err := c.read(ctx, id)
+		if err == nil && cur.Parent != nil && *cur.Parent == *ref {
+			cancel()
+			return nil // started by this task already
+		}
+		if err != nil && !errors.Is(err, ErrInstanceNotFound) {
+			cancel()
+			if !errors.Is(err, ErrUnavailable) {
+				return failed(err)
+			}
+		} else {
+			if errors.Is(err, ErrInstanceNotFound) {
+				cur, rev = nil, 0
+			}
+			_, err = c.startIf(ctx, t.name, StartOptions{
+				InstanceID: id, Input: t.input, ConflictPolicy: t.sub.conflict, ReusePolicy: ReuseAllow,
+				Version: t.sub.version, Tags: t.sub.tags, parent: ref,
+			}, nil, nil, cur, rev)
+			cancel()
+			switch {
+			case err == nil:
+				return nil
+			case errors.Is(err, ErrUnavailable) && wctx.Err() == nil:
+			default:
+				return failed(err)
+			}
+		}
+		wait := b.NextBackOff()
+		e.log.Warn("cannot start the sub-orchestration yet; retrying", e.logArgs("child_instance_id", id, "error", err, "retry_in", wait.Round(time.Millisecond))...)
+		select {
+		case <-wctx.Done():
+		case <-time.After(wait):
+		}
+	}
+	return nil
+}
+
+// parentOps are what a sub-orchestration's end writes to its parent: the
+// completion, into the parent's inbox, under a key named by the child's
+// execution (so a retried final write puts it once).
+func (c *Client) parentOps(rec *Record, st RuntimeStatus, output json.RawMessage, fd *FailureDetails) []clientv3.Op {
+	p := rec.Parent
+	if p == nil {
+		return nil
+	}
+	ev := HistoryEvent{TaskID: p.TaskID, Name: rec.Name, InstanceID: rec.InstanceID, ExecutionID: p.ExecutionID, Timestamp: now()}
+	switch st {
+	case StatusCompleted:
+		ev.EventType, ev.Result = EventSubOrchestrationInstanceCompleted, orNull(output)
+		if len(output) > subResultInline {
+			ev.Result, ev.ResultRef = nil, refChildOutput
+		}
+	default:
+		ev.EventType = EventSubOrchestrationInstanceFailed
+		if fd == nil {
+			fd = &FailureDetails{ErrorType: string(st), ErrorMessage: fmt.Sprintf("the sub-orchestration was %s", st)}
+			if st == StatusTerminated {
+				var reason string
+				if json.Unmarshal(output, &reason) == nil && reason != "" {
+					fd.ErrorMessage += ": " + reason
+				}
+			}
+		}
+		ev.FailureDetails, ev.Failure = fd, fd.ErrorMessage
+	}
+	b, _ := json.Marshal(ev)
+	return []clientv3.Op{clientv3.OpPut(c.keys.InboxPrefix(p.InstanceID)+"sub-"+rec.ExecutionID, string(b))}
+}
+
+// subResultInline is the largest sub-orchestration output its parent's
+// inbox entry carries; a larger one is read from the child's output key.
+const subResultInline = 64 << 10
+
+// refChildOutput is a ResultRef: the child's output key.
+const refChildOutput = "@child-output"
+
+// childOutput reads the output of the finished sub-orchestration id.
+func (c *Client) childOutput(ctx context.Context, id string) (json.RawMessage, error) {
+	st, err := c.Status(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if st.RuntimeStatus != StatusCompleted {
+		return nil, fmt.Errorf("the sub-orchestration's result is no longer available: '%s' is now %s", id, st.RuntimeStatus)
+	}
+	return st.Output, nil
+}
+
+// children returns the sub-orchestrations the current execution of id
+// created, and whether each has finished as the parent sees it.
+func (c *Client) children(ctx context.Context, id string) (map[string]bool, error) {
+	h, err := c.History(ctx, id, "")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	byTask := map[int]string{}
+	for _, ev := range h {
+		switch ev.EventType {
+		case EventSubOrchestrationInstanceCreated:
+			byTask[ev.TaskID] = ev.InstanceID
+			out[ev.InstanceID] = false
+		case EventSubOrchestrationInstanceCompleted, EventSubOrchestrationInstanceFailed:
+			if child, ok := byTask[ev.TaskID]; ok {
+				out[child] = true
+			}
+		}
+	}
+	return out, nil
+}
+
+// maxTreeDepth bounds recursive terminate and purge.
+const maxTreeDepth = 16
+
+// TerminateRecursive terminates id and, depth first, every sub-orchestration
+// it started that is still active. Children already terminal or gone are
+// skipped.
+func (c *Client) TerminateRecursive(ctx context.Context, id, reason string) (*Status, error) {
+	return c.terminateTree(ctx, id, reason, 0)
+}
+
+func (c *Client) terminateTree(ctx context.Context, id, reason string, depth int) (*Status, error) {
+	kids, _ := c.children(ctx, id) // a parent without history has none
+	st, err := c.Terminate(ctx, id, reason)
+	if err != nil && depth == 0 {
+		return nil, err
+	}
+	if depth < maxTreeDepth {
+		for child, done := range kids {
+			if !done {
+				_, _ = c.terminateTree(ctx, child, reason, depth+1)
+			}
+		}
+	}
+	return st, nil
+}
+
+// PurgeRecursive purges id and every sub-orchestration its last execution
+// started (depth first), each if terminal; it returns how many instances it
+// deleted.
+func (c *Client) PurgeRecursive(ctx context.Context, id string) (int, error) {
+	return c.purgeTree(ctx, id, 0)
+}
+
+func (c *Client) purgeTree(ctx context.Context, id string, depth int) (int, error) {
+	kids, _ := c.children(ctx, id)
+	if err := c.Purge(ctx, id); err != nil {
+		return 0, err
+	}
+	n := 1
+	if depth < maxTreeDepth {
+		for child := range kids {
+			if k, err := c.purgeTree(ctx, child, depth+1); err == nil {
+				n += k
+			}
+		}
+	}
+	return n, nil
+}
