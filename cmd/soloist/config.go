@@ -253,23 +253,29 @@ func yamlFields(name string) string {
 	return ""
 }
 
+// The decoder's messages quote the file's text, which may span lines: (?s).
 var (
-	reUnknownField = regexp.MustCompile(`^line (\d+): field (.*) not found in type (\S+)$`)
-	reKeyTwice     = regexp.MustCompile(`^line (\d+): mapping key "(.*)" already defined at line (\d+)$`)
-	reWrongType    = regexp.MustCompile("^line (\\d+): cannot unmarshal (!!\\w+)(?: `.*`)? into (\\S+)$")
-	reLine         = regexp.MustCompile(`^line (\d+): (.*)$`)
+	reUnknownField = regexp.MustCompile(`(?s)^line (\d+): field (.*) not found in type (\S+)$`)
+	reKeyTwice     = regexp.MustCompile(`(?s)^line (\d+): mapping key "(.*)" already defined at line (\d+)$`)
+	reWrongType    = regexp.MustCompile("(?s)^line (\\d+): cannot unmarshal (!!\\w+)(?: `.*`)? into (\\S+)$")
+	reLine         = regexp.MustCompile(`(?s)^line (\d+): (.*)$`)
 )
 
 // decodeError turns the decoder's first error into a configError. The
 // decoder reports unknown keys and wrong types as text only ("line 4: field
 // tiemout not found in type main.functionYAML"), which is matched here.
 func decodeError(file string, err error) error {
+	line := func(s string) int { n, _ := strconv.Atoi(s); return n }
 	var te *yaml.TypeError
 	if !errors.As(err, &te) || len(te.Errors) == 0 {
-		return &configError{file: file, msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+		// A syntax error: "yaml: line 3: mapping values are not allowed in this context".
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		if m := reLine.FindStringSubmatch(msg); m != nil {
+			return &configError{file: file, line: line(m[1]), msg: "not valid YAML: " + m[2]}
+		}
+		return &configError{file: file, msg: "not valid YAML: " + msg}
 	}
 	msg := te.Errors[0]
-	line := func(s string) int { n, _ := strconv.Atoi(s); return n }
 	if m := reUnknownField.FindStringSubmatch(msg); m != nil {
 		return &configError{file: file, line: line(m[1]), msg: fmt.Sprintf("unknown field %q in %s; the fields are %s",
 			m[2], orDefault(shapes[m[3]].what, m[3]), yamlFields(m[3]))}
@@ -468,7 +474,8 @@ func (c *checker) schedule(a at[scheduleYAML], functions map[string]int) (schedu
 	if in := &y.Input; in.Set {
 		// The input is the user's YAML, to be sent as JSON: converted from
 		// the node, since decoding into any turns dates into time.Time.
-		v, err := yamlToJSON(in.Node, 0)
+		budget := maxInputNodes
+		v, err := yamlToJSON(in.Node, 0, &budget)
 		if err != nil {
 			return sc, c.bad(in.Line, "%s: input: %v", what, err)
 		}
@@ -491,20 +498,28 @@ func (c *checker) schedule(a at[scheduleYAML], functions map[string]int) (schedu
 	return sc, nil
 }
 
+// maxInputNodes bounds the values of a schedule's input once its aliases
+// are expanded: a few aliases of aliases would otherwise expand to billions.
+const maxInputNodes = 100000
+
 // yamlToJSON turns a YAML value into one json.Marshal writes: mappings
 // become objects (scalar keys as strings), timestamps and binary stay the
-// text as written, and numbers must be finite.
-func yamlToJSON(n *yaml.Node, depth int) (any, error) {
+// text as written, and numbers must be finite. budget is the number of
+// values it may still produce.
+func yamlToJSON(n *yaml.Node, depth int, budget *int) (any, error) {
 	if depth > 100 {
 		return nil, errors.New("nested more than 100 levels deep")
 	}
+	if *budget--; *budget < 0 {
+		return nil, fmt.Errorf("more than %d values once its aliases (*name) are expanded; write it out smaller", maxInputNodes)
+	}
 	switch n.Kind {
 	case yaml.AliasNode:
-		return yamlToJSON(n.Alias, depth+1)
+		return yamlToJSON(n.Alias, depth+1, budget)
 	case yaml.SequenceNode:
 		out := make([]any, 0, len(n.Content))
 		for _, c := range n.Content {
-			v, err := yamlToJSON(c, depth+1)
+			v, err := yamlToJSON(c, depth+1, budget)
 			if err != nil {
 				return nil, err
 			}
@@ -518,7 +533,7 @@ func yamlToJSON(n *yaml.Node, depth int) (any, error) {
 			if k.Kind != yaml.ScalarNode || k.Tag == "!!merge" {
 				return nil, fmt.Errorf("line %d: keys must be plain strings (merge keys and complex keys are not supported)", k.Line)
 			}
-			v, err := yamlToJSON(n.Content[i+1], depth+1)
+			v, err := yamlToJSON(n.Content[i+1], depth+1, budget)
 			if err != nil {
 				return nil, err
 			}

@@ -15,10 +15,68 @@ import (
 
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/soloist-dev/soloist/orchestrator"
 )
 
 // embeddedReadyTimeout bounds how long a node waits for its embedded etcd.
 const embeddedReadyTimeout = 60 * time.Second
+
+// Defaults of the embedded etcd.
+const (
+	// defaultEmbeddedQuota is etcd's own default --quota-backend-bytes.
+	defaultEmbeddedQuota = 2 << 30
+	// defaultEmbeddedRevisions is how many revisions of history the
+	// embedded etcd keeps (revision-based auto-compaction, every 5 minutes).
+	//
+	// Compacting by revision bounds the old versions etcd keeps by a number
+	// of writes rather than a time: the last 10000 writes, plus those of the
+	// 5 minutes between two compactions. Hourly periodic compaction keeps
+	// every version of the last hour instead, which under load (a step is a
+	// few revisions; 1000 steps a second make millions of revisions an
+	// hour, payloads included) fills the quota and stops every write. The
+	// nodes need little history: each has one watch, which lists again when
+	// it finds its revision compacted. 10000 revisions let a watch that
+	// broke for a moment resume without listing again at moderate write
+	// rates; most of them are control records of a few hundred bytes.
+	defaultEmbeddedRevisions = 10000
+)
+
+// embeddedSettings are what serve's flags say of the embedded etcd.
+type embeddedSettings struct {
+	DataDir   string
+	ClientURL string
+	Limits    orchestrator.Limits // etcd's --max-request-bytes and --max-txn-ops
+	Quota     int64               // --quota-backend-bytes
+	Revisions int64               // --auto-compaction-retention, in revisions
+}
+
+func (o *serveOptions) embeddedSettings() embeddedSettings {
+	return embeddedSettings{
+		DataDir: o.DataDir, ClientURL: o.EmbeddedClientURL, Limits: o.limits(),
+		Quota: int64(o.EmbeddedQuota), Revisions: o.EmbeddedRevisions,
+	}
+}
+
+// embedConfig is the configuration of the embedded etcd: one member named
+// soloist in es.DataDir, clients at cu and its peer URL at pu, with the
+// request limits Soloist cuts its transactions to, revision-based
+// auto-compaction and an explicit quota.
+func embedConfig(es embeddedSettings, cu, pu *url.URL) *embed.Config {
+	cfg := embed.NewConfig()
+	cfg.Name = "soloist"
+	cfg.Dir = es.DataDir
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.MaxRequestBytes = uint(es.Limits.RequestBytes)
+	cfg.MaxTxnOps = uint(es.Limits.TxnOps)
+	cfg.QuotaBackendBytes = es.Quota
+	// Compact history, or the data grows until the quota stops all writes.
+	cfg.AutoCompactionMode = embed.CompactorModeRevision
+	cfg.AutoCompactionRetention = strconv.FormatInt(es.Revisions, 10)
+	return cfg
+}
 
 // embeddedEtcd is the single-node etcd that soloist serve runs when no
 // --etcd-endpoints are given.
@@ -29,10 +87,12 @@ type embeddedEtcd struct {
 	lock      *os.File
 }
 
-// startEmbeddedEtcd starts a single-member etcd with its data in dataDir,
-// serving clients at clientURL (so etcdctl works) and peers on the next port
-// (or a free loopback port). It returns once etcd serves, or an error.
-func startEmbeddedEtcd(ctx context.Context, dataDir, clientURL string, log *slog.Logger) (*embeddedEtcd, error) {
+// startEmbeddedEtcd starts a single-member etcd with its data in
+// es.DataDir, serving clients at es.ClientURL (so etcdctl works) and peers
+// on the next port (or a free loopback port). It returns once etcd serves,
+// or an error.
+func startEmbeddedEtcd(ctx context.Context, es embeddedSettings, log *slog.Logger) (*embeddedEtcd, error) {
+	dataDir, clientURL := es.DataDir, es.ClientURL
 	cu, err := url.Parse(clientURL)
 	if err != nil || cu.Scheme != "http" || cu.Port() == "" {
 		return nil, fmt.Errorf("invalid --embedded-etcd-client-url %q: use http://HOST:PORT, e.g. http://127.0.0.1:2379", clientURL)
@@ -57,15 +117,7 @@ func startEmbeddedEtcd(ctx context.Context, dataDir, clientURL string, log *slog
 		return nil, err
 	}
 
-	cfg := embed.NewConfig()
-	cfg.Name = "soloist"
-	cfg.Dir = dataDir
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	// Compact history every hour, or the data grows until etcd's quota
-	// stops all writes.
-	cfg.AutoCompactionMode, cfg.AutoCompactionRetention = "periodic", "1h"
+	cfg := embedConfig(es, cu, pu)
 	elog := log.With("component", "etcd")
 	zl, silence := zapLogger(elog, zapcore.WarnLevel)
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zl)

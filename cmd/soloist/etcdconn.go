@@ -18,6 +18,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/soloist-dev/soloist/orchestrator"
 )
 
 // errDialTimeout is the cause of the start context once
@@ -36,9 +38,20 @@ type etcdTarget struct {
 
 func (t etcdTarget) endpoints() string { return strings.Join(t.cfg.Endpoints, ",") }
 
+// grpcOverhead is what etcd's gRPC server accepts beyond
+// --max-request-bytes (its grpcOverheadBytes): a client that may send that
+// much more never refuses a request etcd would take, and etcd's own error
+// (request is too large) names the limit when a request does not fit.
+const grpcOverhead = 512 << 10
+
+// sendLimit is the etcd client's MaxCallSendMsgSize for etcd's limits; the
+// client's default (2 MiB) would refuse requests that an etcd with a raised
+// --max-request-bytes accepts.
+func sendLimit(l orchestrator.Limits) int { return l.RequestBytes + grpcOverhead }
+
 // embeddedTarget is the embedded etcd of serve.
-func embeddedTarget(emb *embeddedEtcd, timeout time.Duration) etcdTarget {
-	return etcdTarget{cfg: clientv3.Config{Endpoints: []string{emb.clientURL}}, timeout: timeout}
+func embeddedTarget(emb *embeddedEtcd, timeout time.Duration, l orchestrator.Limits) etcdTarget {
+	return etcdTarget{cfg: clientv3.Config{Endpoints: []string{emb.clientURL}, MaxCallSendMsgSize: sendLimit(l)}, timeout: timeout}
 }
 
 // checkEndpointSchemes refuses endpoints whose scheme contradicts the TLS
@@ -74,9 +87,10 @@ func (o *serveOptions) checkEndpointSchemes() error {
 // etcdConfig builds the client configuration for an external etcd.
 func (o *serveOptions) etcdConfig() (etcdTarget, error) {
 	cfg := clientv3.Config{
-		Endpoints: o.endpoints(),
-		Username:  o.EtcdUsername,
-		Password:  o.EtcdPassword,
+		Endpoints:          o.endpoints(),
+		Username:           o.EtcdUsername,
+		Password:           o.EtcdPassword,
+		MaxCallSendMsgSize: sendLimit(o.limits()),
 	}
 	t := etcdTarget{timeout: o.EtcdDialTimeout}
 	if o.EtcdPasswordFile != "" {
@@ -118,6 +132,11 @@ func connectEtcd(ctx context.Context, t etcdTarget, prefix string, log *slog.Log
 	cfg := t.cfg
 	cfg.Logger = zl
 	cfg.DialTimeout = 5 * time.Second // bounds the authentication in clientv3.New
+	// gRPC pings a connection that carries nothing for this long, and drops
+	// it if the ping gets no answer, so that a connection into a network
+	// partition (a blackholed endpoint) is replaced rather than trusted.
+	// etcd refuses pings more often than every 5s (--grpc-keepalive-min-time).
+	cfg.DialKeepAliveTime, cfg.DialKeepAliveTimeout = 10*time.Second, 5*time.Second
 	log.Info("connecting to etcd", "endpoints", cfg.Endpoints, "prefix", prefix, "tls", cfg.TLS != nil, "auth", cfg.Username != "",
 		"etcd_dial_timeout", t.timeout.String())
 
@@ -250,6 +269,9 @@ func probeEndpoint(ep string, tc *tls.Config) string {
 		line, rerr := bufio.NewReader(conn).ReadString('\n')
 		if strings.HasPrefix(line, "HTTP/") && !strings.HasPrefix(line, "HTTP/1.0 400") {
 			return ""
+		}
+		if line == "" && errors.Is(rerr, os.ErrDeadlineExceeded) {
+			return "the endpoint accepts connections but sends nothing back within 2s: etcd hangs, or the network drops its answers"
 		}
 		if speaksTLS(network, hostPort) {
 			return "etcd expects TLS there; use https:// endpoints with --etcd-cafile (and --etcd-certfile, --etcd-keyfile for client certificates)"

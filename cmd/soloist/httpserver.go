@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,12 +99,36 @@ func newServers(o *serveOptions, lns *listeners, g prometheus.Gatherer, log *slo
 	if lns.metrics != nil {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", httpapi.MetricsHandler(g, log))
+		serves := "GET /metrics only"
+		if o.Pprof {
+			addPprof(mux)
+			serves = "GET /metrics and /debug/pprof/ only"
+		}
 		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-			writeJSONError(w, http.StatusNotFound, "this listener (--metrics-listen) serves GET /metrics only; the API is on --listen")
+			writeJSONError(w, http.StatusNotFound, "this listener (--metrics-listen) serves "+serves+"; the API is on --listen")
 		})
 		s.metrics = hardenedServer(o, mux, log)
+		if o.Pprof {
+			// pprof refuses a profile or trace of ?seconds= at or above the
+			// server's WriteTimeout: allow those of up to 5 minutes.
+			s.metrics.WriteTimeout = max(s.metrics.WriteTimeout, pprofWriteTimeout)
+		}
 	}
 	return s
+}
+
+// pprofWriteTimeout is the metrics listener's WriteTimeout with --pprof.
+const pprofWriteTimeout = 5*time.Minute + 10*time.Second
+
+// addPprof registers net/http/pprof's handlers on mux, the metrics
+// listener's (importing the package also registers them on
+// http.DefaultServeMux, which nothing in serve serves).
+func addPprof(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // and the named profiles: heap, goroutine, allocs, block, mutex, ...
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }
 
 // hardenedServer is an http.Server with the deadlines described above.

@@ -96,9 +96,12 @@ func checkLogs(t *testing.T, lines []string) {
 			t.Errorf("key %q twice in: %s", dup, l)
 		}
 		var e struct {
-			Level, Msg, Error string
+			Level, Msg, Error, Node string
 		}
 		_ = json.Unmarshal([]byte(l), &e)
+		if e.Node == "" {
+			t.Errorf("log line without the node: %s", l)
+		}
 		if e.Level != "DEBUG" && e.Level != "INFO" && e.Msg == retryFailed && ended(e.Error) {
 			t.Errorf("a cancelled etcd call logged at %s: %s", e.Level, l)
 		}

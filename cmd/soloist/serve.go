@@ -37,8 +37,12 @@ type serveOptions struct {
 	MaxConnections    int
 	EtcdEndpoints     string
 	EtcdDialTimeout   time.Duration
+	EtcdMaxRequest    byteSize
+	EtcdMaxTxnOps     int
 	DataDir           string
 	EmbeddedClientURL string
+	EmbeddedQuota     byteSize
+	EmbeddedRevisions int64
 	EtcdPrefix        string
 	EtcdCAFile        string
 	EtcdCertFile      string
@@ -47,7 +51,9 @@ type serveOptions struct {
 	EtcdPassword      string
 	EtcdPasswordFile  string
 	NodeID            string
+	Role              string
 	LeaseTTL          time.Duration
+	Retention         time.Duration
 	MaxConcurrent     int
 	MaxPayload        byteSize
 	Config            string
@@ -56,6 +62,7 @@ type serveOptions struct {
 	LogFormat         string
 	LogLevel          string
 	ShutdownTimeout   time.Duration
+	Pprof             bool
 	Demo              bool
 }
 
@@ -71,8 +78,14 @@ func addServeFlags(fs *pflag.FlagSet, o *serveOptions) {
 	fs.IntVar(&o.MaxConnections, "max-connections", 1024, "most HTTP `connections` at once, beyond a reserve kept for health checks; 0 means no limit")
 	fs.StringVar(&o.EtcdEndpoints, "etcd-endpoints", "", "comma-separated etcd `endpoints`; empty starts an embedded single-node etcd")
 	fs.DurationVar(&o.EtcdDialTimeout, "etcd-dial-timeout", 20*time.Second, "give up starting if etcd does not answer and grant the node's session within this `duration`")
+	o.EtcdMaxRequest = orchestrator.DefaultRequestBytes
+	fs.Var(&o.EtcdMaxRequest, "etcd-max-request-bytes", "etcd's --max-request-bytes as the etcd server has it (the embedded etcd gets it): every transaction is cut to fit this `size`")
+	fs.IntVar(&o.EtcdMaxTxnOps, "etcd-max-txn-ops", orchestrator.DefaultTxnOps, "etcd's --max-txn-ops as the etcd server has it (the embedded etcd gets it): most `operations` in one transaction")
 	fs.StringVar(&o.DataDir, "data-dir", "./soloist-data", "`directory` of the embedded etcd's data")
 	fs.StringVar(&o.EmbeddedClientURL, "embedded-etcd-client-url", "http://127.0.0.1:2379", "`URL` the embedded etcd serves clients at (for etcdctl)")
+	o.EmbeddedQuota = defaultEmbeddedQuota
+	fs.Var(&o.EmbeddedQuota, "embedded-etcd-quota", "the embedded etcd's backend quota (its --quota-backend-bytes): past this `size` it refuses every write (NOSPACE)")
+	fs.Int64Var(&o.EmbeddedRevisions, "embedded-etcd-compaction-revisions", defaultEmbeddedRevisions, "the embedded etcd keeps this many `revisions` of history; older ones are compacted every 5 minutes")
 	fs.StringVar(&o.EtcdPrefix, "etcd-prefix", "/soloist/", "`prefix` of every key Soloist writes")
 	fs.StringVar(&o.EtcdCAFile, "etcd-cafile", "", "CA `file` to verify etcd's certificate (https:// endpoints)")
 	fs.StringVar(&o.EtcdCertFile, "etcd-certfile", "", "client certificate `file` for etcd mTLS")
@@ -81,7 +94,9 @@ func addServeFlags(fs *pflag.FlagSet, o *serveOptions) {
 	fs.StringVar(&o.EtcdPassword, "etcd-password", "", "etcd `password` (prefer --etcd-password-file)")
 	fs.StringVar(&o.EtcdPasswordFile, "etcd-password-file", "", "`file` holding the etcd password")
 	fs.StringVar(&o.NodeID, "node-id", "", "`name` of this node; empty means the hostname plus a random suffix")
+	fs.StringVar(&o.Role, "role", string(scheduler.RoleAll), "`role` of this node: all (serve the API and run instances), api (serve the API, run nothing) or runner (run instances; serve health checks and metrics only)")
 	fs.DurationVar(&o.LeaseTTL, "lease-ttl", 10*time.Second, "session lease `TTL`: whole seconds, at least 2s")
+	fs.DurationVar(&o.Retention, "retention", 168*time.Hour, "purge finished instances, with their history, this `duration` after they finished; 0 keeps them forever")
 	fs.IntVar(&o.MaxConcurrent, "max-concurrent", 0, "most `instances` this node holds at once; 0 means no limit")
 	o.MaxPayload = orchestrator.DefaultMaxPayload
 	fs.Var(&o.MaxPayload, "max-payload", "largest input, output, custom status or event `size`: bytes, KiB, MiB (or KB, MB: powers of 1000)")
@@ -91,6 +106,7 @@ func addServeFlags(fs *pflag.FlagSet, o *serveOptions) {
 	fs.StringVar(&o.LogFormat, "log-format", "auto", "`format` of logs: auto (coloured on a terminal, else JSON), text or json")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "`level`: debug, info, warn or error")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 25*time.Second, "drain `budget` on SIGTERM or SIGINT")
+	fs.BoolVar(&o.Pprof, "pprof", false, "serve Go's profiler (net/http/pprof) at /debug/pprof/ on --metrics-listen, never on --listen")
 	fs.BoolVar(&o.Demo, "demo", false, "register the demo orchestrations "+strings.Join(demoFunctions, ", "))
 	withEnv(fs)
 }
@@ -151,6 +167,27 @@ func (o *serveOptions) validate() error {
 	if o.MaxPayload <= 0 {
 		return fmt.Errorf("invalid --max-payload %s: use a positive size, e.g. 256KiB", &o.MaxPayload)
 	}
+	if o.EtcdMaxRequest <= 0 {
+		return fmt.Errorf("invalid --etcd-max-request-bytes %s: use the --max-request-bytes of the etcd server (etcd's default is 1.5MiB)", &o.EtcdMaxRequest)
+	}
+	if o.EtcdMaxTxnOps <= 0 {
+		return fmt.Errorf("invalid --etcd-max-txn-ops %d: use the --max-txn-ops of the etcd server (etcd's default is 128)", o.EtcdMaxTxnOps)
+	}
+	if err := orchestrator.CheckLimits(int(o.MaxPayload), o.limits()); err != nil {
+		return err
+	}
+	if o.EmbeddedQuota <= 0 {
+		return fmt.Errorf("invalid --embedded-etcd-quota %s: use a positive size, e.g. 2GiB (etcd's default; it suggests at most 8GiB)", &o.EmbeddedQuota)
+	}
+	if o.EmbeddedRevisions < 1 {
+		return fmt.Errorf("invalid --embedded-etcd-compaction-revisions %d: keep at least 1 revision, e.g. 10000 (without compaction the data grows until the quota stops every write)", o.EmbeddedRevisions)
+	}
+	if _, err := scheduler.ParseRole(o.Role); err != nil || o.Role == "" {
+		return fmt.Errorf("invalid --role %q: use all (serve the API and run instances), api (serve the API only) or runner (run instances only)", o.Role)
+	}
+	if o.Retention < 0 {
+		return fmt.Errorf("invalid --retention %s: use a duration such as 168h, or 0 to keep finished instances forever", o.Retention)
+	}
 	if o.ShutdownTimeout <= 0 {
 		return fmt.Errorf("invalid --shutdown-timeout %s: use a positive duration, e.g. 25s", o.ShutdownTimeout)
 	}
@@ -179,6 +216,8 @@ func (o *serveOptions) validate() error {
 		if o.MetricsListen == o.Listen {
 			return fmt.Errorf("--metrics-listen %s is --listen too; give the metrics listener its own port, e.g. :9090", o.MetricsListen)
 		}
+	} else if o.Pprof {
+		return errors.New("--pprof serves /debug/pprof/ on --metrics-listen only, never on --listen; give --metrics-listen too, e.g. 127.0.0.1:9090")
 	}
 	if o.PublicURL != "" {
 		u, err := url.Parse(o.PublicURL)
@@ -217,6 +256,11 @@ func (o *serveOptions) validate() error {
 		return err
 	}
 	return nil
+}
+
+// limits are etcd's request limits as the flags give them.
+func (o *serveOptions) limits() orchestrator.Limits {
+	return orchestrator.Limits{RequestBytes: int(o.EtcdMaxRequest), TxnOps: o.EtcdMaxTxnOps}
 }
 
 func (o *serveOptions) endpoints() []string {
@@ -335,9 +379,9 @@ func newMetricsRegistry(bi buildInfo) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "soloist_build_info",
-		Help: "Always 1; the labels say which build runs.",
-	}, []string{"version", "goversion"})
-	info.WithLabelValues(bi.Version, bi.GoVersion).Set(1)
+		Help: "Always 1; the labels say which build runs: version, revision (the VCS commit, or unknown) and goversion.",
+	}, []string{"version", "revision", "goversion"})
+	info.WithLabelValues(bi.Version, bi.Commit, bi.GoVersion).Set(1)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), info)
 	return reg
 }
@@ -348,6 +392,8 @@ func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Every line of the node says which node it is.
+	log = log.With("node", o.NodeID)
 	slog.SetDefault(log)
 	lvl, _ := parseLevel(o.LogLevel)
 
@@ -378,7 +424,7 @@ func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
 func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Level) error {
 	bi := readBuildInfo()
 	log.Info("soloist starting", "version", bi.Version, "commit", bi.Commit, "go_version", bi.GoVersion,
-		"node", o.NodeID, "pid", os.Getpid())
+		"role", o.Role, "pid", os.Getpid())
 
 	reg, schedules, err := buildRegistry(o, log)
 	if err != nil {
@@ -413,12 +459,14 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 			return err
 		}
 	} else {
-		log.Info("starting embedded etcd", "client_url", o.EmbeddedClientURL, "data_dir", o.DataDir)
-		if emb, err = startEmbeddedEtcd(ctx, o.DataDir, o.EmbeddedClientURL, log); err != nil {
+		es := o.embeddedSettings()
+		log.Info("starting embedded etcd", "client_url", es.ClientURL, "data_dir", es.DataDir, "max_request_bytes", es.Limits.RequestBytes,
+			"max_txn_ops", es.Limits.TxnOps, "quota_backend_bytes", es.Quota, "compaction_revisions", es.Revisions)
+		if emb, err = startEmbeddedEtcd(ctx, es, log); err != nil {
 			return err
 		}
 		defer emb.Close() // after the client's Close, deferred below
-		ecfg = embeddedTarget(emb, o.EtcdDialTimeout)
+		ecfg = embeddedTarget(emb, o.EtcdDialTimeout, o.limits())
 		log.Info("embedded etcd ready", "client_url", emb.clientURL, "data_dir", o.DataDir, "prefix", o.EtcdPrefix,
 			"note", "single node: for production run 3 or 5 etcd members and pass --etcd-endpoints")
 	}
@@ -435,22 +483,36 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 		_ = cli.Close()
 	}()
 
+	// After startup, a warning names the endpoints while etcd does not
+	// answer; stopped before the client closes.
+	watch := newEtcdWatch(cli, ecfg, o.EtcdPrefix, log)
 	node, api, err := wire(o, parts{
 		etcd: cli, registry: reg, schedules: schedules, metrics: metrics, apiKeys: apiKeys,
 		address: advertiseAddress(lns.api.Addr().String()), version: bi.Version, log: log,
+		endpoints: ecfg.cfg.Endpoints, unreachable: watch.suspect,
 	})
 	if err != nil {
 		return err
 	}
+	defer watch.start(node.Ready)()
 	srv.setAPI(api)
 	names := reg.Names()
-	if len(names) == 0 {
+	switch {
+	case len(names) > 0:
+	case o.Role == string(scheduler.RoleRunner):
+		log.Warn("no functions registered: this node can run no instance; pass --config FILE or --demo")
+	default:
 		log.Warn("no functions registered: every start gets 404; pass --config FILE or --demo")
 	}
-	log.Info("serving HTTP API", "listen", lns.api.Addr().String(), "auth", len(apiKeys) > 0, "functions", names,
-		"max_connections", o.MaxConnections, "request_timeout", o.RequestTimeout.String())
+	if o.Role == string(scheduler.RoleRunner) {
+		log.Info("serving health checks and metrics only (--role runner): the API is on the nodes of role all or api",
+			"listen", lns.api.Addr().String(), "functions", names)
+	} else {
+		log.Info("serving HTTP API", "listen", lns.api.Addr().String(), "auth", len(apiKeys) > 0, "functions", names,
+			"max_connections", o.MaxConnections, "request_timeout", o.RequestTimeout.String())
+	}
 	if lns.metrics != nil {
-		log.Info("serving metrics", "metrics_listen", lns.metrics.Addr().String(), "path", "/metrics")
+		log.Info("serving metrics", "metrics_listen", lns.metrics.Addr().String(), "path", "/metrics", "pprof", o.Pprof)
 	}
 	for _, s := range schedules {
 		log.Info("schedule configured", "schedule", s.Name, "cron", s.Spec, "time_zone", s.Location.String(),
@@ -489,7 +551,7 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 		log.Error("drain did not finish; peers take over this node's instances after the lease TTL", "error", drainErr, "lease_ttl", o.LeaseTTL.String())
 	}
 	srv.shutdown(shCtx)
-	log.Info("stopped", "node", o.NodeID, "shutdown", time.Since(start).Round(time.Millisecond).String())
+	log.Info("stopped", "shutdown", time.Since(start).Round(time.Millisecond).String())
 	if runErr != nil {
 		return runErr
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/soloist-dev/soloist/orchestrator"
 )
 
 func mapEnv(kv ...string) env {
@@ -32,6 +35,10 @@ func TestServeDefaults(t *testing.T) {
 		o.EtcdPrefix != "/soloist/" || o.LeaseTTL != 10*time.Second || o.MaxConcurrent != 0 ||
 		o.MaxPayload != 256<<10 || o.LogFormat != "auto" || o.LogLevel != "info" || o.ShutdownTimeout != 25*time.Second {
 		t.Fatalf("defaults: %+v", o)
+	}
+	if o.EtcdMaxRequest != 1536<<10 || o.EtcdMaxTxnOps != 128 || o.EmbeddedQuota != 2<<30 || o.EmbeddedRevisions != 10000 ||
+		o.Role != "all" || o.Retention != 168*time.Hour || o.Pprof {
+		t.Fatalf("defaults of the limits, role, retention and pprof: %+v", o)
 	}
 	host, _ := os.Hostname()
 	if !strings.HasPrefix(o.NodeID, host+"-") || len(o.NodeID) != len(host)+5 {
@@ -119,6 +126,28 @@ func TestServeValidation(t *testing.T) {
 		{"password no user", []string{"--etcd-endpoints", "e:2379", "--etcd-password", "p"}, nil, "needs --etcd-username"},
 		{"tls on embedded", []string{"--etcd-cafile", "ca.pem"}, nil, "for an external etcd"},
 		{"bad node id", []string{"--node-id", "a/b"}, nil, `invalid --node-id "a/b"`},
+		{"payload 1.4MB", []string{"--max-payload", "1.4MB"}, nil, ""},
+		{"payload 8MiB", []string{"--max-payload", "8MiB"}, nil,
+			fmt.Sprintf("--max-payload 8388608 bytes cannot fit etcd's request limit of 1572864 bytes (--etcd-max-request-bytes, etcd's --max-request-bytes): the largest payload that fits is %d bytes",
+				orchestrator.MaxPayloadFor(orchestrator.Limits{}))},
+		{"payload fits a raised limit", []string{"--max-payload", "8MiB", "--etcd-max-request-bytes", "10MiB"}, nil, ""},
+		{"payload env", nil, []string{"SOLOIST_MAX_PAYLOAD", "2MiB"}, "--max-payload 2097152 bytes cannot fit"},
+		{"request bytes zero", []string{"--etcd-max-request-bytes", "0"}, nil, "invalid --etcd-max-request-bytes 0"},
+		{"request bytes small", []string{"--etcd-max-request-bytes", "100KiB", "--max-payload", "1KiB"}, nil, "--max-request-bytes of 102400 is too small"},
+		{"txn ops zero", []string{"--etcd-max-txn-ops", "0"}, nil, "invalid --etcd-max-txn-ops 0"},
+		{"txn ops small", []string{"--etcd-max-txn-ops", "8"}, nil, "etcd's --max-txn-ops of 8 is too small"},
+		{"txn ops env", nil, []string{"SOLOIST_ETCD_MAX_TXN_OPS", "1024"}, ""},
+		{"quota zero", []string{"--embedded-etcd-quota", "0"}, nil, "invalid --embedded-etcd-quota 0"},
+		{"quota 8GiB", []string{"--embedded-etcd-quota", "8GiB"}, nil, ""},
+		{"no compaction", []string{"--embedded-etcd-compaction-revisions", "0"}, nil, "invalid --embedded-etcd-compaction-revisions 0"},
+		{"role runner", []string{"--role", "runner"}, nil, ""},
+		{"role api env", nil, []string{"SOLOIST_ROLE", "api"}, ""},
+		{"role bad", []string{"--role", "worker"}, nil, `invalid --role "worker": use all`},
+		{"role empty", []string{"--role", ""}, nil, `invalid --role ""`},
+		{"retention forever", []string{"--retention", "0"}, nil, ""},
+		{"retention negative", []string{"--retention", "-1h"}, nil, "invalid --retention -1h0m0s"},
+		{"pprof", []string{"--pprof", "--metrics-listen", "127.0.0.1:9090"}, nil, ""},
+		{"pprof without metrics listener", []string{"--pprof"}, nil, "--pprof serves /debug/pprof/ on --metrics-listen only"},
 		{"positional", []string{"extra"}, nil, `unexpected argument "extra"`},
 	}
 	for _, c := range cases {
@@ -146,7 +175,10 @@ func TestServeHelp(t *testing.T) {
 			t.Fatalf("%q: exit %d, stderr %q", args, code, errOut)
 		}
 		for _, w := range []string{"--etcd-endpoints", "[$SOLOIST_ETCD_ENDPOINTS]", "--lease-ttl TTL", "(default 10s)", "--max-payload size",
-			"(default 256KiB)", "--request-timeout", "--max-connections", "--metrics-listen", "--public-url", "--etcd-dial-timeout"} {
+			"(default 256KiB)", "--request-timeout", "--max-connections", "--metrics-listen", "--public-url", "--etcd-dial-timeout",
+			"--etcd-max-request-bytes size", "(default 1536KiB)", "--etcd-max-txn-ops operations", "(default 128)",
+			"--embedded-etcd-quota size", "(default 2GiB)", "--embedded-etcd-compaction-revisions revisions", "(default 10000)",
+			"--role role", `(default "all")`, "--retention duration", "(default 168h0m0s)", "--pprof"} {
 			if !strings.Contains(out, w) {
 				t.Errorf("%q: usage lacks %q:\n%s", args, w, out)
 			}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -23,14 +24,26 @@ type parts struct {
 	address   string // advertised in the node key
 	version   string
 	log       *slog.Logger
+	// endpoints are etcd's, named in the API's 503s.
+	endpoints []string
+	// unreachable hears of requests that found etcd silent (may be nil).
+	unreachable func(error)
 }
+
+// runnerMessage is the 404 of every API route on a node of --role runner.
+const runnerMessage = "this node runs instances only (--role runner) and serves no API besides /livez, /readyz, /healthz and /metrics; " +
+	"send starts and every other API request to a node of --role all or --role api"
 
 // wire builds the node and its HTTP API. It is the one place that maps the
 // serve options onto orchestrator.ClientConfig, scheduler.Config and
 // httpapi.Config.
 func wire(o *serveOptions, p parts) (*scheduler.Node, http.Handler, error) {
+	role, err := scheduler.ParseRole(o.Role)
+	if err != nil {
+		return nil, nil, err
+	}
 	client := orchestrator.NewClient(p.etcd, orchestrator.ClientConfig{
-		Prefix: o.EtcdPrefix, MaxPayload: int(o.MaxPayload), Logger: p.log,
+		Prefix: o.EtcdPrefix, MaxPayload: int(o.MaxPayload), Limits: o.limits(), Logger: p.log,
 	})
 	node, err := scheduler.New(scheduler.Config{
 		Etcd:          p.etcd,
@@ -38,7 +51,9 @@ func wire(o *serveOptions, p parts) (*scheduler.Node, http.Handler, error) {
 		NodeID:        o.NodeID,
 		Address:       p.address,
 		Version:       p.version,
+		Role:          role,
 		LeaseTTL:      o.LeaseTTL,
+		Retention:     o.Retention,
 		MaxConcurrent: o.MaxConcurrent,
 		Registry:      p.registry,
 		Client:        client,
@@ -62,7 +77,13 @@ func wire(o *serveOptions, p parts) (*scheduler.Node, http.Handler, error) {
 		MaxPayload:     int(o.MaxPayload),
 		PublicURL:      o.PublicURL,
 		OmitCodeInURLs: o.NoCodeInURLs,
-		Logger:         p.log,
+		EtcdEndpoints:  p.endpoints,
+		// A failed read is retried by its client: fail fast, and say why.
+		ReadTimeout:       3 * time.Second,
+		StoreUnreachable:  p.unreachable,
+		HealthOnly:        role == scheduler.RoleRunner,
+		HealthOnlyMessage: runnerMessage,
+		Logger:            p.log,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("configure HTTP API: %w", err)

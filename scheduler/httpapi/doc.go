@@ -64,6 +64,17 @@
 //   - soloist_start_requests_total{function,result} counts every start
 //     request that passed authentication; function is "" for a function the
 //     node does not know, so its values are bounded by the registry.
+//   - soloist_http_requests_total{route,code} and
+//     soloist_http_request_duration_seconds{route} count and time every
+//     request, unauthenticated ones included; route is the mux pattern
+//     (e.g. "GET {base}/instances/{id}") or "unmatched", never the path, so
+//     no instance ID reaches a label.
+//   - Status and list reads fail within Config.ReadTimeout (3s) while etcd
+//     does not answer, with a 503 that names Config.EtcdEndpoints; writes
+//     get Config.OperationTimeout (10s).
+//   - With Config.HealthOnly (a node that runs instances only) every route
+//     but /livez, /readyz, /healthz and /metrics is a 404 that says where
+//     starts go, and nothing is written.
 //
 // # What it does not guarantee
 //

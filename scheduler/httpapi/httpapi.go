@@ -19,6 +19,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/soloist-dev/soloist/orchestrator"
 )
@@ -69,9 +71,27 @@ type Config struct {
 	// By default a request authenticated with ?code= gets URLs that carry
 	// it, as Durable Functions does, so that they work as they are.
 	OmitCodeInURLs bool
-	// OperationTimeout bounds the etcd work of one request; a request that
-	// runs out of it gets 503. Defaults to 10s.
+	// OperationTimeout bounds the etcd work of one request that writes
+	// (start, terminate, raise, purge, ...) and the history of a status read;
+	// a request that runs out of it gets 503. Defaults to 10s.
 	OperationTimeout time.Duration
+	// ReadTimeout bounds the first etcd read of a status or list request, so
+	// that reads fail fast (503) while etcd does not answer. Defaults to 3s.
+	ReadTimeout time.Duration
+	// EtcdEndpoints, if set, are named in the message of a 503 for a store
+	// that did not answer, so that whoever reads it knows what to check.
+	EtcdEndpoints []string
+	// StoreUnreachable, if set, is called (from the request's goroutine) when
+	// a request fails because etcd did not answer in time; serve uses it to
+	// start checking etcd at once.
+	StoreUnreachable func(error)
+	// HealthOnly serves /livez, /readyz, /healthz and /metrics only: every
+	// other route gets 404 with HealthOnlyMessage. It is the HTTP side of a
+	// node that runs instances and serves no API (scheduler.RoleRunner).
+	HealthOnly bool
+	// HealthOnlyMessage is the error of those 404s. Defaults to a message
+	// that says the node runs instances only and where to send starts.
+	HealthOnlyMessage string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -86,10 +106,21 @@ type handler struct {
 	omitCode    bool
 	maxPayload  int
 	timeout     time.Duration
+	readTimeout time.Duration
+	endpoints   string // comma-separated, for 503 messages; "" if unknown
+	unreachable func(error)
+	healthOnly  string // the 404 message of a health-only handler; "" serves every route
 	log         *slog.Logger
 	metrics     *metrics
 	mux         *http.ServeMux
 }
+
+// DefaultHealthOnlyMessage is the 404 message of a HealthOnly handler.
+const DefaultHealthOnlyMessage = "this node runs instances only (role runner) and serves no API besides /livez, /readyz, /healthz and /metrics; " +
+	"send starts and every other API request to a node of role all or api"
+
+// unmatchedRoute is the route label of requests that match no route.
+const unmatchedRoute = "unmatched"
 
 // New returns the handler of every route of docs/contract.md section 3. It returns an
 // error if a required field is missing, an API key is unusable, or the
@@ -110,6 +141,8 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, fmt.Errorf("httpapi: Config.PublicURL %q is not an absolute http or https URL without query or fragment, e.g. https://soloist.example.com", cfg.PublicURL)
 	case cfg.OperationTimeout < 0:
 		return nil, fmt.Errorf("httpapi: Config.OperationTimeout is %s; use a positive duration, or 0 for the default", cfg.OperationTimeout)
+	case cfg.ReadTimeout < 0:
+		return nil, fmt.Errorf("httpapi: Config.ReadTimeout is %s; use a positive duration, or 0 for the default", cfg.ReadTimeout)
 	}
 	h := &handler{
 		client:      cfg.Client,
@@ -117,6 +150,9 @@ func New(cfg Config) (http.Handler, error) {
 		ready:       cfg.Ready,
 		maxPayload:  cfg.MaxPayload,
 		timeout:     cfg.OperationTimeout,
+		readTimeout: cfg.ReadTimeout,
+		endpoints:   strings.Join(cfg.EtcdEndpoints, ","),
+		unreachable: cfg.StoreUnreachable,
 		log:         cfg.Logger,
 		publicURL:   strings.TrimRight(cfg.PublicURL, "/"),
 		omitCode:    cfg.OmitCodeInURLs,
@@ -129,6 +165,15 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	if h.timeout == 0 {
 		h.timeout = 10 * time.Second
+	}
+	if h.readTimeout == 0 {
+		h.readTimeout = 3 * time.Second
+	}
+	if cfg.HealthOnly {
+		h.healthOnly = cfg.HealthOnlyMessage
+		if h.healthOnly == "" {
+			h.healthOnly = DefaultHealthOnlyMessage
+		}
 	}
 	if h.log == nil {
 		h.log = slog.Default()
@@ -149,20 +194,22 @@ func New(cfg Config) (http.Handler, error) {
 	h.metrics = m
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /api/orchestrators/{functionName}", h.startGenerated)
-	// {instanceId...} also takes an empty or slashed remainder, so that such
-	// an ID gets a 400 that says what is wrong rather than a routing 404.
-	mux.HandleFunc("POST /api/orchestrators/{functionName}/{instanceId...}", h.startWithID)
-	mux.HandleFunc("GET "+BasePath+"/instances", h.list)
-	mux.HandleFunc("GET "+BasePath+"/instances/{id}", h.status)
-	mux.HandleFunc("DELETE "+BasePath+"/instances/{id}", h.purge)
-	mux.HandleFunc("DELETE "+BasePath+"/instances", h.purgeMany)
-	mux.HandleFunc("POST "+BasePath+"/instances/{id}/terminate", h.terminate)
-	mux.HandleFunc("POST "+BasePath+"/instances/{id}/suspend", h.suspend)
-	mux.HandleFunc("POST "+BasePath+"/instances/{id}/resume", h.resume)
-	mux.HandleFunc("POST "+BasePath+"/instances/{id}/restart", h.restart)
-	mux.HandleFunc("POST "+BasePath+"/instances/{id}/rewind", h.rewind)
-	mux.HandleFunc("POST "+BasePath+"/instances/{id}/raiseEvent/{eventName}", h.raiseEvent)
+	if h.healthOnly == "" {
+		mux.HandleFunc("POST /api/orchestrators/{functionName}", h.startGenerated)
+		// {instanceId...} also takes an empty or slashed remainder, so that such
+		// an ID gets a 400 that says what is wrong rather than a routing 404.
+		mux.HandleFunc("POST /api/orchestrators/{functionName}/{instanceId...}", h.startWithID)
+		mux.HandleFunc("GET "+BasePath+"/instances", h.list)
+		mux.HandleFunc("GET "+BasePath+"/instances/{id}", h.status)
+		mux.HandleFunc("DELETE "+BasePath+"/instances/{id}", h.purge)
+		mux.HandleFunc("DELETE "+BasePath+"/instances", h.purgeMany)
+		mux.HandleFunc("POST "+BasePath+"/instances/{id}/terminate", h.terminate)
+		mux.HandleFunc("POST "+BasePath+"/instances/{id}/suspend", h.suspend)
+		mux.HandleFunc("POST "+BasePath+"/instances/{id}/resume", h.resume)
+		mux.HandleFunc("POST "+BasePath+"/instances/{id}/restart", h.restart)
+		mux.HandleFunc("POST "+BasePath+"/instances/{id}/rewind", h.rewind)
+		mux.HandleFunc("POST "+BasePath+"/instances/{id}/raiseEvent/{eventName}", h.raiseEvent)
+	}
 	mux.HandleFunc("GET /livez", h.livez)
 	mux.HandleFunc("GET /readyz", h.readyz)
 	mux.HandleFunc("GET /healthz", h.readyz)
@@ -171,8 +218,19 @@ func New(cfg Config) (http.Handler, error) {
 	return h, nil
 }
 
-// ServeHTTP recovers panics, checks the API key and routes.
+// ServeHTTP counts and times the request, recovers panics, checks the API
+// key and routes.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	began := time.Now()
+	// The route label is the mux pattern, never the path: no instance ID
+	// or other caller's string reaches a label.
+	_, route := h.mux.Handler(r)
+	if route == "" {
+		route = unmatchedRoute
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	w = sw
+	defer func() { h.metrics.request(route, sw.code, time.Since(began)) }()
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
@@ -213,6 +271,10 @@ func (h *handler) route(w http.ResponseWriter, r *http.Request) {
 	fallback.ServeHTTP(p, r)
 	switch p.code {
 	case http.StatusNotFound:
+		if h.healthOnly != "" {
+			writeError(w, http.StatusNotFound, h.healthOnly)
+			return
+		}
 		writeError(w, http.StatusNotFound, fmt.Sprintf(
 			"no route for %s %s; the API serves POST /api/orchestrators/{functionName}[/{instanceId}], %s/instances[/{instanceId}[/terminate|suspend|resume|restart|raiseEvent/{eventName}]], /livez, /readyz, /healthz and /metrics",
 			r.Method, truncate(r.URL.Path, 200), BasePath))
@@ -223,6 +285,39 @@ func (h *handler) route(w http.ResponseWriter, r *http.Request) {
 			"method %s is not allowed on %s; use %s", r.Method, truncate(r.URL.Path, 200), allow))
 	default: // a redirect to the clean path: the mux does it
 		h.mux.ServeHTTP(w, r)
+	}
+}
+
+// statusWriter records the status code of an answer, for the request
+// metrics. Unwrap keeps http.ResponseController working through it.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush lets promhttp and other streaming writers flush through.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		if w.code == 0 {
+			w.code = http.StatusOK
+		}
+		f.Flush()
 	}
 }
 
@@ -288,6 +383,28 @@ func (h *handler) opContext(r *http.Request) (context.Context, context.CancelFun
 	return context.WithTimeout(r.Context(), h.timeout)
 }
 
+// readContext bounds the first etcd read of a read request: short, so that
+// reads fail fast while etcd does not answer.
+func (h *handler) readContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), h.readTimeout)
+}
+
+// etcdDidNotAnswer reports whether err means etcd did not answer in time
+// (a deadline, or gRPC's Unavailable), rather than a refusal or a lost race.
+// An outcome-unknown error of the orchestrator carries its cause as text
+// only, so an ErrUnavailable whose text names a deadline counts too.
+func etcdDidNotAnswer(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	if s, ok := status.FromError(err); ok && (s.Code() == codes.Unavailable || s.Code() == codes.DeadlineExceeded) {
+		return true
+	}
+	msg := err.Error()
+	return errors.Is(err, orchestrator.ErrUnavailable) &&
+		(strings.Contains(msg, "deadline exceeded") || strings.Contains(msg, "code = Unavailable") || strings.Contains(msg, "code = DeadlineExceeded"))
+}
+
 // fail writes the JSON error of err with its status code. A 500 is logged
 // at error level and its message is not sent: it may describe internals.
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
@@ -307,6 +424,14 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case code == http.StatusServiceUnavailable:
 		h.log.Warn("request failed: store unavailable", "method", r.Method, "path", r.URL.Path, "error", err)
 		w.Header().Set("Retry-After", retryAfterSeconds)
+		if etcdDidNotAnswer(err) {
+			if h.endpoints != "" {
+				msg = "etcd at " + h.endpoints + " did not answer in time (" + msg + ")"
+			}
+			if h.unreachable != nil {
+				h.unreachable(err)
+			}
+		}
 		if !strings.Contains(msg, "try again") && !strings.Contains(msg, "retry") {
 			msg += "; retry later"
 		}

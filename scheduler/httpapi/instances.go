@@ -150,9 +150,9 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 		}
 		*p.v = v
 	}
-	ctx, cancel := h.opContext(r)
+	rctx, cancel := h.readContext(r)
 	defer cancel()
-	st, err := h.client.Status(ctx, id)
+	st, err := h.client.Status(rctx, id)
 	if err != nil {
 		h.instanceFail(w, r, id, err)
 		return
@@ -161,6 +161,10 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 	if showHistory {
 		// The history of the execution this body describes: if the instance
 		// was restarted or purged since, that history is gone and reads empty.
+		// etcd answered the status read: a long history gets the longer
+		// OperationTimeout.
+		ctx, cancel := h.opContext(r)
+		defer cancel()
 		events, err := h.client.History(ctx, id, st.ExecutionID)
 		if err != nil && !errors.Is(err, orchestrator.ErrInstanceNotFound) {
 			h.fail(w, r, err)
@@ -220,7 +224,7 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	ctx, cancel := h.opContext(r)
+	ctx, cancel := h.readContext(r)
 	defer cancel()
 	page, next, err := h.client.List(ctx, opts)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -383,13 +384,17 @@ func TestStoreUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = down.Close() })
+	var reported atomic.Int32
 	h, err := New(Config{
 		Client:           orchestrator.NewClient(down, orchestrator.ClientConfig{Prefix: testPrefix}),
 		HasFunction:      func(string) bool { return true },
 		Gatherer:         e.reg,
 		Registerer:       e.reg,
 		Logger:           e.cfg.Logger,
-		OperationTimeout: 200 * time.Millisecond,
+		OperationTimeout: 1500 * time.Millisecond,
+		ReadTimeout:      200 * time.Millisecond,
+		EtcdEndpoints:    []string{"http://127.0.0.1:1"},
+		StoreUnreachable: func(error) { reported.Add(1) },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -397,16 +402,28 @@ func TestStoreUnavailable(t *testing.T) {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	e2 := &env{t: t, etcd: e.etcd, reg: e.reg, logs: e.logs, srv: srv}
-	r := e2.do("GET", BasePath+"/instances/x", "").want(t, http.StatusServiceUnavailable)
-	r.errorMessage(t)
-	if r.header.Get("Retry-After") == "" {
-		t.Error("503 without Retry-After")
+	// Reads fail fast (ReadTimeout, not OperationTimeout) and name etcd.
+	for _, path := range []string{BasePath + "/instances/x", BasePath + "/instances"} {
+		began := time.Now()
+		r := e2.do("GET", path, "").want(t, http.StatusServiceUnavailable)
+		if took := time.Since(began); took > time.Second {
+			t.Errorf("GET %s took %s to fail; want about ReadTimeout (200ms)", path, took)
+		}
+		if msg := r.errorMessage(t); !strings.Contains(msg, "etcd at http://127.0.0.1:1 did not answer in time") {
+			t.Errorf("GET %s: 503 message %q does not name the etcd endpoints", path, msg)
+		}
+		if r.header.Get("Retry-After") == "" {
+			t.Error("503 without Retry-After")
+		}
 	}
-	r = e2.do("POST", "/api/orchestrators/hello/x", "").want(t, http.StatusServiceUnavailable)
-	if msg := r.errorMessage(t); !strings.Contains(msg, "unavailable") {
+	r := e2.do("POST", "/api/orchestrators/hello/x", "").want(t, http.StatusServiceUnavailable)
+	if msg := r.errorMessage(t); !strings.Contains(msg, "unavailable") || !strings.Contains(msg, "http://127.0.0.1:1") {
 		t.Errorf("503 message %q", msg)
 	}
 	e.wantStartCount("hello", "error", 1)
+	if n := reported.Load(); n != 3 {
+		t.Errorf("StoreUnreachable called %d times, want 3 (once per failed request)", n)
+	}
 }
 
 func TestPurgeMany(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -18,27 +20,65 @@ const (
 )
 
 type metrics struct {
-	starts *prometheus.CounterVec
+	starts   *prometheus.CounterVec
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	starts := prometheus.NewCounterVec(prometheus.CounterOpts{
+	starts, err := register(reg, "soloist_start_requests_total", prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "soloist_start_requests_total",
 		Help: "Start requests of the HTTP API by function and result (started, existing, conflict, invalid, error). " +
 			"function is empty for a function this node does not know.",
-	}, []string{"function", "result"})
-	if err := reg.Register(starts); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return nil, fmt.Errorf("httpapi: register soloist_start_requests_total: %w", err)
-		}
-		existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
-		if !ok {
-			return nil, fmt.Errorf("httpapi: register soloist_start_requests_total: %w", err)
-		}
-		starts = existing
+	}, []string{"function", "result"}))
+	if err != nil {
+		return nil, err
 	}
-	return &metrics{starts: starts}, nil
+	requests, err := register(reg, "soloist_http_requests_total", prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "soloist_http_requests_total",
+		Help: "Requests of the HTTP API by route (the mux pattern, e.g. \"GET " + BasePath + "/instances/{id}\"; " +
+			"\"" + unmatchedRoute + "\" for none) and status code.",
+	}, []string{"route", "code"}))
+	if err != nil {
+		return nil, err
+	}
+	duration, err := register(reg, "soloist_http_request_duration_seconds", prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "soloist_http_request_duration_seconds",
+		Help:    "Time to answer a request of the HTTP API, by route (as in soloist_http_requests_total).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"route"}))
+	if err != nil {
+		return nil, err
+	}
+	return &metrics{starts: starts, requests: requests, duration: duration}, nil
+}
+
+// register registers c, or returns the collector already registered under
+// its name (a second handler on the same registry shares it).
+func register[C prometheus.Collector](reg prometheus.Registerer, name string, c C) (C, error) {
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	var zero C
+	return zero, fmt.Errorf("httpapi: register %s: %w", name, err)
+}
+
+// request counts and times one request. route is a mux pattern or
+// unmatchedRoute; code 0 means the handler wrote nothing (net/http answers
+// 200).
+func (m *metrics) request(route string, code int, d time.Duration) {
+	if code == 0 {
+		code = http.StatusOK
+	}
+	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	m.duration.WithLabelValues(route).Observe(d.Seconds())
 }
 
 // start counts one start request. function must be a known function name

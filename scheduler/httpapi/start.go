@@ -216,7 +216,8 @@ func (h *handler) start(w http.ResponseWriter, r *http.Request, fn, id string) {
 		var exists *orchestrator.ExistsError
 		if errors.As(err, &exists) && exists.Status != nil {
 			h.metrics.start(fn, http.StatusConflict)
-			h.log.Info("start refused: instance exists", "function", fn, "instance_id", id,
+			// Debug: replicas racing to start one singleton is the normal case.
+			h.log.Debug("start refused: instance exists", "function", fn, "instance_id", id,
 				"runtime_status", string(exists.Status.RuntimeStatus), "execution_id", exists.Status.ExecutionID,
 				"reason", exists.Reason)
 			writeJSON(w, http.StatusConflict, ConflictResponse{
@@ -233,7 +234,7 @@ func (h *handler) start(w http.ResponseWriter, r *http.Request, fn, id string) {
 	}
 	if !res.Started {
 		h.metrics.start(fn, http.StatusOK)
-		h.log.Info("start returned the existing instance", "function", fn, "instance_id", id,
+		h.log.Debug("start returned the existing instance (useExisting)", "function", fn, "instance_id", id,
 			"execution_id", res.Status.ExecutionID, "runtime_status", string(res.Status.RuntimeStatus))
 		writeJSON(w, http.StatusOK, h.checkStatus(r, res.Status.InstanceID))
 		return
