@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -144,7 +145,8 @@ func connectEtcd(ctx context.Context, t etcdTarget, prefix string, log *slog.Log
 	var cli *clientv3.Client
 	var last error
 	lastLogged, lastErr := time.Time{}, ""
-	backoff := 100 * time.Millisecond
+	b := &backoff.ExponentialBackOff{InitialInterval: 100 * time.Millisecond, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: time.Second}
+	b.Reset()
 	for {
 		err := ctx.Err()
 		if err == nil && cli == nil {
@@ -189,9 +191,8 @@ func connectEtcd(ctx context.Context, t etcdTarget, prefix string, log *slog.Log
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(backoff):
+		case <-time.After(b.NextBackOff()):
 		}
-		backoff = min(2*backoff, time.Second)
 	}
 }
 
