@@ -76,7 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.c, "c", 64, "`concurrency` of the etcd, start and lifecycle load")
 	fs.StringVar(&phases, "phases", strings.Join(phaseNames, ","), "comma `list` of phases to run: "+strings.Join(phaseNames, ", "))
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the run's directory (logs of every process, etcd data) and print its path")
-	fs.StringVar(&cfg.pprofDir, "pprof", "", "`directory` for CPU profiles of the nodes during each measured window, once nodes serve /debug/pprof/ (today they do not: noted and ignored)")
+	fs.StringVar(&cfg.pprofDir, "pprof", "", "`directory` for CPU profiles of the nodes during each measured window (PHASE-NODE.pprof)")
 	fs.StringVar(&nodeArgs, "node-args", "", "extra `arguments` for every soloist serve, space-separated")
 
 	fs.DurationVar(&cfg.warmup, "warmup", 3*time.Second, "warm-up before each throughput window, not counted (short: "+shortDefaults["warmup"]+")")

@@ -169,10 +169,10 @@
 //
 // # Hooks
 //
-// -pprof DIR captures a CPU profile of every node over each measured
-// window (DIR/PHASE-NODE.pprof) once nodes serve /debug/pprof/; today they
-// do not, and the run says so. pprofArgs and pprofBase (pprof.go) are
-// where to turn it on when the product gets its flag.
+// Every node runs with --metrics-listen on a port of its own and --pprof,
+// so the bench can force a collection before it reads an idle node's
+// memory. -pprof DIR also captures a CPU profile of every node over each
+// measured window (DIR/PHASE-NODE.pprof).
 //
 // # Errors
 //

@@ -26,10 +26,11 @@ type nodeOpts struct {
 
 // node is one `soloist serve --demo` process.
 type node struct {
-	id   string
-	addr string // host:port of its HTTP API
-	opts nodeOpts
-	p    *proc.Process
+	id          string
+	addr        string // host:port of its HTTP API
+	metricsAddr string // host:port of its --metrics-listen (metrics and pprof)
+	opts        nodeOpts
+	p           *proc.Process
 }
 
 func (c *cluster) newNode(i int, opts nodeOpts) (*node, error) {
@@ -37,7 +38,12 @@ func (c *cluster) newNode(i int, opts nodeOpts) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &node{id: fmt.Sprintf("n%d", i), addr: fmt.Sprintf("127.0.0.1:%d", port), opts: opts}
+	mport, err := proc.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	n := &node{id: fmt.Sprintf("n%d", i), addr: fmt.Sprintf("127.0.0.1:%d", port),
+		metricsAddr: fmt.Sprintf("127.0.0.1:%d", mport), opts: opts}
 	args := []string{"serve", "--demo",
 		"--etcd-endpoints", c.etcdEndpoint(),
 		"--etcd-prefix", prefix,
@@ -53,7 +59,7 @@ func (c *cluster) newNode(i int, opts nodeOpts) (*node, error) {
 		args = append(args, "--shutdown-timeout", opts.shutdownTimeout.String())
 	}
 	args = append(args, c.b.cfg.nodeArgs...)
-	args = append(args, pprofArgs...)
+	args = append(args, pprofArgs(n)...)
 	n.p = &proc.Process{
 		Name:    n.id,
 		Bin:     c.b.soloist,
@@ -70,13 +76,10 @@ func (n *node) url() string { return "http://" + n.addr }
 
 func (n *node) start() error { return n.p.Start() }
 
-// waitReady polls /readyz until 200; a node of role api, which may hold
-// no session, only has to answer /livez.
+// waitReady polls /readyz until 200: the node has its etcd session (a
+// node of role api keeps one too: it takes starts only while it has).
 func (n *node) waitReady(ctx context.Context, timeout time.Duration) error {
 	path := "/readyz"
-	if n.opts.role == "api" {
-		path = "/livez"
-	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	client := &http.Client{Timeout: time.Second}

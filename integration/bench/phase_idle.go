@@ -106,7 +106,7 @@ func phaseIdle(ctx context.Context, b *bench, r *results) error {
 		return fmt.Errorf("%s holds %d of %d at the end of the idle window", n.id, got, len(ids))
 	}
 	m := float64(len(ids))
-	gcNote := "no GC forced (the node serves no /debug/pprof/heap?gc=1 yet): RSS may include garbage and freed memory not yet returned to the OS"
+	gcNote := "no GC forced (the node did not answer /debug/pprof/heap?gc=1): RSS may include garbage and freed memory not yet returned to the OS"
 	if before.gc && after.gc {
 		gcNote = "GC forced before each reading (GET /debug/pprof/heap?gc=1)"
 	}

@@ -13,13 +13,14 @@ import (
 )
 
 // pprofArgs are the soloist serve arguments that turn on a node's pprof
-// endpoint. Empty today: nodes serve no pprof yet. When they do (docs/contract.md
-// section 8: --metrics-listen serves pprof "if enabled"), put the flag
-// here, and make pprofBase return the listener that serves it.
-var pprofArgs []string
+// endpoint: --pprof serves /debug/pprof/ on the --metrics-listen
+// listener only (docs/contract.md section 8), never on the API port.
+func pprofArgs(n *node) []string {
+	return []string{"--metrics-listen", n.metricsAddr, "--pprof"}
+}
 
 // pprofBase is the base URL of a node's /debug/pprof/.
-func pprofBase(n *node) string { return n.url() }
+func pprofBase(n *node) string { return "http://" + n.metricsAddr }
 
 // servesPprof reports whether the node answers GET /debug/pprof/ with 200.
 func servesPprof(ctx context.Context, n *node) bool {
@@ -58,8 +59,6 @@ func forceGC(ctx context.Context, n *node) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-var pprofWarn sync.Once
-
 // profile captures a CPU profile of d from every node that serves pprof,
 // into -pprof DIR as PHASE-NODE.pprof, and returns a function that waits
 // for the captures. Without -pprof it does nothing.
@@ -75,7 +74,7 @@ func (b *bench) profile(ctx context.Context, phase string, nodes []*node, d time
 	var wg sync.WaitGroup
 	for _, n := range nodes {
 		if !servesPprof(ctx, n) {
-			pprofWarn.Do(func() { b.logf("pprof: nodes serve no /debug/pprof/ yet; -pprof captures nothing") })
+			b.logf("pprof: %s serves no /debug/pprof/; no profile of it", n.id)
 			continue
 		}
 		wg.Add(1)
