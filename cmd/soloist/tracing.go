@@ -52,9 +52,9 @@ const minFlush = time.Second
 // The samplers of OTEL_TRACES_SAMPLER, as the SDK reads them.
 var tracesSamplers = []string{"always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"}
 
-// setupTracing reads the standard OTEL_* variables. Tracing is off unless
-// OTEL_TRACES_EXPORTER names an exporter other than "none" (and
-// OTEL_SDK_DISABLED is not true): then it returns a no-op provider, and
+// setupTracing reads the standard OTEL_* variables. Tracing is on only if
+// OTEL_TRACES_EXPORTER names an exporter other than "none" and
+// OTEL_SDK_DISABLED is not true; off, it returns a no-op provider and
 // makes no exporter and no goroutine. On, the exporter comes from
 // autoexport (otlp over http/protobuf or grpc per
 // OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL, or console), spans go through a
@@ -70,8 +70,8 @@ func setupTracing(ctx context.Context, nodeID, version string, log *slog.Logger)
 	if strings.Contains(name, ",") {
 		return nil, fmt.Errorf("OTEL_TRACES_EXPORTER=%s: give one exporter (otlp, console or none)", name)
 	}
-	if s, ok := os.LookupEnv("OTEL_TRACES_SAMPLER"); ok {
-		if s = strings.ToLower(strings.TrimSpace(s)); !slices.Contains(tracesSamplers, s) {
+	if s := strings.ToLower(strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER"))); s != "" {
+		if !slices.Contains(tracesSamplers, s) {
 			return nil, fmt.Errorf("OTEL_TRACES_SAMPLER=%s: use one of %s", s, strings.Join(tracesSamplers, ", "))
 		}
 	}
