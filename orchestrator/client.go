@@ -12,6 +12,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // DefaultMaxPayload is the default limit of input, output, custom status and
@@ -29,6 +31,13 @@ type ClientConfig struct {
 	Limits Limits
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// TracerProvider makes the spans of the runs of executions opened
+	// through the client (their activities, sub-orchestration starts and
+	// final writes) and of the HTTP API built on it. Defaults to a no-op
+	// provider: nothing is recorded, though a trace context given to a
+	// start still travels with the instance to its functions. The global
+	// provider is never used.
+	TracerProvider trace.TracerProvider
 }
 
 // Client starts, reads and controls instances in etcd. It is safe for
@@ -40,6 +49,8 @@ type Client struct {
 	maxPayload int
 	limits     Limits
 	log        *slog.Logger
+	tp         trace.TracerProvider
+	tracer     trace.Tracer
 }
 
 // NewClient returns a Client on an etcd connection it does not own.
@@ -50,8 +61,16 @@ func NewClient(etcd *clientv3.Client, cfg ClientConfig) *Client {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Client{etcd: etcd, keys: NewKeys(cfg.Prefix), maxPayload: cfg.MaxPayload, limits: cfg.Limits.withDefaults(), log: cfg.Logger}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = noop.NewTracerProvider()
+	}
+	return &Client{etcd: etcd, keys: NewKeys(cfg.Prefix), maxPayload: cfg.MaxPayload, limits: cfg.Limits.withDefaults(), log: cfg.Logger,
+		tp: cfg.TracerProvider, tracer: tracerOf(cfg.TracerProvider)}
 }
+
+// TracerProvider returns the provider the client traces with
+// (ClientConfig.TracerProvider, or a no-op one).
+func (c *Client) TracerProvider() trace.TracerProvider { return c.tp }
 
 // Keys returns the key layout the client uses.
 func (c *Client) Keys() Keys { return c.keys }
@@ -89,6 +108,11 @@ type StartOptions struct {
 	// versions their registry has. Leave it empty for an unversioned
 	// orchestration, or give the registry's DefaultVersion.
 	Version string
+	// Trace is the W3C trace context the instance's runs continue: they
+	// are children of it, on whichever node runs them and however long
+	// after the start. The HTTP start passes its server span's context;
+	// zero starts no trace (a run then is the root of its own).
+	Trace TraceContext
 
 	parent *ParentRef
 }
@@ -195,6 +219,9 @@ func (c *Client) startIf(ctx context.Context, name string, opts StartOptions, cm
 	if len(opts.Version) > 64 {
 		return nil, &ValidationError{Field: "version", Value: opts.Version, Reason: "use at most 64 bytes"}
 	}
+	if err := opts.Trace.validate(); err != nil {
+		return nil, err
+	}
 	id := opts.InstanceID
 	key := c.keys.Instance(id)
 	t := now()
@@ -202,6 +229,7 @@ func (c *Client) startIf(ctx context.Context, name string, opts StartOptions, cm
 		Name: name, InstanceID: id, RuntimeStatus: StatusPending,
 		CreatedTime: t, LastUpdatedTime: t, ExecutionID: NewID(),
 		Version: opts.Version, Tags: opts.Tags, Parent: opts.parent,
+		TraceParent: opts.Trace.Parent, TraceState: opts.Trace.State,
 	}
 	if at := opts.StartAt.UTC().Truncate(time.Millisecond); at.After(t) {
 		rec.ScheduledStartTime = &at

@@ -93,6 +93,25 @@
 //     (a node delivers inbox entries from its one watch, Driver.Deliver),
 //     and everything ready by then shares one commit.
 //
+// # Tracing
+//
+// With a TracerProvider in ClientConfig (none by default: a no-op one, and
+// the global provider is never used) a run of an execution is one span,
+// "run {name}", from its start on a node to its end, with the instance,
+// execution, function, version, fencing token and RunOptions.Reason as
+// attributes; every activity attempt ("activity {name}"), sub-orchestration
+// start ("start sub-orchestration {name}") and the final write ("complete
+// {name}", with the status it writes) is a child of it. The trace context
+// travels with the instance: a start stores StartOptions.Trace (W3C
+// traceparent and tracestate) in the record, and every run of the
+// execution, on whichever node and however long after, is a child of it;
+// a sub-orchestration's record gets the context of its start span, and
+// ContinueAsNew keeps the record's. The orchestration's context carries
+// the run's span, so exec and HTTP functions pass it on (TRACEPARENT, the
+// traceparent header); an activity's context carries its own span. A child rather than a link: a run does what the
+// start asked for, and one trace per execution shows it whole across
+// takeovers; the price is a trace as long as the execution.
+//
 // # Not guaranteed
 //
 // An orchestration's side effects outside etcd happen at least once: after

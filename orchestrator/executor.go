@@ -15,6 +15,8 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // ErrHistoryLimit fails an execution whose history would pass MaxHistoryEvents.
@@ -56,6 +58,10 @@ type RunOptions struct {
 	// Logger receives the run's lines, which name the instance, execution
 	// and fencing token. Defaults to slog.Default().
 	Logger *slog.Logger
+	// Reason says why this run began, for its span's soloist.run.reason:
+	// "start", "resume", "failover", "handoff", "retry" (a node's words);
+	// empty leaves it out.
+	Reason string
 }
 
 // Outcome is how a run ended.
@@ -155,6 +161,11 @@ type executor struct {
 	keys Keys
 	opts RunOptions
 	log  *slog.Logger
+	// span is the run's span, from drive to end; ctx carries it, and so
+	// the contexts of the orchestration, its activities and its functions.
+	span    trace.Span
+	tracer  trace.Tracer
+	failure *FailureDetails // of a Failed final write, for the span
 
 	mu    sync.Mutex
 	mail  []msg
@@ -199,9 +210,15 @@ func drive(ctx context.Context, exec *Execution, fn OrchestratorFunc, reg *Regis
 		opts.Logger = slog.Default()
 	}
 	e := &executor{
-		ctx: ctx, exec: exec, fn: fn, reg: reg, rec: *exec.rec, keys: exec.c.keys, opts: opts, log: opts.Logger,
+		exec: exec, fn: fn, reg: reg, rec: *exec.rec, keys: exec.c.keys, opts: opts, log: opts.Logger,
+		tracer: exec.c.tracer,
 	}
-	e.octx = &OrchestrationContext{ctx: ctx, exec: exec, e: e}
+	// The run's span continues the trace of the instance's start (its
+	// record's trace context), or ctx's if the start had none.
+	rctx, span := e.tracer.Start(e.rec.trace().context(ctx), "run "+e.rec.Name,
+		trace.WithAttributes(runAttrs(&e.rec, exec.Token(), opts.Reason)...))
+	e.ctx, e.span = rctx, span
+	e.octx = &OrchestrationContext{ctx: rctx, exec: exec, e: e}
 	e.post(msg{kind: msgBegin})
 	context.AfterFunc(ctx, func() { e.post(msg{kind: msgStop}) })
 	return &Driver{e: e}
@@ -515,9 +532,33 @@ func (e *executor) end(out Outcome) {
 	e.ended = true
 	e.mail = nil
 	e.mu.Unlock()
+	e.endSpan(out)
 	if e.opts.OnEnd != nil {
 		e.opts.OnEnd(out)
 	}
+}
+
+// endSpan ends the run's span with what the run did: the status it wrote
+// (a Failed one with its failure), or why it stopped without (a stop from
+// outside, such as a drain or the loss of the instance, is no error of the
+// run's).
+func (e *executor) endSpan(out Outcome) {
+	span := e.span
+	if span.IsRecording() {
+		switch {
+		case out.Status != "":
+			span.SetAttributes(AttrRuntimeStatus.String(string(out.Status)))
+			if out.Status == StatusFailed {
+				RecordFailure(span, e.failure)
+			}
+		case out.Err != nil && e.ctx.Err() != nil:
+			span.SetAttributes(AttrStopCause.String(out.Err.Error()))
+		case out.Err != nil:
+			span.SetAttributes(AttrStopCause.String(out.Err.Error()))
+			span.SetStatus(codes.Error, firstLine(out.Err.Error()))
+		}
+	}
+	span.End()
 }
 
 func scheduledEvent(t *Task, ts time.Time) HistoryEvent {
@@ -760,7 +801,22 @@ func (e *executor) startWork(t *Task) {
 	}
 }
 
+// callActivity runs one attempt of an activity task in a span of its own,
+// a child of the run's.
 func (e *executor) callActivity(wctx context.Context, t *Task) HistoryEvent {
+	ctx, span := e.tracer.Start(wctx, "activity "+t.name, trace.WithAttributes(
+		AttrActivity.String(t.name), AttrTaskID.Int(t.id), AttrAttempt.Int(t.attempt),
+		AttrInstanceID.String(e.rec.InstanceID), AttrExecutionID.String(e.rec.ExecutionID),
+	))
+	ev := e.activityAttempt(ctx, t)
+	if ev.EventType == EventTaskFailed {
+		RecordFailure(span, ev.FailureDetails)
+	}
+	span.End()
+	return ev
+}
+
+func (e *executor) activityAttempt(wctx context.Context, t *Task) HistoryEvent {
 	fail := func(err error, final bool) HistoryEvent {
 		d := DetailsOf(err)
 		d.IsNonRetriable = d.IsNonRetriable || final
@@ -923,12 +979,28 @@ func (e *executor) finishWith(output json.RawMessage, runErr error) (RuntimeStat
 	s.deletes = nil // the final write deletes the whole inbox
 	wctx, cancel := finalWriteContext(e.ctx)
 	defer cancel()
-	if err := e.writeFinal(wctx, s); err != nil {
+	if err := e.tracedFinal(wctx, s, st); err != nil {
 		return "", err
 	}
+	e.failure = ev.FailureDetails
 	e.history = append(e.history, e.pending...)
 	e.pending, e.consumed = nil, nil
 	return st, nil
+}
+
+// tracedFinal is writeFinal of the execution's end, in a short span (a
+// child of the run's) that says the status it writes.
+func (e *executor) tracedFinal(wctx context.Context, s step, st RuntimeStatus) error {
+	_, span := e.tracer.Start(wctx, "complete "+e.rec.Name, trace.WithAttributes(
+		AttrInstanceID.String(e.rec.InstanceID), AttrExecutionID.String(e.rec.ExecutionID),
+		AttrRuntimeStatus.String(string(st)), AttrFencingToken.Int64(e.exec.Token()),
+	))
+	defer span.End()
+	err := e.writeFinal(wctx, s)
+	if err != nil {
+		span.SetStatus(codes.Error, firstLine(err.Error()))
+	}
+	return err
 }
 
 // finalWriteContext is the context of a write that deletes the holder's own
@@ -1012,7 +1084,7 @@ func (e *executor) continueAsNew(input json.RawMessage) (RuntimeStatus, error) {
 	}
 	wctx, cancel := finalWriteContext(e.ctx)
 	defer cancel()
-	if err := e.writeFinal(wctx, s); err != nil {
+	if err := e.tracedFinal(wctx, s, StatusContinuedAsNew); err != nil {
 		return "", err
 	}
 	e.pending, e.consumed = nil, nil

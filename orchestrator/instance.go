@@ -33,6 +33,16 @@ type Record struct {
 	// Parent is the orchestration that started this one as its
 	// sub-orchestration, if one did.
 	Parent *ParentRef `json:"parent,omitempty"`
+	// TraceParent and TraceState are the W3C trace context of the start
+	// (StartOptions.Trace): every run of the instance, on whichever node,
+	// continues that trace.
+	TraceParent string `json:"traceParent,omitempty"`
+	TraceState  string `json:"traceState,omitempty"`
+}
+
+// trace is the record's trace context.
+func (r *Record) trace() TraceContext {
+	return TraceContext{Parent: r.TraceParent, State: r.TraceState}
 }
 
 // ParentRef names a sub-orchestration's parent: the execution and the task

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // subCall is what a sub-orchestration task starts.
@@ -138,6 +139,21 @@ func (e *executor) childID(t *Task) string {
 // returns a failure event when the start is refused for good, nil when the
 // child runs (its end reports through the inbox).
 func (e *executor) startChild(wctx context.Context, t *Task) *HistoryEvent {
+	// A span of the start, a child of the run's; the child's record gets
+	// its context, so the child's runs continue the parent's trace.
+	wctx, span := e.tracer.Start(wctx, "start sub-orchestration "+t.name, trace.WithAttributes(
+		AttrChildInstanceID.String(t.sub.id), AttrFunction.String(t.name), AttrTaskID.Int(t.id), AttrAttempt.Int(t.attempt),
+		AttrInstanceID.String(e.rec.InstanceID), AttrExecutionID.String(e.rec.ExecutionID),
+	))
+	defer span.End()
+	ev := e.startChildRetrying(wctx, t)
+	if ev != nil {
+		RecordFailure(span, ev.FailureDetails)
+	}
+	return ev
+}
+
+func (e *executor) startChildRetrying(wctx context.Context, t *Task) *HistoryEvent {
 	c := e.exec.c
 	ref := &ParentRef{InstanceID: e.rec.InstanceID, ExecutionID: e.rec.ExecutionID, TaskID: t.id}
 	id := t.sub.id
@@ -166,7 +182,7 @@ func (e *executor) startChild(wctx context.Context, t *Task) *HistoryEvent {
 			}
 			_, err = c.startIf(ctx, t.name, StartOptions{
 				InstanceID: id, Input: t.input, ConflictPolicy: t.sub.conflict, ReusePolicy: ReuseAllow,
-				Version: t.sub.version, Tags: t.sub.tags, parent: ref,
+				Version: t.sub.version, Tags: t.sub.tags, parent: ref, Trace: TraceContextFrom(wctx),
 			}, nil, nil, cur, rev)
 			cancel()
 			switch {

@@ -76,8 +76,7 @@ func (n *Node) startRun(h *lease.Holding, c *campaign) {
 		n.retryLater(r, err)
 		return
 	}
-	n.begin(exec, h, c.gone, r)
-	n.drive(r, exec)
+	n.drive(r, exec, n.begin(exec, h, c.gone, r))
 	for _, in := range c.inbox {
 		r.deliver(in)
 	}
@@ -96,11 +95,13 @@ func (n *Node) fence(r *run) orchestrator.Fence {
 	}}
 }
 
-// drive starts the driver of exec for r; its end settles the run.
-func (n *Node) drive(r *run, exec *orchestrator.Execution) {
+// drive starts the driver of exec for r; its end settles the run. reason
+// says how the run came to be (begin's words, or "retry"), for its span.
+func (n *Node) drive(r *run, exec *orchestrator.Execution, reason string) {
 	d, err := n.cfg.Registry.Drive(r.ctx, exec, orchestrator.RunOptions{
 		Logger: n.log,
 		OnEnd:  func(o orchestrator.Outcome) { n.settle(r, o) },
+		Reason: reason,
 	})
 	if err != nil { // the function went from the registry: cannot happen, Registry only grows
 		r.log().Error("cannot run the instance", "error", err)
@@ -110,8 +111,9 @@ func (n *Node) drive(r *run, exec *orchestrator.Execution) {
 	r.driver = d
 }
 
-// begin records how the instance came to this node.
-func (n *Node) begin(exec *orchestrator.Execution, h *lease.Holding, gone ownerGone, r *run) {
+// begin records how the instance came to this node, and returns it:
+// "start", "resume", "failover" or "handoff".
+func (n *Node) begin(exec *orchestrator.Execution, h *lease.Holding, gone ownerGone, r *run) string {
 	st := exec.Status()
 	how := "start"
 	switch {
@@ -138,6 +140,7 @@ func (n *Node) begin(exec *orchestrator.Execution, h *lease.Holding, gone ownerG
 	if how == "failover" || how == "handoff" {
 		r.log().Info("took over instance", "how", how, "from", gone.node)
 	}
+	return how
 }
 
 // settle ends a run: count it, and release the owners key unless the final
@@ -232,7 +235,7 @@ func (n *Node) rerun(r *run) {
 		return
 	}
 	n.mu.Lock()
-	n.drive(r, exec)
+	n.drive(r, exec, "retry")
 	n.mu.Unlock()
 }
 

@@ -69,6 +69,13 @@ type serveProc struct {
 // and win. The process is killed when the test ends, if it still runs.
 func startServe(t *testing.T, args ...string) *serveProc {
 	t.Helper()
+	return startServeEnv(t, nil, args...)
+}
+
+// startServeEnv is startServe with env ("KEY=value") added to the
+// process's environment.
+func startServeEnv(t *testing.T, env []string, args ...string) *serveProc {
+	t.Helper()
 	bin := soloistBinary(t)
 	dir := t.TempDir()
 	listen := freeAddr(t)
@@ -85,7 +92,7 @@ func startServe(t *testing.T, args ...string) *serveProc {
 		}
 	}
 	p := &serveProc{t: t, cmd: exec.Command(bin, all...), logs: &syncBuffer{}, exited: make(chan struct{}), listen: listen, url: "http://" + listen}
-	p.cmd.Env = cleanEnv()
+	p.cmd.Env = append(cleanEnv(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

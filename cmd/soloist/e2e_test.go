@@ -221,11 +221,12 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-// cleanEnv is the test's environment without SOLOIST_* variables.
+// cleanEnv is the test's environment without SOLOIST_* and OTEL_*
+// variables.
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SOLOIST_") {
+		if !strings.HasPrefix(kv, "SOLOIST_") && !strings.HasPrefix(kv, "OTEL_") {
 			env = append(env, kv)
 		}
 	}

@@ -430,6 +430,11 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 	if err != nil {
 		return err
 	}
+	tr, err := setupTracing(ctx, o.NodeID, bi.Version, log)
+	if err != nil {
+		return usagef("serve", "%v", err)
+	}
+	defer tr.shutdown(context.WithoutCancel(ctx), log) // on the early returns; after the drain it has nothing left
 	var apiKeys []string
 	if o.APIKeysFile != "" {
 		if apiKeys, err = loadAPIKeys(o.APIKeysFile); err != nil {
@@ -489,7 +494,7 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 	node, api, err := wire(o, parts{
 		etcd: cli, registry: reg, schedules: schedules, metrics: metrics, apiKeys: apiKeys,
 		address: advertiseAddress(lns.api.Addr().String()), version: bi.Version, log: log,
-		endpoints: ecfg.cfg.Endpoints, unreachable: watch.suspect,
+		endpoints: ecfg.cfg.Endpoints, unreachable: watch.suspect, tracer: tr.provider,
 	})
 	if err != nil {
 		return err
@@ -551,6 +556,9 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 		log.Error("drain did not finish; peers take over this node's instances after the lease TTL", "error", drainErr, "lease_ttl", o.LeaseTTL.String())
 	}
 	srv.shutdown(shCtx)
+	// The drain ended the runs' spans and the HTTP shutdown the requests':
+	// flush them last.
+	tr.shutdown(shCtx, log)
 	log.Info("stopped", "shutdown", time.Since(start).Round(time.Millisecond).String())
 	if runErr != nil {
 		return runErr

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/soloist-dev/soloist/orchestrator"
 	"github.com/soloist-dev/soloist/scheduler"
@@ -28,6 +29,8 @@ type parts struct {
 	endpoints []string
 	// unreachable hears of requests that found etcd silent (may be nil).
 	unreachable func(error)
+	// tracer traces runs and starts (nil: a no-op provider).
+	tracer trace.TracerProvider
 }
 
 // runnerMessage is the 404 of every API route on a node of --role runner.
@@ -44,6 +47,7 @@ func wire(o *serveOptions, p parts) (*scheduler.Node, http.Handler, error) {
 	}
 	client := orchestrator.NewClient(p.etcd, orchestrator.ClientConfig{
 		Prefix: o.EtcdPrefix, MaxPayload: int(o.MaxPayload), Limits: o.limits(), Logger: p.log,
+		TracerProvider: p.tracer,
 	})
 	node, err := scheduler.New(scheduler.Config{
 		Etcd:          p.etcd,

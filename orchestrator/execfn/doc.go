@@ -10,6 +10,13 @@
 //	SOLOIST_EXECUTION_ID    the execution ID (new with every start or restart)
 //	SOLOIST_FUNCTION        the orchestration name
 //	SOLOIST_FENCING_TOKEN   the holder's fencing token (decimal)
+//	TRACEPARENT             the W3C trace context of the attempt's span, when
+//	TRACESTATE              the run has one (TRACESTATE only if not empty)
+//
+// Each attempt is an OpenTelemetry span "exec {function}", a child of the
+// run's span in the context Run gets, made with that span's provider (no
+// global one); the node's own TRACEPARENT and TRACESTATE, if it was
+// started with any, are never passed on.
 //
 // Exit status 0 completes the instance with stdout as its output: the JSON
 // value if stdout parses as JSON, else stdout as a JSON string (trailing

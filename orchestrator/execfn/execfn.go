@@ -9,12 +9,17 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/soloist-dev/soloist/orchestrator"
 )
@@ -153,6 +158,33 @@ func (inv Invocation) Env() []string {
 	}
 }
 
+// TraceEnv returns the W3C trace context of ctx's span as environment
+// variables, TRACEPARENT and TRACESTATE (if any), as the OpenTelemetry
+// environment-variable carriers name them; nil if ctx has none.
+func TraceEnv(ctx context.Context) []string {
+	tc := orchestrator.TraceContextFrom(ctx)
+	if tc.IsZero() {
+		return nil
+	}
+	env := []string{"TRACEPARENT=" + tc.Parent}
+	if tc.State != "" {
+		env = append(env, "TRACESTATE="+tc.State)
+	}
+	return env
+}
+
+// withoutTraceEnv drops the node's own TRACEPARENT and TRACESTATE (if it
+// was started with any): a program gets its run's trace context or none.
+func withoutTraceEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "TRACEPARENT=") && !strings.HasPrefix(kv, "TRACESTATE=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 // Run runs argv for inv with the retries of opts and returns the output of
 // the first successful attempt. If ctx is cancelled it kills the running
 // attempt, does not retry, and returns context.Cause(ctx). New wraps Run;
@@ -166,16 +198,31 @@ func Run(ctx context.Context, argv []string, inv Invocation, opts Options) (json
 		log = slog.Default()
 	}
 	log = log.With("instance_id", inv.InstanceID, "execution_id", inv.ExecutionID, "fencing_token", inv.FencingToken)
-	env := append(append(os.Environ(), opts.Env...), inv.Env()...)
+	env := append(append(withoutTraceEnv(os.Environ()), opts.Env...), inv.Env()...)
+	// Each attempt is a span, a child of ctx's (the run's): with the
+	// tracer provider of that span, so nothing global is used.
+	tracer := trace.SpanFromContext(ctx).TracerProvider().Tracer(orchestrator.TracerName)
 	attempt := 0
 	var out json.RawMessage
 	err := opts.Retry.policy().Do(ctx, func() error {
 		attempt++
 		start := time.Now()
 		log.Debug("exec attempt starting", "program", argv[0], "attempt", attempt)
+		actx, span := tracer.Start(ctx, "exec "+inv.Function, trace.WithAttributes(
+			orchestrator.AttrFunction.String(inv.Function), orchestrator.AttrInstanceID.String(inv.InstanceID),
+			orchestrator.AttrExecutionID.String(inv.ExecutionID), orchestrator.AttrFencingToken.Int64(inv.FencingToken),
+			orchestrator.AttrAttempt.Int(attempt), attribute.String("process.executable.name", filepath.Base(argv[0])),
+		))
+		defer span.End()
 		var err error
-		if out, err = runOnce(ctx, argv, env, inv.Input, opts); err == nil {
+		if out, err = runOnce(actx, argv, slices.Concat(env, TraceEnv(actx)), inv.Input, opts); err == nil {
 			log.Debug("exec attempt succeeded", "attempt", attempt, "duration", time.Since(start))
+		} else {
+			var xe *ExitError
+			if errors.As(err, &xe) && xe.ExitCode >= 0 {
+				span.SetAttributes(attribute.Int("process.exit.code", xe.ExitCode))
+			}
+			orchestrator.RecordFailure(span, orchestrator.DetailsOf(err))
 		}
 		return err
 	}, nil, func(attempt int, err error, wait time.Duration) {

@@ -11,6 +11,12 @@
 //	Soloist-Execution-Id    the execution ID (new with every start or restart)
 //	Soloist-Fencing-Token   the holder's fencing token (decimal)
 //	Soloist-Function        the orchestration name
+//	traceparent, tracestate the W3C trace context of the attempt's span,
+//	                        when the run has one (over a configured header)
+//
+// Each attempt is an OpenTelemetry client span named by the method, a
+// child of the run's span in the context of the call, made with that
+// span's provider (no global one).
 //
 // Spec.Headers are added to every request. They may set Content-Type,
 // User-Agent (soloist-httpfn by default), Authorization and any other

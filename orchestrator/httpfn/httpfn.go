@@ -17,6 +17,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/soloist-dev/soloist/orchestrator"
 )
 
@@ -466,14 +470,27 @@ func (f *function) call(ctx context.Context, inv Invocation) (json.RawMessage, e
 	}
 	attempt := 0
 	var out json.RawMessage
+	// Each attempt is a client span, a child of ctx's (the run's), with the
+	// tracer provider of that span: nothing global is used.
+	tracer := trace.SpanFromContext(ctx).TracerProvider().Tracer(orchestrator.TracerName)
 	policy := orchestrator.RetryPolicy{MaxAttempts: f.attempts, FirstInterval: f.opts.Retry.Backoff, BackoffCoefficient: 1}
 	err := policy.Do(ctx, func() error {
 		attempt++
 		start := time.Now()
 		log.Debug("http attempt starting", "method", f.method, "url", f.shownURL, "attempt", attempt)
+		actx, span := tracer.Start(ctx, f.method, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+			attribute.String("http.request.method", f.method), attribute.String("url.full", f.shownURL),
+			attribute.Int("http.request.resend_count", attempt-1),
+			orchestrator.AttrFunction.String(inv.Function), orchestrator.AttrInstanceID.String(inv.InstanceID),
+			orchestrator.AttrExecutionID.String(inv.ExecutionID), orchestrator.AttrFencingToken.Int64(inv.FencingToken),
+			orchestrator.AttrAttempt.Int(attempt),
+		))
+		defer span.End()
 		var err error
-		if out, err = f.once(ctx, inv, body); err == nil {
+		if out, err = f.once(actx, inv, body); err == nil {
 			log.Debug("http attempt succeeded", "attempt", attempt, "duration", time.Since(start))
+		} else {
+			orchestrator.RecordFailure(span, orchestrator.DetailsOf(err))
 		}
 		return err
 	}, func(err error) bool { return !retryable(err) }, func(attempt int, err error, wait time.Duration) {
@@ -521,6 +538,9 @@ func (f *function) once(ctx context.Context, inv Invocation, body []byte) (json.
 	for k, v := range inv.Header() {
 		req.Header[k] = v
 	}
+	// The W3C trace context of the attempt's span (traceparent, and
+	// tracestate if any), over a configured one.
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	if f.host != "" {
 		req.Host = f.host
 	}
@@ -530,6 +550,7 @@ func (f *function) once(ctx context.Context, inv Invocation, body []byte) (json.
 		return nil, f.failure(ctx, actx, err)
 	}
 	defer resp.Body.Close()
+	trace.SpanFromContext(ctx).SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, bodyExcerpt+1))

@@ -209,9 +209,13 @@ func (h *handler) start(w http.ResponseWriter, r *http.Request, fn, id string) {
 
 	ctx, cancel := h.opContext(r)
 	defer cancel()
+	ctx, span := h.traceStart(ctx, r, fn, id) // a child of the request's W3C traceparent, if any
+	defer span.End()
 	res, err := h.client.Start(ctx, fn, orchestrator.StartOptions{
 		InstanceID: id, Input: input, ConflictPolicy: cp, ReusePolicy: rp,
+		Trace: orchestrator.TraceContextFrom(ctx),
 	})
+	traceStarted(span, res, err)
 	if err != nil {
 		var exists *orchestrator.ExistsError
 		if errors.As(err, &exists) && exists.Status != nil {
