@@ -45,7 +45,7 @@ func newTracedCluster(t *testing.T, reg *orchestrator.Registry) *tracedCluster {
 	preg := prometheus.NewRegistry()
 	api, err := httpapi.New(httpapi.Config{
 		Client: client, Gatherer: preg, Registerer: preg,
-		HasFunction: func(name string) bool { _, ok := reg.Orchestrator(name); return ok },
+		Function: httpapi.RegistryFunction(reg),
 	})
 	if err != nil {
 		t.Fatal(err)

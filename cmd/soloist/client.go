@@ -104,7 +104,13 @@ type response struct {
 // an *apiError with the server's message; no answer is an
 // *unreachableError.
 func (c *apiClient) do(ctx context.Context, method, path string, query url.Values, header http.Header, body []byte) (*response, error) {
-	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	return c.doWithin(ctx, requestTimeout, method, path, query, header, body)
+}
+
+// doWithin is do with a bound of d on the request (do's is
+// requestTimeout), for a request that the server holds on purpose.
+func (c *apiClient) doWithin(ctx context.Context, d time.Duration, method, path string, query url.Values, header http.Header, body []byte) (*response, error) {
+	rctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	u := c.base + path
 	if len(query) > 0 {

@@ -7,9 +7,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // fakeServer records requests and answers with the handler's response.
@@ -264,8 +266,18 @@ func TestClientWait(t *testing.T) {
 		if code != c.code || errOut != c.err || !strings.Contains(out, `"runtimeStatus": "`+c.final+`"`) {
 			t.Errorf("%s: exit %d, stderr %q, stdout %q", c.final, code, errOut, out)
 		}
-		if n := len(f.requests()); n != 3 {
+		reqs := f.requests()
+		if n := len(reqs); n != 3 {
 			t.Errorf("%s: %d polls, want 3", c.final, n)
+		}
+		// Each request asks the server to wait (a long poll, on the server's
+		// watch), at most until --timeout runs out.
+		for _, r := range reqs {
+			q, _ := url.ParseQuery(r.query)
+			d, err := time.ParseDuration(q.Get("waitForCompletion"))
+			if err != nil || d <= 0 || d > 30*time.Second || q.Get("showInput") != "true" || r.path != durableBase+"/instances/i" {
+				t.Errorf("%s: request %s?%s, want a status long poll of at most 30s", c.final, r.path, r.query)
+			}
 		}
 	}
 

@@ -494,7 +494,7 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 	node, api, err := wire(o, parts{
 		etcd: cli, registry: reg, schedules: schedules, metrics: metrics, apiKeys: apiKeys,
 		address: advertiseAddress(lns.api.Addr().String()), version: bi.Version, log: log,
-		endpoints: ecfg.cfg.Endpoints, unreachable: watch.suspect, tracer: tr.provider,
+		endpoints: ecfg.cfg.Endpoints, unreachable: watch.suspect, tracer: tr.provider, stopping: ctx.Done(),
 	})
 	if err != nil {
 		return err

@@ -12,9 +12,12 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// newWaitCommand polls an instance until it is Completed, Failed or
+// newWaitCommand waits until an instance is Completed, Failed or
 // Terminated and prints its status. It exits 0 only if the instance
-// Completed, and 4 if --timeout runs out first.
+// Completed, and 4 if --timeout runs out first. The server does the
+// waiting: each request is a long poll (waitForCompletion) that the server
+// answers when the instance finishes, driven by its etcd watch, so the CLI
+// does not poll.
 func newWaitCommand() *cobra.Command {
 	var co clientOptions
 	var timeout time.Duration
@@ -23,8 +26,10 @@ func newWaitCommand() *cobra.Command {
 		Short: "wait until an instance is terminal",
 		Long: `Wait until instance ID is Completed, Failed or Terminated and print its
 status. The exit code is 0 if it Completed, 1 if it Failed or was
-Terminated, 4 if --timeout ran out first. While the server cannot be
-reached, wait says so once and keeps trying.`,
+Terminated, 4 if --timeout ran out first. The server holds each request
+until the instance finishes (it watches the instance in etcd), up to 25s a
+request, so wait does not poll. While the server cannot be reached, wait
+says so once and keeps trying.`,
 		Args: exactArgs(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if timeout < 0 {
@@ -42,13 +47,21 @@ reached, wait says so once and keeps trying.`,
 	return cmd
 }
 
+// longPoll is how long one request of wait asks the server to wait; the
+// request itself may take longer by requestTimeout.
+const longPoll = 25 * time.Second
+
 func wait(ctx context.Context, c *apiClient, p *printer, stderr io.Writer, id string, timeout time.Duration) error {
+	var deadline time.Time
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
+		deadline, _ = ctx.Deadline()
 	}
-	q := url.Values{"showInput": {"true"}}
+	// After a quick answer that is not final (a server that does not wait:
+	// an older one, or one that is shutting down) or an error, wait a
+	// little before the next request, a little longer each time.
 	interval := 100 * time.Millisecond
 	var last *response
 	var st struct {
@@ -56,7 +69,16 @@ func wait(ctx context.Context, c *apiClient, p *printer, stderr io.Writer, id st
 	}
 	trouble := "" // what was last reported on stderr, "" while all is well
 	for {
-		resp, err := c.do(ctx, "GET", instancePath(id), q, nil, nil)
+		poll := longPoll
+		if !deadline.IsZero() {
+			poll = min(poll, time.Until(deadline).Truncate(time.Millisecond))
+		}
+		q := url.Values{"showInput": {"true"}}
+		if poll > 0 {
+			q.Set("waitForCompletion", poll.String())
+		}
+		began := time.Now()
+		resp, err := c.doWithin(ctx, max(poll, 0)+requestTimeout, "GET", instancePath(id), q, nil, nil)
 		var ae *apiError
 		var ue *unreachableError
 		switch {
@@ -78,6 +100,10 @@ func wait(ctx context.Context, c *apiClient, p *printer, stderr io.Writer, id st
 					return fmt.Errorf("instance '%s' is %s", id, st.RuntimeStatus)
 				}
 				return nil
+			}
+			if time.Since(began) >= poll/2 {
+				interval = 100 * time.Millisecond
+				continue // the server waited: ask again at once
 			}
 		case ctx.Err() != nil:
 		case errors.As(err, &ae) && ae.code < 500:

@@ -31,6 +31,9 @@ type parts struct {
 	unreachable func(error)
 	// tracer traces runs and starts (nil: a no-op provider).
 	tracer trace.TracerProvider
+	// stopping is closed when the node begins to drain: the API's waits
+	// (start and wait, status long polls) answer at once (may be nil).
+	stopping <-chan struct{}
 }
 
 // runnerMessage is the 404 of every API route on a node of --role runner.
@@ -69,11 +72,9 @@ func wire(o *serveOptions, p parts) (*scheduler.Node, http.Handler, error) {
 		return nil, nil, fmt.Errorf("configure node: %w", err)
 	}
 	api, err := httpapi.New(httpapi.Config{
-		Client: client,
-		HasFunction: func(name string) bool {
-			_, ok := p.registry.Orchestrator(name)
-			return ok
-		},
+		Client:         client,
+		Function:       httpapi.RegistryFunction(p.registry),
+		Stopping:       p.stopping,
 		Ready:          node.Ready,
 		Gatherer:       p.metrics,
 		Registerer:     p.metrics,

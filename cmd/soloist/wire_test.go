@@ -153,7 +153,7 @@ func TestPprof(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := prometheus.NewRegistry()
 	api, err := httpapi.New(httpapi.Config{
-		Client: orchestrator.NewClient(nil, orchestrator.ClientConfig{}), HasFunction: func(string) bool { return false },
+		Client: orchestrator.NewClient(nil, orchestrator.ClientConfig{}), Function: func(string, string) (string, bool) { return "", false },
 		Gatherer: reg, Registerer: reg, Logger: log,
 	})
 	if err != nil {

@@ -86,11 +86,11 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	oc := orchestrator.NewClient(nil, orchestrator.ClientConfig{})
 	reg := prometheus.NewRegistry()
 	good := func() Config {
-		return Config{Client: oc, HasFunction: func(string) bool { return true }, Gatherer: reg, Registerer: reg}
+		return Config{Client: oc, Function: anyFunction, Gatherer: reg, Registerer: reg}
 	}
 	for name, mut := range map[string]func(*Config){
 		"no client":       func(c *Config) { c.Client = nil },
-		"no HasFunction":  func(c *Config) { c.HasFunction = nil },
+		"no Function":     func(c *Config) { c.Function = nil },
 		"no gatherer":     func(c *Config) { c.Gatherer = nil },
 		"no registerer":   func(c *Config) { c.Registerer = nil },
 		"empty key":       func(c *Config) { c.APIKeys = []string{"ok", ""} },

@@ -3,14 +3,32 @@
 // orchestration instances, and the node's /livez, /readyz, /healthz and
 // /metrics.
 //
-//	POST   /api/orchestrators/{functionName}[/{instanceId}]   start
-//	GET    {base}/instances                                   list (x-ms-continuation-token)
-//	GET    {base}/instances/{id}                              status: 202 active, 200 terminal (showInput, showHistory, showHistoryOutput)
-//	DELETE {base}/instances/{id}                              purge a terminal instance
-//	POST   {base}/instances/{id}/terminate|suspend|resume|restart
-//	POST   {base}/instances/{id}/raiseEvent/{eventName}     body = event data (JSON)
+//	POST   /api/orchestrators/{functionName}[/{instanceId}]     start (404 for an unknown function)
+//	POST   {base}/orchestrators/{functionName}[/{instanceId}]   start, the built-in route (400 for an unknown function)
+//	GET    {base}/instances                                     list (x-ms-continuation-token)
+//	GET    {base}/instances/{id}                                status: 202 active, 200 terminal
+//	DELETE {base}/instances/{id}                                purge a terminal instance
+//	DELETE {base}/instances?createdTimeFrom=...                 purge many
+//	POST   {base}/instances/{id}/terminate|suspend|resume|rewind|restart
+//	POST   {base}/instances/{id}/raiseEvent/{eventName}       body = event data (JSON)
 //
-// with {base} = /runtime/webhooks/durabletask (BasePath).
+// with {base} = /runtime/webhooks/durabletask (BasePath). The entity routes
+// ({base}/entities/...) answer 404: Soloist has no durable entities.
+// README.md ("HTTP API") has the table of every route and parameter of
+// Durable Functions' HTTP API reference and what Soloist does with it.
+//
+// Every route checks its query parameters: one it does not take, one given
+// twice (but runtimeStatus and tag) and a query that is not valid URL
+// encoding get 400, so a parameter is never ignored silently. Names match
+// in any letter case, as in Durable Functions. taskHub and connection are
+// taken everywhere and have no effect (a node serves the one store of its
+// etcd prefix); code is the API key.
+//
+// A start with timeout (seconds, or a Go duration; at most 5 minutes), a
+// restart with timeout and a status with waitForCompletion wait for the
+// instance to finish on the client's etcd watch, not by polling
+// (pollingInterval is checked and has no effect), and end early when the
+// node begins to stop (Config.Stopping).
 //
 // # What it guarantees
 //
@@ -25,9 +43,20 @@
 //     (or 200 and the existing instance's check-status body with
 //     conflictPolicy=useExisting). The decision is etcd's, not a
 //     check-then-start in this process.
-//   - A refused start writes nothing to etcd: the function (404), the
-//     instance ID (400), the policies (400), the body's size (413) and JSON
-//     (400), and the node's readiness (503) are all checked first.
+//   - A refused start writes nothing to etcd: the function (404, or 400 on
+//     the built-in route), the instance ID (400), the query parameters
+//     (400: policies, version, tags, times, waits), the body's size (413)
+//     and JSON (400), and the node's readiness (503) are all checked first.
+//   - A start or restart with timeout answers 200 with the output only if
+//     the instance Completed within it; Failed or Terminated within it
+//     answer its status (200, or 500 for Failed with
+//     returnInternalServerErrorOnFailure=true); otherwise, and if the wait
+//     itself fails, 202 with the check-status body, as without timeout. The
+//     start is committed before the wait begins either way.
+//   - A status with waitForCompletion answers when the instance is
+//     terminal, or when the wait runs out or the node begins to stop, with
+//     the status as it is then; while it is active it holds no lock and
+//     writes nothing.
 //   - Every error is JSON {"error":"<what is wrong and how to fix it>"} with
 //     the code of StatusCode, the one table from errors to HTTP codes; this
 //     holds for unknown routes (404), wrong methods (405) and a missing API

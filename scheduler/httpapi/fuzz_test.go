@@ -28,12 +28,16 @@ func FuzzStart(f *testing.F) {
 	etcd := leasetest.Start(f)
 	client := orchestrator.NewClient(etcd.Client(), orchestrator.ClientConfig{Prefix: "/fuzz/", MaxPayload: 1 << 10})
 	reg := prometheus.NewRegistry()
+	// A stopping node: a start with timeout answers at once.
+	stopped := make(chan struct{})
+	close(stopped)
 	h, err := New(Config{
-		Client:      client,
-		HasFunction: func(name string) bool { return name == "hello" || name == "other" },
-		Gatherer:    reg,
-		Registerer:  reg,
-		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Client:     client,
+		Function:   testFunction,
+		Stopping:   stopped,
+		Gatherer:   reg,
+		Registerer: reg,
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		f.Fatal(err)
@@ -47,6 +51,8 @@ func FuzzStart(f *testing.F) {
 	f.Add("nope", "id-2", "code=x&conflictPolicy=fail", []byte(strings.Repeat("1", 2000)))
 	f.Add("hello", "..", "", []byte("\xff"))
 	f.Add("hello", "caf\u00e9 \u2603", "reusePolicy=", []byte(" \n\t"))
+	f.Add("other", "v", "version=v1&tag=a:b&timeout=300&scheduledStartTime=2030-01-01T00:00:00Z", []byte(`1`))
+	f.Add("hello", "w", "timeout=1&returnInternalServerErrorOnFailure=true&TAG=x:y&tag=x:z", []byte(`2`))
 	f.Fuzz(func(t *testing.T, fn, id, query string, body []byte) {
 		path := "/api/orchestrators/" + url.PathEscape(fn)
 		if id != "" {

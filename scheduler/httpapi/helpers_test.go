@@ -23,6 +23,23 @@ import (
 
 const testPrefix = "/t/"
 
+// testFunction is the registry of the test handlers: "hello" (unversioned)
+// and "other", whose versions are v1 and v2 (the default).
+func testFunction(name, version string) (string, bool) {
+	switch {
+	case name == "hello":
+		return version, version == ""
+	case name == "other" && version == "":
+		return "v2", true
+	case name == "other":
+		return version, version == "v1" || version == "v2"
+	}
+	return "", false
+}
+
+// anyFunction knows every function, unversioned.
+func anyFunction(string, string) (string, bool) { return "", true }
+
 // env is one handler on its own embedded etcd, registry and test server.
 type env struct {
 	t      *testing.T
@@ -48,8 +65,8 @@ func newEnv(t *testing.T, opts ...func(*Config)) *env {
 	e.client = orchestrator.NewClient(e.etcd, orchestrator.ClientConfig{Prefix: testPrefix, Logger: log})
 	e.reg = prometheus.NewRegistry()
 	e.cfg = Config{
-		Client:      e.client,
-		HasFunction: func(name string) bool { return name == "hello" || name == "other" },
+		Client:   e.client,
+		Function: testFunction,
 		Ready: func() error {
 			e.mu.Lock()
 			defer e.mu.Unlock()

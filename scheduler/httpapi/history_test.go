@@ -143,7 +143,7 @@ func TestHistoryEndToEnd(t *testing.T) {
 		return []any{a, b, signal.OK}, nil
 	}))
 	e := newEnv(t, func(c *Config) {
-		c.HasFunction = func(name string) bool { _, ok := reg.Orchestrator(name); return ok }
+		c.Function = RegistryFunction(reg)
 	})
 	node, err := scheduler.New(scheduler.Config{
 		Etcd: e.etcd, Prefix: testPrefix, NodeID: "n1", LeaseTTL: 2 * time.Second,

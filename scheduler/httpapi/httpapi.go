@@ -42,8 +42,19 @@ const retryAfterSeconds = "1"
 type Config struct {
 	// Client performs the operations. Required.
 	Client *orchestrator.Client
-	// HasFunction reports whether an orchestration name is known (404 otherwise). Required.
-	HasFunction func(name string) bool
+	// Function looks an orchestration up in the node's registry. With
+	// version "" it reports whether name is registered and returns the
+	// version new starts of it get (orchestrator.Registry.DefaultVersion);
+	// with a version, whether that version of name is registered (and
+	// returns it). A start of an unknown name is refused (404, or 400 on
+	// the built-in route), and so is one of an unknown version (400).
+	// RegistryFunction(reg) is this function of a registry. Required.
+	Function func(name, version string) (string, bool)
+	// Stopping, if set, is closed when the node begins to shut down: every
+	// wait in progress (a start or restart with timeout, a status with
+	// waitForCompletion) ends at once with the answer it would give when its
+	// time runs out, so that the shutdown does not wait for it.
+	Stopping <-chan struct{}
 	// Ready returns nil while the node can serve (/readyz 200), an error otherwise (503).
 	// Starts and restarts are refused with 503 while Ready returns an error.
 	// Defaults to always ready.
@@ -96,10 +107,23 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// RegistryFunction is Config.Function of a registry: name's default
+// version for version "", else whether version of name is registered.
+func RegistryFunction(reg *orchestrator.Registry) func(name, version string) (string, bool) {
+	return func(name, version string) (string, bool) {
+		if version == "" {
+			return reg.DefaultVersion(name)
+		}
+		_, ok := reg.OrchestratorVersion(name, version)
+		return version, ok
+	}
+}
+
 // handler serves every route of docs/contract.md section 3.
 type handler struct {
 	client      *orchestrator.Client
-	hasFunction func(string) bool
+	function    func(name, version string) (string, bool)
+	stopping    <-chan struct{}
 	ready       func() error
 	keys        [][sha256.Size]byte
 	publicURL   string // without a trailing slash
@@ -129,8 +153,8 @@ func New(cfg Config) (http.Handler, error) {
 	switch {
 	case cfg.Client == nil:
 		return nil, errors.New("httpapi: Config.Client is required")
-	case cfg.HasFunction == nil:
-		return nil, errors.New("httpapi: Config.HasFunction is required")
+	case cfg.Function == nil:
+		return nil, errors.New("httpapi: Config.Function is required (RegistryFunction(registry) makes it)")
 	case cfg.Gatherer == nil:
 		return nil, errors.New("httpapi: Config.Gatherer is required")
 	case cfg.Registerer == nil:
@@ -146,7 +170,8 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	h := &handler{
 		client:      cfg.Client,
-		hasFunction: cfg.HasFunction,
+		function:    cfg.Function,
+		stopping:    cfg.Stopping,
 		ready:       cfg.Ready,
 		maxPayload:  cfg.MaxPayload,
 		timeout:     cfg.OperationTimeout,
@@ -199,6 +224,8 @@ func New(cfg Config) (http.Handler, error) {
 		// {instanceId...} also takes an empty or slashed remainder, so that such
 		// an ID gets a 400 that says what is wrong rather than a routing 404.
 		mux.HandleFunc("POST /api/orchestrators/{functionName}/{instanceId...}", h.startWithID)
+		mux.HandleFunc("POST "+BasePath+"/orchestrators/{functionName}", h.builtinStartGenerated)
+		mux.HandleFunc("POST "+BasePath+"/orchestrators/{functionName}/{instanceId...}", h.builtinStartWithID)
 		mux.HandleFunc("GET "+BasePath+"/instances", h.list)
 		mux.HandleFunc("GET "+BasePath+"/instances/{id}", h.status)
 		mux.HandleFunc("DELETE "+BasePath+"/instances/{id}", h.purge)
@@ -209,6 +236,8 @@ func New(cfg Config) (http.Handler, error) {
 		mux.HandleFunc("POST "+BasePath+"/instances/{id}/restart", h.restart)
 		mux.HandleFunc("POST "+BasePath+"/instances/{id}/rewind", h.rewind)
 		mux.HandleFunc("POST "+BasePath+"/instances/{id}/raiseEvent/{eventName}", h.raiseEvent)
+		mux.HandleFunc(BasePath+"/entities", h.entities)
+		mux.HandleFunc(BasePath+"/entities/", h.entities)
 	}
 	mux.HandleFunc("GET /livez", h.livez)
 	mux.HandleFunc("GET /readyz", h.readyz)
@@ -276,8 +305,9 @@ func (h *handler) route(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeError(w, http.StatusNotFound, fmt.Sprintf(
-			"no route for %s %s; the API serves POST /api/orchestrators/{functionName}[/{instanceId}], %s/instances[/{instanceId}[/terminate|suspend|resume|restart|raiseEvent/{eventName}]], /livez, /readyz, /healthz and /metrics",
-			r.Method, truncate(r.URL.Path, 200), BasePath))
+			"no route for %s %s; the API serves POST /api/orchestrators/{functionName}[/{instanceId}], POST %s/orchestrators/{functionName}[/{instanceId}], "+
+				"%s/instances[/{instanceId}[/terminate|suspend|resume|rewind|restart|raiseEvent/{eventName}]], /livez, /readyz, /healthz and /metrics",
+			r.Method, truncate(r.URL.Path, 200), BasePath, BasePath))
 	case http.StatusMethodNotAllowed:
 		allow := p.header.Get("Allow")
 		w.Header().Set("Allow", allow)
@@ -454,6 +484,13 @@ func (h *handler) notTaking(w http.ResponseWriter, what string, err error) int {
 	writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
 		"this node is not taking starts (%v); retry later or send the %s to another node", err, what))
 	return http.StatusServiceUnavailable
+}
+
+// entities answers the entity routes of Durable Functions: Soloist has no
+// durable entities.
+func (h *handler) entities(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotFound, "Soloist has no durable entities, so it serves none of the "+BasePath+
+		"/entities routes; keep such state in an orchestration (custom status, external events) or in your own store")
 }
 
 // livez answers 200 while the process serves; it never checks etcd.

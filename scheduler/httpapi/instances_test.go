@@ -387,7 +387,7 @@ func TestStoreUnavailable(t *testing.T) {
 	var reported atomic.Int32
 	h, err := New(Config{
 		Client:           orchestrator.NewClient(down, orchestrator.ClientConfig{Prefix: testPrefix}),
-		HasFunction:      func(string) bool { return true },
+		Function:         anyFunction,
 		Gatherer:         e.reg,
 		Registerer:       e.reg,
 		Logger:           e.cfg.Logger,

@@ -124,7 +124,7 @@ func TestMetricsEndpoint(t *testing.T) {
 func TestPanicIsA500WithoutStack(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, func(c *Config) {
-		c.HasFunction = func(string) bool { panic("registry exploded") }
+		c.Function = func(string, string) (string, bool) { panic("registry exploded") }
 	})
 	r := e.do("POST", "/api/orchestrators/hello/x", "").want(t, http.StatusInternalServerError)
 	if msg := r.errorMessage(t); strings.Contains(msg, "exploded") {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/soloist-dev/soloist/orchestrator"
 )
@@ -16,13 +17,14 @@ import (
 // CheckStatus is the body of a 202 from a start or restart, and of a 200
 // from a start with conflictPolicy=useExisting: the URLs that manage the
 // instance, as Durable Functions returns them. sendEventPostUri keeps the
-// placeholder {eventName}, and terminate, suspend and resume the
+// placeholder {eventName}, and terminate, rewind, suspend and resume the
 // placeholder {text} of their reason, for the caller to fill in.
 type CheckStatus struct {
 	ID                    string `json:"id"`
 	StatusQueryGetURI     string `json:"statusQueryGetUri"`
 	SendEventPostURI      string `json:"sendEventPostUri"`
 	TerminatePostURI      string `json:"terminatePostUri"`
+	RewindPostURI         string `json:"rewindPostUri"`
 	PurgeHistoryDeleteURI string `json:"purgeHistoryDeleteUri"`
 	RestartPostURI        string `json:"restartPostUri"`
 	SuspendPostURI        string `json:"suspendPostUri"`
@@ -79,39 +81,44 @@ func (h *handler) codeParam(r *http.Request) string {
 	return ""
 }
 
-// checkStatus builds the check-status body of id.
-func (h *handler) checkStatus(r *http.Request, id string) CheckStatus {
+// checkStatus builds the check-status body of id. With failAs500 its
+// statusQueryGetUri asks for a 500 if the instance fails
+// (returnInternalServerErrorOnFailure=true), as Durable Functions'
+// CreateCheckStatusResponse does when asked to.
+func (h *handler) checkStatus(r *http.Request, id string, failAs500 bool) CheckStatus {
 	base := h.instanceURL(r, id)
 	code := h.codeParam(r)
-	plain := func(u string) string {
-		if code == "" {
+	with := func(u string, params ...string) string {
+		if code != "" {
+			params = append(params, code)
+		}
+		if len(params) == 0 {
 			return u
 		}
-		return u + "?" + code
+		return u + "?" + strings.Join(params, "&")
 	}
-	reason := func(u string) string {
-		u += "?reason={text}"
-		if code != "" {
-			u += "&" + code
-		}
-		return u
+	status := with(base)
+	if failAs500 {
+		status = with(base, "returnInternalServerErrorOnFailure=true")
 	}
+	const reason = "reason={text}"
 	return CheckStatus{
 		ID:                    id,
-		StatusQueryGetURI:     plain(base),
-		SendEventPostURI:      plain(base + "/raiseEvent/{eventName}"),
-		TerminatePostURI:      reason(base + "/terminate"),
-		PurgeHistoryDeleteURI: plain(base),
-		RestartPostURI:        plain(base + "/restart"),
-		SuspendPostURI:        reason(base + "/suspend"),
-		ResumePostURI:         reason(base + "/resume"),
+		StatusQueryGetURI:     status,
+		SendEventPostURI:      with(base + "/raiseEvent/{eventName}"),
+		TerminatePostURI:      with(base+"/terminate", reason),
+		RewindPostURI:         with(base+"/rewind", reason),
+		PurgeHistoryDeleteURI: with(base),
+		RestartPostURI:        with(base + "/restart"),
+		SuspendPostURI:        with(base+"/suspend", reason),
+		ResumePostURI:         with(base+"/resume", reason),
 	}
 }
 
 // writeAccepted answers 202 with the check-status body of id, Location and
 // Retry-After.
-func (h *handler) writeAccepted(w http.ResponseWriter, r *http.Request, id string) {
-	cs := h.checkStatus(r, id)
+func (h *handler) writeAccepted(w http.ResponseWriter, r *http.Request, id string, failAs500 bool) {
+	cs := h.checkStatus(r, id, failAs500)
 	w.Header().Set("Location", cs.StatusQueryGetURI)
 	w.Header().Set("Retry-After", retryAfterSeconds)
 	writeJSON(w, http.StatusAccepted, cs)
@@ -161,21 +168,92 @@ func unknownFunction(name string) string {
 		truncate(name, 100))
 }
 
+// The start routes. The /api routes are those of the HTTP-triggered
+// starter function of Durable Functions' samples, which answer 404 for an
+// unknown function; the built-in {base}/orchestrators routes answer 400
+// for it, as Durable Functions' reference says.
 func (h *handler) startGenerated(w http.ResponseWriter, r *http.Request) {
-	h.start(w, r, r.PathValue("functionName"), orchestrator.NewID())
+	h.start(w, r, r.PathValue("functionName"), orchestrator.NewID(), http.StatusNotFound)
 }
 
 func (h *handler) startWithID(w http.ResponseWriter, r *http.Request) {
-	h.start(w, r, r.PathValue("functionName"), r.PathValue("instanceId"))
+	h.start(w, r, r.PathValue("functionName"), r.PathValue("instanceId"), http.StatusNotFound)
 }
 
-// start serves both start routes. Every check that can refuse the request
-// runs before the one etcd transaction of Client.Start, so a refused start
-// writes nothing.
-func (h *handler) start(w http.ResponseWriter, r *http.Request, fn, id string) {
-	if !h.hasFunction(fn) {
-		h.metrics.start("", http.StatusNotFound)
-		writeError(w, http.StatusNotFound, unknownFunction(fn))
+func (h *handler) builtinStartGenerated(w http.ResponseWriter, r *http.Request) {
+	h.start(w, r, r.PathValue("functionName"), orchestrator.NewID(), http.StatusBadRequest)
+}
+
+func (h *handler) builtinStartWithID(w http.ResponseWriter, r *http.Request) {
+	h.start(w, r, r.PathValue("functionName"), r.PathValue("instanceId"), http.StatusBadRequest)
+}
+
+// startParams are the query parameters of a start.
+var startParams = []string{"conflictPolicy", "reusePolicy", "timeout", "pollingInterval", "scheduledStartTime",
+	"version", "tag", "returnInternalServerErrorOnFailure"}
+
+// startRequest is what the query string of a start asks for.
+type startRequest struct {
+	opts orchestrator.StartOptions
+	// wait is the timeout parameter: how long to wait for the instance to
+	// finish before answering (waits is false without it).
+	wait  time.Duration
+	waits bool
+	// failAs500 is returnInternalServerErrorOnFailure.
+	failAs500 bool
+}
+
+// startRequest reads the query string of a start of fn: the policies,
+// timeout and pollingInterval (seconds), scheduledStartTime, version (the
+// registry's default version if absent) and tags.
+func (h *handler) startRequest(q query, fn string) (*startRequest, error) {
+	var s startRequest
+	var err error
+	if s.opts.ConflictPolicy, err = orchestrator.ParseConflictPolicy(q.get("conflictPolicy")); err != nil {
+		return nil, err
+	}
+	if s.opts.ReusePolicy, err = orchestrator.ParseReusePolicy(q.get("reusePolicy")); err != nil {
+		return nil, err
+	}
+	if s.wait, s.waits, err = q.duration("timeout"); err != nil {
+		return nil, err
+	}
+	// Soloist waits on an etcd watch and never polls: pollingInterval is
+	// checked, as Durable Functions' poll-free providers take it, and has
+	// no effect.
+	if _, _, err = q.duration("pollingInterval"); err != nil {
+		return nil, err
+	}
+	if s.failAs500, err = q.bool("returnInternalServerErrorOnFailure", false); err != nil {
+		return nil, err
+	}
+	if s.opts.StartAt, err = q.time("scheduledStartTime"); err != nil {
+		return nil, err
+	}
+	if s.opts.Tags, err = q.tags(); err != nil {
+		return nil, err
+	}
+	s.opts.Version = q.get("version")
+	def, _ := h.function(fn, "")
+	if s.opts.Version == "" {
+		s.opts.Version = def
+	} else if _, ok := h.function(fn, s.opts.Version); !ok {
+		reason := "this node has no such version of it registered; check the version, or leave version out to start the default version"
+		if def != "" {
+			reason += " '" + def + "'"
+		}
+		return nil, &orchestrator.ValidationError{Field: "version", Value: s.opts.Version, Reason: reason + " of '" + truncate(fn, 100) + "'"}
+	}
+	return &s, nil
+}
+
+// start serves the start routes; unknown is the code of an unknown
+// function. Every check that can refuse the request runs before the one
+// etcd transaction of Client.Start, so a refused start writes nothing.
+func (h *handler) start(w http.ResponseWriter, r *http.Request, fn, id string, unknown int) {
+	if _, ok := h.function(fn, ""); !ok {
+		h.metrics.start("", unknown)
+		writeError(w, unknown, unknownFunction(fn))
 		return
 	}
 	invalid := func(err error) {
@@ -186,13 +264,12 @@ func (h *handler) start(w http.ResponseWriter, r *http.Request, fn, id string) {
 		invalid(err)
 		return
 	}
-	q := r.URL.Query()
-	cp, err := orchestrator.ParseConflictPolicy(q.Get("conflictPolicy"))
-	if err != nil {
-		invalid(err)
+	q, ok := h.query(w, r, startParams...)
+	if !ok {
+		h.metrics.start(fn, http.StatusBadRequest)
 		return
 	}
-	rp, err := orchestrator.ParseReusePolicy(q.Get("reusePolicy"))
+	req, err := h.startRequest(q, fn)
 	if err != nil {
 		invalid(err)
 		return
@@ -210,12 +287,12 @@ func (h *handler) start(w http.ResponseWriter, r *http.Request, fn, id string) {
 	ctx, cancel := h.opContext(r)
 	defer cancel()
 	ctx, span := h.traceStart(ctx, r, fn, id) // a child of the request's W3C traceparent, if any
-	defer span.End()
-	res, err := h.client.Start(ctx, fn, orchestrator.StartOptions{
-		InstanceID: id, Input: input, ConflictPolicy: cp, ReusePolicy: rp,
-		Trace: orchestrator.TraceContextFrom(ctx),
-	})
+	opts := req.opts
+	opts.InstanceID, opts.Input = id, input
+	opts.Trace = orchestrator.TraceContextFrom(ctx)
+	res, err := h.client.Start(ctx, fn, opts)
 	traceStarted(span, res, err)
+	span.End() // before any wait (?timeout=): the span is the start's
 	if err != nil {
 		var exists *orchestrator.ExistsError
 		if errors.As(err, &exists) && exists.Status != nil {
@@ -228,7 +305,7 @@ func (h *handler) start(w http.ResponseWriter, r *http.Request, fn, id string) {
 				Error:             exists.Error(),
 				ID:                exists.Status.InstanceID,
 				RuntimeStatus:     string(exists.Status.RuntimeStatus),
-				StatusQueryGetURI: h.checkStatus(r, exists.Status.InstanceID).StatusQueryGetURI,
+				StatusQueryGetURI: h.checkStatus(r, exists.Status.InstanceID, false).StatusQueryGetURI,
 			})
 			return
 		}
@@ -236,11 +313,16 @@ func (h *handler) start(w http.ResponseWriter, r *http.Request, fn, id string) {
 		h.fail(w, r, err)
 		return
 	}
+	cancel() // the etcd work is done; a wait has its own bound
 	if !res.Started {
 		h.metrics.start(fn, http.StatusOK)
 		h.log.Debug("start returned the existing instance (useExisting)", "function", fn, "instance_id", id,
 			"execution_id", res.Status.ExecutionID, "runtime_status", string(res.Status.RuntimeStatus))
-		writeJSON(w, http.StatusOK, h.checkStatus(r, res.Status.InstanceID))
+		if req.waits {
+			h.answerWaited(w, r, res.Status.InstanceID, req.wait, req.failAs500)
+			return
+		}
+		writeJSON(w, http.StatusOK, h.checkStatus(r, res.Status.InstanceID, req.failAs500))
 		return
 	}
 	h.metrics.start(fn, http.StatusAccepted)
@@ -248,6 +330,13 @@ func (h *handler) start(w http.ResponseWriter, r *http.Request, fn, id string) {
 	if res.Replaced != "" {
 		attrs = append(attrs, "replaced_execution_id", res.Replaced)
 	}
+	if res.Status.Version != "" {
+		attrs = append(attrs, "version", res.Status.Version)
+	}
 	h.log.Info("orchestration started", attrs...)
-	h.writeAccepted(w, r, id)
+	if req.waits {
+		h.answerWaited(w, r, id, req.wait, req.failAs500)
+		return
+	}
+	h.writeAccepted(w, r, id, req.failAs500)
 }

@@ -27,6 +27,7 @@ func TestStartThenConflict(t *testing.T) {
 		StatusQueryGetURI:     base,
 		SendEventPostURI:      base + "/raiseEvent/{eventName}",
 		TerminatePostURI:      base + "/terminate?reason={text}",
+		RewindPostURI:         base + "/rewind?reason={text}",
 		PurgeHistoryDeleteURI: base,
 		RestartPostURI:        base + "/restart",
 		SuspendPostURI:        base + "/suspend?reason={text}",

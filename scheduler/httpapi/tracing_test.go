@@ -28,7 +28,7 @@ func TestTraceStart(t *testing.T) {
 	etcd := leasetest.Start(t)
 	client := orchestrator.NewClient(etcd.Client(), orchestrator.ClientConfig{Prefix: testPrefix, TracerProvider: tp})
 	reg := prometheus.NewRegistry()
-	h, err := New(Config{Client: client, HasFunction: func(string) bool { return true }, Gatherer: reg, Registerer: reg})
+	h, err := New(Config{Client: client, Function: anyFunction, Gatherer: reg, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

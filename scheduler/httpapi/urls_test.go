@@ -69,7 +69,7 @@ func TestNewRejectsBadPublicURL(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
 	for _, u := range []string{"soloist.example.com", "ftp://h", "https://h/?x=1", "https://h/#f", "https://user@h"} {
-		cfg := Config{Client: orchestrator.NewClient(nil, orchestrator.ClientConfig{}), HasFunction: func(string) bool { return true }, Gatherer: reg, Registerer: reg, PublicURL: u}
+		cfg := Config{Client: orchestrator.NewClient(nil, orchestrator.ClientConfig{}), Function: anyFunction, Gatherer: reg, Registerer: reg, PublicURL: u}
 		if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "PublicURL") {
 			t.Errorf("PublicURL %q: %v", u, err)
 		}
