@@ -1663,8 +1663,8 @@ func (r *runbook) startBeforeNoticed() {
 }
 
 // startDuringNoSpace checks README's warning: a node started while etcd
-// has its NOSPACE alarm cannot get a session lease and exits at once, with
-// code 1.
+// has its NOSPACE alarm cannot get a session lease; it says why while it
+// waits, and exits with code 3 once --etcd-dial-timeout has passed.
 func (r *runbook) startDuringNoSpace() {
 	t := r.t
 	port, err := harness.FreePort()
@@ -1674,14 +1674,22 @@ func (r *runbook) startDuringNoSpace() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c := exec.CommandContext(ctx, r.bin.Soloist, "serve", "--etcd-endpoints", r.vars["ETCD"],
-		"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--node-id", "n3", "--demo", "--log-format", "json")
+		"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--node-id", "n3", "--demo", "--log-format", "json",
+		"--etcd-dial-timeout", "3s")
 	c.Env = proc.CleanEnv()
+	began := time.Now()
 	out, err := c.CombinedOutput()
+	took := time.Since(began)
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !bytes.Contains(out, []byte("lease: grant: etcdserver: mvcc: database space exceeded")) {
-		t.Fatalf("a node started during NOSPACE: %v\n%s\nREADME says it exits with code 1, lease: grant: etcdserver: mvcc: database space exceeded", err, out)
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 ||
+		!bytes.Contains(out, []byte("etcd is out of space (NOSPACE alarm) and refuses the node's session")) ||
+		!bytes.Contains(out, []byte("is out of space (NOSPACE alarm) and refused the node's session lease for --etcd-dial-timeout 3s")) {
+		t.Fatalf("a node started during NOSPACE: %v\n%s\nREADME says it waits, saying why, then exits with code 3", err, out)
 	}
-	t.Logf("    a node started during NOSPACE exits with code 1: %s", lastLine(out))
+	if took < 3*time.Second {
+		t.Fatalf("a node started during NOSPACE exited after %v, before its --etcd-dial-timeout 3s", took)
+	}
+	t.Logf("    a node started during NOSPACE waited %v and exited with code 3: %s", took.Round(100*time.Millisecond), lastLine(out))
 }
 
 func lastLine(b []byte) string {

@@ -10,6 +10,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -235,6 +236,9 @@ func parseHandoff(kvs []*mvccpb.KeyValue) *Handoff {
 // reading it until it knows or ctx ends. If it did, the key is tracked and
 // the claim's reads are read afresh.
 func (s *Session) reconcile(ctx context.Context, claim Claim, cause error) (*Holding, error) {
+	if notApplied(cause) {
+		return nil, fmt.Errorf("lease: acquire %s refused: %w", claim.Key, cause)
+	}
 	b := newBackoff(50*time.Millisecond, time.Second)
 	for {
 		ops := append([]clientv3.Op{clientv3.OpGet(claim.Key)}, claim.Reads...)
@@ -420,4 +424,19 @@ func (s *Session) putMarker(ctx context.Context, key string, marker *Handoff, tt
 		return fmt.Errorf("lease: handoff marker %s: %w", key, err)
 	}
 	return nil
+}
+
+// notApplied reports whether an error of a write says etcd refused it
+// before applying it: out of space (NOSPACE), over a request limit, or not
+// permitted. Such an acquire took nothing; there is nothing to reconcile.
+func notApplied(err error) bool {
+	for _, refusal := range []error{
+		rpctypes.ErrNoSpace, rpctypes.ErrRequestTooLarge, rpctypes.ErrTooManyOps, rpctypes.ErrDuplicateKey,
+		rpctypes.ErrPermissionDenied, rpctypes.ErrAuthFailed, rpctypes.ErrInvalidAuthToken, rpctypes.ErrAuthOldRevision,
+	} {
+		if errors.Is(err, refusal) {
+			return true
+		}
+	}
+	return false
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/soloist-dev/soloist/lease"
@@ -218,6 +220,31 @@ func TestAcquireCancelledLeavesNothing(t *testing.T) {
 		t.Fatalf("session ended: %v", s.Err())
 	}
 	acquire(t, s, lease.Claim{Key: key, Value: "n"})
+}
+
+// An Acquire that etcd refuses outright (here: a request over its 1.5 MiB
+// limit; NOSPACE is refused the same way) fails at once with etcd's error:
+// nothing can have been written, so there is nothing to reconcile, and it
+// is not reported as an unknown outcome.
+func TestAcquireRefusedIsNotUnknown(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	cli := e.Client()
+	s := newSession(t, cli, 5*time.Second)
+	key := prefix(t) + "owner"
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	began := time.Now()
+	_, err := s.Acquire(ctx, lease.Claim{Key: key, Value: strings.Repeat("x", 1600<<10)})
+	if err == nil || errors.Is(err, lease.ErrOutcomeUnknown) || !errors.Is(err, rpctypes.ErrRequestTooLarge) {
+		t.Fatalf("Acquire over etcd's request limit: %v, want etcd's refusal and not ErrOutcomeUnknown", err)
+	}
+	if took := time.Since(began); took > 2*time.Second {
+		t.Fatalf("the refusal took %v: it was reconciled as if unknown", took)
+	}
+	if kv := get(t, cli, key); kv != nil {
+		t.Fatalf("key written: %+v", kv)
+	}
 }
 
 // A holding's Done closes within a second when its owners key is deleted by

@@ -139,7 +139,7 @@ func NewSession(ctx context.Context, cli *clientv3.Client, cfg Config) (*Session
 	}
 	sctx, cancel := context.WithCancelCause(context.Background())
 	s := &Session{
-		cli: cli, cfg: cfg, log: cfg.Logger.With("lease_id", fmt.Sprintf("%x", int64(resp.ID))),
+		cli: cli, cfg: cfg, log: cfg.Logger.With("lease_id", fmt.Sprintf("%016x", int64(resp.ID))),
 		id: resp.ID, ctx: sctx, cancel: cancel,
 		holdings: map[string]*Holding{}, pending: map[string]*pendingAcquire{}, retired: map[string]int64{},
 	}

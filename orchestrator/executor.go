@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -36,8 +37,8 @@ func (e *NonDeterminismError) Error() string {
 		e.Seq, e.History, e.Code)
 }
 
-// abortSignal unwinds an orchestration goroutine parked in Await when its
-// run ends.
+// abortSignal unwinds an orchestration goroutine blocked in Await when its
+// run ends (or parks).
 type abortSignal struct{}
 
 // markRunningAfter is how long fresh code may run before the executor
@@ -62,6 +63,19 @@ type RunOptions struct {
 	// "start", "resume", "failover", "handoff", "retry" (a node's words);
 	// empty leaves it out.
 	Reason string
+	// ParkAfter, if above zero, parks the run once the orchestration has
+	// waited that long with nothing in flight: every step committed, no
+	// activity running, no child being started, only events and durable
+	// timers awaited. A parked run ends (Outcome.Parked) and keeps nothing
+	// in memory: no goroutine, no history. Drive the execution again (Open,
+	// then Drive) when an inbox entry for it arrives or at Outcome.WakeAt;
+	// the new run replays the history and goes on. Needs the caller to
+	// deliver the inbox (not WatchInbox).
+	ParkAfter time.Duration
+	// OnStoreError, if set, hears of every failed attempt of the run's
+	// writes that is retried (etcd unavailable, out of space, refused), as
+	// it happens, from the run's goroutine.
+	OnStoreError func(error)
 }
 
 // Outcome is how a run ended.
@@ -72,6 +86,15 @@ type Outcome struct {
 	// Err is why the run stopped without ending the execution: its
 	// context's cause, ErrFenced, ErrExecutionChanged, or a store error.
 	Err error
+	// Parked says the run stopped because it was idle (RunOptions.ParkAfter):
+	// the execution goes on when driven again.
+	Parked bool
+	// WakeAt is when the first durable timer of a parked run fires; zero
+	// if it awaits none.
+	WakeAt time.Time
+	// Missed says an inbox entry reached a parked run as it ended, so it
+	// was not applied: drive the execution again at once.
+	Missed bool
 }
 
 // Driver is a run of one execution: it replays the history, then runs the
@@ -84,8 +107,10 @@ type Driver struct{ e *executor }
 
 // Deliver hands the run an inbox entry of its instance. Entries must come
 // in CreateRevision order; repeats and entries already consumed are
-// ignored.
-func (d *Driver) Deliver(entry InboxEntry) { d.e.post(msg{kind: msgInbox, inbox: entry}) }
+// ignored. It reports false if the run has ended: the entry was not taken
+// (a parked run then reports it in Outcome.Missed if OnEnd has not been
+// called yet).
+func (d *Driver) Deliver(entry InboxEntry) bool { return d.e.post(msg{kind: msgInbox, inbox: entry}) }
 
 // Drive starts a run of the execution's orchestration from the registry:
 // see Driver. ctx bounds the run: when it is cancelled the run writes
@@ -141,12 +166,14 @@ const (
 	msgEvent         // a completion of this run's work
 	msgInbox         // an inbox entry
 	msgStop          // the context ended
+	msgPark          // the idle time of RunOptions.ParkAfter passed
 )
 
 type msg struct {
 	kind  msgKind
 	ev    HistoryEvent
 	inbox InboxEntry
+	epoch uint64 // of a msgPark: the batch count when it was armed
 }
 
 // executor is the state of one run. The mailbox is guarded by mu; the rest
@@ -167,10 +194,16 @@ type executor struct {
 	tracer  trace.Tracer
 	failure *FailureDetails // of a Failed final write, for the span
 
-	mu    sync.Mutex
-	mail  []msg
-	busy  bool
-	ended bool
+	mu     sync.Mutex
+	mail   []msg
+	busy   bool
+	ended  bool
+	parked bool // ended by parking
+	missed bool // an inbox entry came as it parked
+
+	epoch     uint64       // batches handled, so a stale msgPark is ignored
+	parkTimer *time.Timer  // armed while the run is idle, with ParkAfter
+	inflight  atomic.Int32 // activities and child starts under way
 
 	history  []HistoryEvent // committed
 	pending  []HistoryEvent // applied, to commit in the next step
@@ -190,7 +223,7 @@ type executor struct {
 	guids     int
 
 	started    bool
-	parked     bool
+	blocked    bool // the orchestration goroutine waits in Await
 	finished   bool
 	waiting    []*Task
 	resume     chan bool
@@ -224,18 +257,20 @@ func drive(ctx context.Context, exec *Execution, fn OrchestratorFunc, reg *Regis
 	return &Driver{e: e}
 }
 
-// post queues m and makes sure a goroutine runs the loop.
-func (e *executor) post(m msg) {
+// post queues m and makes sure a goroutine runs the loop. It reports
+// false if the run has ended.
+func (e *executor) post(m msg) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.ended {
-		return
+		return false
 	}
 	e.mail = append(e.mail, m)
 	if !e.busy {
 		e.busy = true
 		go e.loop()
 	}
+	return true
 }
 
 // loop handles the mailbox until it is empty or the run ends.
@@ -245,6 +280,7 @@ func (e *executor) loop() {
 		batch := e.mail
 		e.mail = nil
 		if len(batch) == 0 {
+			e.armPark() // still this loop's: busy is set
 			e.busy = false
 			e.mu.Unlock()
 			return
@@ -257,12 +293,58 @@ func (e *executor) loop() {
 	}
 }
 
+// idle reports whether the run could park: the orchestration waits for
+// events or timers only, and nothing of it is uncommitted or under way.
+func (e *executor) idle() bool {
+	return e.started && e.blocked && !e.finished && !e.replaying && !e.needMark &&
+		len(e.pending) == 0 && len(e.consumed) == 0 && len(e.actions) == 0 && e.inflight.Load() == 0
+}
+
+// armPark (re)starts the countdown to parking if the run is idle; a
+// countdown that outlives the state it saw is ignored (epoch).
+func (e *executor) armPark() {
+	if e.opts.ParkAfter <= 0 || e.opts.WatchInbox || !e.idle() {
+		return
+	}
+	ep := e.epoch
+	if e.parkTimer != nil {
+		e.parkTimer.Stop()
+	}
+	e.parkTimer = time.AfterFunc(e.opts.ParkAfter, func() { e.post(msg{kind: msgPark, epoch: ep}) })
+}
+
+// parkNow reports whether a batch is only the countdown of the current,
+// still idle state.
+func (e *executor) parkNow(batch []msg) bool {
+	for _, m := range batch {
+		if m.kind != msgPark || m.epoch != e.epoch {
+			return false
+		}
+	}
+	return e.idle()
+}
+
+// wakeAt is when the first unfired durable timer fires; zero if none.
+func (e *executor) wakeAt() time.Time {
+	var at time.Time
+	for _, t := range e.tasks {
+		if t.kind == kindTimer && !t.done && t.id >= 0 && (at.IsZero() || t.fireAt.Before(at)) {
+			at = t.fireAt
+		}
+	}
+	return at
+}
+
 // handle applies a batch of messages and commits what they produced. It
 // reports done with the outcome when the run is over.
 func (e *executor) handle(batch []msg) (Outcome, bool) {
 	if e.ctx.Err() != nil {
 		return Outcome{Err: context.Cause(e.ctx)}, true
 	}
+	if e.parkNow(batch) {
+		return Outcome{Parked: true, WakeAt: e.wakeAt()}, true
+	}
+	e.epoch++
 	for _, m := range batch {
 		var err error
 		switch m.kind {
@@ -275,6 +357,7 @@ func (e *executor) handle(batch []msg) (Outcome, bool) {
 			err = e.consume(m.inbox)
 		case msgStop:
 			return Outcome{Err: context.Cause(e.ctx)}, true
+		case msgPark: // stale: the run did something since
 		}
 		if err != nil {
 			return e.fail(err)
@@ -518,6 +601,9 @@ func (e *executor) fail(err error) (Outcome, bool) {
 
 // end stops everything the run started, waits for it, and reports.
 func (e *executor) end(out Outcome) {
+	if e.parkTimer != nil {
+		e.parkTimer.Stop()
+	}
 	if e.stopWork != nil {
 		e.stopWork()
 	}
@@ -530,6 +616,11 @@ func (e *executor) end(out Outcome) {
 	e.workers.Wait()
 	e.mu.Lock()
 	e.ended = true
+	for _, m := range e.mail {
+		if m.kind == msgInbox && out.Parked {
+			out.Missed = true // came while it parked: not applied
+		}
+	}
 	e.mail = nil
 	e.mu.Unlock()
 	e.endSpan(out)
@@ -675,7 +766,7 @@ func (e *executor) startCoroutine() {
 // that runs for a while without waiting gets its record marked Running
 // meanwhile.
 func (e *executor) step() {
-	e.parked = false
+	e.blocked = false
 	e.resume <- true
 	if e.needMark && !e.replaying {
 		t := time.NewTimer(markRunningAfter)
@@ -698,13 +789,13 @@ func (e *executor) step() {
 
 func (e *executor) afterStep() {
 	if !e.finished {
-		e.parked = true
+		e.blocked = true
 	}
 }
 
 // wake resumes the orchestration if what it waits for is done.
 func (e *executor) wake() {
-	if !e.parked {
+	if !e.blocked {
 		return
 	}
 	for _, t := range e.waiting {
@@ -715,10 +806,10 @@ func (e *executor) wake() {
 	}
 }
 
-// abort unwinds a parked orchestration goroutine.
+// abort unwinds a blocked orchestration goroutine.
 func (e *executor) abort() {
-	if e.parked {
-		e.parked = false
+	if e.blocked {
+		e.blocked = false
 		e.resume <- false
 		<-e.yielded
 	}
@@ -782,9 +873,11 @@ func (e *executor) startWork(t *Task) {
 	case kindActivity:
 		wctx := e.work()
 		e.workers.Add(1)
+		e.inflight.Add(1)
 		go func() {
 			defer e.workers.Done()
 			ev := e.callActivity(wctx, t)
+			e.inflight.Add(-1) // before the post: the step it brings re-checks idleness
 			if wctx.Err() == nil {
 				e.post(msg{kind: msgEvent, ev: ev})
 			}
@@ -792,9 +885,12 @@ func (e *executor) startWork(t *Task) {
 	case kindSub:
 		wctx := e.work()
 		e.workers.Add(1)
+		e.inflight.Add(1)
 		go func() {
 			defer e.workers.Done()
-			if ev := e.startChild(wctx, t); ev != nil && wctx.Err() == nil {
+			ev := e.startChild(wctx, t)
+			e.inflight.Add(-1)
+			if ev != nil && wctx.Err() == nil {
 				e.post(msg{kind: msgEvent, ev: *ev})
 			}
 		}()
@@ -902,11 +998,20 @@ func (e *executor) writeFinal(wctx context.Context, s step) error {
 			if !retryable {
 				return err
 			}
+			if e.opts.OnStoreError != nil {
+				e.opts.OnStoreError(err)
+			}
 			if e.ctx.Err() != nil || wctx.Err() != nil {
 				if e.exec.landed(context.WithoutCancel(e.ctx)) {
 					break
 				}
-				return context.Cause(e.ctx)
+				if e.ctx.Err() != nil {
+					return context.Cause(e.ctx)
+				}
+				// The run goes on but the write's own bound passed (a
+				// final write's finalWriteTimeout): not written, and the
+				// caller must not take it as done.
+				return fmt.Errorf("orchestrator: the write was not committed in time: %w", err)
 			}
 			if e.retry == nil {
 				e.retry = newRetry()
@@ -1011,8 +1116,10 @@ func finalWriteContext(ctx context.Context) (context.Context, context.CancelFunc
 	return context.WithTimeout(context.WithoutCancel(ctx), finalWriteTimeout)
 }
 
-// finalWriteTimeout bounds the retries of a final write.
-const finalWriteTimeout = 30 * time.Second
+// finalWriteTimeout bounds the retries of a final write. After it the run
+// stops with the write's error, and its node runs it again (a fresh read,
+// a replay, the final write once more) after a backoff.
+var finalWriteTimeout = 30 * time.Second
 
 // continueAsNew ends this execution and starts the next generation of the
 // instance: a new executionId with the new input, status ContinuedAsNew,

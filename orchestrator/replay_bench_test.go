@@ -70,8 +70,8 @@ func replayStored(tb testing.TB, batches [][]byte) int {
 			n++
 		}
 	}
-	if len(e.actions) != 0 || !e.parked {
-		tb.Fatalf("replay ended with %d unmatched actions, parked=%v", len(e.actions), e.parked)
+	if len(e.actions) != 0 || !e.blocked {
+		tb.Fatalf("replay ended with %d unmatched actions, blocked=%v", len(e.actions), e.blocked)
 	}
 	return n
 }

@@ -306,3 +306,35 @@ func TestRunUnknownOutcome(t *testing.T) {
 		t.Fatal("Run's retry counted as fenced")
 	}
 }
+
+// A final write that etcd does not take within its bound is an error, not
+// a success: Run returns it and the record stays as it was (Running), so
+// the holder runs the execution again rather than believe it ended. (Not
+// parallel: it shortens the package's final write timeout.)
+func TestRunFinalWriteNotCommitted(t *testing.T) {
+	defer orchestrator.SetFinalWriteTimeout(time.Second)()
+	v, proxy := proxiedEnv(t)
+	x, _ := v.running(t, "run-refused", `1`)
+	done := make(chan error, 1)
+	go func() {
+		done <- orchestrator.Run(ctxT(t), x, func(*orchestrator.OrchestrationContext) (any, error) {
+			proxy.Blackhole(true, true) // no write of this run reaches etcd from here
+			return "result", nil
+		})
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Run returned nil though its final write never reached etcd")
+		}
+		if !errors.Is(err, orchestrator.ErrUnavailable) {
+			t.Fatalf("Run: %v, want an ErrUnavailable", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	proxy.Heal()
+	if st := v.decode(t, "run-refused"); st.RuntimeStatus != orchestrator.StatusRunning {
+		t.Fatalf("record is %s, want Running (the final write was not committed)", st.RuntimeStatus)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/soloist-dev/soloist/lease/leasetest"
@@ -592,4 +593,26 @@ func testAcquireAppliedLate(t *testing.T, delay time.Duration, orphans float64) 
 		resp, err := c.e.Client().Get(context.Background(), cl.Keys().Owner("late"))
 		return err == nil && len(resp.Kvs) == 0
 	})
+}
+
+// A write refused with NOSPACE that the node hears of from outside (the
+// HTTP API's) makes it unready at once; with no alarm actually raised in
+// etcd, its next alarm check (kicked by the refusal) makes it ready again.
+func TestObserveStoreErrorNoSpace(t *testing.T) {
+	t.Parallel()
+	c := &cluster{t: t, e: leasetest.Start(t), prefix: "/" + t.Name() + "/", reg: orchestrator.NewRegistry(), ttl: 2 * time.Second,
+		configure: func(cfg *scheduler.Config) { cfg.AlarmInterval = 300 * time.Millisecond }}
+	n := c.addNode("n")
+	if err := n.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	n.ObserveStoreError(fmt.Errorf("%w: etcd unavailable", orchestrator.ErrUnavailable))
+	if err := n.Ready(); err != nil {
+		t.Fatalf("an unavailable store made the node unready: %v", err)
+	}
+	n.ObserveStoreError(orchestrator.ClassifyError(rpctypes.ErrNoSpace))
+	if err := n.Ready(); !errors.Is(err, orchestrator.ErrNoSpace) {
+		t.Fatalf("Ready after a NOSPACE refusal = %v, want ErrNoSpace", err)
+	}
+	eventually(t, 5*time.Second, "ready again (etcd has no alarm)", func() bool { return n.Ready() == nil })
 }

@@ -24,6 +24,8 @@ type metrics struct {
 	retentionPurged   prometheus.Counter
 	unrunnable        *prometheus.GaugeVec
 	unheld            *prometheus.HistogramVec
+	parked            prometheus.Gauge
+	wakes             *prometheus.CounterVec
 }
 
 // newMetrics registers a node's collectors; schedules and functions are
@@ -94,11 +96,19 @@ func newMetrics(reg prometheus.Registerer, schedules, functions []string) (*metr
 			Name: "soloist_unrunnable_instances",
 			Help: "Active instances no node holds and no live node can run (none registers their function and version), as this node sees the cluster: every node reports the same count, use max.",
 		}, []string{"function"}),
+		parked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "soloist_instances_parked",
+			Help: "Held instances whose runs are parked: idle for --park-after, kept as their holding only (no goroutine, no history in memory).",
+		}),
+		wakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "soloist_run_wakes_total",
+			Help: "Parked runs driven again from etcd (one read and a replay), by what woke them: event (an inbox entry) or timer (a durable timer due).",
+		}, []string{"reason"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.instancesHeld, m.campaigns, m.failovers, m.handoffs, m.leasesLost, m.renewFailures,
 		m.fencingRejections, m.completed, m.startToRunning, m.takeover, m.sessionUp, m.scheduleTicks,
-		m.runRetries, m.orphans, m.alarm, m.retentionPurged, m.unrunnable, m.unheld,
+		m.runRetries, m.orphans, m.alarm, m.retentionPurged, m.unrunnable, m.unheld, m.parked, m.wakes,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -111,6 +121,9 @@ func newMetrics(reg prometheus.Registerer, schedules, functions []string) (*metr
 	for _, f := range functions {
 		m.instancesHeld.WithLabelValues(f)
 		m.unrunnable.WithLabelValues(f)
+	}
+	for _, r := range []string{"event", "timer"} {
+		m.wakes.WithLabelValues(r)
 	}
 	for _, how := range []string{"failover", "handoff"} {
 		m.unheld.WithLabelValues(how)

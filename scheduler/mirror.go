@@ -251,7 +251,7 @@ func (n *Node) putInstance(id string, kv *mvccpb.KeyValue) {
 func (n *Node) dispatch(in orchestrator.InboxEntry) {
 	id, _, _ := n.keys.InboxID(in.Key)
 	if r := n.runs[id]; r != nil {
-		r.deliver(in)
+		n.deliver(r, in)
 		return
 	}
 	if c := n.campaigning[id]; c != nil {

@@ -90,6 +90,14 @@ type Config struct {
 	// AlarmInterval is how often the node asks etcd for its alarms (a
 	// NOSPACE alarm makes it unready). Defaults to 5s.
 	AlarmInterval time.Duration
+	// ParkAfter is how long a held orchestration may wait with nothing in
+	// flight (only events and durable timers awaited, everything
+	// committed) before its run is parked: the node drops its goroutine and
+	// history and keeps only the holding, and drives it again from etcd (one
+	// read, a replay) when an event comes or its timer fires. As Durable
+	// Functions unloads an orchestration after its extended session's idle
+	// timeout. Defaults to 30s; a negative value never parks.
+	ParkAfter time.Duration
 }
 
 // ErrDraining means the node is shutting down and takes no new work.
@@ -213,6 +221,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.AlarmInterval <= 0 {
 		cfg.AlarmInterval = 5 * time.Second
 	}
+	if cfg.ParkAfter == 0 {
+		cfg.ParkAfter = 30 * time.Second
+	}
 	if cfg.Client == nil {
 		cfg.Client = orchestrator.NewClient(cfg.Etcd, orchestrator.ClientConfig{Prefix: cfg.Prefix, Logger: cfg.Logger})
 	}
@@ -270,6 +281,12 @@ func (n *Node) Ready() error {
 	return nil
 }
 
+// ObserveStoreError tells the node of an etcd error met outside its own
+// work (the HTTP API's writes): a write refused with NOSPACE makes the node
+// unready at once and has it ask etcd for its alarms now, rather than at
+// its next poll. Other errors are ignored.
+func (n *Node) ObserveStoreError(err error) { n.health.observe(err) }
+
 // Held returns the IDs of the instances this node runs now, sorted.
 func (n *Node) Held() []string {
 	n.mu.Lock()
@@ -294,7 +311,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.started = true
 	n.mu.Unlock()
-	s, err := n.openSession(ctx)
+	s, err := n.openSessionWaiting(ctx)
 	if err != nil {
 		return err
 	}
@@ -321,7 +338,31 @@ func (n *Node) Start(ctx context.Context) error {
 	return nil
 }
 
-func leaseHex(id clientv3.LeaseID) string { return fmt.Sprintf("%x", int64(id)) }
+// leaseHex is a lease ID as etcdctl prints it: 16 hex digits.
+func leaseHex(id clientv3.LeaseID) string { return fmt.Sprintf("%016x", int64(id)) }
+
+// openSessionWaiting is openSession for Start: while etcd refuses it for
+// want of space (its NOSPACE alarm, which only an operator clears), it
+// says so and tries again until ctx ends, so that a node started during an
+// alarm comes up once the alarm is cleared instead of exiting at once.
+func (n *Node) openSessionWaiting(ctx context.Context) (*lease.Session, error) {
+	b := newBackoff(500*time.Millisecond, 5*time.Second)
+	for {
+		s, err := n.openSession(ctx)
+		if err == nil || !errors.Is(orchestrator.ClassifyError(err), orchestrator.ErrNoSpace) {
+			return s, err
+		}
+		n.health.observe(err)
+		wait := b.NextBackOff()
+		n.log.Error("etcd is out of space (NOSPACE alarm) and refuses the node's session; waiting for an operator to free space",
+			"error", err, "retry_in", wait.Round(time.Millisecond), "help", orchestrator.NoSpaceHelp)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (%w)", err, context.Cause(ctx))
+		case <-time.After(wait):
+		}
+	}
+}
 
 // openSession grants a session and registers the node key on it.
 func (n *Node) openSession(ctx context.Context) (*lease.Session, error) {
@@ -376,7 +417,8 @@ func (n *Node) sessionLoop(s *lease.Session) {
 		case <-s.Done():
 		}
 		n.m.sessionUp.Set(0)
-		n.log.Warn("etcd session lost; every held instance stops", "error", s.Err())
+		// The session logged why it ended; the node opens the next one.
+		n.log.Debug("opening a new etcd session", "error", s.Err())
 		b := newBackoff(100*time.Millisecond, 2*time.Second)
 		for {
 			if n.isDraining() {

@@ -13,7 +13,10 @@ import (
 
 // run is an instance this node holds: its holding and, while it runs, the
 // driver of its execution. An idle run (the orchestration waits for an
-// event or a timer) has no goroutine of its own.
+// event or a timer) has no goroutine of its own; a parked one (idle for
+// Config.ParkAfter) has no driver either, only its holding, a timer for
+// its first durable timer and a stop hook: it is driven again from etcd
+// when an inbox entry comes or the timer fires.
 type run struct {
 	id, name, executionID string
 	holding               *lease.Holding
@@ -21,7 +24,13 @@ type run struct {
 	cancel                context.CancelCauseFunc
 	done                  chan struct{}
 	nodeLog               *slog.Logger
-	driver                *orchestrator.Driver // nil between a failed run and its retry
+
+	// Guarded by the node's mu:
+	driver    *orchestrator.Driver      // nil while parked, reopened, or between a failed run and its retry
+	inbox     []orchestrator.InboxEntry // entries that came while there was no driver to take them
+	parked    bool
+	wakeTimer *time.Timer // a parked run's first durable timer
+	unwatch   func() bool // stops a parked run's stop hook
 }
 
 // log is the run's logger, made when a line is written (runs rarely log;
@@ -32,10 +41,14 @@ func (r *run) log() *slog.Logger {
 
 func (r *run) stop(cause error) { r.cancel(cause) }
 
-func (r *run) deliver(in orchestrator.InboxEntry) {
-	if r.driver != nil {
-		r.driver.Deliver(in)
+// deliver hands an inbox entry to the run's driver, or keeps it for the
+// next driver (a parked run is woken for it). Called with n.mu held.
+func (n *Node) deliver(r *run, in orchestrator.InboxEntry) {
+	if r.driver != nil && r.driver.Deliver(in) {
+		return
 	}
+	r.inbox = append(r.inbox, in)
+	n.wake(r)
 }
 
 // startRun opens the execution from what the campaign read and starts its
@@ -78,7 +91,7 @@ func (n *Node) startRun(h *lease.Holding, c *campaign) {
 	}
 	n.drive(r, exec, n.begin(exec, h, c.gone, r))
 	for _, in := range c.inbox {
-		r.deliver(in)
+		n.deliver(r, in)
 	}
 	n.checkRun(id, r)
 	n.mu.Unlock()
@@ -95,13 +108,18 @@ func (n *Node) fence(r *run) orchestrator.Fence {
 	}}
 }
 
-// drive starts the driver of exec for r; its end settles the run. reason
-// says how the run came to be (begin's words, or "retry"), for its span.
+// drive starts the driver of exec for r, and hands it the inbox entries
+// that came while r had none; its end settles the run. reason says how
+// the run came to be (begin's words, "retry" or "wake"), for its span.
+// Called with n.mu held.
 func (n *Node) drive(r *run, exec *orchestrator.Execution, reason string) {
 	d, err := n.cfg.Registry.Drive(r.ctx, exec, orchestrator.RunOptions{
-		Logger: n.log,
-		OnEnd:  func(o orchestrator.Outcome) { n.settle(r, o) },
-		Reason: reason,
+		Logger:    n.log,
+		OnEnd:     func(o orchestrator.Outcome) { n.settle(r, o) },
+		Reason:    reason,
+		ParkAfter: max(n.cfg.ParkAfter, 0),
+		// A step refused with NOSPACE makes the node unready at once.
+		OnStoreError: n.health.observe,
 	})
 	if err != nil { // the function went from the registry: cannot happen, Registry only grows
 		r.log().Error("cannot run the instance", "error", err)
@@ -109,6 +127,72 @@ func (n *Node) drive(r *run, exec *orchestrator.Execution, reason string) {
 		return
 	}
 	r.driver = d
+	kept := r.inbox
+	r.inbox = nil
+	for _, in := range kept {
+		d.Deliver(in)
+	}
+}
+
+// park keeps a run whose driver parked (Outcome.Parked) without one, until
+// an inbox entry for it, its first durable timer or its stop.
+func (n *Node) park(r *run, o orchestrator.Outcome) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r.driver = nil
+	if o.Missed || len(r.inbox) > 0 {
+		n.m.wakes.WithLabelValues("event").Inc()
+		go n.rerun(r, "wake") // something came as it parked
+		return
+	}
+	r.parked = true
+	n.m.parked.Inc()
+	if !o.WakeAt.IsZero() {
+		r.wakeTimer = time.AfterFunc(time.Until(o.WakeAt), func() {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			if n.unpark(r) {
+				n.m.wakes.WithLabelValues("timer").Inc()
+				go n.rerun(r, "wake")
+			}
+		})
+	}
+	r.unwatch = context.AfterFunc(r.ctx, func() {
+		n.mu.Lock()
+		was := n.unpark(r)
+		n.mu.Unlock()
+		if was {
+			n.settle(r, orchestrator.Outcome{Err: context.Cause(r.ctx)})
+		}
+	})
+}
+
+// wake drives a parked run again, for an inbox entry it was kept (r.inbox).
+// Called with n.mu held.
+func (n *Node) wake(r *run) {
+	if n.unpark(r) {
+		n.m.wakes.WithLabelValues("event").Inc()
+		go n.rerun(r, "wake")
+	}
+}
+
+// unpark ends r's parking and reports whether it was parked. Called with
+// n.mu held.
+func (n *Node) unpark(r *run) bool {
+	if !r.parked {
+		return false
+	}
+	r.parked = false
+	n.m.parked.Dec()
+	if r.wakeTimer != nil {
+		r.wakeTimer.Stop()
+		r.wakeTimer = nil
+	}
+	if r.unwatch != nil {
+		r.unwatch()
+		r.unwatch = nil
+	}
+	return true
 }
 
 // begin records how the instance came to this node, and returns it:
@@ -153,6 +237,9 @@ func (n *Node) settle(r *run, o orchestrator.Outcome) {
 	cause := context.Cause(r.ctx)
 	err := o.Err
 	switch {
+	case o.Parked:
+		n.park(r, o)
+		return
 	case o.Status != "":
 		if o.Status.Terminal() {
 			n.m.completed.WithLabelValues(r.name, string(o.Status)).Inc()
@@ -212,7 +299,7 @@ func (n *Node) retryLater(r *run, err error) {
 	r.log().Warn("run failed; holding the instance and trying again", "error", err, "retry_in", wait.Round(time.Millisecond))
 	// Whichever comes first: the retry, or the end of the holding.
 	var once sync.Once
-	t := time.AfterFunc(wait, func() { once.Do(func() { n.rerun(r) }) })
+	t := time.AfterFunc(wait, func() { once.Do(func() { n.rerun(r, "retry") }) })
 	context.AfterFunc(r.ctx, func() {
 		once.Do(func() {
 			t.Stop()
@@ -221,8 +308,9 @@ func (n *Node) retryLater(r *run, err error) {
 	})
 }
 
-// rerun reads the execution again and drives it, for a run that failed.
-func (n *Node) rerun(r *run) {
+// rerun reads the execution again and drives it, for a run that failed
+// (reason "retry") or was parked ("wake").
+func (n *Node) rerun(r *run, reason string) {
 	if r.ctx.Err() != nil {
 		n.settle(r, orchestrator.Outcome{Err: context.Cause(r.ctx)})
 		return
@@ -235,7 +323,7 @@ func (n *Node) rerun(r *run) {
 		return
 	}
 	n.mu.Lock()
-	n.drive(r, exec, "retry")
+	n.drive(r, exec, reason)
 	n.mu.Unlock()
 }
 

@@ -198,6 +198,10 @@ func connectEtcd(ctx context.Context, t etcdTarget, prefix string, log *slog.Log
 
 // startFailure is the error of a node whose first session failed.
 func startFailure(err error, startCtx context.Context, t etcdTarget) error {
+	if errors.Is(orchestrator.ClassifyError(err), orchestrator.ErrNoSpace) {
+		return &unreachableError{msg: fmt.Sprintf("etcd at %s is out of space (NOSPACE alarm) and refused the node's session lease for --etcd-dial-timeout %s: %s",
+			t.endpoints(), t.timeout, orchestrator.NoSpaceHelp)}
+	}
 	if errors.Is(context.Cause(startCtx), errDialTimeout) {
 		return &unreachableError{msg: fmt.Sprintf("etcd at %s did not grant the node's session lease within --etcd-dial-timeout %s: %s",
 			t.endpoints(), t.timeout, diagnoseEtcd(t.cfg, err))}

@@ -61,6 +61,7 @@ func wire(o *serveOptions, p parts) (*scheduler.Node, http.Handler, error) {
 		Role:          role,
 		LeaseTTL:      o.LeaseTTL,
 		Retention:     o.Retention,
+		ParkAfter:     parkAfter(o.ParkAfter),
 		MaxConcurrent: o.MaxConcurrent,
 		Registry:      p.registry,
 		Client:        client,
@@ -86,6 +87,7 @@ func wire(o *serveOptions, p parts) (*scheduler.Node, http.Handler, error) {
 		// A failed read is retried by its client: fail fast, and say why.
 		ReadTimeout:       3 * time.Second,
 		StoreUnreachable:  p.unreachable,
+		StoreRefused:      node.ObserveStoreError,
 		HealthOnly:        role == scheduler.RoleRunner,
 		HealthOnlyMessage: runnerMessage,
 		Logger:            p.log,
@@ -94,4 +96,13 @@ func wire(o *serveOptions, p parts) (*scheduler.Node, http.Handler, error) {
 		return nil, nil, fmt.Errorf("configure HTTP API: %w", err)
 	}
 	return node, api, nil
+}
+
+// parkAfter maps --park-after (0: never) to scheduler.Config.ParkAfter
+// (negative: never).
+func parkAfter(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -50,6 +50,7 @@ type config struct {
 	idleInstances int
 	idleSettle    time.Duration
 	idleWindow    time.Duration
+	idleParkAfter time.Duration
 }
 
 // shortDefaults are the -short values of the flags the user did not set.
@@ -64,6 +65,7 @@ var shortDefaults = map[string]string{
 	"idle-instances":     "1000",
 	"idle-settle":        "3s",
 	"idle-window":        "5s",
+	"idle-park-after":    "5s",
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -95,6 +97,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&cfg.massTTL, "mass-ttl", 5*time.Second, "mass, handoff: --lease-ttl of the nodes")
 	fs.IntVar(&cfg.idleInstances, "idle-instances", 10000, "idle: Approval instances one node holds (short: "+shortDefaults["idle-instances"]+")")
 	fs.DurationVar(&cfg.idleSettle, "idle-settle", 5*time.Second, "idle: wait before reading memory and goroutines, after the node is ready and again after all are held and steady (short: "+shortDefaults["idle-settle"]+")")
+	fs.DurationVar(&cfg.idleParkAfter, "idle-park-after", 30*time.Second, "idle: --park-after of the node whose instances park (the product's default is 30s; short: "+shortDefaults["idle-park-after"]+")")
 	fs.DurationVar(&cfg.idleWindow, "idle-window", 10*time.Second, "idle: window over which idle etcd requests are counted (short: "+shortDefaults["idle-window"]+")")
 
 	if err := fs.Parse(args); err != nil {
@@ -172,7 +175,7 @@ func (cfg *config) validate() error {
 	for name, d := range map[string]time.Duration{
 		"etcd-duration": cfg.etcdDuration, "starts-duration": cfg.startsDuration,
 		"lifecycle-duration": cfg.lifecycleDuration, "lifecycle-grace": cfg.lifecycleGrace,
-		"idle-window": cfg.idleWindow,
+		"idle-window": cfg.idleWindow, "idle-park-after": cfg.idleParkAfter,
 	} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("-%s must be positive, not %s", name, d))

@@ -124,19 +124,24 @@
 // 10,000; 1,000 with -short, said in the notes):
 //
 //   - bytes_per_held_instance: (VmRSS of the node from /proc/PID/status
-//     after - before) / M. Before: -idle-settle after the node is ready.
-//     After: all M Approval instances held (owners keys seen), then the
-//     node's go_goroutines and etcd's watcher count steady (each changing
-//     by under 0.5% in a second: the node creates its per-instance
-//     watches one after another, well after it holds the keys), then
-//     -idle-settle. idle_hold_s (first start to all held) and
-//     idle_steady_s (then to steady) say how long that took. A GC is
-//     forced before each reading when the node serves
-//     /debug/pprof/heap?gc=1; today it does not, so RSS includes garbage
-//     not yet collected and memory not yet returned to the OS (an upper
-//     bound), which heap_inuse_per_held_instance
+//     after - before) / M, with the M parked (the node's steady state for
+//     orchestrations that wait longer than its --park-after, which is
+//     -idle-park-after: 30s, the product's default; 5s with -short).
+//     Before: -idle-settle after the node is ready. After: all M Approval
+//     instances held (owners keys seen), then all parked
+//     (soloist_instances_parked = M), then the node's go_goroutines and
+//     etcd's watcher count steady (each changing by under 0.5% in a
+//     second), then -idle-settle. idle_hold_s (first start to all held)
+//     and idle_park_s (then to all parked and steady) say how long that
+//     took. A GC is forced before each reading (GET
+//     /debug/pprof/heap?gc=1), but RSS still holds memory the runtime has
+//     not returned to the OS, which heap_inuse_per_held_instance
 //     (go_memstats_heap_inuse_bytes) and stack_inuse_per_held_instance
 //     (go_memstats_stack_inuse_bytes) help to read.
+//   - The same figures with the suffix _live come from a second node of
+//     --park-after 0, whose M runs stay in memory (each a goroutine
+//     waiting in its orchestration): what a held instance costs before
+//     it parks.
 //   - goroutines_per_held_instance: go_goroutines of the node, after -
 //     before, / M.
 //   - watchers_per_held_instance: etcd's gauge

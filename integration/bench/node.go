@@ -22,6 +22,8 @@ type nodeOpts struct {
 	role string
 	// shutdownTimeout is --shutdown-timeout; 0 leaves the product's default.
 	shutdownTimeout time.Duration
+	// parkAfter is --park-after; empty leaves the product's default.
+	parkAfter string
 }
 
 // node is one `soloist serve --demo` process.
@@ -54,6 +56,9 @@ func (c *cluster) newNode(i int, opts nodeOpts) (*node, error) {
 	}
 	if opts.role != "" {
 		args = append(args, "--role", opts.role)
+	}
+	if opts.parkAfter != "" {
+		args = append(args, "--park-after", opts.parkAfter)
 	}
 	if opts.shutdownTimeout > 0 {
 		args = append(args, "--shutdown-timeout", opts.shutdownTimeout.String())

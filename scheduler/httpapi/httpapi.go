@@ -96,6 +96,11 @@ type Config struct {
 	// a request fails because etcd did not answer in time; serve uses it to
 	// start checking etcd at once.
 	StoreUnreachable func(error)
+	// StoreRefused, if set, is called (from the request's goroutine) when a
+	// request fails because etcd refused a write for want of space
+	// (NOSPACE); serve passes scheduler.Node.ObserveStoreError, so the node
+	// turns unready at once rather than at its next alarm poll.
+	StoreRefused func(error)
 	// HealthOnly serves /livez, /readyz, /healthz and /metrics only: every
 	// other route gets 404 with HealthOnlyMessage. It is the HTTP side of a
 	// node that runs instances and serves no API (scheduler.RoleRunner).
@@ -133,6 +138,7 @@ type handler struct {
 	readTimeout time.Duration
 	endpoints   string // comma-separated, for 503 messages; "" if unknown
 	unreachable func(error)
+	refused     func(error)
 	healthOnly  string // the 404 message of a health-only handler; "" serves every route
 	log         *slog.Logger
 	metrics     *metrics
@@ -178,6 +184,7 @@ func New(cfg Config) (http.Handler, error) {
 		readTimeout: cfg.ReadTimeout,
 		endpoints:   strings.Join(cfg.EtcdEndpoints, ","),
 		unreachable: cfg.StoreUnreachable,
+		refused:     cfg.StoreRefused,
 		log:         cfg.Logger,
 		publicURL:   strings.TrimRight(cfg.PublicURL, "/"),
 		omitCode:    cfg.OmitCodeInURLs,
@@ -448,6 +455,9 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		h.log.Warn("request failed: etcd is out of space", "method", r.Method, "path", r.URL.Path, "error", err)
 		w.Header().Set("Retry-After", retryAfterSeconds)
 		msg = noSpaceMessage(msg)
+		if h.refused != nil {
+			h.refused(err)
+		}
 	case code >= http.StatusInternalServerError && code != http.StatusServiceUnavailable:
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		msg = "internal error; the details are in the server log"

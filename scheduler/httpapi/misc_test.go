@@ -183,12 +183,21 @@ func TestNoSpace(t *testing.T) {
 		t.Errorf("readyz body %s does not name the alarm", r.body)
 	}
 
-	// A write etcd refused: the handler's error path.
-	h := &handler{log: slog.New(slog.DiscardHandler)}
+	// A write etcd refused: the handler's error path, which also tells the
+	// node (StoreRefused) so it turns unready at once.
+	var told []error
+	h := &handler{log: slog.New(slog.DiscardHandler), refused: func(err error) { told = append(told, err) }}
 	w := httptest.NewRecorder()
-	h.fail(w, httptest.NewRequest("POST", "/api/orchestrators/hello/x", nil),
-		fmt.Errorf("start of 'x' was not written: %w: etcdserver: mvcc: database space exceeded", orchestrator.ErrNoSpace))
+	refusal := fmt.Errorf("start of 'x' was not written: %w: etcdserver: mvcc: database space exceeded", orchestrator.ErrNoSpace)
+	h.fail(w, httptest.NewRequest("POST", "/api/orchestrators/hello/x", nil), refusal)
 	if w.Code != http.StatusInsufficientStorage || !strings.Contains(w.Body.String(), "alarm disarm") || !strings.Contains(w.Body.String(), "space exceeded") {
 		t.Errorf("fail(NOSPACE) = %d %s, want 507 with the cause and what to do", w.Code, w.Body)
+	}
+	if len(told) != 1 || told[0] != refusal {
+		t.Errorf("StoreRefused heard %v, want the one refusal", told)
+	}
+	h.fail(httptest.NewRecorder(), httptest.NewRequest("GET", "/x", nil), fmt.Errorf("%w: gone", orchestrator.ErrUnavailable))
+	if len(told) != 1 {
+		t.Errorf("StoreRefused heard an unavailable store: %v", told)
 	}
 }
