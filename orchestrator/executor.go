@@ -203,6 +203,7 @@ type executor struct {
 
 	epoch     uint64       // batches handled, so a stale msgPark is ignored
 	parkTimer *time.Timer  // armed while the run is idle, with ParkAfter
+	unwatch   func() bool  // stops the stop hook on the run's context (which would keep the executor reachable)
 	inflight  atomic.Int32 // activities and child starts under way
 
 	history  []HistoryEvent // committed
@@ -253,7 +254,7 @@ func drive(ctx context.Context, exec *Execution, fn OrchestratorFunc, reg *Regis
 	e.ctx, e.span = rctx, span
 	e.octx = &OrchestrationContext{ctx: rctx, exec: exec, e: e}
 	e.post(msg{kind: msgBegin})
-	context.AfterFunc(ctx, func() { e.post(msg{kind: msgStop}) })
+	e.unwatch = context.AfterFunc(ctx, func() { e.post(msg{kind: msgStop}) })
 	return &Driver{e: e}
 }
 
@@ -601,6 +602,9 @@ func (e *executor) fail(err error) (Outcome, bool) {
 
 // end stops everything the run started, waits for it, and reports.
 func (e *executor) end(out Outcome) {
+	if e.unwatch != nil {
+		e.unwatch()
+	}
 	if e.parkTimer != nil {
 		e.parkTimer.Stop()
 	}
