@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -249,5 +251,36 @@ func TestParkedRunTerminatedAndHandedOff(t *testing.T) {
 	st := waitStatus(t, cl, "b", orchestrator.StatusCompleted, 10*time.Second)
 	if got := outputInts(t, st); fmt.Sprint(got) != "[5]" {
 		t.Fatalf("output %v", got)
+	}
+}
+
+// Every metric a node registers is in the contract (docs/contract.md
+// section 7) and in README's Metrics section, so neither falls behind.
+func TestMetricsDocumented(t *testing.T) {
+	t.Parallel()
+	c := parkCluster(t, 1, 0, orchestrator.NewRegistry())
+	mfs, err := c.nodes[0].reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	contract, err := os.ReadFile("../docs/contract.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) < 10 {
+		t.Fatalf("gathered only %d metrics", len(mfs))
+	}
+	for _, mf := range mfs {
+		name := mf.GetName()
+		if !strings.Contains(string(contract), "`"+name+"`") {
+			t.Errorf("%s is not in docs/contract.md section 7", name)
+		}
+		if short := strings.TrimPrefix(name, "soloist_"); !strings.Contains(string(readme), "`"+short) {
+			t.Errorf("%s is not in README's Metrics section (as `%s`)", name, short)
+		}
 	}
 }
