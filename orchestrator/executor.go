@@ -253,8 +253,9 @@ func drive(ctx context.Context, exec *Execution, fn OrchestratorFunc, reg *Regis
 		trace.WithAttributes(runAttrs(&e.rec, exec.Token(), opts.Reason)...))
 	e.ctx, e.span = rctx, span
 	e.octx = &OrchestrationContext{ctx: rctx, exec: exec, e: e}
-	e.post(msg{kind: msgBegin})
+	// The stop hook is set before the loop can run (end reads it).
 	e.unwatch = context.AfterFunc(ctx, func() { e.post(msg{kind: msgStop}) })
+	e.post(msg{kind: msgBegin})
 	return &Driver{e: e}
 }
 
