@@ -632,3 +632,93 @@ func TestAcquireMany(t *testing.T) {
 		t.Fatalf("holding 21 ended: %v", rs[21].Holding.Err())
 	}
 }
+
+// cutWatcher lets a test break the watches made through it, as a lost
+// connection or a leader change does: Cut closes every watch channel
+// handed out so far, without an error.
+type cutWatcher struct {
+	clientv3.Watcher
+	mu  sync.Mutex
+	cut chan struct{}
+}
+
+func newCutWatcher(cli *clientv3.Client) *cutWatcher {
+	w := &cutWatcher{Watcher: cli.Watcher, cut: make(chan struct{})}
+	cli.Watcher = w
+	return w
+}
+
+func (w *cutWatcher) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
+	w.mu.Lock()
+	cut := w.cut
+	w.mu.Unlock()
+	wctx, cancel := context.WithCancel(ctx)
+	in := w.Watcher.Watch(wctx, key, opts...)
+	out := make(chan clientv3.WatchResponse)
+	go func() {
+		defer close(out)
+		defer cancel()
+		for {
+			select {
+			case wr, ok := <-in:
+				if !ok {
+					return
+				}
+				select {
+				case out <- wr:
+				case <-cut:
+					return
+				}
+			case <-cut:
+				return
+			}
+		}
+	}()
+	return out
+}
+
+func (w *cutWatcher) Cut() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	close(w.cut)
+	w.cut = make(chan struct{})
+}
+
+// TestHoldingDoneOnDeleteDuringRelist: the session's watch breaks, and its
+// fresh read of the prefix takes two pages; a held key deleted between
+// them (present on page 1) must still end its holding. The read took every
+// page at the first page's revision but watched on from the later
+// revision etcd reported with the last page, so it missed the delete and
+// the holding lived on without its key.
+func TestHoldingDoneOnDeleteDuringRelist(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	cli, op := e.Client(), e.Client()
+	w := newCutWatcher(cli)
+	hook := leasetest.NewGetHook(cli)
+	s := newSession(t, cli, 5*time.Second)
+	h := acquire(t, s, lease.Claim{Key: prefix(t) + "a-owner", Value: "n1"})
+	// Keys after it, so that the session's read of the prefix takes two
+	// pages (1,000 keys each).
+	for i := 0; i < 1000; {
+		var ops []clientv3.Op
+		for ; len(ops) < 100; i++ {
+			ops = append(ops, clientv3.OpPut(fmt.Sprintf("%sz-other-%04d", prefix(t), i), "n2"))
+		}
+		if _, err := op.Txn(ctxT(t)).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	paged := hook.Arm(leasetest.NextPage(prefix(t)), func() {
+		if _, err := op.Delete(ctxT(t), h.Key()); err != nil {
+			t.Errorf("delete %s: %v", h.Key(), err)
+		}
+	})
+	w.Cut()
+	waitClosed(t, paged, 5*time.Second, "the session's read of the prefix, second page")
+	waitClosed(t, h.Done(), 5*time.Second, "holding Done after its key was deleted during the read")
+	wantErr(t, h.Err(), lease.ErrKeyDeleted, "holding")
+	if s.Err() != nil {
+		t.Fatalf("session ended: %v", s.Err())
+	}
+}

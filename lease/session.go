@@ -346,7 +346,10 @@ func (s *Session) watch(rev int64) {
 }
 
 // relist checks every holding and every key on the lease against a fresh
-// read, and returns the revision to watch from.
+// read, in pages at the first page's revision, and returns the revision to
+// watch from: the one after it. (A response's header carries etcd's
+// current revision even when the read asked for an older one; watching on
+// from a later page's would skip what changed on the first pages meanwhile.)
 func (s *Session) relist() (int64, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
@@ -363,7 +366,9 @@ func (s *Session) relist() (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		rev = resp.Header.Revision
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
 		for _, kv := range resp.Kvs {
 			present[string(kv.Key)] = kv.CreateRevision
 			s.put(string(kv.Key), kv.CreateRevision, kv.ModRevision, clientv3.LeaseID(kv.Lease))

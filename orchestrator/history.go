@@ -131,7 +131,12 @@ func (c *Client) readHistory(ctx context.Context, id, executionID string, first 
 			if err != nil {
 				return nil, storeErr(err)
 			}
-			resp, rev = r, r.Header.Revision
+			resp = r
+			if rev == 0 {
+				// A header carries etcd's current revision, also for a
+				// read at an older one: only the first page's is ours.
+				rev = r.Header.Revision
+			}
 		}
 		var err error
 		if out, err = appendHistory(out, resp.Kvs); err != nil {

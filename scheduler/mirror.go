@@ -64,7 +64,10 @@ func (n *Node) mirror() {
 	}
 }
 
-// list reads [from, end) in pages at one revision.
+// list reads [from, end) in pages at one revision, the first page's, and
+// returns that revision. (A response's header carries etcd's current
+// revision even when the read asked for an older one: taking it from a
+// later page would watch on past changes that page 1 did not see.)
 func (n *Node) list(from, end string) ([]*mvccpb.KeyValue, int64, error) {
 	var out []*mvccpb.KeyValue
 	var rev int64
@@ -78,7 +81,9 @@ func (n *Node) list(from, end string) ([]*mvccpb.KeyValue, int64, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		rev = resp.Header.Revision
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
 		out = append(out, resp.Kvs...)
 		if !resp.More || len(resp.Kvs) == 0 {
 			return out, rev, nil

@@ -184,5 +184,12 @@
 // A phase that needs more nodes than -nodes is skipped (noted, keys n/a).
 // A phase that fails is reported in the table (FAILED, with the error),
 // its keys stay n/a, the other phases still run, and the exit status is 1.
+// When mass or handoff give up waiting for instances to be held elsewhere,
+// progress lines starting "diagnose:" say what etcd holds then: how many
+// of the missing instances have an owners key after all (a watch of this
+// process that missed events), the node keys, and for five of them the
+// owners key (value, revisions, its lease's TTL left), the instance
+// record (status, execution, revisions) and the inbox count; then each
+// surviving node's campaign counters by result.
 // A bad command line exits 2, an interrupted run 130.
 package main

@@ -77,7 +77,7 @@ func holdAll(ctx context.Context, b *bench, ow *ownersWatch, n *node, ids []stri
 
 // heldElsewhere waits until every ID is held by a node other than gone
 // and returns when the first and the last of them were seen taken.
-func heldElsewhere(ctx context.Context, ow *ownersWatch, ids []string, gone string, timeout time.Duration) (first, last time.Time, err error) {
+func heldElsewhere(ctx context.Context, b *bench, c *cluster, ow *ownersWatch, ids []string, gone string, timeout time.Duration) (first, last time.Time, err error) {
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	err = ow.wait(wctx, func(v ownersView) bool {
@@ -89,13 +89,14 @@ func heldElsewhere(ctx context.Context, ow *ownersWatch, ids []string, gone stri
 		return true
 	})
 	if err != nil {
-		missing := 0
+		var missing []string
 		for _, id := range ids {
 			if h, ok := ow.holding(id); !ok || h.node == gone {
-				missing++
+				missing = append(missing, id)
 			}
 		}
-		return first, last, fmt.Errorf("%d of %d not held by another node after %s: %w", missing, len(ids), timeout, err)
+		describeMissing(ctx, b, c, ow, missing, gone)
+		return first, last, fmt.Errorf("%d of %d not held by another node after %s: %w", len(missing), len(ids), timeout, err)
 	}
 	for i, id := range ids {
 		h, _ := ow.holding(id)
@@ -138,7 +139,7 @@ func phaseMass(ctx context.Context, b *bench, r *results) error {
 	if err := victim.kill(); err != nil {
 		return err
 	}
-	first, last, err := heldElsewhere(ctx, ow, ids, victim.id, 4*b.cfg.massTTL+2*time.Minute)
+	first, last, err := heldElsewhere(ctx, b, c, ow, ids, victim.id, 4*b.cfg.massTTL+2*time.Minute)
 	if err != nil {
 		return err
 	}
@@ -179,7 +180,7 @@ func phaseHandoff(ctx context.Context, b *bench, r *results) error {
 		}
 		close(exited)
 	}()
-	first, last, err := heldElsewhere(ctx, ow, ids, victim.id, 4*b.cfg.massTTL+2*time.Minute)
+	first, last, err := heldElsewhere(ctx, b, c, ow, ids, victim.id, 4*b.cfg.massTTL+2*time.Minute)
 	if err != nil {
 		return err
 	}
