@@ -205,6 +205,10 @@ func score(node, id string) uint64 {
 	return x
 }
 
+// staleRefusals is how many campaigns refused on a record revision the
+// view still has make the node warn.
+const staleRefusals = 5
+
 // campaign is an attempt in flight to take one instance.
 type campaign struct {
 	id    string
@@ -244,7 +248,26 @@ func (n *Node) campaign(s *lease.Session, cs []*campaign) {
 			n.m.campaigns.WithLabelValues("won").Inc()
 			n.startRun(r.Holding, c)
 			continue
-		case errors.Is(err, lease.ErrHeld), errors.Is(err, lease.ErrConditionFailed):
+		case errors.Is(err, lease.ErrConditionFailed):
+			// The record changed since the view was taken: the watch brings
+			// the change in a moment. If the view still has the old record
+			// when the refusal comes back, wait before trying again, and say
+			// so if it lasts: a view that never catches up would otherwise
+			// loop here unseen.
+			n.m.campaigns.WithLabelValues("lost").Inc()
+			n.mu.Lock()
+			if v := n.instances[c.id]; v != nil && v.modRev == c.view.modRev {
+				n.backoffLocked(c.id)
+				if rs := n.retries[c.id]; rs != nil {
+					rs.refused++
+					if rs.refused == staleRefusals {
+						n.log.Warn("etcd keeps refusing campaigns for an instance because its record changed, and this node's view has not caught up",
+							"instance_id", c.id, "view_mod_revision", c.view.modRev, "refusals", rs.refused)
+					}
+				}
+			}
+			n.mu.Unlock()
+		case errors.Is(err, lease.ErrHeld):
 			n.m.campaigns.WithLabelValues("lost").Inc()
 		default:
 			n.m.campaigns.WithLabelValues("error").Inc()

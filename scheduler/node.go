@@ -174,8 +174,9 @@ type ownerGone struct {
 
 // retryState backs off the runs of one instance that keep failing.
 type retryState struct {
-	b     *backoff.ExponentialBackOff
-	until time.Time
+	b       *backoff.ExponentialBackOff
+	until   time.Time
+	refused int // campaigns refused on a record revision the view still had
 }
 
 // New validates cfg and returns a Node that is not started.
