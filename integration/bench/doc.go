@@ -136,8 +136,13 @@
 //     took. A GC is forced before each reading (GET
 //     /debug/pprof/heap?gc=1), but RSS still holds memory the runtime has
 //     not returned to the OS, which heap_inuse_per_held_instance
-//     (go_memstats_heap_inuse_bytes) and stack_inuse_per_held_instance
-//     (go_memstats_stack_inuse_bytes) help to read.
+//     (go_memstats_heap_inuse_bytes), heap_free_per_held_instance
+//     (go_memstats_heap_idle_bytes - go_memstats_heap_released_bytes:
+//     free heap kept resident for reuse) and
+//     stack_inuse_per_held_instance (go_memstats_stack_inuse_bytes) help
+//     to read. With -pprof DIR the node's heap profile at the after
+//     reading is saved as idle-n1.heap.pprof (idle-live-n1.heap.pprof for
+//     the live node).
 //   - The same figures with the suffix _live come from a second node of
 //     --park-after 0, whose M runs stay in memory (each a goroutine
 //     waiting in its orchestration): what a held instance costs before

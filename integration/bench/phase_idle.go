@@ -12,6 +12,7 @@ type nodeReading struct {
 	rss        int64   // VmRSS
 	heapInuse  float64 // go_memstats_heap_inuse_bytes
 	stackInuse float64 // go_memstats_stack_inuse_bytes
+	heapFree   float64 // go_memstats_heap_idle_bytes - go_memstats_heap_released_bytes: free, not returned to the OS
 	goroutines float64 // go_goroutines
 	etcd       etcdWatch
 	gc         bool // a GC was forced just before
@@ -29,6 +30,7 @@ func readNode(ctx context.Context, c *cluster, n *node) (nodeReading, error) {
 	}
 	r.heapInuse = m.sum("go_memstats_heap_inuse_bytes", nil)
 	r.stackInuse = m.sum("go_memstats_stack_inuse_bytes", nil)
+	r.heapFree = m.sum("go_memstats_heap_idle_bytes", nil) - m.sum("go_memstats_heap_released_bytes", nil)
 	r.goroutines = m.sum("go_goroutines", nil)
 	r.etcd, err = c.etcdWatch(ctx)
 	return r, err
@@ -103,6 +105,7 @@ func idleRun(ctx context.Context, b *bench, r *results, name, parkAfter, suffix 
 	if err != nil {
 		return err
 	}
+	b.heapProfile(ctx, name, n)
 	b.logf("%s: counting etcd requests for %s", name, cfg.idleWindow)
 	reqs0, err := c.etcdReqs(ctx)
 	if err != nil {
@@ -143,6 +146,7 @@ func idleRun(ctx context.Context, b *bench, r *results, name, parkAfter, suffix 
 		fmt.Sprintf("(VmRSS after - before) / %d%s, %s; %.0f -> %.0f MiB; read %s after goroutines and watchers were steady; %s",
 			len(ids), short, state, mib(before.rss), mib(after.rss), cfg.idleSettle, gcNote))
 	r.addNum("idle", key("heap_inuse_per_held_instance"), (after.heapInuse-before.heapInuse)/m, f0, "go_memstats_heap_inuse_bytes after - before, / count (live and not yet collected)")
+	r.addNum("idle", key("heap_free_per_held_instance"), (after.heapFree-before.heapFree)/m, f0, "go_memstats_heap_idle_bytes - go_memstats_heap_released_bytes, after - before, / count (free heap the Go runtime keeps resident for reuse)")
 	r.addNum("idle", key("stack_inuse_per_held_instance"), (after.stackInuse-before.stackInuse)/m, f0, "go_memstats_stack_inuse_bytes after - before, / count (goroutine stacks)")
 	r.addNum("idle", key("goroutines_per_held_instance"), (after.goroutines-before.goroutines)/m, f2,
 		fmt.Sprintf("go_goroutines of the node: %.0f -> %.0f", before.goroutines, after.goroutines))

@@ -89,6 +89,23 @@ func (b *bench) profile(ctx context.Context, phase string, nodes []*node, d time
 	return wg.Wait
 }
 
+// heapProfile saves the node's heap profile (in use and allocated since
+// start) into -pprof DIR as PHASE-NODE.heap.pprof. Without -pprof it does
+// nothing.
+func (b *bench) heapProfile(ctx context.Context, phase string, n *node) {
+	if b.cfg.pprofDir == "" || !servesPprof(ctx, n) {
+		return
+	}
+	if err := os.MkdirAll(b.cfg.pprofDir, 0o755); err != nil {
+		b.logf("pprof: %v", err)
+		return
+	}
+	path := filepath.Join(b.cfg.pprofDir, fmt.Sprintf("%s-%s.heap.pprof", phase, n.id))
+	if err := fetchTo(ctx, pprofBase(n)+"/debug/pprof/heap", path); err != nil {
+		b.logf("pprof %s: %v", n.id, err)
+	}
+}
+
 func fetchTo(ctx context.Context, url, path string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
