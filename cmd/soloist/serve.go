@@ -531,6 +531,7 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 
 	startErr := make(chan error, 1)
 	go func() { startErr <- node.Start(startCtx) }()
+	go defaultMemRelease.run(ctx, log)
 	var runErr error
 	select {
 	case err := <-startErr:

@@ -7,6 +7,9 @@ import (
 	"time"
 )
 
+// releaseWait is how long a reading waits after the GC it forced.
+const releaseWait = 6 * time.Second
+
 // nodeReading is what the idle phase reads of the node and etcd.
 type nodeReading struct {
 	rss        int64   // VmRSS
@@ -21,6 +24,14 @@ type nodeReading struct {
 func readNode(ctx context.Context, c *cluster, n *node) (nodeReading, error) {
 	var r nodeReading
 	r.gc = forceGC(ctx, n)
+	if r.gc {
+		// At rest the runtime itself collects at least every 2 minutes,
+		// and soloist serve returns a large free heap to the OS within 5 s
+		// of a collection (cmd/soloist/memory.go): read once it could.
+		if err := sleep(ctx, releaseWait); err != nil {
+			return r, err
+		}
+	}
 	m, err := n.metrics(ctx)
 	if err != nil {
 		return r, err
@@ -131,7 +142,7 @@ func idleRun(ctx context.Context, b *bench, r *results, name, parkAfter, suffix 
 	}
 	gcNote := "no GC forced (the node did not answer /debug/pprof/heap?gc=1): RSS may include garbage and freed memory not yet returned to the OS"
 	if before.gc && after.gc {
-		gcNote = "GC forced before each reading (GET /debug/pprof/heap?gc=1)"
+		gcNote = fmt.Sprintf("GC forced %s before each reading (GET /debug/pprof/heap?gc=1)", releaseWait)
 	}
 	short := ""
 	if cfg.idleInstances != 10000 {
