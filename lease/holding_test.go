@@ -555,6 +555,8 @@ func TestUntrackedKeyOnOwnLeaseDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "the untracked key on our lease deleted", func() bool { return get(t, direct, own) == nil })
+	// OnOrphan follows the delete's reply, which the test may see first.
+	eventually(t, 5*time.Second, "OnOrphan called", func() bool { return orphans.Load() >= 1 })
 	if orphans.Load() != 1 {
 		t.Fatalf("OnOrphan called %d times, want 1", orphans.Load())
 	}
