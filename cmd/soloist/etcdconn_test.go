@@ -303,6 +303,50 @@ func TestServeEtcdRefusedAndAuth(t *testing.T) {
 			t.Fatalf("exit %d", code)
 		}
 	})
+	t.Run("permission revoked while serving", func(t *testing.T) {
+		t.Parallel()
+		root, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, Username: "root", Password: "s3cret", Logger: zap.NewNop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer root.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		const prefix = "/denied/"
+		for _, step := range []func() error{
+			func() error { _, err := root.RoleAdd(ctx, "soloist"); return err },
+			func() error {
+				_, err := root.RoleGrantPermission(ctx, "soloist", prefix, clientv3.GetPrefixRangeEnd(prefix), clientv3.PermissionType(clientv3.PermReadWrite))
+				return err
+			},
+			func() error { _, err := root.UserAdd(ctx, "soloist", "s3cret"); return err },
+			func() error { _, err := root.UserGrantRole(ctx, "soloist", "soloist"); return err },
+		} {
+			if err := step(); err != nil {
+				t.Fatalf("set up the prefix user: %v", err)
+			}
+		}
+		srv := startServe(t, "--demo", "--etcd-endpoints", endpoint, "--etcd-prefix", prefix, "--etcd-username", "soloist", "--etcd-password-file", pw)
+		srv.waitReady()
+		if _, err := root.RoleRevokePermission(ctx, "soloist", prefix, clientv3.GetPrefixRangeEnd(prefix)); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.Post(srv.url+"/api/orchestrators/HelloCities/denied-1", "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "grant-permission --prefix=true ROLE readwrite PREFIX") ||
+			!strings.Contains(string(b), "permission denied") {
+			t.Errorf("start after the grant was revoked: %d %s", resp.StatusCode, b)
+		}
+		// Revoking the lease needs write permission on its keys too: the
+		// drain cannot finish, and the exit says so.
+		if code := srv.stop(30 * time.Second); code != 1 || !strings.Contains(errorLine(srv.logs.String()), "permission denied") {
+			t.Fatalf("exit %d, want 1 naming the permission; log:\n%s", code, srv.logs.String())
+		}
+	})
 	t.Run("wrong password", func(t *testing.T) {
 		t.Parallel()
 		srv := startServe(t, "--etcd-endpoints", endpoint, "--etcd-username", "root", "--etcd-password", "wrong", "--etcd-dial-timeout", "4s")

@@ -34,6 +34,7 @@ var statusTable = []struct {
 	{orchestrator.ErrPayloadTooLarge, http.StatusRequestEntityTooLarge},
 	{orchestrator.ErrStoreLimit, http.StatusRequestEntityTooLarge},
 	{orchestrator.ErrNoSpace, http.StatusInsufficientStorage},
+	{orchestrator.ErrStoreDenied, http.StatusServiceUnavailable},
 	{orchestrator.ErrUnavailable, http.StatusServiceUnavailable},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable},
 }
@@ -44,8 +45,9 @@ var statusTable = []struct {
 // for ErrInstanceExists and ErrInstanceActive, 410 for ErrInstanceTerminal,
 // 413 for ErrPayloadTooLarge and ErrStoreLimit, 507 for ErrNoSpace (etcd's
 // NOSPACE alarm: nothing was written, and nothing can be until an operator
-// frees space), 503 for ErrUnavailable and
-// context.DeadlineExceeded, 200 for nil and 500 for anything else. Errors
+// frees space), 503 for ErrUnavailable, context.DeadlineExceeded and
+// ErrStoreDenied (etcd refused the node's own user: an operator must grant
+// it the prefix), 200 for nil and 500 for anything else. Errors
 // are matched with errors.Is, so wrapped and typed errors (ExistsError,
 // ValidationError, TerminalError) map like their sentinels.
 func StatusCode(err error) int {
@@ -83,6 +85,10 @@ func noSpaceMessage(msg string) string {
 	}
 	return msg + "; " + orchestrator.NoSpaceHelp
 }
+
+// deniedHelp is what an operator does about orchestrator.ErrStoreDenied.
+const deniedHelp = "etcd refused the node's etcd user; nothing was written. An operator must give that user's role read and write on the node's --etcd-prefix " +
+	"(etcdctl role grant-permission --prefix=true ROLE readwrite PREFIX) or fix its credentials (--etcd-username, --etcd-password-file)"
 
 // publicMessage is err's message for a client: the orchestrator's package
 // prefix is dropped, the rest is kept (it says what to do).

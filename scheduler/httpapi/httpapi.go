@@ -458,6 +458,9 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		if h.refused != nil {
 			h.refused(err)
 		}
+	case errors.Is(err, orchestrator.ErrStoreDenied):
+		h.log.Error("request failed: etcd denied the node's user", "method", r.Method, "path", r.URL.Path, "error", err)
+		msg = deniedHelp + " (" + msg + ")"
 	case code >= http.StatusInternalServerError && code != http.StatusServiceUnavailable:
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		msg = "internal error; the details are in the server log"
