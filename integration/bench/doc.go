@@ -133,9 +133,9 @@
 //     etcd's watcher count steady (each changing by under 0.5% in a
 //     second), then -idle-settle. idle_hold_s (first start to all held)
 //     and idle_park_s (then to all parked and steady) say how long that
-//     took. A GC is forced 6 s before each reading (GET
-//     /debug/pprof/heap?gc=1), as the runtime itself does at least every
-//     2 minutes at rest; soloist serve returns a free heap larger than its
+//     took. A GC is forced before each reading (GET
+//     /debug/pprof/heap?gc=1), 6 s before the after one, as the runtime
+//     itself does at least every 2 minutes at rest; soloist serve returns a free heap larger than its
 //     live one to the OS within 5 s of a GC (cmd/soloist/memory.go). RSS
 //     may still hold memory the runtime has not returned, which
 //     heap_inuse_per_held_instance

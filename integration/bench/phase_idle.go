@@ -21,10 +21,13 @@ type nodeReading struct {
 	gc         bool // a GC was forced just before
 }
 
-func readNode(ctx context.Context, c *cluster, n *node) (nodeReading, error) {
+// readNode reads the node after forcing a GC; settle waits releaseWait
+// after it (for the after readings: a fresh node's free heap is far below
+// what soloist serve returns, so the before readings need no wait).
+func readNode(ctx context.Context, c *cluster, n *node, settle bool) (nodeReading, error) {
 	var r nodeReading
 	r.gc = forceGC(ctx, n)
-	if r.gc {
+	if r.gc && settle {
 		// At rest the runtime itself collects at least every 2 minutes,
 		// and soloist serve returns a large free heap to the OS within 5 s
 		// of a collection (cmd/soloist/memory.go): read once it could.
@@ -81,7 +84,7 @@ func idleRun(ctx context.Context, b *bench, r *results, name, parkAfter, suffix 
 	if err := sleep(ctx, cfg.idleSettle); err != nil {
 		return err
 	}
-	before, err := readNode(ctx, c, n)
+	before, err := readNode(ctx, c, n, false)
 	if err != nil {
 		return err
 	}
@@ -112,7 +115,7 @@ func idleRun(ctx context.Context, b *bench, r *results, name, parkAfter, suffix 
 	if err := sleep(ctx, cfg.idleSettle); err != nil {
 		return err
 	}
-	after, err := readNode(ctx, c, n)
+	after, err := readNode(ctx, c, n, true)
 	if err != nil {
 		return err
 	}
@@ -142,7 +145,7 @@ func idleRun(ctx context.Context, b *bench, r *results, name, parkAfter, suffix 
 	}
 	gcNote := "no GC forced (the node did not answer /debug/pprof/heap?gc=1): RSS may include garbage and freed memory not yet returned to the OS"
 	if before.gc && after.gc {
-		gcNote = fmt.Sprintf("GC forced %s before each reading (GET /debug/pprof/heap?gc=1)", releaseWait)
+		gcNote = fmt.Sprintf("GC forced before each reading (GET /debug/pprof/heap?gc=1), %s before the after one", releaseWait)
 	}
 	short := ""
 	if cfg.idleInstances != 10000 {
