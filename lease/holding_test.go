@@ -574,6 +574,31 @@ func TestUntrackedKeyOnOwnLeaseDeleted(t *testing.T) {
 	}
 }
 
+// An orphan key whose delete fails (etcd did not answer) is deleted by a
+// retry, with the session's watch healthy: nothing else would delete it
+// before a relist, and the instance would stay unowned while the node
+// lives. Not parallel: it replaces the package's orphan delete.
+func TestOrphanDeleteRetried(t *testing.T) {
+	restore := lease.FailOrphanDeletes(2, context.DeadlineExceeded)
+	defer restore()
+	e := leasetest.Start(t)
+	direct := e.Client()
+	var orphans atomic.Int32
+	s := newSessionCfg(t, e.Client(), lease.Config{TTL: 5 * time.Second, OnOrphan: func(string) { orphans.Add(1) }})
+	own := prefix(t) + "late"
+	if _, err := direct.Put(ctxT(t), own, "n1", clientv3.WithLease(s.LeaseID())); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the untracked key deleted after two failed deletes", func() bool { return get(t, direct, own) == nil })
+	eventually(t, 5*time.Second, "OnOrphan called", func() bool { return orphans.Load() >= 1 })
+	if n := orphans.Load(); n != 1 {
+		t.Fatalf("OnOrphan called %d times, want 1", n)
+	}
+	if err := s.Err(); err != nil {
+		t.Fatalf("session: %v", err)
+	}
+}
+
 // AcquireMany takes many keys in few transactions, each claim decided on
 // its own: free keys are taken (with their reads), held ones and failed
 // conditions are refused, and every holding is tracked.

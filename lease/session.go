@@ -425,23 +425,62 @@ func (s *Session) put(key string, created, modified int64, leaseID clientv3.Leas
 }
 
 // orphan deletes a key on this session's lease that no holding tracks
-// (an acquire that applied after it gave up), if it is still that key.
+// (an acquire that applied after it gave up), if it is still that key. A
+// delete that fails is tried again in the background, with backoff, until
+// it lands, the key changes or the session ends: nothing else would delete
+// the key before the session's next relist (a broken watch), and every
+// node skips an instance whose owners key exists.
 func (s *Session) orphan(key string, created int64) {
+	if s.deleteOrphan(key, created) == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil { // ended: the lease and its keys go with it
+		return
+	}
+	s.loopWG.Add(1) // before end, hence before Close's Wait
+	go func() {
+		defer s.loopWG.Done()
+		b := newBackoff(200*time.Millisecond, 5*time.Second)
+		for {
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(b.NextBackOff()):
+			}
+			if s.deleteOrphan(key, created) == nil {
+				return
+			}
+		}
+	}()
+}
+
+// orphanTxn is the delete of an orphan key; tests replace it.
+var orphanTxn = func(ctx context.Context, cli *clientv3.Client, key string, created int64) (*clientv3.TxnResponse, error) {
+	return cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", created)).
+		Then(clientv3.OpDelete(key)).Commit()
+}
+
+// deleteOrphan tries the delete once; it returns the error of an attempt
+// that could not tell (nil if the key is gone, or is another key now).
+func (s *Session) deleteOrphan(key string, created int64) error {
 	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 	defer cancel()
-	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", created)).
-		Then(clientv3.OpDelete(key)).Commit()
+	resp, err := orphanTxn(ctx, s.cli, key, created)
 	switch {
 	case err != nil:
 		if s.ctx.Err() == nil {
-			s.log.Warn("cannot delete an untracked key on this session's lease; it goes with the lease", "key", key, "error", err)
+			s.log.Warn("cannot delete an untracked key on this session's lease yet; trying again", "key", key, "error", err)
 		}
+		return err
 	case resp.Succeeded:
 		s.log.Warn("deleted an untracked key on this session's lease (an acquire that applied after it gave up)", "key", key)
 		if s.cfg.OnOrphan != nil {
 			s.cfg.OnOrphan(key)
 		}
 	}
+	return nil
 }
 
 // Close ends the session and revokes its lease, which deletes every key on

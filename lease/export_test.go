@@ -1,0 +1,24 @@
+package lease
+
+import (
+	"context"
+	"sync/atomic"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// FailOrphanDeletes makes the next n deletes of orphan keys fail with err
+// and returns a function that restores the real delete. Tests that use it
+// must not run in parallel with others of the package that delete orphans.
+func FailOrphanDeletes(n int, err error) (restore func()) {
+	real := orphanTxn
+	var left atomic.Int32
+	left.Store(int32(n))
+	orphanTxn = func(ctx context.Context, cli *clientv3.Client, key string, created int64) (*clientv3.TxnResponse, error) {
+		if left.Add(-1) >= 0 {
+			return nil, err
+		}
+		return real(ctx, cli, key, created)
+	}
+	return func() { orphanTxn = real }
+}
