@@ -41,7 +41,9 @@
 //     has an unknown outcome reads the key until it knows or its context
 //     ends (then ErrOutcomeUnknown), and the session deletes, with a compare
 //     on its CreateRevision, any key on its lease that no holding tracks -
-//     such as an acquire whose proposal applied after the Acquire gave up.
+//     such as an acquire whose proposal applied after the Acquire gave up;
+//     a delete that fails is tried again, with backoff, while the session
+//     lives.
 //   - Release deletes the key only while it is still the holding's.
 //     ReleaseAll (a drain) first leaves one handoff marker for the node on a
 //     lease of its own, then deletes the keys many to a transaction, each
