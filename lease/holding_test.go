@@ -538,14 +538,7 @@ func TestAcquireUnknownOutcome(t *testing.T) {
 // it is still that key; a key of another lease is left alone.
 func TestUntrackedKeyOnOwnLeaseDeleted(t *testing.T) {
 	t.Parallel()
-	e := leasetest.Start(t)
-	direct := e.Client()
-	var orphans atomic.Int32
-	s := newSessionCfg(t, e.Client(), lease.Config{TTL: 5 * time.Second, OnOrphan: func(string) { orphans.Add(1) }})
-	own := prefix(t) + "late"
-	if _, err := direct.Put(ctxT(t), own, "n1", clientv3.WithLease(s.LeaseID())); err != nil {
-		t.Fatal(err)
-	}
+	direct, s, own, orphans := withOrphan(t)
 	g, err := direct.Grant(ctxT(t), 30)
 	if err != nil {
 		t.Fatal(err)
@@ -555,11 +548,7 @@ func TestUntrackedKeyOnOwnLeaseDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "the untracked key on our lease deleted", func() bool { return get(t, direct, own) == nil })
-	// OnOrphan follows the delete's reply, which the test may see first.
-	eventually(t, 5*time.Second, "OnOrphan called", func() bool { return orphans.Load() >= 1 })
-	if orphans.Load() != 1 {
-		t.Fatalf("OnOrphan called %d times, want 1", orphans.Load())
-	}
+	wantOneOrphan(t, orphans)
 	if get(t, direct, foreign) == nil {
 		t.Fatal("a key of another lease was deleted")
 	}
@@ -574,6 +563,30 @@ func TestUntrackedKeyOnOwnLeaseDeleted(t *testing.T) {
 	}
 }
 
+// withOrphan starts an etcd and a session counting OnOrphan calls, and
+// puts a key on the session's lease that no holding tracks.
+func withOrphan(t *testing.T) (direct *clientv3.Client, s *lease.Session, own string, orphans *atomic.Int32) {
+	e := leasetest.Start(t)
+	direct = e.Client()
+	orphans = new(atomic.Int32)
+	s = newSessionCfg(t, e.Client(), lease.Config{TTL: 5 * time.Second, OnOrphan: func(string) { orphans.Add(1) }})
+	own = prefix(t) + "late"
+	if _, err := direct.Put(ctxT(t), own, "n1", clientv3.WithLease(s.LeaseID())); err != nil {
+		t.Fatal(err)
+	}
+	return direct, s, own, orphans
+}
+
+// wantOneOrphan waits for OnOrphan, which follows the delete's reply (the
+// test may see the key gone first), and checks it came once.
+func wantOneOrphan(t *testing.T, orphans *atomic.Int32) {
+	t.Helper()
+	eventually(t, 5*time.Second, "OnOrphan called", func() bool { return orphans.Load() >= 1 })
+	if n := orphans.Load(); n != 1 {
+		t.Fatalf("OnOrphan called %d times, want 1", n)
+	}
+}
+
 // An orphan key whose delete fails (etcd did not answer) is deleted by a
 // retry, with the session's watch healthy: nothing else would delete it
 // before a relist, and the instance would stay unowned while the node
@@ -581,19 +594,9 @@ func TestUntrackedKeyOnOwnLeaseDeleted(t *testing.T) {
 func TestOrphanDeleteRetried(t *testing.T) {
 	restore := lease.FailOrphanDeletes(2, context.DeadlineExceeded)
 	defer restore()
-	e := leasetest.Start(t)
-	direct := e.Client()
-	var orphans atomic.Int32
-	s := newSessionCfg(t, e.Client(), lease.Config{TTL: 5 * time.Second, OnOrphan: func(string) { orphans.Add(1) }})
-	own := prefix(t) + "late"
-	if _, err := direct.Put(ctxT(t), own, "n1", clientv3.WithLease(s.LeaseID())); err != nil {
-		t.Fatal(err)
-	}
+	direct, s, own, orphans := withOrphan(t)
 	eventually(t, 10*time.Second, "the untracked key deleted after two failed deletes", func() bool { return get(t, direct, own) == nil })
-	eventually(t, 5*time.Second, "OnOrphan called", func() bool { return orphans.Load() >= 1 })
-	if n := orphans.Load(); n != 1 {
-		t.Fatalf("OnOrphan called %d times, want 1", n)
-	}
+	wantOneOrphan(t, orphans)
 	if err := s.Err(); err != nil {
 		t.Fatalf("session: %v", err)
 	}
