@@ -89,34 +89,27 @@ func newRaiseCommand() *cobra.Command {
 
 // newRestartCommand starts a new execution with the instance's input.
 func newRestartCommand() *cobra.Command {
-	var co clientOptions
-	cmd := &cobra.Command{
-		Use:   "restart ID",
-		Short: "start a new execution of an instance with its input",
-		Args:  exactArgs(1, 1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, p, err := co.connect(cmd)
-			if err != nil {
-				return err
-			}
-			id := args[0]
-			resp, err := c.do(cmd.Context(), "POST", instancePath(id, "restart"), nil, nil, nil)
-			if err != nil {
-				return instanceError(err, "restart", id)
-			}
-			return p.print(resp.body, line("Restarted instance '%s' as a new execution. See it with: soloist status %s", id, shellQuote(id)))
-		},
-	}
-	addClientFlags(cmd, &co)
-	return cmd
+	return newInstanceCommand("restart ID", "start a new execution of an instance with its input", "POST", "restart",
+		func(id string) string { return instancePath(id, "restart") },
+		func(id string) string {
+			return "Restarted instance '" + id + "' as a new execution. See it with: soloist status " + shellQuote(id)
+		})
 }
 
 // newPurgeCommand deletes a terminal instance: DELETE .../instances/{id}.
 func newPurgeCommand() *cobra.Command {
+	return newInstanceCommand("purge ID", "delete a terminal instance and its history", "DELETE", "purge",
+		func(id string) string { return instancePath(id) },
+		func(id string) string { return "Purged instance '" + id + "'." })
+}
+
+// newInstanceCommand is a verb that sends one request about instance ID
+// and prints the server's answer (done is its table view).
+func newInstanceCommand(use, short, method, op string, path, done func(id string) string) *cobra.Command {
 	var co clientOptions
 	cmd := &cobra.Command{
-		Use:   "purge ID",
-		Short: "delete a terminal instance and its history",
+		Use:   use,
+		Short: short,
 		Args:  exactArgs(1, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, p, err := co.connect(cmd)
@@ -124,11 +117,11 @@ func newPurgeCommand() *cobra.Command {
 				return err
 			}
 			id := args[0]
-			resp, err := c.do(cmd.Context(), "DELETE", instancePath(id), nil, nil, nil)
+			resp, err := c.do(cmd.Context(), method, path(id), nil, nil, nil)
 			if err != nil {
-				return instanceError(err, "purge", id)
+				return instanceError(err, op, id)
 			}
-			return p.print(resp.body, line("Purged instance '%s'.", id))
+			return p.print(resp.body, line("%s", done(id)))
 		},
 	}
 	addClientFlags(cmd, &co)

@@ -12,6 +12,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/term"
+
+	"github.com/soloist-dev/soloist/scheduler/httpapi"
 )
 
 // format is an output format of the client verbs (-o).
@@ -141,38 +143,10 @@ func blockStyle(n *yaml.Node) {
 	}
 }
 
-// statusView is what the table format shows of a status body.
-type statusView struct {
-	Name            string          `json:"name"`
-	InstanceID      string          `json:"instanceId"`
-	RuntimeStatus   string          `json:"runtimeStatus"`
-	Input           json.RawMessage `json:"input"`
-	CustomStatus    json.RawMessage `json:"customStatus"`
-	Output          json.RawMessage `json:"output"`
-	CreatedTime     time.Time       `json:"createdTime"`
-	LastUpdatedTime time.Time       `json:"lastUpdatedTime"`
-	ExecutionID     string          `json:"executionId"`
-	Node            string          `json:"node"`
-	FencingToken    int64           `json:"fencingToken"`
-	HistoryEvents   []struct {
-		EventType           string          `json:"EventType"`
-		Timestamp           time.Time       `json:"Timestamp"`
-		FunctionName        string          `json:"FunctionName"`
-		Name                string          `json:"Name"`
-		OrchestrationStatus string          `json:"OrchestrationStatus"`
-		FireAt              *time.Time      `json:"FireAt"`
-		Reason              string          `json:"Reason"`
-		Result              json.RawMessage `json:"Result"`
-		FailureDetails      *struct {
-			ErrorMessage string `json:"ErrorMessage"`
-		} `json:"FailureDetails"`
-	} `json:"historyEvents"`
-}
-
 // statusTable is the key/value view of one status body.
 func statusTable(body []byte) func(w io.Writer) error {
 	return func(w io.Writer) error {
-		var st statusView
+		var st httpapi.InstanceStatus
 		if err := json.Unmarshal(body, &st); err != nil {
 			return fmt.Errorf("the server's status is not the JSON of a status: %w", err)
 		}
@@ -230,7 +204,7 @@ func statusTable(body []byte) func(w io.Writer) error {
 // listTable is the table of instances of a list.
 func listTable(body []byte) func(w io.Writer) error {
 	return func(w io.Writer) error {
-		var list []statusView
+		var list []httpapi.InstanceStatus
 		if err := json.Unmarshal(body, &list); err != nil {
 			return fmt.Errorf("the server's list is not a JSON array of statuses: %w", err)
 		}
