@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"net/http"
 	"sort"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/soloist-dev/soloist/integration/harness"
 	"github.com/soloist-dev/soloist/orchestrator"
+	"github.com/soloist-dev/soloist/scheduler"
 )
 
 // demos are the demo orchestrations the scenarios start: they post no
@@ -108,22 +108,6 @@ func waitTerminal(env *harness.Env, id string, timeout time.Duration) orchestrat
 	return ""
 }
 
-// score is the scheduler's rendezvous hash (scheduler/campaign.go): the
-// node with the highest score for an ID campaigns for it first.
-func score(node, id string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(node))
-	h.Write([]byte{0})
-	h.Write([]byte(id))
-	x := h.Sum64()
-	x ^= x >> 33
-	x *= 0xff51afd7ed558ccd
-	x ^= x >> 33
-	x *= 0xc4ceb9fe1a85ec53
-	x ^= x >> 33
-	return x
-}
-
 // preferredID returns an ID starting with prefix for which node comes
 // first among nodes.
 func preferredID(prefix, node string, nodes []*harness.Node) string {
@@ -131,7 +115,7 @@ func preferredID(prefix, node string, nodes []*harness.Node) string {
 		id := fmt.Sprintf("%s-%d", prefix, i)
 		best := true
 		for _, n := range nodes {
-			if n.ID != node && score(n.ID, id) > score(node, id) {
+			if n.ID != node && scheduler.Score(n.ID, id) > scheduler.Score(node, id) {
 				best = false
 			}
 		}

@@ -179,17 +179,21 @@ func (n *Node) startDue() time.Duration {
 // with a delay per rank, lets the preferred node win without a contest
 // while any node still takes the instance if the preferred one does not.
 func (n *Node) rankLocked(id string) time.Duration {
-	mine := score(n.cfg.NodeID, id)
+	mine := Score(n.cfg.NodeID, id)
 	rank := 0
 	for node, info := range n.nodes {
-		if node != n.cfg.NodeID && !info.Draining && info.Role != string(RoleAPI) && score(node, id) > mine {
+		if node != n.cfg.NodeID && !info.Draining && info.Role != string(RoleAPI) && Score(node, id) > mine {
 			rank++
 		}
 	}
 	return time.Duration(rank)
 }
 
-func score(node, id string) uint64 {
+// Score is the rendezvous hash that orders the nodes for an instance: the
+// node with the highest score for id campaigns for it first, the others
+// after a delay that grows with their rank. Exported so that tests and
+// tools can tell which node will take an instance.
+func Score(node, id string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(node))
 	h.Write([]byte{0})
