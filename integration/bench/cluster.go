@@ -29,6 +29,20 @@ type cluster struct {
 	nodes []*node
 }
 
+// startCluster is newCluster, then its nodes started; the caller closes it
+// (it closes itself if the nodes do not start).
+func (b *bench) startCluster(ctx context.Context, name string, n int, opts nodeOpts) (*cluster, error) {
+	c, err := b.newCluster(name, n, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.start(ctx); err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
+}
+
 // newCluster starts etcd for a phase and prepares n nodes with opts.
 func (b *bench) newCluster(name string, n int, opts nodeOpts) (*cluster, error) {
 	dir := filepath.Join(b.dir, name)

@@ -67,15 +67,12 @@ func phaseIdle(ctx context.Context, b *bench, r *results) error {
 // instances; suffix tells the live run's keys from the parked one's.
 func idleRun(ctx context.Context, b *bench, r *results, name, parkAfter, suffix string) error {
 	cfg := b.cfg
-	c, err := b.newCluster(name, 1, nodeOpts{ttl: cfg.leaseTTL, parkAfter: parkAfter})
+	c, err := b.startCluster(ctx, name, 1, nodeOpts{ttl: cfg.leaseTTL, parkAfter: parkAfter})
 	if err != nil {
 		return err
 	}
 	defer c.close()
 	n := c.nodes[0]
-	if err := c.start(ctx); err != nil {
-		return err
-	}
 	ow, err := watchOwners(ctx, c.cli)
 	if err != nil {
 		return err

@@ -93,14 +93,11 @@ func runLifecycles(ctx context.Context, sw *statusWatch, urls []string, workers 
 // Completed as seen in etcd.
 func phaseLifecycle(ctx context.Context, b *bench, r *results) error {
 	cfg := b.cfg
-	c, err := b.newCluster("lifecycle", cfg.nodes, nodeOpts{ttl: cfg.leaseTTL})
+	c, err := b.startCluster(ctx, "lifecycle", cfg.nodes, nodeOpts{ttl: cfg.leaseTTL})
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	if err := c.start(ctx); err != nil {
-		return err
-	}
 	sw, err := watchStatuses(ctx, c.cli)
 	if err != nil {
 		return err

@@ -11,14 +11,11 @@ import (
 // otherwise idle cluster.
 func phaseReqs(ctx context.Context, b *bench, r *results) error {
 	cfg := b.cfg
-	c, err := b.newCluster("reqs", cfg.nodes, nodeOpts{ttl: cfg.leaseTTL})
+	c, err := b.startCluster(ctx, "reqs", cfg.nodes, nodeOpts{ttl: cfg.leaseTTL})
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	if err := c.start(ctx); err != nil {
-		return err
-	}
 	sw, err := watchStatuses(ctx, c.cli)
 	if err != nil {
 		return err

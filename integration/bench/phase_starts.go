@@ -11,14 +11,11 @@ import (
 // phaseStarts measures HTTP singleton starts on a busy cluster: the nodes
 // run what is started while the load goes on.
 func phaseStarts(ctx context.Context, b *bench, r *results) error {
-	c, err := b.newCluster("starts", b.cfg.nodes, nodeOpts{ttl: b.cfg.leaseTTL})
+	c, err := b.startCluster(ctx, "starts", b.cfg.nodes, nodeOpts{ttl: b.cfg.leaseTTL})
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	if err := c.start(ctx); err != nil {
-		return err
-	}
 	cpu := c.cpuWindow(b.cfg.warmup, b.cfg.startsDuration)
 	l := b.startLoad(ctx, c, "starts")
 	if err := ctx.Err(); err != nil {

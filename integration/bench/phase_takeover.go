@@ -19,14 +19,11 @@ func phaseTakeover(ctx context.Context, b *bench, r *results) error {
 	if cfg.nodes < 2 {
 		return errTooFewNodes
 	}
-	c, err := b.newCluster("takeover", cfg.nodes, nodeOpts{ttl: cfg.takeoverTTL})
+	c, err := b.startCluster(ctx, "takeover", cfg.nodes, nodeOpts{ttl: cfg.takeoverTTL})
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	if err := c.start(ctx); err != nil {
-		return err
-	}
 	ow, err := watchOwners(ctx, c.cli)
 	if err != nil {
 		return err
