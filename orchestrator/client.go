@@ -247,9 +247,10 @@ func (c *Client) startIf(ctx context.Context, name string, opts StartOptions, cm
 	// The first attempt decides on what the caller knows (by default: a
 	// new ID); a failed compare returns the record, and every later attempt
 	// decides on what the last one read.
+	encoded := rec.encode()
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		policy := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
-		write := []clientv3.Op{clientv3.OpPut(key, rec.encode()), clientv3.OpPut(c.keys.Input(id), string(input))}
+		write := []clientv3.Op{clientv3.OpPut(key, encoded), clientv3.OpPut(c.keys.Input(id), string(input))}
 		replaced := ""
 		if cur != nil {
 			switch {
@@ -276,7 +277,7 @@ func (c *Client) startIf(ctx context.Context, name string, opts StartOptions, cm
 			}
 			replaced = cur.ExecutionID
 			policy = clientv3.Compare(clientv3.ModRevision(key), "=", rev)
-			write = c.replaceOps(cur, rec, input)
+			write = c.replaceOps(cur, id, encoded, input)
 		}
 		elseOps := []clientv3.Op{clientv3.OpGet(key)}
 		if len(cmps) > 0 {
@@ -331,15 +332,14 @@ func (c *Client) startRefused(id string, err error) error {
 	return fmt.Errorf("start of '%s' was not written: %w", id, err)
 }
 
-// replaceOps puts a new execution's record and input over an old execution
-// and clears what belonged to the old one. The owners key is left to its
+// replaceOps puts a new execution's record (encoded) and input over an old
+// execution and clears what belonged to the old one. The owners key is left to its
 // holder, which releases it when it sees the change; until then nobody can
 // take the new execution, so the old one's effects end before the new
 // one's begin.
-func (c *Client) replaceOps(old, rec *Record, input json.RawMessage) []clientv3.Op {
-	id := rec.InstanceID
+func (c *Client) replaceOps(old *Record, id, encoded string, input json.RawMessage) []clientv3.Op {
 	ops := []clientv3.Op{
-		clientv3.OpPut(c.keys.Instance(id), rec.encode()),
+		clientv3.OpPut(c.keys.Instance(id), encoded),
 		clientv3.OpPut(c.keys.Input(id), string(input)),
 		clientv3.OpDelete(c.keys.Output(id)),
 		clientv3.OpDelete(c.keys.CustomStatus(id)),
