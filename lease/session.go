@@ -206,11 +206,11 @@ func (s *Session) end(err error) {
 	}
 }
 
-// keepAlive renews the lease every TTL/3. An attempt may take as long as
-// the session lasts (a slow round trip still renews: the session ends at
-// safe-until anyway, which cancels it), and every interval another is sent
-// beside those outstanding, so a keepalive stuck on a dead connection does
-// not hold up the next.
+// keepAlive renews the lease every TTL/3. An attempt may take up to a TTL
+// (a slow round trip still renews: the session ends at safe-until anyway,
+// which cancels it), and every interval another is sent beside those
+// outstanding (at most maxKeepalivesInFlight), so a keepalive stuck on a
+// dead connection does not hold up the next.
 func (s *Session) keepAlive() {
 	defer s.loopWG.Done()
 	interval := s.cfg.TTL / 3
