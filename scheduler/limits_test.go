@@ -132,8 +132,7 @@ func TestManyBufferedEvents(t *testing.T) {
 		}
 		return sum, nil
 	})
-	c := &cluster{t: t, prefix: "/" + t.Name() + "/", reg: reg, ttl: 5 * time.Second}
-	c.e = newEtcd(t)
+	c := newCluster(t, 0, 5*time.Second, reg)
 	cl := c.client()
 	if _, err := cl.Start(context.Background(), "Collect", orchestrator.StartOptions{InstanceID: "many"}); err != nil {
 		t.Fatal(err)
@@ -259,8 +258,7 @@ func TestWatchBreakAfterCompactionKeepsRuns(t *testing.T) {
 		err := ctx.WaitForExternalEvent("go", 0).Await(&v)
 		return v, err
 	})
-	c := &cluster{t: t, prefix: "/" + t.Name() + "/", reg: reg, ttl: 10 * time.Second}
-	c.e = newEtcd(t)
+	c := newCluster(t, 0, 10*time.Second, reg)
 	p := newProxy(t, c.e)
 	c.endpoints = []string{p.URL()}
 	c.addNode("node-0")
@@ -449,7 +447,7 @@ func TestRetentionPurges(t *testing.T) {
 	_ = reg.AddOrchestrator("Wait", func(ctx *orchestrator.OrchestrationContext) (any, error) {
 		return nil, ctx.WaitForExternalEvent("never", 0).Await(nil)
 	})
-	c := &cluster{t: t, e: newEtcd(t), prefix: "/" + t.Name() + "/", reg: reg, ttl: 5 * time.Second}
+	c := newCluster(t, 0, 5*time.Second, reg)
 	c.configure = func(cfg *scheduler.Config) { cfg.Retention = 2 * time.Second }
 	c.addNode("node-0")
 	c.addNode("node-1")
@@ -516,8 +514,7 @@ func TestContinueAsNewCarriesManyEvents(t *testing.T) {
 		}
 		return sum, nil
 	})
-	c := &cluster{t: t, prefix: "/" + t.Name() + "/", reg: reg, ttl: 5 * time.Second}
-	c.e = newEtcd(t)
+	c := newCluster(t, 0, 5*time.Second, reg)
 	cl := c.client()
 	if _, err := cl.Start(context.Background(), "Gen", orchestrator.StartOptions{InstanceID: "gen", Input: json.RawMessage("0")}); err != nil {
 		t.Fatal(err)
@@ -564,7 +561,7 @@ func TestAcquireAppliedLate(t *testing.T) {
 func testAcquireAppliedLate(t *testing.T, delay time.Duration, orphans float64) {
 	reg := orchestrator.NewRegistry()
 	_ = reg.AddOrchestrator("Quick", func(ctx *orchestrator.OrchestrationContext) (any, error) { return "done", nil })
-	c := &cluster{t: t, e: newEtcd(t), prefix: "/" + t.Name() + "/", reg: reg, ttl: 10 * time.Second}
+	c := newCluster(t, 0, 10*time.Second, reg)
 	var late *leasetest.LateTxns
 	c.prepare = func(cli *clientv3.Client) { late = leasetest.NewLateTxns(cli, delay) }
 	tn := c.addNode("node-0")

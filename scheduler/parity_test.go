@@ -46,7 +46,7 @@ func TestSubOrchestrationAcrossTakeover(t *testing.T) {
 		}
 		return a + b, nil
 	})
-	c := &cluster{t: t, e: newEtcd(t), prefix: "/" + t.Name() + "/", reg: parentReg, ttl: 2 * time.Second}
+	c := newCluster(t, 0, 2*time.Second, parentReg)
 	c.addNode("parent-1")
 	c.addNode("parent-2")
 	c.reg = childReg
@@ -211,7 +211,7 @@ func TestVersionsInRollingUpgrade(t *testing.T) {
 	if v, _ := newReg.DefaultVersion("Job"); v != "2" {
 		t.Fatalf("default version %q", v)
 	}
-	c := &cluster{t: t, e: newEtcd(t), prefix: "/" + t.Name() + "/", reg: oldReg, ttl: 5 * time.Second}
+	c := newCluster(t, 0, 5*time.Second, oldReg)
 	old := c.addNode("old")
 	cl := c.client()
 	if _, err := cl.Start(context.Background(), "Job", orchestrator.StartOptions{InstanceID: "new-one", Version: "2"}); err != nil {
@@ -415,7 +415,7 @@ func TestUnrunnableInstance(t *testing.T) {
 	t.Parallel()
 	plain := orchestrator.NewRegistry()
 	_ = plain.AddOrchestrator("Other", func(ctx *orchestrator.OrchestrationContext) (any, error) { return nil, nil })
-	c := &cluster{t: t, e: newEtcd(t), prefix: "/" + t.Name() + "/", reg: plain, ttl: 5 * time.Second}
+	c := newCluster(t, 0, 5*time.Second, plain)
 	a := c.addNode("a")
 	cl := c.client()
 	if _, err := cl.Start(context.Background(), "Ghost", orchestrator.StartOptions{InstanceID: "g"}); err != nil {

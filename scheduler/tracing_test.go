@@ -38,7 +38,7 @@ func newTracedCluster(t *testing.T, reg *orchestrator.Registry) *tracedCluster {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	c := &cluster{t: t, e: newEtcd(t), prefix: "/" + t.Name() + "/", reg: reg, ttl: 2 * time.Second}
+	c := newCluster(t, 0, 2*time.Second, reg)
 	client := orchestrator.NewClient(c.e.Client(), orchestrator.ClientConfig{Prefix: c.prefix, TracerProvider: tp})
 	c.configure = func(cfg *scheduler.Config) { cfg.Client = client }
 	c.addNode("node-0")
