@@ -531,7 +531,10 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 
 	startErr := make(chan error, 1)
 	go func() { startErr <- node.Start(startCtx) }()
-	go defaultMemRelease.run(ctx, log)
+	memCtx, memStop := context.WithCancel(ctx)
+	memDone := make(chan struct{})
+	go func() { defer close(memDone); defaultMemRelease.run(memCtx, log) }()
+	defer func() { memStop(); <-memDone }()
 	var runErr error
 	select {
 	case err := <-startErr:
