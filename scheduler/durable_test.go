@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -45,10 +46,24 @@ func crashHolder(t *testing.T, c *cluster, id string) *testNode {
 	if victim == nil {
 		t.Fatalf("no holder of %s", id)
 	}
+	cl := c.client()
+	before, err := cl.Status(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
 	_ = victim.etcd.Close()
+	// Taken over: another node holds it, or has written it with a larger
+	// token (it may have finished already). The victim may go on believing
+	// it holds the instance until its safe-until passes, so "the first node
+	// that holds it" is not the test.
 	eventually(t, 15*time.Second, "takeover of "+id, func() bool {
-		h := holderOf(c, id)
-		return h != nil && h != victim
+		for _, n := range c.nodes {
+			if n != victim && slices.Contains(n.Held(), id) {
+				return true
+			}
+		}
+		st, err := cl.Status(context.Background(), id)
+		return err == nil && st.FencingToken > before.FencingToken
 	})
 	return victim
 }
