@@ -33,32 +33,33 @@ import (
 // that the NOSPACE part fills it in a second.
 const runbookQuota = 16 << 20
 
-// TestRunbook runs every command of README's "Operator runbook" section, as
-// README writes it, against a real etcd (one member, built from the module)
-// and two `soloist serve --demo` nodes, and checks each command's output:
-// the sample output README shows under it (a ```text block: digits and hex
-// IDs stand for any, "..." for anything) and what README's prose says it
-// shows or does. The commands are read out of README's ```sh blocks and
-// must be, in order, the ones this test has a step for, so that README and
-// the test cannot drift apart. Placeholders ($ETCD, $SERVER, $ID, ...) are
-// filled from the deployment or from an earlier command's output, as
-// README says; `go tool etcdctl` runs in the module root, `soloist` is the
+// TestRunbook runs every command of the "Operator runbook" section of
+// docs/operations.md, as the runbook writes it, against a real etcd (one
+// member, built from the module) and two `soloist serve --demo` nodes, and
+// checks each command's output: the sample output the runbook shows under
+// it (a ```text block: digits and hex IDs stand for any, "..." for
+// anything) and what the runbook's prose says it shows or does. The
+// commands are read out of the runbook's ```sh blocks and must be, in
+// order, the ones this test has a step for, so that the runbook and the
+// test cannot drift apart. Placeholders ($ETCD, $SERVER, $ID, ...) are
+// filled from the deployment or from an earlier command's output, as the
+// runbook says; `go tool etcdctl` runs in the module root, `soloist` is the
 // built binary, `curl` and `grep` are the system's.
 func TestRunbook(t *testing.T) {
 	bin := binaries(t)
 	for _, tool := range []string{"sh", "curl", "grep"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("README's runbook runs %s, which is not installed here (apt-get install %s)", tool, tool)
+			t.Skipf("the runbook runs %s, which is not installed here (apt-get install %s)", tool, tool)
 		}
 	}
 	began := time.Now()
-	readme, err := os.ReadFile("../README.md")
+	readme, err := os.ReadFile("../docs/operations.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmds, err := parseRunbook(string(readme))
 	if err != nil {
-		t.Fatalf("README's runbook section: %v", err)
+		t.Fatalf("the runbook section of docs/operations.md: %v", err)
 	}
 	root, err := filepath.Abs("..")
 	if err != nil {
@@ -87,21 +88,21 @@ func TestRunbook(t *testing.T) {
 	for i, c := range cmds {
 		r.run(i, c, steps[i])
 	}
-	t.Logf("ran the %d commands of README's runbook in %s (deployment up after %s)", len(cmds), time.Since(began).Round(100*time.Millisecond), r.deployedAfter.Round(100*time.Millisecond))
+	t.Logf("ran the %d commands of the runbook in %s (deployment up after %s)", len(cmds), time.Since(began).Round(100*time.Millisecond), r.deployedAfter.Round(100*time.Millisecond))
 }
 
-// A runbook command as README writes it, with the sample output shown
+// A runbook command as the runbook writes it, with the sample output shown
 // under it.
 type rbCommand struct {
 	text   string
-	line   int      // README line of the command
+	line   int      // docs/operations.md line of the command
 	sample []string // the ```text block after it, if any
 	// bgSample is a ```text bg block after it: the output that the last
 	// background command shows by now.
 	bgSample []string
 }
 
-// parseRunbook reads the commands of README's "## Operator runbook"
+// parseRunbook reads the commands of the runbook's "## Operator runbook"
 // section: every line of a ```sh block (a trailing backslash continues it;
 // blank lines and # comments are skipped), and the ```text blocks after
 // them. Fences may be indented (in a list); their content is dedented.
@@ -172,26 +173,26 @@ func parseRunbook(readme string) ([]rbCommand, error) {
 	return cmds, nil
 }
 
-// matchSteps checks that README's commands are, in order, the test's.
+// matchSteps checks that the runbook's commands are, in order, the test's.
 func matchSteps(cmds []rbCommand, steps []rbStep) error {
 	var diffs []string
 	for i := 0; i < max(len(cmds), len(steps)); i++ {
 		switch {
 		case i >= len(steps):
-			diffs = append(diffs, fmt.Sprintf("README command %d (line %d) has no step in the test: %s", i+1, cmds[i].line, cmds[i].text))
+			diffs = append(diffs, fmt.Sprintf("runbook command %d (line %d) has no step in the test: %s", i+1, cmds[i].line, cmds[i].text))
 		case i >= len(cmds):
-			diffs = append(diffs, fmt.Sprintf("the test's step %d is not in README: %s", i+1, steps[i].cmd))
+			diffs = append(diffs, fmt.Sprintf("the test's step %d is not in the runbook: %s", i+1, steps[i].cmd))
 		case cmds[i].text != steps[i].cmd:
-			diffs = append(diffs, fmt.Sprintf("README command %d (line %d):\n\t%s\nthe test's step %d:\n\t%s", i+1, cmds[i].line, cmds[i].text, i+1, steps[i].cmd))
+			diffs = append(diffs, fmt.Sprintf("runbook command %d (line %d):\n\t%s\nthe test's step %d:\n\t%s", i+1, cmds[i].line, cmds[i].text, i+1, steps[i].cmd))
 		}
 	}
 	for i, c := range cmds {
 		if c.bgSample != nil && !slices.ContainsFunc(steps[:min(i+1, len(steps))], func(s rbStep) bool { return s.bg }) {
-			diffs = append(diffs, fmt.Sprintf("README line %d: a ```text bg block, but no background command before it", c.line))
+			diffs = append(diffs, fmt.Sprintf("docs/operations.md line %d: a ```text bg block, but no background command before it", c.line))
 		}
 	}
 	if len(diffs) > 0 {
-		return fmt.Errorf("README's runbook and TestRunbook differ; change both together:\n%s", strings.Join(diffs, "\n"))
+		return fmt.Errorf("the runbook and TestRunbook differ; change both together:\n%s", strings.Join(diffs, "\n"))
 	}
 	return nil
 }
@@ -296,13 +297,13 @@ func outLines(s ...string) []string {
 type rbStep struct {
 	cmd string
 	// bg runs the command in the background ("in a second terminal"); its
-	// output is checked (check, and README's ```text bg block) when a later
+	// output is checked (check, and the runbook's ```text bg block) when a later
 	// command's sample says what it shows by then. It is stopped then.
 	bg bool
-	// exit is the exit code README says the command has.
+	// exit is the exit code the runbook says the command has.
 	exit int
 	// within retries the command (one that only reads) until its checks
-	// pass, for what README says settles by itself within a time.
+	// pass, for what the runbook says settles by itself within a time.
 	within time.Duration
 	// before runs first: the test's own preparations (never an operator's
 	// step) and the placeholders.
@@ -338,7 +339,7 @@ type runbook struct {
 
 var placeholder = regexp.MustCompile(`\$([A-Z_]+)`)
 
-// run runs README's command c with the test's step s and checks it.
+// run runs the runbook's command c with the test's step s and checks it.
 func (r *runbook) run(i int, c rbCommand, s rbStep) {
 	t := r.t
 	t.Helper()
@@ -347,7 +348,7 @@ func (r *runbook) run(i int, c rbCommand, s rbStep) {
 	}
 	for _, m := range placeholder.FindAllStringSubmatch(c.text, -1) {
 		if r.vars[m[1]] == "" {
-			t.Fatalf("README command %d (line %d) uses $%s, which the test has not set: %s", i+1, c.line, m[1], c.text)
+			t.Fatalf("runbook command %d (line %d) uses $%s, which the test has not set: %s", i+1, c.line, m[1], c.text)
 		}
 	}
 	if s.bg {
@@ -359,11 +360,11 @@ func (r *runbook) run(i int, c rbCommand, s rbStep) {
 		res := r.exec(c.text, 60*time.Second)
 		err := r.verify(c.sample, s, res)
 		if err == nil {
-			t.Logf("ok %2d (README line %d, %s): %s", i+1, c.line, res.took.Round(time.Millisecond), r.expand(c.text))
+			t.Logf("ok %2d (docs/operations.md line %d, %s): %s", i+1, c.line, res.took.Round(time.Millisecond), r.expand(c.text))
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("README command %d (line %d), attempt %d:\n$ %s\n(%s)\nexit %d\n--- stdout:\n%s--- stderr:\n%s---\n%v",
+			t.Fatalf("runbook command %d (line %d), attempt %d:\n$ %s\n(%s)\nexit %d\n--- stdout:\n%s--- stderr:\n%s---\n%v",
 				i+1, c.line, attempt, c.text, r.expand(c.text), res.code, res.stdout, res.stderr, err)
 		}
 		time.Sleep(300 * time.Millisecond)
@@ -375,10 +376,10 @@ func (r *runbook) run(i int, c rbCommand, s rbStep) {
 
 func (r *runbook) verify(sample []string, s rbStep, res rbResult) error {
 	if res.code != s.exit {
-		return fmt.Errorf("exit code %d, README says %d", res.code, s.exit)
+		return fmt.Errorf("exit code %d, the runbook says %d", res.code, s.exit)
 	}
 	if sample != nil && !sampleMatches(sample, res.lines()) {
-		return fmt.Errorf("the output does not match README's sample output:\n%s", strings.Join(sample, "\n"))
+		return fmt.Errorf("the output does not match the runbook's sample output:\n%s", strings.Join(sample, "\n"))
 	}
 	if s.check != nil {
 		return s.check(res)
@@ -460,22 +461,22 @@ func (r *runbook) startBackground(c rbCommand, s rbStep) {
 	r.bgOut = &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = r.bgOut, r.bgOut
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("README line %d: %v", c.line, err)
+		t.Fatalf("docs/operations.md line %d: %v", c.line, err)
 	}
 	r.bgCmd, r.bgStep, r.bgLine = cmd, s, c.line
 	t.Cleanup(r.stopBackground)
 	deadline := time.Now().Add(15 * time.Second)
 	for r.etcdWatchers() <= before {
 		if time.Now().After(deadline) {
-			t.Fatalf("README line %d: etcd has no new watcher 15s after the start of: %s\n%s", c.line, c.text, r.bgOut.String())
+			t.Fatalf("docs/operations.md line %d: etcd has no new watcher 15s after the start of: %s\n%s", c.line, c.text, r.bgOut.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Logf("ok    (README line %d, in the background): %s", c.line, r.expand(c.text))
+	t.Logf("ok    (docs/operations.md line %d, in the background): %s", c.line, r.expand(c.text))
 }
 
 // finishBackground waits until the background command's output matches
-// the sample README shows after command c, and its step's check, then
+// the sample the runbook shows after command c, and its step's check, then
 // stops it.
 func (r *runbook) finishBackground(c rbCommand) {
 	t := r.t
@@ -484,7 +485,7 @@ func (r *runbook) finishBackground(c rbCommand) {
 		out := r.bgOut.String()
 		err := error(nil)
 		if !sampleMatches(c.bgSample, outLines(out)) {
-			err = fmt.Errorf("the output does not match README's sample output (line %d):\n%s", c.line, strings.Join(c.bgSample, "\n"))
+			err = fmt.Errorf("the output does not match the runbook's sample output (line %d):\n%s", c.line, strings.Join(c.bgSample, "\n"))
 		} else if r.bgStep.check != nil {
 			err = r.bgStep.check(rbResult{stdout: out})
 		}
@@ -492,12 +493,12 @@ func (r *runbook) finishBackground(c rbCommand) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("README line %d, in the background: %s\n--- output:\n%s---\n%v", r.bgLine, r.bgStep.cmd, out, err)
+			t.Fatalf("docs/operations.md line %d, in the background: %s\n--- output:\n%s---\n%v", r.bgLine, r.bgStep.cmd, out, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	r.stopBackground()
-	t.Logf("ok    (README line %d): the background command showed what README line %d says", r.bgLine, c.line)
+	t.Logf("ok    (docs/operations.md line %d): the background command showed what docs/operations.md line %d says", r.bgLine, c.line)
 }
 
 func (r *runbook) stopBackground() {
@@ -806,7 +807,7 @@ func (r *runbook) fill() {
 	r.t.Fatalf("etcd took %d MiB without raising NOSPACE", 4*runbookQuota>>20)
 }
 
-// steps are the test's side of README's runbook, in README's order.
+// steps are the test's side of the runbook, in the runbook's order.
 func (r *runbook) steps() []rbStep {
 	t := r.t
 	ttl := func() int { return int(r.env.Opts.TTL / time.Second) }
@@ -835,7 +836,7 @@ func (r *runbook) steps() []rbStep {
 	exactly := func(want string) func(rbResult) error {
 		return func(res rbResult) error {
 			if got := strings.TrimSpace(res.stdout); got != want {
-				return fmt.Errorf("printed %q, README says %q", got, want)
+				return fmt.Errorf("printed %q, the runbook says %q", got, want)
 			}
 			return nil
 		}
@@ -910,7 +911,7 @@ func (r *runbook) steps() []rbStep {
 			}
 			for _, f := range []string{"input", "output", "customStatus"} {
 				if _, ok := o[f]; ok {
-					return fmt.Errorf("the record has %q; README says it lives in payloads/", f)
+					return fmt.Errorf("the record has %q; the runbook says it lives in payloads/", f)
 				}
 			}
 			return nil
@@ -957,7 +958,7 @@ func (r *runbook) steps() []rbStep {
 		{cmd: "go tool etcdctl --endpoints $ETCD lease timetolive $LEASE --keys", check: func(res rbResult) error {
 			m := regexp.MustCompile(`^lease (\w+) granted with TTL\((\d+)s\), remaining\((\d+)s\), attached keys\(\[(.*)\]\)$`).FindStringSubmatch(strings.TrimSpace(res.stdout))
 			if m == nil {
-				return errors.New("not the line README shows")
+				return errors.New("not the line the runbook shows")
 			}
 			ttlS, _ := strconv.Atoi(m[2])
 			rem, _ := strconv.Atoi(m[3])
@@ -1007,7 +1008,7 @@ func (r *runbook) steps() []rbStep {
 		}},
 		{cmd: "go tool etcdctl --endpoints $ETCD lease revoke $LEASE", check: func(res rbResult) error {
 			if m := regexp.MustCompile(`^lease (\w+) revoked$`).FindStringSubmatch(strings.TrimSpace(res.stdout)); m == nil || !sameLease(m[1], lease0) {
-				return fmt.Errorf("printed %q, README says lease %s revoked", res.stdout, lease0)
+				return fmt.Errorf("printed %q, the runbook says lease %s revoked", res.stdout, lease0)
 			}
 			if err := eventually(10*time.Second, "another node takes order-42", func() error {
 				node, _, token, ok := r.owner("order-42")
@@ -1053,7 +1054,7 @@ func (r *runbook) steps() []rbStep {
 				return fmt.Errorf("status shows node %q token %q; the owners key: %s, %d", f["Node"], f["Fencing token"], holder1, token1)
 			}
 			if rec == nil || rec.FencingToken >= token1 {
-				return fmt.Errorf("the record's fencingToken is %v; README says it is the last writer's, older than the new holder's %d", rec, token1)
+				return fmt.Errorf("the record's fencingToken is %v; the runbook says it is the last writer's, older than the new holder's %d", rec, token1)
 			}
 			return nil
 		}},
@@ -1221,9 +1222,9 @@ func (r *runbook) steps() []rbStep {
 		}},
 		{cmd: `soloist terminate $ID --reason "cancelled by ops" --server $SERVER -o table`,
 			before: func() {
-				// README: a purge refuses an active instance with 409.
+				// The runbook: a purge refuses an active instance with 409.
 				if code, body := rbHTTP("DELETE", r.vars["SERVER"]+"/runtime/webhooks/durabletask/instances/order-43", ""); code != http.StatusConflict {
-					t.Fatalf("purge of the active order-43: %d %s, README says 409", code, body)
+					t.Fatalf("purge of the active order-43: %d %s, the runbook says 409", code, body)
 				}
 			},
 			check: func(res rbResult) error {
@@ -1431,7 +1432,7 @@ func (r *runbook) steps() []rbStep {
 			}},
 		{cmd: "go tool etcdctl --endpoints $ETCD defrag --cluster",
 			before: func() {
-				// README: disarming before the defragmentation does not help.
+				// The runbook: disarming before the defragmentation does not help.
 				ctx, cancel := r.ctx()
 				defer cancel()
 				if _, err := r.cli.AlarmDisarm(ctx, &clientv3.AlarmMember{}); err != nil {
@@ -1439,7 +1440,7 @@ func (r *runbook) steps() []rbStep {
 				}
 				_, err := r.cli.Put(ctx, "/runbook-junk/after-disarm", "x")
 				if err == nil || !strings.Contains(err.Error(), "database space exceeded") {
-					t.Fatalf("a write after a compaction and a disarm without the defragmentation: %v; README says it raises NOSPACE again", err)
+					t.Fatalf("a write after a compaction and a disarm without the defragmentation: %v; the runbook says it raises NOSPACE again", err)
 				}
 				if alarms, _ := r.env.Etcd.Alarms(ctx); len(alarms) != 1 || !strings.HasPrefix(alarms[0], "NOSPACE") {
 					t.Fatalf("alarms after that write: %v", alarms)
@@ -1486,7 +1487,7 @@ func (r *runbook) steps() []rbStep {
 					return err
 				}
 				if n.Proc.Incarnation() != 1 || !n.Proc.Running() {
-					return fmt.Errorf("%s was restarted (incarnation %d, running %v); README says the nodes recover by themselves", n.ID, n.Proc.Incarnation(), n.Proc.Running())
+					return fmt.Errorf("%s was restarted (incarnation %d, running %v); the runbook says the nodes recover by themselves", n.ID, n.Proc.Incarnation(), n.Proc.Running())
 				}
 			}
 			return nil
@@ -1534,7 +1535,7 @@ func (r *runbook) steps() []rbStep {
 				failovers0 = r.metric(stays.ID, "soloist_failovers_total")
 				set("PID", strconv.Itoa(drained.Proc.Pid()), "SERVER", stays.URL())
 				sentAt = r.env.Clock.Now()
-				r.env.Fault("sigterm", drained.ID, "README's kill -TERM $PID")
+				r.env.Fault("sigterm", drained.ID, "the runbook's kill -TERM $PID")
 				t.Logf("    draining %s, which holds %v", drained.ID, handed)
 			},
 			check: func(res rbResult) error {
@@ -1545,7 +1546,7 @@ func (r *runbook) steps() []rbStep {
 					return fmt.Errorf("%s did not exit", drained.ID)
 				}
 				if err := drained.Proc.ExitErr(); err != nil {
-					return fmt.Errorf("%s exited with %v, README says 0", drained.ID, err)
+					return fmt.Errorf("%s exited with %v, the runbook says 0", drained.ID, err)
 				}
 				var msgs []string
 				var held, released float64 = -1, -1
@@ -1585,7 +1586,7 @@ func (r *runbook) steps() []rbStep {
 					}
 				}
 				if slowest <= 0 || slowest >= r.env.Opts.TTL {
-					return fmt.Errorf("the last instance was taken %s after the SIGTERM; README says at once, not after a TTL (%s)", slowest, r.env.Opts.TTL)
+					return fmt.Errorf("the last instance was taken %s after the SIGTERM; the runbook says at once, not after a TTL (%s)", slowest, r.env.Opts.TTL)
 				}
 				t.Logf("    %s took %d instances within %s of the SIGTERM", stays.ID, len(handed), slowest.Round(time.Millisecond))
 				return nil
@@ -1642,7 +1643,7 @@ func sameLease(a, b string) bool {
 	return err1 == nil && err2 == nil && x == y
 }
 
-// startBeforeNoticed checks what README says a start answers while etcd
+// startBeforeNoticed checks what the runbook says a start answers while etcd
 // has NOSPACE but the node has not noticed yet (it is still ready): 507,
 // "was not written", naming the alarm.
 func (r *runbook) startBeforeNoticed() {
@@ -1662,7 +1663,7 @@ func (r *runbook) startBeforeNoticed() {
 	}
 }
 
-// startDuringNoSpace checks README's warning: a node started while etcd
+// startDuringNoSpace checks the runbook's warning: a node started while etcd
 // has its NOSPACE alarm cannot get a session lease; it says why while it
 // waits, and exits with code 3 once --etcd-dial-timeout has passed.
 func (r *runbook) startDuringNoSpace() {
@@ -1684,7 +1685,7 @@ func (r *runbook) startDuringNoSpace() {
 	if !errors.As(err, &ee) || ee.ExitCode() != 3 ||
 		!bytes.Contains(out, []byte("etcd is out of space (NOSPACE alarm) and refuses the node's session")) ||
 		!bytes.Contains(out, []byte("is out of space (NOSPACE alarm) and refused the node's session lease for --etcd-dial-timeout 3s")) {
-		t.Fatalf("a node started during NOSPACE: %v\n%s\nREADME says it waits, saying why, then exits with code 3", err, out)
+		t.Fatalf("a node started during NOSPACE: %v\n%s\nthe runbook says it waits, saying why, then exits with code 3", err, out)
 	}
 	if took < 3*time.Second {
 		t.Fatalf("a node started during NOSPACE exited after %v, before its --etcd-dial-timeout 3s", took)
@@ -1701,16 +1702,17 @@ func lastLine(b []byte) string {
 }
 
 // TestRunbookReadme checks, without a deployment (so with -short too),
-// that README's runbook section parses and that its commands are the ones
-// TestRunbook has steps for, and that the sample matching can fail.
+// that the runbook section of docs/operations.md parses and that its
+// commands are the ones TestRunbook has steps for, and that the sample
+// matching can fail.
 func TestRunbookReadme(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
+	readme, err := os.ReadFile("../docs/operations.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmds, err := parseRunbook(string(readme))
 	if err != nil {
-		t.Fatalf("README's runbook section: %v", err)
+		t.Fatalf("the runbook section of docs/operations.md: %v", err)
 	}
 	r := &runbook{t: t, vars: map[string]string{}}
 	if err := matchSteps(cmds, r.steps()); err != nil {

@@ -28,7 +28,7 @@ type env struct {
 
 func newEnv(getenv func(string) string) env { return env{getenv: getenv} }
 
-// Exit codes, documented in README and in soloist --help.
+// Exit codes, documented in docs/operations.md ("The CLI") and in soloist --help.
 const (
 	exitOK          = 0
 	exitFailed      = 1 // the command failed: the server refused, the instance failed, serve stopped on an error

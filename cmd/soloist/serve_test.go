@@ -335,7 +335,8 @@ func TestServeMetricsListenerAndPublicURL(t *testing.T) {
 	checkLogs(t, srv.logLines())
 }
 
-// Every SOLOIST_ variable the deploy files and README set is a flag of
+// Every SOLOIST_ variable the deploy files and the documentation (README.md,
+// docs/*.md) set is a flag of
 // serve (or of the client verbs).
 func TestDeployVariablesAreFlags(t *testing.T) {
 	t.Parallel()
@@ -355,7 +356,12 @@ func TestDeployVariablesAreFlags(t *testing.T) {
 		}
 		return nil
 	})
+	docs, err := filepath.Glob("../../docs/*.md")
+	if err != nil || len(docs) < 3 {
+		t.Fatalf("docs/*.md: %v %v", docs, err)
+	}
 	files = append(files, "../../README.md")
+	files = append(files, docs...)
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {

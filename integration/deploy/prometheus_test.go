@@ -54,10 +54,10 @@ type ruleTestFile struct {
 	} `yaml:"tests"`
 }
 
-const runbookBase = "https://github.com/soloist-dev/soloist/blob/main/README.md#"
+const runbookBase = "https://github.com/soloist-dev/soloist/blob/main/docs/alerts.md#"
 
 // Every alert says what is wrong and links to what to do about it, in
-// README; and rules_test.yml has, for every alert, a case where it fires
+// docs/alerts.md; and rules_test.yml has, for every alert, a case where it fires
 // and one where it does not. (Without promtool: this reads the files.)
 func TestAlertsDocumentedAndTested(t *testing.T) {
 	t.Parallel()
@@ -65,7 +65,7 @@ func TestAlertsDocumentedAndTested(t *testing.T) {
 	readYAML(t, filepath.Join(root, "deploy", "prometheus", "rules.yml"), &rules)
 	var tests ruleTestFile
 	readYAML(t, filepath.Join(root, "deploy", "prometheus", "rules_test.yml"), &tests)
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	readme, err := os.ReadFile(filepath.Join(root, "docs", "alerts.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestAlertsDocumentedAndTested(t *testing.T) {
 				t.Errorf("alert %s: runbook_url %s, want %s", r.Alert, u, want)
 			}
 			if !anchors["alert-"+strings.ToLower(r.Alert)] {
-				t.Errorf("alert %s: README has no heading \"Alert: %s\" for its runbook_url to point at", r.Alert, r.Alert)
+				t.Errorf("alert %s: docs/alerts.md has no heading \"Alert: %s\" for its runbook_url to point at", r.Alert, r.Alert)
 			}
 			if !fires[r.Alert] {
 				t.Errorf("alert %s: rules_test.yml has no case in which it fires", r.Alert)
@@ -127,7 +127,7 @@ func TestAlertsDocumentedAndTested(t *testing.T) {
 	}
 	for _, h := range alertHeadings {
 		if !alerts[h] {
-			t.Errorf("README documents alert %s, which rules.yml does not have", h)
+			t.Errorf("docs/alerts.md documents alert %s, which rules.yml does not have", h)
 		}
 	}
 	for name := range fires {

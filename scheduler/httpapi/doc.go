@@ -14,8 +14,9 @@
 //
 // with {base} = /runtime/webhooks/durabletask (BasePath). The entity routes
 // ({base}/entities/...) answer 404: Soloist has no durable entities.
-// README.md ("HTTP API") has the table of every route and parameter of
-// Durable Functions' HTTP API reference and what Soloist does with it.
+// docs/http-api.md ("Parity with Durable Functions") has the table of
+// every route and parameter of Durable Functions' HTTP API reference and
+// what Soloist does with it.
 //
 // Every route checks its query parameters: one it does not take, one given
 // twice (but runtimeStatus and tag) and a query that is not valid URL

@@ -89,7 +89,7 @@ func (h *handler) query(w http.ResponseWriter, r *http.Request, names ...string)
 					msg += "; it takes " + strings.Join(sorted, ", ")
 				}
 			}
-			writeError(w, http.StatusBadRequest, msg+"; see README.md, section HTTP API")
+			writeError(w, http.StatusBadRequest, msg+"; see docs/http-api.md")
 			return nil, false
 		}
 		q[name] = append(q[name], vs...)

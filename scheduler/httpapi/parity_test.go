@@ -1,9 +1,9 @@
 package httpapi
 
-// Tests of the Durable Functions HTTP API parity (README.md, "HTTP API":
-// the table of every route and parameter of the reference): each route and
-// parameter of that table has a test here or in the older tests of the
-// package (start_test.go, instances_test.go, history_test.go).
+// Tests of the Durable Functions HTTP API parity (docs/http-api.md, "Parity
+// with Durable Functions": the table of every route and parameter of the
+// reference): each route and parameter of that table has a test here or in
+// the older tests of the package (start_test.go, instances_test.go, history_test.go).
 
 import (
 	"context"
