@@ -1,6 +1,10 @@
 package scheduler
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/soloist-dev/soloist/orchestrator"
+)
 
 // metrics are one node's collectors (docs/contract.md section 7). They live in the
 // registry the node is given, never in process globals, so several nodes can
@@ -26,6 +30,12 @@ type metrics struct {
 	unheld            *prometheus.HistogramVec
 	parked            prometheus.Gauge
 	wakes             *prometheus.CounterVec
+}
+
+// terminalStatuses are the statuses soloist_orchestrations_completed_total
+// counts, each present at 0 for every registered function.
+var terminalStatuses = []orchestrator.RuntimeStatus{
+	orchestrator.StatusCompleted, orchestrator.StatusFailed, orchestrator.StatusTerminated,
 }
 
 // newMetrics registers a node's collectors; schedules and functions are
@@ -121,6 +131,11 @@ func newMetrics(reg prometheus.Registerer, schedules, functions []string) (*metr
 	for _, f := range functions {
 		m.instancesHeld.WithLabelValues(f)
 		m.unrunnable.WithLabelValues(f)
+		// Every terminal status at 0 from the start, so that increase()
+		// and the alerts see a function's first failure.
+		for _, st := range terminalStatuses {
+			m.completed.WithLabelValues(f, string(st))
+		}
 	}
 	for _, r := range []string{"event", "timer"} {
 		m.wakes.WithLabelValues(r)
