@@ -290,4 +290,3 @@ func TestDockerfileRuntimeStages(t *testing.T) {
 		t.Errorf("runtimeStage = %q, %v; want %q", got, err, want)
 	}
 }
-
