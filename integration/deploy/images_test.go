@@ -143,10 +143,6 @@ func buildImages(t *testing.T, docker string) {
 }
 
 func buildAll(t *testing.T, docker string) error {
-	prom, err := prometheusBinary()
-	if err != nil {
-		return err
-	}
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return err
@@ -188,6 +184,10 @@ func buildAll(t *testing.T, docker string) error {
 			return copyFile(dataDir, filepath.Join(dir, "data-dir.txt"))
 		}},
 		{prometheusImage, "deploy/prometheus/Dockerfile", func(t *testing.T, dir string) error {
+			prom, err := prometheusBinary()
+			if err != nil {
+				return err
+			}
 			b, err := os.ReadFile(prom)
 			if err != nil {
 				return err
