@@ -35,14 +35,19 @@ func TestComposeConfig(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(out), &cfg); err != nil {
 		t.Fatalf("the output of docker-compose config: %v", err)
 	}
-	nodes := 0
+	nodes, etcds := 0, 0
 	for name, s := range cfg.Services {
 		if strings.HasPrefix(s.Image, "soloist-etcd:") {
 			// Without compaction etcd's history grows until NOSPACE.
+			// (A flag on the command line or its ETCD_ variable.)
 			cmd := strings.Join(s.Command, " ")
-			if !strings.Contains(cmd, "--auto-compaction-mode=") || !strings.Contains(cmd, "--auto-compaction-retention=") {
-				t.Errorf("%s: etcd runs without --auto-compaction-mode and --auto-compaction-retention: %s", name, cmd)
+			for _, flag := range []string{"auto-compaction-mode", "auto-compaction-retention", "quota-backend-bytes"} {
+				env := "ETCD_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+				if !strings.Contains(cmd, "--"+flag+"=") && s.Environment[env] == "" {
+					t.Errorf("%s: etcd runs without --%s (or %s): %s", name, flag, env, cmd)
+				}
 			}
+			etcds++
 		}
 		if !strings.HasPrefix(s.Image, "soloist:") {
 			continue
@@ -66,6 +71,9 @@ func TestComposeConfig(t *testing.T) {
 		if env["SOLOIST_NODE_ID"] == "" {
 			t.Errorf("%s: no SOLOIST_NODE_ID", name)
 		}
+	}
+	if etcds != 3 {
+		t.Errorf("%d etcd members in the compose file, want 3", etcds)
 	}
 	if nodes < 3 {
 		t.Errorf("%d Soloist nodes in the compose file, want 3", nodes)

@@ -277,6 +277,37 @@ func TestManifests(t *testing.T) {
 		t.Errorf("terminationGracePeriodSeconds %v must exceed SOLOIST_SHUTDOWN_TIMEOUT %s by some seconds", grace, drain)
 	}
 
+	// The node ID is the pod's name; the pod has no service-account token,
+	// a read-only root filesystem and a preStop pause that the grace
+	// period covers too.
+	nodeID := false
+	for _, e := range c.Env {
+		if e.Name == "SOLOIST_NODE_ID" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name" {
+			nodeID = true
+		}
+	}
+	if !nodeID {
+		t.Error("SOLOIST_NODE_ID does not come from the pod's name (fieldRef metadata.name)")
+	}
+	if env["GOMEMLIMIT"] == "" {
+		t.Error("no GOMEMLIMIT: the Go runtime does not know the memory limit")
+	}
+	if a := pod.Spec.AutomountServiceAccountToken; a == nil || *a {
+		t.Error("automountServiceAccountToken is not false: soloist needs no Kubernetes API token")
+	}
+	if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Error("the container's root filesystem is not read-only")
+	}
+	var preStop time.Duration
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {
+		t.Error("no preStop sleep: the pod would get SIGTERM while still in the Service's endpoints")
+	} else {
+		preStop = time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
+	}
+	if grace != nil && time.Duration(*grace)*time.Second <= preStop+drain+5*time.Second {
+		t.Errorf("terminationGracePeriodSeconds %d must exceed the preStop sleep %s plus SOLOIST_SHUTDOWN_TIMEOUT %s by some seconds", *grace, preStop, drain)
+	}
+
 	vols := map[string]bool{}
 	for _, v := range pod.Spec.Volumes {
 		vols[v.Name] = true
