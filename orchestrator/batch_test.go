@@ -163,8 +163,11 @@ func TestBatchCheckpointsWithinBudget(t *testing.T) {
 	if got, want := seenDuringSeattle.Load(), "ExecutionStarted TaskScheduled TaskCompleted TaskScheduled"; got != want {
 		t.Errorf("history while the slow activity ran: %q, want the batch so far checkpointed: %q", got, want)
 	}
-	if got, want := seenAtLondon.Load(), "ExecutionStarted TaskScheduled TaskCompleted TaskScheduled TaskCompleted TaskScheduled"; got != want {
-		t.Errorf("history when the next activity started: %q, want %q", got, want)
+	// Seattle's result is committed before London starts (London's own
+	// schedule may or may not be: a checkpoint that raced the result).
+	got, _ := seenAtLondon.Load().(string)
+	if want := "ExecutionStarted TaskScheduled TaskCompleted TaskScheduled TaskCompleted"; !strings.HasPrefix(got, want) {
+		t.Errorf("history when the next activity started: %q, want it to begin with %q", got, want)
 	}
 }
 
