@@ -93,6 +93,55 @@
 //     (a node delivers inbox entries from its one watch, Driver.Deliver),
 //     and everything ready by then shares one commit.
 //
+// # The pieces of a run
+//
+// One engine of fenced commits, and drivers that feed it actions:
+//
+//   - engine.go: the actions (ScheduleTask, CreateTimer,
+//     CreateSubOrchestration, SendEvent, SetCustomStatus, Complete), their
+//     validation, and the Engine that turns them into history events and
+//     keeps the committed and pending history of one execution;
+//   - commit.go: the Engine's fenced writes - a step's commit, the final
+//     write (Completed, Failed, Terminated with output, record and owners
+//     key's release in one transaction) and ContinueAsNew;
+//   - step.go: the exported step API for a driver that is not the Go
+//     coroutine (a remote worker): Open an Engine, Next hands it the past
+//     and new events, Complete takes its actions back;
+//   - run.go: a run of the Go driver - its mailbox loop, parking, batches'
+//     bounds, outcome;
+//   - replay.go: rebuilding the Go orchestration's state from history and
+//     matching the code's calls against it;
+//   - coroutine.go: the orchestration goroutine and its steps;
+//   - activity.go: local activity work, and batches of it.
+//
+// # Batches of local activities
+//
+// With RunOptions.BatchBudget above zero (a node's default is 1 s, serve
+// --batch-budget), the activities a step schedules that run on this node
+// (registered in the Registry, without a retry policy) start before their
+// schedule is committed; their results are applied in memory and the code
+// goes on. The batch commits when the orchestration schedules anything
+// else (a timer, a sub-orchestration, an activity not registered here, a
+// retried activity's attempt), waits with none of the batch's activities
+// running, finishes (the batch is the final write: HelloCities is start,
+// acquire, one commit), starts RunOptions.BatchTasks activities, or
+// BatchBudget has passed since the batch's last commit (a checkpoint
+// then, while its activities go on; a result that arrives after the
+// budget is committed before the next activity starts). What a crash
+// mid-batch repeats: the next holder replays the last commit, so every
+// activity of the batch that started since it runs again - at most the
+// activities started within one BatchBudget (and at most BatchTasks), each
+// once more per crash. A retried activity's attempts are always committed
+// before they run, so MaxAttempts holds across takeovers.
+//
+// # Suspend and resume in history
+//
+// Events raised while an instance is suspended are recorded in arrival
+// order between ExecutionSuspended and ExecutionResumed, as the Durable
+// Task backends do; none is delivered to the code before the resume
+// (replay holds them back and delivers them, in order, at
+// ExecutionResumed).
+//
 // # Tracing
 //
 // With a TracerProvider in ClientConfig (none by default: a no-op one, and

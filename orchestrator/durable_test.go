@@ -179,42 +179,62 @@ func TestContinueAsNewCarriesEvents(t *testing.T) {
 
 // TestActivityRunsOnlyAfterItsScheduleCommits: after a replay, an activity
 // the code schedules past the end of the history does not run if its
-// schedule cannot be committed (here: the holder was fenced out).
+// schedule cannot be committed (here: the holder was fenced out) - when
+// batching is off. With batching on (the default) a local activity may run
+// before its schedule commits, as the doc says, but nothing of the step is
+// written: the history is what it was.
 func TestActivityRunsOnlyAfterItsScheduleCommits(t *testing.T) {
 	t.Parallel()
-	v := newEnv(t)
-	var ranB atomic.Int32
-	reg := orchestrator.NewRegistry()
-	_ = reg.AddActivity("A", orchestrator.Activity(func(ctx context.Context, _ any) (string, error) { return "a", nil }))
-	_ = reg.AddActivity("B", orchestrator.Activity(func(ctx context.Context, _ any) (string, error) {
-		ranB.Add(1)
-		return "b", nil
-	}))
-	_ = reg.AddOrchestrator("fn", func(ctx *orchestrator.OrchestrationContext) (any, error) {
-		if err := ctx.CallActivity("A", nil).Await(nil); err != nil {
-			return nil, err
-		}
-		return nil, ctx.CallActivity("B", nil).Await(nil)
-	})
-	x, _ := v.running(t, "order", "null")
-	st := x.Status()
-	ts := time.Now().UTC()
-	hist, _ := json.Marshal([]orchestrator.HistoryEvent{
-		{Seq: 0, EventType: orchestrator.EventExecutionStarted, Timestamp: ts, Name: "fn", Input: json.RawMessage("null")},
-		{Seq: 1, EventType: orchestrator.EventTaskScheduled, Timestamp: ts, TaskID: 0, Name: "A", Input: json.RawMessage("null")},
-		{Seq: 2, EventType: orchestrator.EventTaskCompleted, Timestamp: ts, TaskID: 0, Name: "A", Result: json.RawMessage(`"a"`)},
-	})
-	if _, err := v.raw.Put(ctxT(t), v.keys.History("order", st.ExecutionID)+"0000000000", string(hist)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := v.raw.Delete(ctxT(t), v.keys.Owner("order")); err != nil {
-		t.Fatal(err)
-	}
-	if err := reg.Run(ctxT(t), x); !errors.Is(err, orchestrator.ErrFenced) {
-		t.Fatalf("Run = %v, want ErrFenced", err)
-	}
-	if n := ranB.Load(); n != 0 {
-		t.Fatalf("activity B ran %d times though its schedule was never committed", n)
+	for _, tc := range []struct {
+		name   string
+		budget time.Duration
+		maxB   int32
+	}{{"unbatched", 0, 0}, {"batched", time.Second, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			v := newEnv(t)
+			var ranB atomic.Int32
+			reg := orchestrator.NewRegistry()
+			_ = reg.AddActivity("A", orchestrator.Activity(func(ctx context.Context, _ any) (string, error) { return "a", nil }))
+			_ = reg.AddActivity("B", orchestrator.Activity(func(ctx context.Context, _ any) (string, error) {
+				ranB.Add(1)
+				return "b", nil
+			}))
+			_ = reg.AddOrchestrator("fn", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+				if err := ctx.CallActivity("A", nil).Await(nil); err != nil {
+					return nil, err
+				}
+				return nil, ctx.CallActivity("B", nil).Await(nil)
+			})
+			x, _ := v.running(t, "order", "null")
+			st := x.Status()
+			ts := time.Now().UTC()
+			hist, _ := json.Marshal([]orchestrator.HistoryEvent{
+				{Seq: 0, EventType: orchestrator.EventExecutionStarted, Timestamp: ts, Name: "fn", Input: json.RawMessage("null")},
+				{Seq: 1, EventType: orchestrator.EventTaskScheduled, Timestamp: ts, TaskID: 0, Name: "A", Input: json.RawMessage("null")},
+				{Seq: 2, EventType: orchestrator.EventTaskCompleted, Timestamp: ts, TaskID: 0, Name: "A", Result: json.RawMessage(`"a"`)},
+			})
+			if _, err := v.raw.Put(ctxT(t), v.keys.History("order", st.ExecutionID)+"0000000000", string(hist)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.raw.Delete(ctxT(t), v.keys.Owner("order")); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan orchestrator.Outcome, 1)
+			if _, err := reg.Drive(ctxT(t), x, orchestrator.RunOptions{WatchInbox: true, BatchBudget: tc.budget,
+				OnEnd: func(o orchestrator.Outcome) { done <- o }}); err != nil {
+				t.Fatal(err)
+			}
+			if out := <-done; !errors.Is(out.Err, orchestrator.ErrFenced) {
+				t.Fatalf("run ended with %+v, want ErrFenced", out)
+			}
+			if n := ranB.Load(); n > tc.maxB {
+				t.Fatalf("activity B ran %d times, at most %d allowed", n, tc.maxB)
+			}
+			if got := historyTypes(t, v, "order", st.ExecutionID); len(got) != 3 {
+				t.Fatalf("history after the fenced run: %v, want the 3 events written before", got)
+			}
+		})
 	}
 }
 

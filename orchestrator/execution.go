@@ -308,7 +308,11 @@ func (e *Execution) SetCustomStatus(ctx context.Context, b json.RawMessage) erro
 // the error message as output) and deletes the owners key in the same
 // fenced transaction, so the instance is never terminal and held at once.
 func (e *Execution) Finish(ctx context.Context, output json.RawMessage, runErr error) error {
-	parts, err := e.plan(e.finishStep(nil, output, runErr))
+	st, fd := StatusCompleted, (*FailureDetails)(nil)
+	if runErr != nil {
+		st, fd = StatusFailed, DetailsOf(runErr)
+	}
+	parts, err := e.plan(e.finishStep(nil, st, output, fd))
 	if err != nil {
 		return err
 	}
@@ -320,14 +324,14 @@ func (e *Execution) Finish(ctx context.Context, output json.RawMessage, runErr e
 	return nil
 }
 
-// finishStep is the step that ends the execution with output or runErr
-// after the events already pending.
-func (e *Execution) finishStep(events []HistoryEvent, output json.RawMessage, runErr error) step {
-	st := StatusCompleted
-	var fd *FailureDetails
-	if runErr != nil {
-		st = StatusFailed
-		fd = DetailsOf(runErr)
+// finishStep is the step that ends the execution with status st (Completed
+// with output, Failed with fd, Terminated with output as the reason) after
+// the events already pending.
+func (e *Execution) finishStep(events []HistoryEvent, st RuntimeStatus, output json.RawMessage, fd *FailureDetails) step {
+	if st == StatusFailed {
+		if fd == nil {
+			fd = &FailureDetails{ErrorType: "Error", ErrorMessage: "the orchestration failed"}
+		}
 		output = reasonJSON(fd.ErrorMessage)
 	}
 	output = orNull(output)
@@ -363,6 +367,9 @@ type step struct {
 	change     func(*Record)
 	final      func(*Record) []clientv3.Op
 	finalBytes int
+	// ops are written with the record change (after every event): the
+	// puts of SendEvent and SetCustomStatus actions.
+	ops []clientv3.Op
 	// history is the prefix the events go under; defaults to the
 	// execution's own.
 	history, blobs string
@@ -493,14 +500,25 @@ func (e *Execution) plan(s step) ([]part, error) {
 
 	// 4. The record change, and the final ops, with the last part that can
 	// take them.
-	if s.final != nil {
+	extraBytes := 0
+	for _, op := range s.ops {
+		extraBytes += opSize(op)
+	}
+	if len(s.ops) > maxOps/2 || extraBytes > budget/2 {
+		return nil, fmt.Errorf("%w: %d operations of %d bytes besides the history", errInternalLimit, len(s.ops), extraBytes)
+	}
+	if s.final != nil || len(s.ops) > 0 {
 		last := len(parts) - 1
-		if last < 0 || parts[last].blobs || partSize(parts[last])+s.finalBytes > budget || len(parts[last].ops)+8 > maxOps {
+		if last < 0 || parts[last].blobs || partSize(parts[last])+s.finalBytes+extraBytes > budget || len(parts[last].ops)+len(s.ops)+8 > maxOps {
 			parts = append(parts, part{})
 			last++
 		}
-		parts[last].change, parts[last].finalOps = s.change, s.final
-	} else if s.change != nil {
+		parts[last].ops = append(parts[last].ops, s.ops...)
+		if s.final != nil {
+			parts[last].change, parts[last].finalOps = s.change, s.final
+		}
+	}
+	if s.final == nil && s.change != nil {
 		// A change such as the move to Running goes with the first part
 		// that puts the record.
 		i := 0

@@ -28,6 +28,9 @@ const (
 	EventExecutionCompleted EventType = "ExecutionCompleted"
 	// EventExecutionRewound marks where a rewind resumed a failed execution.
 	EventExecutionRewound EventType = "ExecutionRewound"
+	// EventEventSent records an event this orchestration raised to another
+	// instance (SendEvent); the event's put is in the same commit.
+	EventEventSent EventType = "EventSent"
 	// A sub-orchestration: created (its start is the task's work), then
 	// completed or failed (delivered to the parent's inbox by the child's
 	// final write).
@@ -73,6 +76,9 @@ type HistoryEvent struct {
 	// inline; readers resolve them.
 	InputRef  string `json:"inputRef,omitempty"`
 	ResultRef string `json:"resultRef,omitempty"`
+	// Version is the version a task or sub-orchestration was scheduled
+	// with, if any.
+	Version string `json:"version,omitempty"`
 	// InstanceID is a sub-orchestration's instance ID.
 	InstanceID string `json:"instanceId,omitempty"`
 	// ExecutionID, on an inbox entry, is the execution it is for; an

@@ -289,7 +289,9 @@ func (c *OrchestrationContext) CurrentTime() time.Time { return c.e.now }
 func (c *OrchestrationContext) NewGUID() string { return c.e.newGUID() }
 
 // CallActivity schedules the activity name with input (marshalled to JSON)
-// and returns its task. The activity runs after the schedule is committed.
+// and returns its task. The activity runs after the schedule is committed,
+// or, in a batch (RunOptions.BatchBudget), before: then a crash before the
+// batch's commit runs it again.
 //
 // With WithRetry, a failed attempt is retried after a durable timer, each
 // attempt a task of its own in the history: the task returned completes

@@ -51,8 +51,8 @@ func replayStored(tb testing.TB, batches [][]byte) int {
 	rec := &Record{Name: "Seq", InstanceID: "bench", ExecutionID: "x"}
 	exec := &Execution{c: c, rec: rec, input: jsonNull}
 	e := &executor{
-		ctx: context.Background(), exec: exec, fn: sequenceOrchestration, rec: *rec,
-		seen: map[string]bool{},
+		Engine: &Engine{ctx: context.Background(), exec: exec, rec: *rec, seen: map[string]bool{}},
+		fn:     sequenceOrchestration,
 	}
 	e.octx = &OrchestrationContext{ctx: e.ctx, exec: exec, e: e}
 	defer e.abort()

@@ -125,10 +125,16 @@ func (e *executor) childID(t *Task) string {
 	if t.sub.id != "" {
 		return t.sub.id
 	}
-	id := fmt.Sprintf("%s:%04X", e.rec.InstanceID, t.id)
+	return childIDOf(e.rec.InstanceID, t.id)
+}
+
+// childIDOf is the instance ID of sub-orchestration task of parent without
+// a fixed one: "{parent}:{task in hex}", hashed when too long.
+func childIDOf(parent string, task int) string {
+	id := fmt.Sprintf("%s:%04X", parent, task)
 	if len(id) > MaxInstanceIDLength {
-		sum := sha256.Sum256([]byte(e.rec.InstanceID))
-		id = fmt.Sprintf("%s:%04X", hex.EncodeToString(sum[:16]), t.id)
+		sum := sha256.Sum256([]byte(parent))
+		id = fmt.Sprintf("%s:%04X", hex.EncodeToString(sum[:16]), task)
 	}
 	return id
 }
@@ -138,7 +144,7 @@ func (e *executor) childID(t *Task) string {
 // execution and task), retrying store errors while the run lasts. It
 // returns a failure event when the start is refused for good, nil when the
 // child runs (its end reports through the inbox).
-func (e *executor) startChild(wctx context.Context, t *Task) *HistoryEvent {
+func (e *Engine) startChild(wctx context.Context, t *Task) *HistoryEvent {
 	// A span of the start, a child of the run's; the child's record gets
 	// its context, so the child's runs continue the parent's trace.
 	wctx, span := e.tracer.Start(wctx, "start sub-orchestration "+t.name, trace.WithAttributes(
@@ -153,7 +159,7 @@ func (e *executor) startChild(wctx context.Context, t *Task) *HistoryEvent {
 	return ev
 }
 
-func (e *executor) startChildRetrying(wctx context.Context, t *Task) *HistoryEvent {
+func (e *Engine) startChildRetrying(wctx context.Context, t *Task) *HistoryEvent {
 	c := e.exec.c
 	ref := &ParentRef{InstanceID: e.rec.InstanceID, ExecutionID: e.rec.ExecutionID, TaskID: t.id}
 	id := t.sub.id
@@ -169,6 +175,7 @@ func (e *executor) startChildRetrying(wctx context.Context, t *Task) *HistoryEve
 		cur, rev, err := c.read(ctx, id)
 		if err == nil && cur.Parent != nil && *cur.Parent == *ref {
 			cancel()
+			t.childOK.Store(true)
 			return nil // started by this task already
 		}
 		if err != nil && !errors.Is(err, ErrInstanceNotFound) {
@@ -187,6 +194,7 @@ func (e *executor) startChildRetrying(wctx context.Context, t *Task) *HistoryEve
 			cancel()
 			switch {
 			case err == nil:
+				t.childOK.Store(true)
 				return nil
 			case errors.Is(err, ErrUnavailable) && wctx.Err() == nil:
 			default:
@@ -324,4 +332,32 @@ func (c *Client) purgeTree(ctx context.Context, id string, depth int) (int, erro
 		}
 	}
 	return n, nil
+}
+
+// startChildren makes sure every sub-orchestration the execution scheduled
+// and has not heard from is created before the final write: it waits for
+// the starts under way, then starts those not started yet (the tasks the
+// last step issued) here. A start is idempotent (the child's record names
+// this parent execution and task), so a takeover between these starts and
+// the final write creates each child once. A start refused for good is
+// recorded as the task's failure in the final write.
+func (e *executor) startChildren() error {
+	e.childStarts.Wait()
+	for _, t := range e.tasks {
+		if t.kind != kindSub || t.done || t.id < 0 || t.childOK.Load() {
+			continue
+		}
+		if t.started {
+			continue // its start ended: refused (its failure is in the mailbox) or stopped
+		}
+		t.started = true
+		if ev := e.startChild(e.work(), t); ev != nil {
+			if err := e.applyLive(*ev); err != nil {
+				return err
+			}
+		} else if e.ctx.Err() != nil {
+			return context.Cause(e.ctx)
+		}
+	}
+	return nil
 }

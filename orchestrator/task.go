@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync/atomic"
 	"time"
 )
 
@@ -98,6 +99,33 @@ type Task struct {
 	timer   *time.Timer // a live durable timer
 	attempt int         // the attempt this activity task is, from 1
 	sub     *subCall    // a sub-orchestration's start
+	durable bool        // an attempt of a retry policy: never batched
+	batched bool        // a local activity started before its schedule was committed, not finished
+	childOK atomic.Bool // a sub-orchestration's start succeeded (or found it started)
+}
+
+// action is the task's scheduling, as the engine takes it.
+func (t *Task) action() Action {
+	switch t.kind {
+	case kindTimer:
+		return CreateTimer{ID: t.id, FireAt: t.fireAt}
+	case kindSub:
+		return CreateSubOrchestration{ID: t.id, Name: t.name, InstanceID: t.sub.id, Version: t.sub.version, Input: t.input}
+	}
+	return ScheduleTask{ID: t.id, Name: t.name, Input: t.input}
+}
+
+// scheduled is the event type that schedules the task.
+func (t *Task) scheduled() EventType {
+	switch t.kind {
+	case kindTimer:
+		return EventTimerCreated
+	case kindSub:
+		return EventSubOrchestrationInstanceCreated
+	case kindActivity:
+		return EventTaskScheduled
+	}
+	return ""
 }
 
 // Done reports whether the task has finished.
@@ -245,7 +273,7 @@ func (e *executor) retried(outer *Task, p RetryPolicy) {
 			kind = kindSub
 		}
 		t := e.newTask(kind, outer.name)
-		t.input, t.attempt = outer.input, n
+		t.input, t.attempt, t.durable = outer.input, n, true
 		if outer.sub != nil {
 			sc := *outer.sub
 			t.sub = &sc

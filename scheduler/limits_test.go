@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -360,16 +361,23 @@ func TestRaiseEventOnBusyInstance(t *testing.T) {
 	}
 }
 
-// Events raised while suspended that let the orchestration finish after
-// the resume: the history records the suspension and the resume, before
-// the events.
+// Events raised while suspended: none is consumed before the resume, all
+// are consumed in arrival order after it, and the history records them
+// where they arrived, between ExecutionSuspended and ExecutionResumed (the
+// Durable Task backends' order).
 func TestResumeRecordedWhenEventsFinish(t *testing.T) {
 	t.Parallel()
 	reg := orchestrator.NewRegistry()
 	_ = reg.AddOrchestrator("One", func(ctx *orchestrator.OrchestrationContext) (any, error) {
-		var s string
-		err := ctx.WaitForExternalEvent("e", 0).Await(&s)
-		return s, err
+		var got []int
+		for range 10 {
+			var n int
+			if err := ctx.WaitForExternalEvent("e", 0).Await(&n); err != nil {
+				return nil, err
+			}
+			got = append(got, n)
+		}
+		return got, nil
 	})
 	c := newCluster(t, 1, 5*time.Second, reg)
 	cl := c.client()
@@ -381,13 +389,22 @@ func TestResumeRecordedWhenEventsFinish(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "released", func() bool { return holderOf(c, "sr") == nil })
-	if err := cl.RaiseEvent(context.Background(), "sr", "e", json.RawMessage(`"done"`)); err != nil {
-		t.Fatal(err)
+	for i := range 10 {
+		if err := cl.RaiseEvent(context.Background(), "sr", "e", json.RawMessage(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if h, err := cl.History(context.Background(), "sr", ""); err != nil || len(h) > 1 {
+		t.Fatalf("while suspended the history is %d events (%v), want at most ExecutionStarted", len(h), err)
 	}
 	if _, err := cl.Resume(context.Background(), "sr", "go on"); err != nil {
 		t.Fatal(err)
 	}
-	waitStatus(t, cl, "sr", orchestrator.StatusCompleted, 10*time.Second)
+	st := waitStatus(t, cl, "sr", orchestrator.StatusCompleted, 10*time.Second)
+	if string(st.Output) != "[0,1,2,3,4,5,6,7,8,9]" {
+		t.Fatalf("output %s, want the 10 events in arrival order", st.Output)
+	}
 	h, err := cl.History(context.Background(), "sr", "")
 	if err != nil {
 		t.Fatal(err)
@@ -396,7 +413,7 @@ func TestResumeRecordedWhenEventsFinish(t *testing.T) {
 	for _, ev := range h {
 		types = append(types, string(ev.EventType))
 	}
-	want := "ExecutionStarted ExecutionSuspended ExecutionResumed EventRaised ExecutionCompleted"
+	want := "ExecutionStarted ExecutionSuspended" + strings.Repeat(" EventRaised", 10) + " ExecutionResumed ExecutionCompleted"
 	if got := strings.Join(types, " "); got != want {
 		t.Fatalf("history %s, want %s", got, want)
 	}

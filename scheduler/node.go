@@ -98,6 +98,11 @@ type Config struct {
 	// Functions unloads an orchestration after its extended session's idle
 	// timeout. Defaults to 30s; a negative value never parks.
 	ParkAfter time.Duration
+	// BatchBudget lets the activities a run executes on this node commit
+	// together, a commit at least every BatchBudget
+	// (orchestrator.RunOptions.BatchBudget); 0 commits every step before
+	// its activities start. serve's --batch-budget defaults to 1s.
+	BatchBudget time.Duration
 }
 
 // ErrDraining means the node is shutting down and takes no new work.

@@ -118,6 +118,8 @@ func (n *Node) drive(r *run, exec *orchestrator.Execution, reason string) {
 		OnEnd:     func(o orchestrator.Outcome) { n.settle(r, o) },
 		Reason:    reason,
 		ParkAfter: max(n.cfg.ParkAfter, 0),
+		// Local activities commit together (0: off).
+		BatchBudget: n.cfg.BatchBudget,
 		// A step refused with NOSPACE makes the node unready at once.
 		OnStoreError: n.health.observe,
 	})

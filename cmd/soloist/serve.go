@@ -55,6 +55,7 @@ type serveOptions struct {
 	LeaseTTL          time.Duration
 	Retention         time.Duration
 	ParkAfter         time.Duration
+	BatchBudget       time.Duration
 	MaxConcurrent     int
 	MaxPayload        byteSize
 	Config            string
@@ -98,6 +99,7 @@ func addServeFlags(fs *pflag.FlagSet, o *serveOptions) {
 	fs.StringVar(&o.Role, "role", string(scheduler.RoleAll), "`role` of this node: all (serve the API and run instances), api (serve the API, run nothing) or runner (run instances; serve health checks and metrics only)")
 	fs.DurationVar(&o.LeaseTTL, "lease-ttl", 10*time.Second, "session lease `TTL`: whole seconds, at least 2s")
 	fs.DurationVar(&o.Retention, "retention", 168*time.Hour, "purge finished instances, with their history, this `duration` after they finished; 0 keeps them forever")
+	fs.DurationVar(&o.BatchBudget, "batch-budget", orchestrator.DefaultBatchBudget, "let the activities that run on this node commit together, with a commit at least every `duration` while they run (fewer etcd transactions; after a crash the batch's activities run again); 0 commits every step before its activities start")
 	fs.DurationVar(&o.ParkAfter, "park-after", 30*time.Second, "park a held orchestration that has waited this `duration` with nothing in flight (no goroutine or history kept; it is read again from etcd when an event or its timer comes); 0 never parks")
 	fs.IntVar(&o.MaxConcurrent, "max-concurrent", 0, "most `instances` this node holds at once; 0 means no limit")
 	o.MaxPayload = orchestrator.DefaultMaxPayload
@@ -189,6 +191,9 @@ func (o *serveOptions) validate() error {
 	}
 	if o.Retention < 0 {
 		return fmt.Errorf("invalid --retention %s: use a duration such as 168h, or 0 to keep finished instances forever", o.Retention)
+	}
+	if o.BatchBudget < 0 {
+		return fmt.Errorf("invalid --batch-budget %s: use a duration such as 1s, or 0 to commit every step", o.BatchBudget)
 	}
 	if o.ParkAfter < 0 {
 		return fmt.Errorf("invalid --park-after %s: use a duration such as 30s, or 0 to keep every run in memory", o.ParkAfter)

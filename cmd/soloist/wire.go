@@ -62,6 +62,7 @@ func wire(o *serveOptions, p parts) (*scheduler.Node, http.Handler, error) {
 		LeaseTTL:      o.LeaseTTL,
 		Retention:     o.Retention,
 		ParkAfter:     parkAfter(o.ParkAfter),
+		BatchBudget:   o.BatchBudget,
 		MaxConcurrent: o.MaxConcurrent,
 		Registry:      p.registry,
 		Client:        client,

@@ -1,0 +1,330 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// EngineOptions configure an Engine opened for a driver that is not the Go
+// coroutine (OpenEngine).
+type EngineOptions struct {
+	// Activities holds the activities the engine runs itself (local
+	// activities); tasks of other names are the driver's (StepResult.Remote).
+	Activities *Registry
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// OnStoreError hears of every failed write attempt that is retried.
+	OnStoreError func(error)
+}
+
+// WorkItem is one step for a driver: the execution's committed history
+// (Past) and the events that arrived since (New), to answer with actions
+// through Engine.Complete naming Seq.
+type WorkItem struct {
+	Seq          uint64
+	InstanceID   string
+	ExecutionID  string
+	Name         string
+	Version      string
+	FencingToken int64
+	Past, New    []HistoryEvent
+}
+
+// StepResult is what a completed step did.
+type StepResult struct {
+	// Status is the status the step wrote if it ended the execution
+	// (Completed, Failed, Terminated, ContinuedAsNew); empty otherwise.
+	Status RuntimeStatus
+	// Remote are the tasks the step scheduled whose activity is not local:
+	// the caller runs them and reports each with Client.CompleteTask.
+	Remote []ScheduleTask
+	// WakeAt is when the first pending timer fires (call Next then); zero
+	// if none.
+	WakeAt time.Time
+	// More says new events wait (local activities' results): call Next.
+	More bool
+}
+
+// stepState is what an Engine opened for a driver keeps between steps.
+type stepState struct {
+	mu      sync.Mutex
+	reg     *Registry
+	seq     uint64
+	started bool
+	closed  bool
+	queue   []InboxEntry
+	results []HistoryEvent          // local activities' results, for the next step
+	open    map[int]EventType       // tasks scheduled and not finished, by ID
+	timers  map[int]time.Time       // of them, timers
+	names   map[int]string          // task names, by ID
+	inputs  map[int]json.RawMessage // task inputs, by ID
+}
+
+// OpenEngine makes the engine of an opened execution for a driver that is
+// not the Go coroutine (a remote worker). ctx bounds its writes: the
+// holder's context. Every step is Next (the past and new events), then
+// Complete with the driver's actions: the engine validates them (nothing is
+// written for invalid ones: ErrInvalidAction), commits them with the
+// holder's fence (ErrFenced if the holding is lost), creates the
+// sub-orchestrations they schedule, and runs the local activities whose
+// results are the next step's new events. A Complete for another dispatch
+// than the last Next changes nothing (ErrStaleCompletion). An engine whose
+// write failed is closed: open the execution again.
+func OpenEngine(ctx context.Context, x *Execution, opts EngineOptions) *Engine {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	g := &Engine{ctx: ctx, exec: x, rec: *x.rec, log: opts.Logger, tracer: x.c.tracer, onStoreError: opts.OnStoreError,
+		step: &stepState{reg: opts.Activities, open: map[int]EventType{}, timers: map[int]time.Time{},
+			names: map[int]string{}, inputs: map[int]json.RawMessage{}}}
+	return g
+}
+
+// Deliver queues an inbox entry of the instance for the next step (a node
+// delivers them from its watch). Entries seen before are ignored.
+func (g *Engine) Deliver(in InboxEntry) {
+	st := g.step
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.queue = append(st.queue, in)
+}
+
+// note tracks the tasks a history opens and closes.
+func (st *stepState) note(ev HistoryEvent) {
+	switch ev.EventType {
+	case EventTaskScheduled, EventSubOrchestrationInstanceCreated:
+		st.open[ev.TaskID], st.names[ev.TaskID], st.inputs[ev.TaskID] = ev.EventType, ev.Name, ev.Input
+	case EventTimerCreated:
+		st.open[ev.TaskID] = ev.EventType
+		if ev.FireAt != nil {
+			st.timers[ev.TaskID] = *ev.FireAt
+		}
+	case EventTaskCompleted, EventTaskFailed, EventTimerFired, EventSubOrchestrationInstanceCompleted, EventSubOrchestrationInstanceFailed:
+		delete(st.open, ev.TaskID)
+		delete(st.timers, ev.TaskID)
+	}
+}
+
+// Next returns the next step: the history and the events new since the
+// last commit (the first step's are ExecutionStarted, or the inbox read at
+// open). Timers due by now fire in it. Each call is a new dispatch: only
+// the latest one's Seq may complete.
+func (g *Engine) Next() *WorkItem {
+	st := g.step
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.started {
+		st.started = true
+		x := g.exec
+		g.history, x.history = x.history, nil
+		for _, ev := range g.history {
+			st.note(ev)
+			if ev.InboxKey != "" {
+				g.see(ev.InboxKey)
+			}
+		}
+		g.countTasks(g.history)
+		g.needMark = g.rec.RuntimeStatus != StatusRunning
+		if len(g.history) == 0 {
+			g.pending = append(g.pending, HistoryEvent{EventType: EventExecutionStarted, Timestamp: now(), Name: g.rec.Name, Input: x.input})
+		}
+		for _, in := range x.inbox {
+			if g.seen[in.Key] {
+				g.consumed = append(g.consumed, in.Key)
+			} else {
+				st.queue = append(st.queue, in)
+			}
+		}
+		x.inbox = nil
+	}
+	for _, in := range st.queue {
+		ev, ok, err := g.admit(in, func(id int, kind EventType) bool { return st.open[id] == kind })
+		if err != nil {
+			// The child's output could not be read now: the entry stays for
+			// the next step.
+			delete(g.seen, in.Key)
+			g.consumed = g.consumed[:len(g.consumed)-1]
+			continue
+		}
+		if ok {
+			g.pending = append(g.pending, ev)
+			st.note(ev)
+		}
+	}
+	st.queue = nil
+	for _, ev := range st.results {
+		ev.Timestamp = now()
+		g.pending = append(g.pending, ev)
+		st.note(ev)
+	}
+	st.results = nil
+	t := now()
+	for id, at := range st.timers {
+		if !at.After(t) {
+			ev := HistoryEvent{EventType: EventTimerFired, TaskID: id, Timestamp: t}
+			g.pending = append(g.pending, ev)
+			st.note(ev)
+		}
+	}
+	st.seq++
+	return &WorkItem{Seq: st.seq, InstanceID: g.rec.InstanceID, ExecutionID: g.rec.ExecutionID, Name: g.rec.Name,
+		Version: g.rec.Version, FencingToken: g.exec.Token(),
+		Past: append([]HistoryEvent(nil), g.history...), New: append([]HistoryEvent(nil), g.pending...)}
+}
+
+// Complete takes the actions that answer the dispatch seq and commits them
+// with the step's new events: see OpenEngine.
+func (g *Engine) Complete(ctx context.Context, seq uint64, actions []Action) (*StepResult, error) {
+	st := g.step
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.closed || seq != st.seq || !st.started {
+		return nil, fmt.Errorf("%w: dispatch %d, the current one is %d", ErrStaleCompletion, seq, st.seq)
+	}
+	if err := g.validate(actions); err != nil {
+		return nil, err
+	}
+	if len(g.history)+len(g.pending)+len(actions) > MaxHistoryEvents {
+		actions = []Action{Complete{Status: StatusFailed, Failure: DetailsOf(ErrHistoryLimit)}}
+	}
+	st.seq++ // this dispatch is answered: a repeat is stale
+	ts := now()
+	var fin *Complete
+	var subs []CreateSubOrchestration
+	var tasks []ScheduleTask
+	for _, a := range actions {
+		switch a := a.(type) {
+		case Complete:
+			fin = &a
+			continue
+		case CreateSubOrchestration:
+			if a.InstanceID == "" {
+				a.InstanceID = childIDOf(g.rec.InstanceID, a.ID)
+			}
+			subs = append(subs, a)
+			if err := g.schedule(a, ts); err != nil {
+				return nil, err
+			}
+			continue
+		case ScheduleTask:
+			tasks = append(tasks, a)
+		}
+		if err := g.schedule(a, ts); err != nil {
+			return nil, err
+		}
+	}
+	for _, ev := range g.pending {
+		st.note(ev)
+	}
+	res := &StepResult{}
+	// Children are created before the final write, after the step's
+	// commit otherwise (an idempotent start: once per task).
+	startSubs := func() error {
+		for _, a := range subs {
+			t := &Task{id: a.ID, kind: kindSub, name: a.Name, input: orNull(a.Input), attempt: 1,
+				sub: &subCall{id: a.InstanceID, version: a.Version}}
+			if ev := g.startChild(ctx, t); ev != nil {
+				st.results = append(st.results, *ev)
+			} else if !t.childOK.Load() {
+				return fmt.Errorf("orchestrator: the start of sub-orchestration '%s' was stopped: %w", a.InstanceID, context.Cause(ctx))
+			}
+		}
+		return nil
+	}
+	if fin != nil {
+		st.closed = true
+		if err := startSubs(); err != nil {
+			return nil, err
+		}
+		s, err := g.complete(*fin)
+		if err != nil {
+			return nil, err
+		}
+		res.Status = s
+		return res, nil
+	}
+	if err := g.commit(); err != nil {
+		st.closed = true
+		return nil, err
+	}
+	if err := startSubs(); err != nil {
+		st.closed = true
+		return nil, err
+	}
+	var local []ScheduleTask
+	for _, a := range tasks {
+		if _, ok := st.reg.activity(a.Name); ok {
+			local = append(local, a)
+		} else {
+			res.Remote = append(res.Remote, a)
+		}
+	}
+	if len(local) > 0 {
+		evs := make([]HistoryEvent, len(local))
+		var wg sync.WaitGroup
+		for i, a := range local {
+			wg.Go(func() {
+				evs[i] = g.callActivity(ctx, st.reg, &Task{id: a.ID, kind: kindActivity, name: a.Name, input: orNull(a.Input), attempt: 1})
+			})
+		}
+		wg.Wait()
+		if ctx.Err() == nil {
+			st.results = append(st.results, evs...)
+		}
+	}
+	for _, at := range st.timers {
+		if res.WakeAt.IsZero() || at.Before(res.WakeAt) {
+			res.WakeAt = at
+		}
+	}
+	res.More = len(st.results) > 0 || len(st.queue) > 0
+	return res, nil
+}
+
+// activity looks up a local activity; a nil registry has none.
+func (r *Registry) activity(name string) (ActivityFunc, bool) {
+	if r == nil {
+		return nil, false
+	}
+	return r.Activity(name)
+}
+
+// CompleteTask reports the result of a task a driver dispatched to a
+// remote worker (StepResult.Remote): TaskCompleted with result, or
+// TaskFailed with failure when it is not nil. It goes to the instance's
+// inbox under a key named by the execution and task, so a repeated report
+// is put once, and a report for another execution, an unknown task or one
+// already reported is ignored by the engine.
+func (c *Client) CompleteTask(ctx context.Context, id, executionID string, taskID int, result json.RawMessage, failure *FailureDetails) error {
+	if err := ValidateInstanceID(id); err != nil {
+		return err
+	}
+	ev := HistoryEvent{EventType: EventTaskCompleted, TaskID: taskID, ExecutionID: executionID, Timestamp: now()}
+	if failure != nil {
+		ev.EventType, ev.FailureDetails, ev.Failure = EventTaskFailed, failure, failure.ErrorMessage
+	} else {
+		r, err := c.checkJSON("task result", result)
+		if err != nil {
+			return err
+		}
+		ev.Result = r
+	}
+	b, _ := json.Marshal(ev)
+	key := fmt.Sprintf("%stask-%s-%d", c.keys.InboxPrefix(id), executionID, taskID)
+	ik := c.keys.Instance(id)
+	resp, err := c.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(ik), ">", 0)).
+		Then(clientv3.OpPut(key, string(b))).Commit()
+	if err != nil {
+		return storeErr(err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("%w: '%s'", ErrInstanceNotFound, id)
+	}
+	return nil
+}
