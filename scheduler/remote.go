@@ -42,7 +42,7 @@ func (n *Node) SetRemote(r Remote) error {
 func (n *Node) RemoteChanged() {
 	n.mu.Lock()
 	s := n.session
-	if !n.started || n.draining {
+	if !n.started || n.draining || n.remote == nil {
 		n.mu.Unlock()
 		return
 	}

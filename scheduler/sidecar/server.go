@@ -54,6 +54,9 @@ type Config struct {
 	// Ready returns nil while starts may be accepted; defaults to
 	// Node.Ready, or always ready without a Node.
 	Ready func() error
+	// PingInterval is how often a GetWorkItems stream gets a health ping.
+	// Defaults to 30s (the SDKs give up on a silent stream after 120s).
+	PingInterval time.Duration
 }
 
 // MessageFactor and MessageOverhead bound a received message: at most
@@ -79,6 +82,7 @@ type Server struct {
 	keys       [][sha256.Size]byte
 	ready      func() error
 	metrics    *metrics
+	work       *hub // the work-item side (workitems.go)
 	grpc       *grpc.Server
 
 	// stopping is closed when Shutdown begins: long waits and streams end.
@@ -125,6 +129,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	if s.work, err = newServerHub(cfg, s.log); err != nil {
+		return nil, err
+	}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MessageFactor*cfg.MaxPayload + MessageOverhead),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
@@ -160,7 +167,10 @@ func (s *Server) Stopping() <-chan struct{} { return s.stopping }
 // for the other calls in flight until ctx ends, when it closes every
 // connection.
 func (s *Server) Shutdown(ctx context.Context) {
-	s.stopOnce.Do(func() { close(s.stopping) })
+	s.stopOnce.Do(func() {
+		close(s.stopping)
+		s.work.close() // workers reconnect to another node
+	})
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
