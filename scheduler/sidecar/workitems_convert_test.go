@@ -61,7 +61,7 @@ func TestCheckActions(t *testing.T) {
 		part    string
 	}{
 		{"not JSON", []*pb.OrchestratorAction{task(0, "Tokyo")}, "", codes.InvalidArgument, `scheduleTask "Say" input is not JSON`},
-		{"huge", []*pb.OrchestratorAction{task(0, `"` + strings.Repeat("x", 2000) + `"`)}, "", codes.InvalidArgument, "over the 1024-byte payload limit"},
+		{"huge", []*pb.OrchestratorAction{task(0, `"`+strings.Repeat("x", 2000)+`"`)}, "", codes.InvalidArgument, "over the 1024-byte payload limit"},
 		{"huge custom status", nil, `"` + strings.Repeat("x", 2000) + `"`, codes.InvalidArgument, "customStatus is 2002 bytes"},
 		{"repeated id", []*pb.OrchestratorAction{task(0, "1"), task(0, "2")}, "", codes.InvalidArgument, "id used by an earlier action"},
 		{"negative id", []*pb.OrchestratorAction{task(-1, "1")}, "", codes.InvalidArgument, "negative id"},
