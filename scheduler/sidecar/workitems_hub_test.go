@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -363,3 +364,78 @@ func TestWorkItemPingsFiltersAndDrain(t *testing.T) {
 }
 
 func wrap(s string) *wrapperspb.StringValue { return wrapperspb.String(s) }
+
+// A worker never has more items of a kind than it asked for; the next goes
+// out when one is answered.
+func TestWorkItemConcurrencyLimit(t *testing.T) {
+	f := newHubFixture(t, time.Hour)
+	w := f.connect(&protos.GetWorkItemsRequest{MaxConcurrentActivityWorkItems: 1})
+	waitWorkers(t, f.h, 1)
+	act := func(task int32) *dispatch {
+		return &dispatch{kind: kindActivity, name: "Say", instanceID: "i1", executionID: "e1", taskID: task, fence: 7,
+			act: &protos.ActivityRequest{Name: "Say", TaskId: task}}
+	}
+	done1 := f.runAsync(act(1), acceptAll)
+	done2 := f.runAsync(act(2), acceptAll)
+	first := w.next(t)
+	w.none(t, 200*time.Millisecond)
+	ctx := context.Background()
+	if _, err := f.cli.CompleteActivityTask(ctx, &protos.ActivityResponse{InstanceId: "i1", TaskId: first.GetActivityRequest().GetTaskId(),
+		CompletionToken: first.GetCompletionToken(), Result: wrap("1")}); err != nil {
+		t.Fatal(err)
+	}
+	second := w.next(t)
+	if second.GetActivityRequest().GetTaskId() == first.GetActivityRequest().GetTaskId() {
+		t.Fatal("the same task was sent twice")
+	}
+	// The task ID in the answer must be the token's.
+	_, err := f.cli.CompleteActivityTask(ctx, &protos.ActivityResponse{InstanceId: "i1", TaskId: 42, CompletionToken: second.GetCompletionToken()})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("mismatched task ID: %v", err)
+	}
+	if _, err := f.cli.CompleteActivityTask(ctx, &protos.ActivityResponse{InstanceId: "i1", TaskId: second.GetActivityRequest().GetTaskId(),
+		CompletionToken: second.GetCompletionToken(), Result: wrap("2")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []chan error{done1, done2} {
+		if err := waitRun(t, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// One orchestration work item per instance: a second is refused while the
+// first waits.
+func TestWorkItemOnePerInstance(t *testing.T) {
+	f := newHubFixture(t, time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.h.run(ctx, orchDispatch("i1"), acceptAll) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f.h.mu.Lock()
+		queued := f.h.orchs["i1"] != nil
+		f.h.mu.Unlock()
+		if queued {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first item was not queued")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	err := f.h.run(context.Background(), orchDispatch("i1"), acceptAll)
+	if err == nil || !strings.Contains(err.Error(), "already has an orchestration work item in flight") {
+		t.Fatalf("second item: %v", err)
+	}
+	cancel()
+	if err := waitRun(t, done); !errors.Is(err, context.Canceled) {
+		t.Fatalf("first item after cancel: %v", err)
+	}
+	// Its wait ended: another may go.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel2()
+	if err := f.h.run(ctx2, orchDispatch("i1"), acceptAll); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("third item (no worker, short wait): %v", err)
+	}
+}
