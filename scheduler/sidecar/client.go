@@ -61,6 +61,9 @@ func (s *Server) StartInstance(ctx context.Context, req *pb.CreateInstanceReques
 	}
 	if cp, rp, ok := p.exact(); ok {
 		opts.ConflictPolicy, opts.ReusePolicy = cp, rp
+		if rp == orchestrator.ReuseIgnore {
+			opts.IgnoreStatuses = p.ignoredTerminal()
+		}
 		res, err := s.client.Start(ctx, req.GetName(), opts)
 		if err != nil {
 			return nil, s.toStatus(ctx, err, "start")
@@ -188,6 +191,7 @@ func (p startPolicy) decide(st orchestrator.RuntimeStatus) outcome {
 // exact returns Soloist's policies that decide every status as p does, if
 // there are such.
 func (p startPolicy) exact() (orchestrator.ConflictPolicy, orchestrator.ReusePolicy, bool) {
+	// With ReuseIgnore, StartOptions.IgnoreStatuses are p.ignoredTerminal().
 	count := func(m map[orchestrator.RuntimeStatus]bool, of []orchestrator.RuntimeStatus) int {
 		n := 0
 		for _, st := range of {
@@ -208,11 +212,12 @@ func (p startPolicy) exact() (orchestrator.ConflictPolicy, orchestrator.ReusePol
 	default:
 		return "", "", false
 	}
-	if count(p.ignore, terminalStatuses) > 0 {
-		return "", "", false
-	}
 	var rp orchestrator.ReusePolicy
-	switch {
+	switch ni := count(p.ignore, terminalStatuses); {
+	case ni > 0 && ni+count(p.replace, terminalStatuses) == len(terminalStatuses):
+		rp = orchestrator.ReuseIgnore // the ignored ones kept, the others replaced
+	case ni > 0:
+		return "", "", false
 	case count(p.replace, terminalStatuses) == 0:
 		rp = orchestrator.ReuseReject
 	case count(p.replace, terminalStatuses) == len(terminalStatuses):
@@ -223,6 +228,17 @@ func (p startPolicy) exact() (orchestrator.ConflictPolicy, orchestrator.ReusePol
 		return "", "", false
 	}
 	return cp, rp, true
+}
+
+// ignoredTerminal are the terminal statuses p ignores a start on.
+func (p startPolicy) ignoredTerminal() []orchestrator.RuntimeStatus {
+	var out []orchestrator.RuntimeStatus
+	for _, st := range terminalStatuses {
+		if p.ignore[st] {
+			out = append(out, st)
+		}
+	}
+	return out
 }
 
 // GetInstance reads an instance; a missing one is exists=false.

@@ -148,6 +148,7 @@ func TestReusePolicyMatrix(t *testing.T) {
 		{"replace completed and running", &pb.OrchestrationIdReusePolicy{ReplaceableStatus: []pb.OrchestrationStatus{stCompleted, stRunning}}},
 		{"go: ignore running", &pb.OrchestrationIdReusePolicy{ReplaceableStatus: []pb.OrchestrationStatus{stRunning, stPending, stSuspended}, Action: pb.CreateOrchestrationAction_IGNORE}},
 		{"go: ignore completed", &pb.OrchestrationIdReusePolicy{ReplaceableStatus: []pb.OrchestrationStatus{stCompleted}, Action: pb.CreateOrchestrationAction_IGNORE}},
+		{"go: ignore all", &pb.OrchestrationIdReusePolicy{ReplaceableStatus: all, Action: pb.CreateOrchestrationAction_IGNORE}},
 		{"go: terminate running and failed", &pb.OrchestrationIdReusePolicy{ReplaceableStatus: []pb.OrchestrationStatus{stRunning, stFailed}, Action: pb.CreateOrchestrationAction_TERMINATE}},
 	}
 	// want[policy][existing status]; "" is no existing instance.
@@ -161,6 +162,7 @@ func TestReusePolicyMatrix(t *testing.T) {
 		"replace completed and running":    {started, replaced, exists, replaced, exists, exists},
 		"go: ignore running":               {started, ignored, ignored, exists, exists, exists},
 		"go: ignore completed":             {started, exists, exists, ignored, exists, exists},
+		"go: ignore all":                   {started, ignored, ignored, ignored, ignored, ignored},
 		"go: terminate running and failed": {started, replaced, exists, exists, replaced, exists},
 	}
 	for _, p := range policies {
