@@ -35,8 +35,9 @@ func payloadOf(what string, v *wrapperspb.StringValue, maxPayload int) (json.Raw
 	return json.RawMessage(s), nil
 }
 
-// failureOf is a worker's failure details in Soloist's terms; nil for nil.
-func failureOf(f *pb.TaskFailureDetails) *orchestrator.FailureDetails {
+// workerFailure is a worker's failure details in Soloist's terms, at most
+// maxFailureDepth deep; nil for nil.
+func workerFailure(f *pb.TaskFailureDetails) *orchestrator.FailureDetails {
 	return failureDepth(f, 0)
 }
 
@@ -54,7 +55,7 @@ func failureDepth(f *pb.TaskFailureDetails, depth int) *orchestrator.FailureDeta
 // when it carries failure details, TaskCompleted otherwise.
 func activityEvent(d *dispatch, res *pb.ActivityResponse, maxPayload int) (orchestrator.HistoryEvent, error) {
 	ev := orchestrator.HistoryEvent{TaskID: int(d.taskID), Name: d.name}
-	if f := failureOf(res.GetFailureDetails()); f != nil {
+	if f := workerFailure(res.GetFailureDetails()); f != nil {
 		if f.ErrorMessage == "" {
 			f.ErrorMessage = "the activity failed (its worker gave no message)"
 		}

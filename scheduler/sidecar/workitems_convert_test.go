@@ -107,7 +107,7 @@ func TestActivityEvent(t *testing.T) {
 		f = &pb.TaskFailureDetails{ErrorMessage: "x", InnerFailure: f}
 	}
 	depth := 0
-	for g := failureOf(f); g != nil; g = g.InnerFailure {
+	for g := workerFailure(f); g != nil; g = g.InnerFailure {
 		depth++
 	}
 	if depth != maxFailureDepth {

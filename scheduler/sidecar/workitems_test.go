@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/soloist-dev/soloist/orchestrator"
+
 	pb "github.com/soloist-dev/soloist/scheduler/sidecar/internal/protos"
 )
 
@@ -35,7 +37,7 @@ func (s *server) gauge(t *testing.T, name string) float64 {
 // UNAVAILABLE when the server shuts down (the node drains).
 func TestWorkItemsStreamOnServer(t *testing.T) {
 	v := newEnv(t)
-	s := v.startServer(serverOpts{keys: []string{"k1"}, node: true})
+	s := v.startServer(serverOpts{keys: []string{"k1"}, reg: orchestrator.NewRegistry()})
 	stream, err := s.stub.GetWorkItems(callCtx(t), &pb.GetWorkItemsRequest{})
 	if err == nil {
 		_, err = stream.Recv()
@@ -85,7 +87,7 @@ func TestWorkItemsStreamOnServer(t *testing.T) {
 // Malformed work-item requests get a clear error and the server goes on.
 func TestWorkItemsMalformed(t *testing.T) {
 	v := newEnv(t)
-	s := v.startServer(serverOpts{node: true})
+	s := v.startServer(serverOpts{reg: orchestrator.NewRegistry()})
 	_, err := s.stub.CompleteOrchestratorTask(callCtx(t), &pb.OrchestratorResponse{})
 	wantCode(t, err, codes.InvalidArgument, "neither completionToken nor instanceId")
 	_, err = s.stub.CompleteOrchestratorTask(callCtx(t), &pb.OrchestratorResponse{CompletionToken: "%%%"})
