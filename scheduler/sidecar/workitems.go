@@ -540,6 +540,9 @@ func (h *hub) refuseErr(kind string, err error) error {
 		return status.Error(codes.Unavailable, err.Error())
 	}
 	if s, ok := status.FromError(err); ok {
+		if s.Code() == codes.FailedPrecondition {
+			h.m.items.WithLabelValues(kind, "stale").Inc() // refused by the fence
+		}
 		return s.Err()
 	}
 	return status.Error(codes.Aborted, err.Error())
