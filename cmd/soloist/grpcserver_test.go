@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
@@ -110,5 +113,40 @@ func TestServeGRPC(t *testing.T) {
 	}
 	if err := call("secret-key"); status.Code(err) != codes.Unavailable {
 		t.Fatalf("Hello after the drain: %v", err)
+	}
+}
+
+func TestServeGRPCMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, dir, "grpc")
+	serverCert, serverKey := ca.issue(t, dir, "server")
+	clientCert, clientKey := ca.issue(t, dir, "client")
+	addr := freeAddr(t)
+	p := startServe(t, "--grpc-listen", addr, "--grpc-certfile", serverCert, "--grpc-keyfile", serverKey, "--grpc-client-cafile", ca.file)
+	p.waitReady()
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	hello := func(creds credentials.TransportCredentials) error {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return conn.Invoke(ctx, "/TaskHubSidecarService/Hello", &rawBytes{}, new(rawBytes), grpc.ForceCodecV2(rawCodec{}))
+	}
+	pair, err := tls.LoadX509KeyPair(clientCert, clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hello(credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})); err != nil {
+		t.Fatalf("Hello over mTLS: %v", err)
+	}
+	if err := hello(credentials.NewTLS(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})); err == nil {
+		t.Fatal("Hello without a client certificate succeeded")
+	}
+	if err := hello(insecure.NewCredentials()); err == nil {
+		t.Fatal("Hello in plain text succeeded")
 	}
 }
