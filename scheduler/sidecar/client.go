@@ -51,6 +51,8 @@ func (s *Server) StartInstance(ctx context.Context, req *pb.CreateInstanceReques
 	}
 	if tc := req.GetParentTraceContext(); tc.GetTraceParent() != "" {
 		opts.Trace = orchestrator.TraceContext{Parent: tc.GetTraceParent(), State: tc.GetTraceState().GetValue()}
+	} else {
+		opts.Trace = orchestrator.TraceContextFrom(ctx) // the call's span, or zero
 	}
 	if opts.InstanceID == "" {
 		opts.InstanceID = orchestrator.NewID()

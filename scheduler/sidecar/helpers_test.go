@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -61,6 +62,8 @@ type serverOpts struct {
 	// reg, if set, is the registry of a scheduler.Node run under the
 	// server, which runs the instances of its functions.
 	reg *orchestrator.Registry
+	// tp, if set, is the server's tracer provider.
+	tp trace.TracerProvider
 }
 
 // startServer starts a sidecar server on a loopback port and dials it.
@@ -69,7 +72,7 @@ func (v *env) startServer(o serverOpts) *server {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	client := v.client()
-	cfg := sidecar.Config{Client: client, Registerer: reg, APIKeys: o.keys, Logger: slog.New(slog.DiscardHandler)}
+	cfg := sidecar.Config{Client: client, Registerer: reg, APIKeys: o.keys, Logger: slog.New(slog.DiscardHandler), TracerProvider: o.tp}
 	s := &server{reg: reg}
 	if o.reg != nil {
 		node, err := scheduler.New(scheduler.Config{

@@ -14,6 +14,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -51,6 +55,12 @@ type Config struct {
 	APIKeys []string
 	// TLS, if set, makes the server speak TLS with these credentials.
 	TLS credentials.TransportCredentials
+	// TracerProvider makes a server span of every call, continuing the W3C
+	// trace context the caller sends (the traceparent metadata); a start
+	// without a parentTraceContext passes the call's span on to the
+	// instance's runs. Defaults to Client.TracerProvider(); the global
+	// provider is never used.
+	TracerProvider trace.TracerProvider
 	// Ready returns nil while starts may be accepted; defaults to
 	// Node.Ready, or always ready without a Node.
 	Ready func() error
@@ -104,6 +114,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxPayload <= 0 {
 		cfg.MaxPayload = cfg.Client.MaxPayload()
 	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = cfg.Client.TracerProvider()
+	}
 	s := &Server{
 		client:     cfg.Client,
 		node:       cfg.Node,
@@ -133,6 +146,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	opts := []grpc.ServerOption{
+		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(cfg.TracerProvider),
+			otelgrpc.WithPropagators(propagation.TraceContext{}), otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()))),
 		grpc.MaxRecvMsgSize(MessageFactor*cfg.MaxPayload + MessageOverhead),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
