@@ -97,6 +97,12 @@ type StartOptions struct {
 	ConflictPolicy ConflictPolicy
 	// ReusePolicy applies when the ID is terminal. Defaults to ReuseAllow.
 	ReusePolicy ReusePolicy
+	// IgnoreStatuses are, with ReusePolicy ReuseIgnore, the terminal
+	// statuses in which an existing instance is kept and returned instead
+	// of starting (Durable Task's operationStatus list with the IGNORE
+	// action); empty means all three. Only terminal statuses are accepted,
+	// and only with ReuseIgnore: an active ID is the ConflictPolicy's.
+	IgnoreStatuses []RuntimeStatus
 	// StartAt, if after now, keeps the instance Pending until then: no node
 	// runs it before, across restarts and takeovers (the time is in its
 	// record).
@@ -145,9 +151,11 @@ func ValidateTags(tags map[string]string) error {
 
 // StartResult is what Start did.
 type StartResult struct {
-	// Status is the new instance, or the existing one for ConflictUseExisting.
+	// Status is the new instance, or the existing one for
+	// ConflictUseExisting and ReuseIgnore.
 	Status *Status
-	// Started is false when ConflictUseExisting returned an existing instance.
+	// Started is false when ConflictUseExisting or ReuseIgnore returned an
+	// existing instance: nothing was written.
 	Started bool
 	// Replaced is the execution a start replaced (terminateExisting, or a
 	// terminal execution reused), empty if none.
@@ -207,6 +215,9 @@ func (c *Client) startIf(ctx context.Context, name string, opts StartOptions, cm
 	}
 	rp, err := ParseReusePolicy(string(opts.ReusePolicy))
 	if err != nil {
+		return nil, err
+	}
+	if err := ValidateIgnoreStatuses(rp, opts.IgnoreStatuses); err != nil {
 		return nil, err
 	}
 	input, err := c.checkJSON("input", opts.Input)
@@ -272,6 +283,26 @@ func (c *Client) startIf(ctx context.Context, name string, opts StartOptions, cm
 				// terminateExisting: replace the record in one transaction;
 				// every fenced write of the old holder then fails, and it
 				// releases its owners key when it sees the change.
+			case rp == ReuseIgnore && ignores(opts.IgnoreStatuses, cur.RuntimeStatus):
+				// Nothing is written: return the instance the transaction
+				// read, if it is still that execution.
+				st, err := c.Status(ctx, id)
+				if errors.Is(err, ErrInstanceNotFound) {
+					cur, rev = nil, 0 // purged in between: a new start
+					continue
+				}
+				if err != nil {
+					return nil, err
+				}
+				if st.ExecutionID != cur.ExecutionID {
+					if cur, rev, err = c.read(ctx, id); errors.Is(err, ErrInstanceNotFound) {
+						cur, rev = nil, 0
+					} else if err != nil {
+						return nil, err
+					}
+					continue // replaced in between: decide on the new one
+				}
+				return &StartResult{Status: st}, nil
 			case !rp.allows(cur.RuntimeStatus):
 				return nil, &ExistsError{Status: cur.status(), Reason: "reusePolicy=" + string(rp)}
 			}

@@ -120,7 +120,7 @@ func TestParsePolicies(t *testing.T) {
 		}
 	}
 	for in, want := range map[string]orchestrator.ReusePolicy{
-		"": orchestrator.ReuseAllow, "allow": orchestrator.ReuseAllow,
+		"": orchestrator.ReuseAllow, "allow": orchestrator.ReuseAllow, "ignore": orchestrator.ReuseIgnore,
 		"allowFailedOnly": orchestrator.ReuseAllowFailedOnly, "reject": orchestrator.ReuseReject,
 	} {
 		if got, err := orchestrator.ParseReusePolicy(in); err != nil || got != want {

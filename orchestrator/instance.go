@@ -157,6 +157,11 @@ type NodeInfo struct {
 	Draining bool `json:"draining,omitempty"`
 }
 
+// AnyFunction in a node key's Functions says the node runs any
+// orchestration, through Durable Task workers connected to it that did not
+// say what they serve.
+const AnyFunction = "*"
+
 // Runs reports whether the node runs that version of that orchestration.
 func (n *NodeInfo) Runs(name, version string) bool {
 	if n.Role == "api" {
@@ -164,7 +169,7 @@ func (n *NodeInfo) Runs(name, version string) bool {
 	}
 	k := FunctionKey(name, version)
 	for _, f := range n.Functions {
-		if f == k {
+		if f == k || f == AnyFunction {
 			return true
 		}
 	}

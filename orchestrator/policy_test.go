@@ -277,3 +277,102 @@ func testStartRace(t *testing.T, e *leasetest.Etcd, etcds []*clientv3.Client, ra
 		}
 	}
 }
+
+// reusePolicy=ignore: a start of a terminal ID in one of the ignored
+// statuses writes nothing and returns the existing execution, also when 64
+// starts race from 4 clients; a terminal status not listed is replaced by
+// exactly one of the racing starts; bad IgnoreStatuses are refused.
+func TestStartReuseIgnore(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	etcds := []*clientv3.Client{e.Client(), e.Client(), e.Client(), e.Client()}
+	v := envOn(t, e, etcds[0], e.Client())
+	clients := make([]*orchestrator.Client, len(etcds))
+	for i, cli := range etcds {
+		clients[i] = orchestrator.NewClient(cli, orchestrator.ClientConfig{Prefix: v.keys.Prefix(), Logger: quiet})
+	}
+	race := func(id string, ignore []orchestrator.RuntimeStatus) (started, kept int, errs []error, execs map[string]bool) {
+		const n = 64
+		rs := make([]*orchestrator.StartResult, n)
+		es := make([]error, n)
+		var wg sync.WaitGroup
+		gate := make(chan struct{})
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-gate
+				rs[i], es[i] = clients[i%len(clients)].Start(ctxT(t), "fn", orchestrator.StartOptions{
+					InstanceID: id, Input: json.RawMessage(fmt.Sprintf(`{"caller":%d}`, i)),
+					ReusePolicy: orchestrator.ReuseIgnore, IgnoreStatuses: ignore,
+				})
+			}()
+		}
+		close(gate)
+		wg.Wait()
+		execs = map[string]bool{}
+		for i := range rs {
+			switch {
+			case es[i] != nil:
+				errs = append(errs, es[i])
+			case rs[i].Started:
+				started++
+				execs[rs[i].Status.ExecutionID] = true
+			default:
+				kept++
+				execs[rs[i].Status.ExecutionID] = true
+			}
+		}
+		return started, kept, errs, execs
+	}
+
+	for _, s := range []initialState{stCompleted, stFailed, stTerminated} {
+		id := "ignore-" + string(s)
+		exec := v.setup(t, id, s)
+		before := v.record(t, id)
+		started, kept, errs, execs := race(id, nil)
+		if started != 0 || kept != 64 || len(errs) != 0 || len(execs) != 1 || !execs[exec] {
+			t.Fatalf("%s: started %d, kept %d, errors %v, executions %v; want 64 answers naming %s", s, started, kept, errs, execs, exec)
+		}
+		if after := v.record(t, id); after.String() != before.String() {
+			t.Fatalf("%s: an ignored start wrote the record: %s -> %s", s, before, after)
+		}
+		r, err := v.c.Start(ctxT(t), "fn", orchestrator.StartOptions{InstanceID: id, ReusePolicy: orchestrator.ReuseIgnore})
+		if err != nil || r.Started || r.Status.ExecutionID != exec || r.Status.RuntimeStatus != orchestrator.RuntimeStatus(s) ||
+			!jsonEqual(t, r.Status.Input, `{"initial":true}`) {
+			t.Fatalf("%s: ignored start = %+v, %v; want the existing instance with its input", s, r, err)
+		}
+	}
+
+	// Terminated is not in the list: one start replaces it, the others
+	// find the new execution active and fail (conflictPolicy=fail).
+	id := "ignore-unlisted"
+	exec := v.setup(t, id, stTerminated)
+	started, kept, errs, execs := race(id, []orchestrator.RuntimeStatus{orchestrator.StatusCompleted, orchestrator.StatusFailed})
+	if started != 1 || kept != 0 || len(errs) != 63 || execs[exec] {
+		t.Fatalf("unlisted: started %d, kept %d, %d errors, executions %v; want one new execution", started, kept, len(errs), execs)
+	}
+	for _, err := range errs {
+		if !errors.Is(err, orchestrator.ErrInstanceExists) {
+			t.Fatalf("unlisted: %v, want ErrInstanceExists", err)
+		}
+	}
+
+	// An absent ID starts normally.
+	if r, err := v.c.Start(ctxT(t), "fn", orchestrator.StartOptions{InstanceID: "ignore-new", ReusePolicy: orchestrator.ReuseIgnore}); err != nil || !r.Started {
+		t.Fatalf("new ID: %+v, %v", r, err)
+	}
+
+	for _, bad := range []orchestrator.StartOptions{
+		{InstanceID: "ignore-bad", ReusePolicy: orchestrator.ReuseIgnore, IgnoreStatuses: []orchestrator.RuntimeStatus{orchestrator.StatusRunning}},
+		{InstanceID: "ignore-bad", ReusePolicy: orchestrator.ReuseAllow, IgnoreStatuses: []orchestrator.RuntimeStatus{orchestrator.StatusCompleted}},
+	} {
+		var ve *orchestrator.ValidationError
+		if _, err := v.c.Start(ctxT(t), "fn", bad); !errors.As(err, &ve) || ve.Field != "ignoreStatuses" {
+			t.Fatalf("Start %+v: %v, want an ignoreStatuses ValidationError", bad, err)
+		}
+		if v.record(t, "ignore-bad") != nil {
+			t.Fatal("a refused start wrote")
+		}
+	}
+}

@@ -92,6 +92,13 @@ const (
 	ReuseAllowFailedOnly ReusePolicy = "allowFailedOnly"
 	// ReuseReject never lets a terminal ID start again.
 	ReuseReject ReusePolicy = "reject"
+	// ReuseIgnore starts nothing when the ID's instance is terminal in one
+	// of StartOptions.IgnoreStatuses (all three if empty) and reports
+	// success with that instance (StartResult.Started false), as Durable
+	// Task's OrchestrationIdReusePolicy action IGNORE does. A terminal
+	// status not listed is replaced, as ReuseAllow does. The decision is
+	// made on the record the start transaction read, like every start's.
+	ReuseIgnore ReusePolicy = "ignore"
 )
 
 // ParseConflictPolicy parses a policy name; empty means ConflictFail.
@@ -111,20 +118,56 @@ func ParseReusePolicy(v string) (ReusePolicy, error) {
 	switch p := ReusePolicy(v); p {
 	case "":
 		return ReuseAllow, nil
-	case ReuseAllow, ReuseAllowFailedOnly, ReuseReject:
+	case ReuseAllow, ReuseAllowFailedOnly, ReuseReject, ReuseIgnore:
 		return p, nil
 	}
 	return "", &ValidationError{Field: "reusePolicy", Value: v,
-		Reason: "must be one of allow, allowFailedOnly, reject"}
+		Reason: "must be one of allow, allowFailedOnly, reject, ignore"}
 }
 
 // allows reports whether a terminal instance in status s may be replaced.
 func (p ReusePolicy) allows(s RuntimeStatus) bool {
 	switch p {
-	case ReuseAllow:
+	case ReuseAllow, ReuseIgnore: // ignore: the ignored statuses are decided first
 		return true
 	case ReuseAllowFailedOnly:
 		return s == StatusFailed || s == StatusTerminated
+	}
+	return false
+}
+
+// ValidateIgnoreStatuses checks StartOptions.IgnoreStatuses: terminal
+// statuses, and only with ReuseIgnore.
+func ValidateIgnoreStatuses(p ReusePolicy, ss []RuntimeStatus) error {
+	if len(ss) == 0 {
+		return nil
+	}
+	if p != ReuseIgnore {
+		return &ValidationError{Field: "ignoreStatuses", Value: joinStatuses(ss),
+			Reason: "they apply only with reusePolicy=ignore"}
+	}
+	for _, s := range ss {
+		if !s.Terminal() {
+			return &ValidationError{Field: "ignoreStatuses", Value: string(s),
+				Reason: "list only terminal statuses (Completed, Failed, Terminated); for an active ID use conflictPolicy=useExisting"}
+		}
+	}
+	return nil
+}
+
+// ignores reports whether a start with ReuseIgnore and the statuses ss
+// ignores an instance in terminal status s.
+func ignores(ss []RuntimeStatus, s RuntimeStatus) bool {
+	if !s.Terminal() {
+		return false
+	}
+	if len(ss) == 0 {
+		return true
+	}
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
 	}
 	return false
 }

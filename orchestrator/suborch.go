@@ -263,23 +263,18 @@ func (c *Client) childOutput(ctx context.Context, id string) (json.RawMessage, e
 }
 
 // children returns the sub-orchestrations the current execution of id
-// created, and whether each has finished as the parent sees it.
-func (c *Client) children(ctx context.Context, id string) (map[string]bool, error) {
+// created, in the order it created them, finished or not.
+func (c *Client) children(ctx context.Context, id string) ([]string, error) {
 	h, err := c.History(ctx, id, "")
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]bool{}
-	byTask := map[int]string{}
+	var out []string
+	seen := map[string]bool{}
 	for _, ev := range h {
-		switch ev.EventType {
-		case EventSubOrchestrationInstanceCreated:
-			byTask[ev.TaskID] = ev.InstanceID
-			out[ev.InstanceID] = false
-		case EventSubOrchestrationInstanceCompleted, EventSubOrchestrationInstanceFailed:
-			if child, ok := byTask[ev.TaskID]; ok {
-				out[child] = true
-			}
+		if ev.EventType == EventSubOrchestrationInstanceCreated && !seen[ev.InstanceID] {
+			seen[ev.InstanceID] = true
+			out = append(out, ev.InstanceID)
 		}
 	}
 	return out, nil
@@ -289,49 +284,75 @@ func (c *Client) children(ctx context.Context, id string) (map[string]bool, erro
 const maxTreeDepth = 16
 
 // TerminateRecursive terminates id and, depth first, every sub-orchestration
-// it started that is still active. Children already terminal or gone are
-// skipped.
+// below it that is still active, whatever the state of the instances
+// between them: a finished child is not terminated again, but its own
+// children are reached (a child may outlive the parent that started it
+// without awaiting it). A child is one the current execution's history
+// created and whose record still names that parent; a child ID reused since
+// by an unrelated start is left alone. Children already terminal or gone
+// are skipped; an error of id itself is returned, and then nothing below
+// it is touched.
 func (c *Client) TerminateRecursive(ctx context.Context, id, reason string) (*Status, error) {
-	return c.terminateTree(ctx, id, reason, 0)
-}
-
-func (c *Client) terminateTree(ctx context.Context, id, reason string, depth int) (*Status, error) {
-	kids, _ := c.children(ctx, id) // a parent without history has none
-	st, err := c.Terminate(ctx, id, reason)
-	if err != nil && depth == 0 {
-		return nil, err
-	}
-	if depth < maxTreeDepth {
-		for child, done := range kids {
-			if !done {
-				_, _ = c.terminateTree(ctx, child, reason, depth+1)
-			}
+	var st *Status
+	_, err := c.walkTree(ctx, id, func(node string, depth int) error {
+		s, err := c.Terminate(ctx, node, reason)
+		if depth == 0 {
+			st = s
 		}
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return st, nil
 }
 
-// PurgeRecursive purges id and every sub-orchestration its last execution
-// started (depth first), each if terminal; it returns how many instances it
-// deleted.
+// PurgeRecursive purges id and, depth first, every sub-orchestration below
+// it (the same walk as TerminateRecursive's, so a finished child's children
+// are reached too), each if terminal; it returns how many instances it
+// deleted. An active instance below id is not purged, and the walk goes on
+// below it.
 func (c *Client) PurgeRecursive(ctx context.Context, id string) (int, error) {
-	return c.purgeTree(ctx, id, 0)
+	return c.walkTree(ctx, id, func(node string, _ int) error { return c.Purge(ctx, node) })
 }
 
-func (c *Client) purgeTree(ctx context.Context, id string, depth int) (int, error) {
-	kids, _ := c.children(ctx, id)
-	if err := c.Purge(ctx, id); err != nil {
-		return 0, err
-	}
-	n := 1
-	if depth < maxTreeDepth {
-		for child := range kids {
-			if k, err := c.purgeTree(ctx, child, depth+1); err == nil {
-				n += k
+// walkTree applies act to id and then, depth first, to every instance below
+// it: each node's children are read before act runs on it (a purge deletes
+// the history that names them). It descends below a node whatever act did
+// to it, as far as maxTreeDepth, and visits an ID once. An error of act on
+// id is returned and ends the walk; below id, an error only means that node
+// is not counted. It returns how many nodes act succeeded on.
+func (c *Client) walkTree(ctx context.Context, id string, act func(id string, depth int) error) (int, error) {
+	seen := map[string]bool{}
+	var walk func(id string, depth int) (int, error)
+	walk = func(id string, depth int) (int, error) {
+		seen[id] = true
+		kids, _ := c.children(ctx, id) // an instance without history has none
+		n := 0
+		if err := act(id, depth); err != nil {
+			if depth == 0 {
+				return 0, err
 			}
+		} else {
+			n++
 		}
+		if depth >= maxTreeDepth {
+			return n, nil
+		}
+		for _, child := range kids {
+			if seen[child] || ctx.Err() != nil {
+				continue
+			}
+			rec, _, err := c.read(ctx, child)
+			if err != nil || rec.parentID() != id {
+				continue // gone, unreadable, or no longer this parent's
+			}
+			k, _ := walk(child, depth+1)
+			n += k
+		}
+		return n, nil
 	}
-	return n, nil
+	return walk(id, 0)
 }
 
 // startChildren makes sure every sub-orchestration the execution scheduled

@@ -49,7 +49,7 @@ func (n *Node) canRunLocked(id string) (*instanceView, bool) {
 	if _, held := n.owners[id]; held {
 		return nil, false
 	}
-	if _, ok := n.cfg.Registry.OrchestratorVersion(v.name, v.version); !ok {
+	if !n.canRun(v.name, v.version) {
 		return nil, false
 	}
 	return v, true

@@ -150,6 +150,8 @@ type Node struct {
 	retries     map[string]*retryState // instances whose runs failed: when to try again
 	handedOff   []*lease.Holding       // released by a drain all at once
 
+	remote    Remote       // set before Start (SetRemote)
+	nodeKeyMu sync.Mutex   // orders the node key's writes (putNodeKey)
 	scheds    []*scheduled // owned by scheduleLoop once started
 	startedAt time.Time
 }
@@ -389,12 +391,17 @@ func (n *Node) openSession(ctx context.Context) (*lease.Session, error) {
 
 // putNodeKey writes the node key on the session's lease.
 func (n *Node) putNodeKey(ctx context.Context, s *lease.Session, draining bool) error {
+	n.nodeKeyMu.Lock() // RemoteChanged writes it too
+	defer n.nodeKeyMu.Unlock()
+	n.mu.Lock()
+	draining = draining || n.draining
+	n.mu.Unlock()
 	info := orchestrator.NodeInfo{
 		Node: n.cfg.NodeID, Address: n.cfg.Address, Version: n.cfg.Version, Role: string(n.cfg.Role),
 		StartedTime: n.startedAt, LeaseID: leaseHex(s.LeaseID()), Draining: draining,
 	}
 	if n.cfg.Role.Runs() {
-		info.Functions = n.cfg.Registry.Functions()
+		info.Functions = n.functions()
 	}
 	b, _ := json.Marshal(info)
 	_, err := n.cfg.Etcd.Put(ctx, n.keys.Node(n.cfg.NodeID), string(b), clientv3.WithLease(s.LeaseID()))

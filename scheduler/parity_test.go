@@ -161,6 +161,75 @@ func TestTerminateRecursive(t *testing.T) {
 	}
 }
 
+// Recursive terminate and purge reach a running grandchild below a
+// finished child: Root awaits L1, which starts L2 without awaiting it and
+// finishes one step later (a timer). TerminateRecursive(Root) ends L2
+// Terminated with the reason and leaves L1 Completed; PurgeRecursive then
+// deletes all three.
+func TestTerminateRecursiveBelowFinishedChild(t *testing.T) {
+	t.Parallel()
+	reg := orchestrator.NewRegistry()
+	_ = reg.AddOrchestrator("L2", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		return nil, ctx.WaitForExternalEvent("never", 0).Await(nil)
+	})
+	_ = reg.AddOrchestrator("L1", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		ctx.CallSubOrchestrator("L2", orchestrator.WithSubOrchestrationInstanceID("l2"))
+		if err := ctx.CreateTimer(10 * time.Millisecond).Await(nil); err != nil {
+			return nil, err
+		}
+		return "l1 done", nil
+	})
+	_ = reg.AddOrchestrator("Root", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		if err := ctx.CallSubOrchestrator("L1", orchestrator.WithSubOrchestrationInstanceID("l1")).Await(nil); err != nil {
+			return nil, err
+		}
+		return nil, ctx.WaitForExternalEvent("never", 0).Await(nil)
+	})
+	c := newCluster(t, 2, 5*time.Second, reg)
+	cl := c.client()
+	ctx := context.Background()
+	if _, err := cl.Start(ctx, "Root", orchestrator.StartOptions{InstanceID: "root"}); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, cl, "l1", orchestrator.StatusCompleted, 15*time.Second)
+	waitStatus(t, cl, "l2", orchestrator.StatusRunning, 15*time.Second)
+	// Root has seen L1's completion and waits for its event.
+	eventually(t, 15*time.Second, "root to record l1's completion", func() bool {
+		h, err := cl.History(ctx, "root", "")
+		if err != nil {
+			return false
+		}
+		for _, ev := range h {
+			if ev.EventType == orchestrator.EventSubOrchestrationInstanceCompleted {
+				return true
+			}
+		}
+		return false
+	})
+	st, err := cl.TerminateRecursive(ctx, "root", "stop the tree")
+	if err != nil || st.InstanceID != "root" || st.RuntimeStatus != orchestrator.StatusTerminated {
+		t.Fatalf("TerminateRecursive: %+v, %v", st, err)
+	}
+	for _, id := range []string{"root", "l2"} {
+		got := waitStatus(t, cl, id, orchestrator.StatusTerminated, 10*time.Second)
+		if string(got.Output) != `"stop the tree"` {
+			t.Fatalf("%s output %s, want the reason", id, got.Output)
+		}
+	}
+	if l1, err := cl.Status(ctx, "l1"); err != nil || l1.RuntimeStatus != orchestrator.StatusCompleted || string(l1.Output) != `"l1 done"` {
+		t.Fatalf("l1 %+v, %v: want it Completed as it was", l1, err)
+	}
+	n, err := cl.PurgeRecursive(ctx, "root")
+	if err != nil || n != 3 {
+		t.Fatalf("PurgeRecursive: %d, %v; want 3", n, err)
+	}
+	for _, id := range []string{"root", "l1", "l2"} {
+		if _, err := cl.Status(ctx, id); !errors.Is(err, orchestrator.ErrInstanceNotFound) {
+			t.Fatalf("%s after the purge: %v, want not found", id, err)
+		}
+	}
+}
+
 // A scheduled start stays Pending until its time, across a restart of
 // every node.
 func TestScheduledStartAcrossRestart(t *testing.T) {

@@ -113,7 +113,11 @@ func (n *Node) fence(r *run) orchestrator.Fence {
 // the run came to be (begin's words, "retry" or "wake"), for its span.
 // Called with n.mu held.
 func (n *Node) drive(r *run, exec *orchestrator.Execution, reason string) {
-	d, err := n.cfg.Registry.Drive(r.ctx, exec, orchestrator.RunOptions{
+	drive := n.cfg.Registry.Drive
+	if st := exec.Status(); n.remote != nil && !n.runsNatively(st.Name, st.Version) {
+		drive = n.remote.Drive
+	}
+	d, err := drive(r.ctx, exec, orchestrator.RunOptions{
 		Logger:    n.log,
 		OnEnd:     func(o orchestrator.Outcome) { n.settle(r, o) },
 		Reason:    reason,

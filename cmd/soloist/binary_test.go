@@ -82,6 +82,7 @@ func startServeEnv(t *testing.T, env []string, args ...string) *serveProc {
 	all := append([]string{"serve",
 		"--listen", listen,
 		"--embedded-etcd-client-url", "http://" + freeAddr(t),
+		"--grpc-listen", freeAddr(t), // not the default 4001: tests run side by side
 		"--data-dir", filepath.Join(dir, "data"),
 		"--lease-ttl", "2s",
 		"--log-format", "json",

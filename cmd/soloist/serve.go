@@ -66,6 +66,7 @@ type serveOptions struct {
 	ShutdownTimeout   time.Duration
 	Pprof             bool
 	Demo              bool
+	grpcOptions
 }
 
 // addServeFlags defines the flags of soloist serve on fs, each reading its
@@ -112,6 +113,7 @@ func addServeFlags(fs *pflag.FlagSet, o *serveOptions) {
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 25*time.Second, "drain `budget` on SIGTERM or SIGINT")
 	fs.BoolVar(&o.Pprof, "pprof", false, "serve Go's profiler (net/http/pprof) at /debug/pprof/ on --metrics-listen, never on --listen")
 	fs.BoolVar(&o.Demo, "demo", false, "register the demo orchestrations "+strings.Join(demoFunctions, ", "))
+	addGRPCFlags(fs, &o.grpcOptions)
 	withEnv(fs)
 }
 
@@ -238,6 +240,9 @@ func (o *serveOptions) validate() error {
 	if o.APIKeysFile == "" && !o.InsecureNoAuth && !isLoopback(o.Listen) {
 		return fmt.Errorf("refusing to serve on --listen %s without authentication: anyone who reaches it could start and terminate instances; "+
 			"pass --api-keys-file FILE (one key a line), listen on 127.0.0.1, or pass --insecure-no-auth if something in front of soloist authenticates", o.Listen)
+	}
+	if err := o.validateGRPC(); err != nil {
+		return err
 	}
 	if (o.EtcdCertFile == "") != (o.EtcdKeyFile == "") {
 		return errors.New("--etcd-certfile and --etcd-keyfile go together; give both for mTLS, or neither")
@@ -459,6 +464,11 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 		return err
 	}
 	defer lns.Close()
+	gln, err := listenGRPC(o)
+	if err != nil {
+		return err
+	}
+	defer gln.shutdown(context.WithoutCancel(ctx)) // on the early returns; after the drain it has nothing left
 	// Serve from now on: /livez answers, and the rest 503 until the API is
 	// wired to etcd.
 	metrics := newMetricsRegistry(bi)
@@ -511,6 +521,12 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 	}
 	defer watch.start(node.Ready)()
 	srv.setAPI(api)
+	var grpcErr <-chan error
+	if gln != nil {
+		if grpcErr, err = gln.start(o, node, node.Client(), metrics, apiKeys, log); err != nil {
+			return err
+		}
+	}
 	names := reg.Names()
 	switch {
 	case len(names) > 0:
@@ -553,9 +569,13 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 		case <-ctx.Done():
 		case err := <-srvErr:
 			runErr = fmt.Errorf("HTTP server: %w", err)
+		case err := <-grpcErr:
+			runErr = fmt.Errorf("gRPC server: %w", err)
 		}
 	case err := <-srvErr:
 		runErr = fmt.Errorf("HTTP server: %w", err)
+	case err := <-grpcErr:
+		runErr = fmt.Errorf("gRPC server: %w", err)
 	case <-ctx.Done():
 	}
 
@@ -565,7 +585,12 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 	defer cancel()
 	start := time.Now()
 	notifyStopping(log)
+	// The gRPC streams end as the drain begins, so that workers reconnect
+	// to another node while this one hands its instances over.
+	grpcDone := make(chan struct{})
+	go func() { defer close(grpcDone); gln.shutdown(shCtx) }()
 	drainErr := node.Drain(shCtx)
+	<-grpcDone
 	if drainErr != nil {
 		log.Error("drain did not finish; peers take over this node's instances after the lease TTL", "error", drainErr, "lease_ttl", o.LeaseTTL.String())
 	}

@@ -16,8 +16,8 @@ func newStartCommand() *cobra.Command {
 		Short: "start an orchestration instance",
 		Long: `Start an instance of FUNCTION under ID (a generated ID without one):
 POST /api/orchestrators/FUNCTION[/ID]. It prints the instance's URLs; with
---conflict-policy useExisting an active instance of that ID is printed
-instead of a new one.`,
+--conflict-policy useExisting an active instance of that ID, and with
+--reuse-policy ignore a terminal one, is printed instead of a new one.`,
 		Args: exactArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, p, err := co.connect(cmd)
@@ -51,7 +51,7 @@ instead of a new one.`,
 			_ = json.Unmarshal(resp.body, &cs)
 			table := line("Started %s as instance '%s'. See it with: soloist status %s", args[0], cs.ID, shellQuote(cs.ID))
 			if resp.code == http.StatusOK {
-				table = line("Instance '%s' is already active (--conflict-policy useExisting); nothing started. See it with: soloist status %s", cs.ID, shellQuote(cs.ID))
+				table = line("Instance '%s' already exists (--conflict-policy useExisting or --reuse-policy ignore); nothing started. See it with: soloist status %s", cs.ID, shellQuote(cs.ID))
 			}
 			return p.print(resp.body, table)
 		},
@@ -59,7 +59,7 @@ instead of a new one.`,
 	fs := cmd.Flags()
 	fs.StringVar(&input, "input", "", "input of the instance as `JSON`; without it the input is null")
 	fs.StringVar(&conflict, "conflict-policy", "", "when ID is active: fail (409, the default), useExisting or terminateExisting")
-	fs.StringVar(&reuse, "reuse-policy", "", "when ID is terminal: allow (the default), allowFailedOnly or reject")
+	fs.StringVar(&reuse, "reuse-policy", "", "when ID is terminal: allow (the default), allowFailedOnly, reject or ignore (200 with the existing instance)")
 	addClientFlags(cmd, &co)
 	return cmd
 }

@@ -362,8 +362,8 @@ func (h *handler) apply(w http.ResponseWriter, r *http.Request, id, reason, verb
 }
 
 // terminate serves POST {base}/instances/{id}/terminate?reason=; with
-// recursive=true the instance's active sub-orchestrations are terminated
-// too.
+// recursive=true every active sub-orchestration below the instance is
+// terminated too, below finished children as well (TerminateRecursive).
 func (h *handler) terminate(w http.ResponseWriter, r *http.Request) {
 	id, ok := h.instanceID(w, r)
 	if !ok {
@@ -597,8 +597,8 @@ func (h *handler) purgeMany(w http.ResponseWriter, r *http.Request) {
 }
 
 // purge serves DELETE {base}/instances/{id}: 200 {"instancesDeleted": N},
-// 404, 409 if active; with recursive=true the sub-orchestrations of its
-// last execution too.
+// 404, 409 if active; with recursive=true every terminal sub-orchestration
+// below it too, below finished or active children as well (PurgeRecursive).
 func (h *handler) purge(w http.ResponseWriter, r *http.Request) {
 	id, ok := h.instanceID(w, r)
 	if !ok {

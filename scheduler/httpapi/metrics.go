@@ -13,7 +13,7 @@ import (
 // The result label values of soloist_start_requests_total.
 const (
 	resultStarted  = "started"  // 202: a new execution was committed
-	resultExisting = "existing" // 200: useExisting returned the active instance
+	resultExisting = "existing" // 200: useExisting or ignore returned the existing instance
 	resultConflict = "conflict" // 409: refused by the conflict or reuse policy
 	resultInvalid  = "invalid"  // 400, 404, 413: the request was wrong
 	resultError    = "error"    // 5xx: the node or the store failed

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -229,6 +230,29 @@ func (q query) statuses() (out []orchestrator.RuntimeStatus, none bool, err erro
 		}
 	}
 	return out, canceled && len(out) == 0, nil
+}
+
+// statusList parses the runtime statuses of parameter name: comma lists,
+// and the parameter repeated.
+func (q query) statusList(name string) ([]orchestrator.RuntimeStatus, error) {
+	var out []orchestrator.RuntimeStatus
+	for _, v := range q[name] {
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s == "" {
+				continue
+			}
+			rs, err := orchestrator.ParseRuntimeStatus(s)
+			if err != nil {
+				var ve *orchestrator.ValidationError
+				if errors.As(err, &ve) {
+					ve.Field = name
+				}
+				return nil, err
+			}
+			out = append(out, rs)
+		}
+	}
+	return out, nil
 }
 
 // tags parses the tag=key:value parameters (Soloist's extension: Durable

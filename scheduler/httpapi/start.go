@@ -15,8 +15,10 @@ import (
 )
 
 // CheckStatus is the body of a 202 from a start or restart, and of a 200
-// from a start with conflictPolicy=useExisting: the URLs that manage the
-// instance, as Durable Functions returns them. sendEventPostUri keeps the
+// from a start that started nothing and names the existing instance
+// (conflictPolicy=useExisting on an active ID, reusePolicy=ignore on a
+// terminal one): the URLs that manage the instance, as Durable Functions
+// returns them. sendEventPostUri keeps the
 // placeholder {eventName}, and terminate, rewind, suspend and resume the
 // placeholder {text} of their reason, for the caller to fill in.
 type CheckStatus struct {
@@ -29,6 +31,9 @@ type CheckStatus struct {
 	RestartPostURI        string `json:"restartPostUri"`
 	SuspendPostURI        string `json:"suspendPostUri"`
 	ResumePostURI         string `json:"resumePostUri"`
+	// ExecutionID is, in a 200 that started nothing, the existing
+	// execution's ID (Soloist's extension; absent from a 202).
+	ExecutionID string `json:"executionId,omitempty"`
 }
 
 // origin is the base of the absolute URLs in answers: Config.PublicURL if
@@ -189,7 +194,7 @@ func (h *handler) builtinStartWithID(w http.ResponseWriter, r *http.Request) {
 }
 
 // startParams are the query parameters of a start.
-var startParams = []string{"conflictPolicy", "reusePolicy", "timeout", "pollingInterval", "scheduledStartTime",
+var startParams = []string{"conflictPolicy", "reusePolicy", "ignoreStatuses", "timeout", "pollingInterval", "scheduledStartTime",
 	"version", "tag", "returnInternalServerErrorOnFailure"}
 
 // startRequest is what the query string of a start asks for.
@@ -213,6 +218,12 @@ func (h *handler) startRequest(q query, fn string) (*startRequest, error) {
 		return nil, err
 	}
 	if s.opts.ReusePolicy, err = orchestrator.ParseReusePolicy(q.get("reusePolicy")); err != nil {
+		return nil, err
+	}
+	if s.opts.IgnoreStatuses, err = q.statusList("ignoreStatuses"); err != nil {
+		return nil, err
+	}
+	if err = orchestrator.ValidateIgnoreStatuses(s.opts.ReusePolicy, s.opts.IgnoreStatuses); err != nil {
 		return nil, err
 	}
 	if s.wait, s.waits, err = q.duration("timeout"); err != nil {
@@ -316,13 +327,15 @@ func (h *handler) start(w http.ResponseWriter, r *http.Request, fn, id string, u
 	cancel() // the etcd work is done; a wait has its own bound
 	if !res.Started {
 		h.metrics.start(fn, http.StatusOK)
-		h.log.Debug("start returned the existing instance (useExisting)", "function", fn, "instance_id", id,
+		h.log.Debug("start returned the existing instance (useExisting or ignore)", "function", fn, "instance_id", id,
 			"execution_id", res.Status.ExecutionID, "runtime_status", string(res.Status.RuntimeStatus))
 		if req.waits {
 			h.answerWaited(w, r, res.Status.InstanceID, req.wait, req.failAs500)
 			return
 		}
-		writeJSON(w, http.StatusOK, h.checkStatus(r, res.Status.InstanceID, req.failAs500))
+		cs := h.checkStatus(r, res.Status.InstanceID, req.failAs500)
+		cs.ExecutionID = res.Status.ExecutionID
+		writeJSON(w, http.StatusOK, cs)
 		return
 	}
 	h.metrics.start(fn, http.StatusAccepted)

@@ -292,3 +292,71 @@ func TestStartLimitFromConfig(t *testing.T) {
 		t.Error("the refused start was written")
 	}
 }
+
+// reusePolicy=ignore on a terminal ID: 200 naming the existing instance and
+// its executionId, nothing written, also for 64 racing starts; a status not
+// in ignoreStatuses is replaced (202); bad ignoreStatuses are a 400.
+func TestStartReuseIgnore(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.do("POST", "/api/orchestrators/hello/ig", `"in"`).want(t, http.StatusAccepted)
+	e.do("POST", BasePath+"/instances/ig/terminate", "").want(t, http.StatusAccepted)
+	first := e.status("ig")
+	if first.RuntimeStatus != orchestrator.StatusTerminated {
+		t.Fatalf("setup: %s", first.RuntimeStatus)
+	}
+
+	const n = 64
+	type answer struct {
+		code int
+		cs   CheckStatus
+	}
+	answers := make(chan answer, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("POST", e.srv.URL+"/api/orchestrators/hello/ig?reusePolicy=ignore", strings.NewReader(fmt.Sprint(i)))
+			resp, err := e.srv.Client().Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			var a answer
+			a.code = resp.StatusCode
+			if err := json.NewDecoder(resp.Body).Decode(&a.cs); err != nil {
+				t.Error(err)
+			}
+			answers <- a
+		}()
+	}
+	wg.Wait()
+	close(answers)
+	for a := range answers {
+		if a.code != http.StatusOK || a.cs.ID != "ig" || a.cs.ExecutionID != first.ExecutionID || a.cs.StatusQueryGetURI != e.instanceURL("ig") {
+			t.Fatalf("ignored start answered %d %+v; want 200 naming ig and execution %s", a.code, a.cs, first.ExecutionID)
+		}
+	}
+	if st := e.status("ig"); st.ExecutionID != first.ExecutionID || st.RuntimeStatus != orchestrator.StatusTerminated || string(st.Input) != `"in"` {
+		t.Fatalf("ignored starts changed the instance: %+v", st)
+	}
+	e.wantStartCount("hello", "existing", n)
+
+	// Terminated is not listed: the start replaces it.
+	r := e.do("POST", "/api/orchestrators/hello/ig?reusePolicy=ignore&ignoreStatuses=Completed,Failed", `"again"`).want(t, http.StatusAccepted)
+	var cs CheckStatus
+	r.decode(t, &cs)
+	if st := e.status("ig"); st.ExecutionID == first.ExecutionID || string(st.Input) != `"again"` || cs.ExecutionID != "" {
+		t.Fatalf("unlisted status not replaced: %+v (answer %+v)", st, cs)
+	}
+
+	for _, q := range []string{"reusePolicy=ignore&ignoreStatuses=Running", "ignoreStatuses=Completed", "reusePolicy=ignore&ignoreStatuses=Bogus"} {
+		r := e.do("POST", "/api/orchestrators/hello/ig-bad?"+q, "").want(t, http.StatusBadRequest)
+		if !strings.Contains(string(r.body), "ignoreStatuses") {
+			t.Errorf("%s: 400 body %s does not name ignoreStatuses", q, r.body)
+		}
+	}
+	e.do("GET", BasePath+"/instances/ig-bad", "").want(t, http.StatusNotFound)
+}

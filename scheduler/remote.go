@@ -1,0 +1,93 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"slices"
+
+	"github.com/soloist-dev/soloist/orchestrator"
+)
+
+// Remote runs orchestrations that the node's Registry does not have, for
+// workers connected to the node from outside (package scheduler/sidecar:
+// Durable Task SDK workers over gRPC). What it serves changes as workers
+// connect and go; it calls Node.RemoteChanged when it does.
+type Remote interface {
+	// Serves reports whether the node's workers run that orchestration now.
+	Serves(name, version string) bool
+	// Functions lists what the workers serve, for the node key (FunctionKey
+	// names; "*" for a worker that serves any orchestration the node does
+	// not run natively).
+	Functions() []string
+	// Drive starts a run of an execution of an orchestration it serves, as
+	// Registry.Drive does for the Registry's.
+	Drive(ctx context.Context, exec *orchestrator.Execution, opts orchestrator.RunOptions) (*orchestrator.Driver, error)
+}
+
+// SetRemote gives the node a Remote before Start: the node then also
+// campaigns for the instances whose orchestration the Remote serves and
+// runs them with it.
+func (n *Node) SetRemote(r Remote) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.started {
+		return errors.New("scheduler: SetRemote after Start")
+	}
+	n.remote = r
+	return nil
+}
+
+// RemoteChanged tells the node that what its Remote serves changed: it
+// considers every instance again and rewrites its node key's function list.
+func (n *Node) RemoteChanged() {
+	n.mu.Lock()
+	s := n.session
+	if !n.started || n.draining || n.remote == nil {
+		n.mu.Unlock()
+		return
+	}
+	n.requeueLocked()
+	n.mu.Unlock()
+	if s == nil || s.Err() != nil || !n.cfg.Role.Runs() {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if s.Err() != nil || n.ctx.Err() != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, 5*n.cfg.LeaseTTL)
+		defer cancel()
+		if err := n.putNodeKey(ctx, s, false); err != nil && n.ctx.Err() == nil {
+			n.log.Warn("could not update the node key's functions", "error", err)
+		}
+	}()
+}
+
+// functions is what the node key lists: the Registry's orchestrations and
+// the Remote's.
+func (n *Node) functions() []string {
+	fns := n.cfg.Registry.Functions()
+	if n.remote != nil {
+		for _, f := range n.remote.Functions() {
+			if !slices.Contains(fns, f) {
+				fns = append(fns, f)
+			}
+		}
+		slices.Sort(fns)
+	}
+	return fns
+}
+
+// runsNatively reports whether the node's Registry has the orchestration.
+func (n *Node) runsNatively(name, version string) bool {
+	_, ok := n.cfg.Registry.OrchestratorVersion(name, version)
+	return ok
+}
+
+// canRun reports whether the node runs the orchestration: natively or with
+// its Remote.
+func (n *Node) canRun(name, version string) bool {
+	return n.runsNatively(name, version) || n.remote != nil && n.remote.Serves(name, version)
+}

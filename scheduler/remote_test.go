@@ -1,0 +1,117 @@
+package scheduler_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/soloist-dev/soloist/lease/leasetest"
+	"github.com/soloist-dev/soloist/orchestrator"
+	"github.com/soloist-dev/soloist/scheduler"
+)
+
+// fakeRemote serves the orchestrations of a registry of its own while on.
+type fakeRemote struct {
+	reg    *orchestrator.Registry
+	on     atomic.Bool
+	drives atomic.Int32
+}
+
+func (f *fakeRemote) Serves(name, version string) bool {
+	_, ok := f.reg.OrchestratorVersion(name, version)
+	return ok && f.on.Load()
+}
+
+func (f *fakeRemote) Functions() []string {
+	if !f.on.Load() {
+		return nil
+	}
+	return f.reg.Functions()
+}
+
+func (f *fakeRemote) Drive(ctx context.Context, exec *orchestrator.Execution, opts orchestrator.RunOptions) (*orchestrator.Driver, error) {
+	f.drives.Add(1)
+	return f.reg.Drive(ctx, exec, opts)
+}
+
+// A node campaigns for an orchestration its Registry lacks once its Remote
+// serves it (not before), runs it with the Remote, and lists it in its node
+// key.
+func TestRemoteServesWhatRegistryLacks(t *testing.T) {
+	e := leasetest.Start(t)
+	prefix := "/" + t.Name() + "/"
+	remote := &fakeRemote{reg: orchestrator.NewRegistry()}
+	if err := remote.reg.AddOrchestrator("Remote", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		return "remote ran", nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	node, err := scheduler.New(scheduler.Config{
+		Etcd: e.Client(), Prefix: prefix, NodeID: "n1", LeaseTTL: 2 * time.Second,
+		Registry: orchestrator.NewRegistry(), Registerer: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.SetRemote(remote); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := node.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = node.Drain(context.Background()) })
+	if err := node.SetRemote(remote); err == nil {
+		t.Fatal("SetRemote after Start: want an error")
+	}
+	cl := orchestrator.NewClient(e.Client(), orchestrator.ClientConfig{Prefix: prefix})
+	if _, err := cl.Start(ctx, "Remote", orchestrator.StartOptions{InstanceID: "r1"}); err != nil {
+		t.Fatal(err)
+	}
+	nodeFunctions := func() []string {
+		resp, err := e.Client().Get(ctx, cl.Keys().Node("n1"))
+		if err != nil || len(resp.Kvs) == 0 {
+			t.Fatalf("node key: %v", err)
+		}
+		var info orchestrator.NodeInfo
+		if err := json.Unmarshal(resp.Kvs[0].Value, &info); err != nil {
+			t.Fatal(err)
+		}
+		return info.Functions
+	}
+	time.Sleep(500 * time.Millisecond)
+	if st, err := cl.Status(ctx, "r1"); err != nil || st.RuntimeStatus != orchestrator.StatusPending {
+		t.Fatalf("before the remote serves it: status %v, %v; want Pending", st, err)
+	}
+	if fns := nodeFunctions(); slices.Contains(fns, "Remote") {
+		t.Fatalf("node key lists %v before the remote serves Remote", fns)
+	}
+	remote.on.Store(true)
+	node.RemoteChanged()
+	st := waitStatus(t, cl, "r1", orchestrator.StatusCompleted, 10*time.Second)
+	if string(st.Output) != `"remote ran"` {
+		t.Fatalf("output %s", st.Output)
+	}
+	if remote.drives.Load() == 0 {
+		t.Fatal("the remote drove nothing")
+	}
+	eventually(t, 5*time.Second, "the node key to list Remote", func() bool { return slices.Contains(nodeFunctions(), "Remote") })
+}
+
+// A node key that lists "*" runs any orchestration.
+func TestNodeInfoRunsAnyFunction(t *testing.T) {
+	info := orchestrator.NodeInfo{Functions: []string{orchestrator.AnyFunction}}
+	if !info.Runs("Whatever", "v2") {
+		t.Fatal(`a node listing "*" should run any orchestration`)
+	}
+	info.Role = "api"
+	if info.Runs("Whatever", "") {
+		t.Fatal("an API-only node runs nothing")
+	}
+}

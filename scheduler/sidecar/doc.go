@@ -1,0 +1,35 @@
+// Package sidecar serves the Durable Task "sidecar" gRPC protocol
+// (TaskHubSidecarService) on a Soloist node, so that orchestrations written
+// with the Durable Task SDKs (.NET, Python, Java, JavaScript, Go) run on
+// Soloist with only the SDK's address changed. The wire contract is
+// internal/protos/sidecar.proto; soloist serve serves it at --grpc-listen
+// (docs/durable-task-sdks.md).
+//
+// The server talks to the node (scheduler.Node) and the instance client
+// (orchestrator.Client) only, never to etcd directly.
+//
+// # Guarantees
+//
+//   - Every call is authenticated when API keys are configured: the gRPC
+//     metadata "authorization: Bearer KEY" or "x-functions-key: KEY", keys
+//     compared in constant time; otherwise UNAUTHENTICATED, before the
+//     request is looked at.
+//   - A start is one etcd transaction (orchestrator.Client.Start): of any
+//     number of concurrent starts of one ID through any nodes, at most one
+//     creates an execution, and every other is told ALREADY_EXISTS (with
+//     "orchestration instance already exists" in its message) or, under an
+//     IGNORE policy, gets the existing instance. Both reuse-policy dialects
+//     are accepted (see StartInstance).
+//   - Bad input (a malformed instance ID, invalid JSON, an oversize payload,
+//     an unknown status) is INVALID_ARGUMENT with what is wrong; a message
+//     above MessageFactor x MaxPayload + MessageOverhead is refused with
+//     RESOURCE_EXHAUSTED before it is decoded; a missing instance is
+//     NOT_FOUND (GetInstance and the waits answer exists=false, as the SDKs
+//     expect); a panic in a handler is INTERNAL and logged, and the server
+//     keeps serving.
+//   - Entities and task hub management are UNIMPLEMENTED, with a message
+//     that says so.
+//   - Shutdown ends the waits and streams in progress at once (workers
+//     reconnect to another node) and lets other calls finish within its
+//     context.
+package sidecar
