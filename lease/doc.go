@@ -1,6 +1,7 @@
 // Package lease gives a node its etcd session and lets it hold instances
 // through owners keys, with fencing. It is the one home of the owners key:
-// only this package creates it (Acquire), deletes it (Release, ReleaseAll,
+// only this package creates it (Acquire, and the nested transaction of a
+// Landing that another component's commit carries), deletes it (Release, ReleaseAll,
 // and the ReleaseOp a holder's final write carries) and decides when a
 // holding is lost; the handoff marker a draining node leaves is written and
 // read here too. Other packages get the key's name from their caller and
@@ -14,6 +15,13 @@
 // attached to the session lease (Acquire); the same transaction can check
 // conditions (the instance record is the one the node decided on) and read
 // what the new holder needs (Claim.Reads), so a takeover is one round trip.
+// A Landing (Session.Land) is the same claim made inside someone else's
+// transaction - a start that creates an instance and takes it in one
+// commit: its Op is a nested If(free, conditions) Then(create, reads) that
+// never fails the outer transaction, and Adopt makes the holding from the
+// committed response (or, if the caller only learned by reading that its
+// commit applied, by reading the key), with the same token, fencing,
+// safe-until and watch as an Acquire's.
 // The key's CreateRevision is the holding's fencing token: it grows with
 // every new holder, on any etcd member, unlike lease IDs. Every write a
 // holder makes must carry Holding.Cmp() in its transaction, so the write

@@ -22,3 +22,12 @@ func FailOrphanDeletes(n int, err error) (restore func()) {
 	}
 	return func() { orphanTxn = real }
 }
+
+// SawPut reports whether the session's watch saw key made on its lease
+// while an acquire or a landing of it is pending.
+func SawPut(s *Session, key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.pending[key]
+	return p != nil && p.sawPut != 0
+}

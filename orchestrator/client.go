@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/trace"
@@ -160,6 +161,13 @@ type StartResult struct {
 	// Replaced is the execution a start replaced (terminateExisting, or a
 	// terminal execution reused), empty if none.
 	Replaced string
+	// Revision is the etcd revision of the start's commit; 0 when nothing
+	// was written, or when the start learned only by reading that its
+	// commit (whose answer was lost) applied.
+	Revision int64
+	// Extra are the responses, in order, of the caller's ops of StartIf in
+	// the start's commit; nil when Revision is 0.
+	Extra []*pb.ResponseOp
 }
 
 // Start creates the instance record of a new execution in one etcd
@@ -334,7 +342,9 @@ func (c *Client) startIf(ctx context.Context, name string, opts StartOptions, cm
 			continue
 		}
 		if resp.Succeeded {
-			return started(replaced), nil
+			res := started(replaced)
+			res.Revision, res.Extra = resp.Header.Revision, resp.Responses[len(write):]
+			return res, nil
 		}
 		if len(cmps) > 0 {
 			if nested := resp.Responses[1].GetResponseTxn(); nested != nil && !nested.Succeeded {

@@ -63,6 +63,27 @@ func ParseRecord(b []byte) (*Record, error) {
 	return &r, nil
 }
 
+// RecordSummary is the part of a control record a node needs to decide
+// whether to campaign for the instance: decoding only it skips the times,
+// tags, parent and trace context of the record.
+type RecordSummary struct {
+	Name               string        `json:"name"`
+	RuntimeStatus      RuntimeStatus `json:"runtimeStatus"`
+	ExecutionID        string        `json:"executionId"`
+	Version            string        `json:"version,omitempty"`
+	ScheduledStartTime *time.Time    `json:"scheduledStartTime,omitempty"`
+}
+
+// ParseRecordSummary decodes the RecordSummary of a control record; an
+// error says the record is corrupt, as ParseRecord's would.
+func ParseRecordSummary(b []byte) (RecordSummary, error) {
+	var s RecordSummary
+	if err := json.Unmarshal(b, &s); err != nil {
+		return RecordSummary{}, fmt.Errorf("orchestrator: corrupt instance record: %w", err)
+	}
+	return s, nil
+}
+
 func (r *Record) encode() string {
 	b, err := json.Marshal(r)
 	if err != nil { // a Record has no field that can fail

@@ -52,6 +52,10 @@ func TestStartIf(t *testing.T) {
 	if sk == nil || sk.Value != r.Status.ExecutionID || seen.ExecutionID != r.Status.ExecutionID || sk.ModRevision != rec.ModRevision {
 		t.Fatalf("ops not applied with the start: record %s, side %s, ops saw %+v", rec, sk, seen)
 	}
+	// The result carries the commit's revision and the responses of the caller's ops.
+	if r.Revision != rec.ModRevision || len(r.Extra) != 1 || r.Extra[0].GetResponsePut() == nil {
+		t.Fatalf("StartResult revision %d (record at %d), extra %v: want the commit's revision and the one put's response", r.Revision, rec.ModRevision, r.Extra)
+	}
 
 	// Active: the policy refuses before the caller's compares matter.
 	if _, err := v.c.StartIf(ctxT(t), "fn", opts, guardIs("no"), ops); !errors.Is(err, orchestrator.ErrInstanceExists) {
@@ -82,6 +86,9 @@ func TestStartIf(t *testing.T) {
 	r2, err := v.c.StartIf(ctxT(t), "fn", opts, guardIs("no"), ops)
 	if err != nil || r2.Replaced != r.Status.ExecutionID {
 		t.Fatalf("StartIf over a terminal record: %+v, %v", r2, err)
+	}
+	if len(r2.Extra) != 1 || r2.Extra[0].GetResponsePut() == nil {
+		t.Fatalf("replacing StartIf: extra %v, want the put's response after the replace's own ops", r2.Extra)
 	}
 	if rec2, sk2 := v.record(t, "s"), v.get(t, side); sk2.Value != r2.Status.ExecutionID || sk2.ModRevision != rec2.ModRevision {
 		t.Fatalf("replacing start and ops not atomic: record %s, side %s", rec2, sk2)

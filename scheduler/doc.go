@@ -11,6 +11,11 @@
 // leader, a lost connection) it lists again. Nothing else watches: the
 // lease session watches the owners keys for its holdings, and that is all.
 //
+// The view keeps of a record only what a campaign decision needs
+// (orchestrator.RecordSummary), and a change of the record's revision alone
+// (a holder's step of the same execution) updates that revision and
+// nothing else.
+//
 // An instance is a candidate when its record is Pending, Running or
 // ContinuedAsNew, no owners key exists, the node has its function, and the
 // node neither runs nor campaigns for it. Candidates sit in a heap ordered
@@ -23,6 +28,18 @@
 // what the run needs (record, input, custom status, history, inbox, the
 // previous holder's handoff marker) in the same transaction. At most
 // Campaigns are in flight.
+//
+// Start where you land: a start the node receives (Node.StartInstance,
+// the HTTP API's start) carries, when this node should run the instance
+// (it runs instances, is not draining, has the function at the start's
+// version, is below MaxConcurrent, the start is not scheduled for later,
+// and it is the instance's preferred node or holds no more than its share
+// of the held instances), a lease.Landing in the start's own transaction:
+// the owners key is created on this node's session lease in the commit
+// that creates the record, and the node runs the instance at once, with
+// no campaign. The holding is a won campaign's in every way (token,
+// fencing, safe-until, watch). A landing that does not take the key (it
+// exists) leaves the start as it would be otherwise.
 //
 // A held instance is a run: its holding and the driver of its execution
 // (orchestrator.Driver). An idle run - the orchestration waits for an event

@@ -30,6 +30,7 @@ type metrics struct {
 	unheld            *prometheus.HistogramVec
 	parked            prometheus.Gauge
 	wakes             *prometheus.CounterVec
+	startsLanded      prometheus.Counter
 }
 
 // terminalStatuses are the statuses soloist_orchestrations_completed_total
@@ -114,11 +115,15 @@ func newMetrics(reg prometheus.Registerer, schedules, functions []string) (*metr
 			Name: "soloist_run_wakes_total",
 			Help: "Parked runs driven again from etcd (one read and a replay), by what woke them: event (an inbox entry) or timer (a durable timer due).",
 		}, []string{"reason"}),
+		startsLanded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "soloist_starts_landed_total",
+			Help: "Starts this node received and took in the start's own transaction (start where you land): run at once, without a campaign.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.instancesHeld, m.campaigns, m.failovers, m.handoffs, m.leasesLost, m.renewFailures,
 		m.fencingRejections, m.completed, m.startToRunning, m.takeover, m.sessionUp, m.scheduleTicks,
-		m.runRetries, m.orphans, m.alarm, m.retentionPurged, m.unrunnable, m.unheld, m.parked, m.wakes,
+		m.runRetries, m.orphans, m.alarm, m.retentionPurged, m.unrunnable, m.unheld, m.parked, m.wakes, m.startsLanded,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

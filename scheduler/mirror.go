@@ -139,8 +139,8 @@ func (n *Node) apply(ev *clientv3.Event) {
 	if id, ok := orchestrator.IDFrom(n.keys.Instances(), key); ok {
 		if del {
 			delete(n.instances, id)
-		} else {
-			n.putInstance(id, ev.Kv)
+		} else if !n.putInstance(id, ev.Kv) {
+			return // only its revision changed (a holder's step): nothing to decide
 		}
 		if r := n.runs[id]; r != nil {
 			n.checkRun(id, r)
@@ -230,25 +230,37 @@ func (n *Node) recountUnrunnable() {
 	}
 }
 
-func (n *Node) putInstance(id string, kv *mvccpb.KeyValue) {
-	rec, err := orchestrator.ParseRecord(kv.Value)
+// putInstance folds a record put into the view, decoding only what a
+// campaign decision needs (orchestrator.RecordSummary). It reports whether
+// anything but the record's revision changed: a holder's step rewrites the
+// record of the same runnable execution, which no node can act on, so
+// apply stops there. Called with n.mu held.
+func (n *Node) putInstance(id string, kv *mvccpb.KeyValue) bool {
+	rec, err := orchestrator.ParseRecordSummary(kv.Value)
 	if err != nil {
 		n.log.Warn("ignoring corrupt instance record", "instance_id", id, "error", err)
 		delete(n.instances, id)
-		return
+		return true
 	}
 	if !rec.RuntimeStatus.Active() {
 		delete(n.instances, id)
 		n.checkRunnable(id)
 		delete(n.ownerGone, id)
 		delete(n.retries, id)
-		return
+		return true
 	}
-	v := &instanceView{name: rec.Name, version: rec.Version, status: rec.RuntimeStatus, executionID: rec.ExecutionID, modRev: kv.ModRevision}
+	var notBefore time.Time
 	if rec.ScheduledStartTime != nil && rec.RuntimeStatus == orchestrator.StatusPending {
-		v.notBefore = *rec.ScheduledStartTime
+		notBefore = *rec.ScheduledStartTime
 	}
-	n.instances[id] = v
+	if v := n.instances[id]; v != nil && v.executionID == rec.ExecutionID && v.status == rec.RuntimeStatus &&
+		v.name == rec.Name && v.version == rec.Version && v.notBefore.Equal(notBefore) {
+		v.modRev = kv.ModRevision
+		return false
+	}
+	n.instances[id] = &instanceView{name: rec.Name, version: rec.Version, status: rec.RuntimeStatus, executionID: rec.ExecutionID,
+		modRev: kv.ModRevision, notBefore: notBefore}
+	return true
 }
 
 // dispatch hands an inbox entry to the run of its instance, or keeps it

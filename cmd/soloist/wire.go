@@ -76,6 +76,7 @@ func wire(o *serveOptions, p parts) (*scheduler.Node, http.Handler, error) {
 	api, err := httpapi.New(httpapi.Config{
 		Client:         client,
 		Function:       httpapi.RegistryFunction(p.registry),
+		Start:          node.StartInstance, // start where you land
 		Stopping:       p.stopping,
 		Ready:          node.Ready,
 		Gatherer:       p.metrics,

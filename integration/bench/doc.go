@@ -112,13 +112,16 @@
 //     on /soloist/v1/owners/ has seen every one of the M owners keys
 //     created by another node. mass_takeover_first_s is the first of them;
 //     mass_running_s is until the peers' soloist_failovers_total sums to M
-//     (each instance running again, polled every 100 ms).
+//     (each instance running again, polled every 50 ms).
 //   - handoff_1000_s: the same set-up in a fresh deployment, then SIGTERM
 //     to n1 (it drains and hands off): time from the signal until all M
 //     are held by other nodes (the key keeps its name when -mass-instances
 //     is not 1,000; handoff_instances says how many). handoff_first_s,
-//     handoff_running_s (soloist_handoffs_total) and handoff_exit_s (the
-//     drained node's exit) go with it.
+//     handoff_running_s and handoff_exit_s (the drained node's exit) go
+//     with it. handoff_running_s is the figure the target is set on
+//     (5,000 instances running elsewhere within 1.5 s: -mass-instances
+//     5000): from the signal until the peers' soloist_handoffs_total sums
+//     to M, polled every 50 ms from the signal on, while the keys move.
 //
 // idle (one node alone holding M idle instances, M = -idle-instances,
 // 10,000; 1,000 with -short, said in the notes):

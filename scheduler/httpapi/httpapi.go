@@ -108,6 +108,11 @@ type Config struct {
 	// HealthOnlyMessage is the error of those 404s. Defaults to a message
 	// that says the node runs instances only and where to send starts.
 	HealthOnlyMessage string
+	// Start, if set, performs the starts of the start routes in place of
+	// Client.Start; serve passes scheduler.Node.StartInstance, which takes
+	// the instance in the start's own transaction when the node should run
+	// it ("start where you land"). It must answer as Client.Start does.
+	Start func(ctx context.Context, name string, opts orchestrator.StartOptions) (*orchestrator.StartResult, error)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -127,6 +132,7 @@ func RegistryFunction(reg *orchestrator.Registry) func(name, version string) (st
 // handler serves every route of docs/contract.md section 3.
 type handler struct {
 	client      *orchestrator.Client
+	startFn     func(ctx context.Context, name string, opts orchestrator.StartOptions) (*orchestrator.StartResult, error)
 	function    func(name, version string) (string, bool)
 	stopping    <-chan struct{}
 	ready       func() error
@@ -176,6 +182,7 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	h := &handler{
 		client:      cfg.Client,
+		startFn:     cfg.Start,
 		function:    cfg.Function,
 		stopping:    cfg.Stopping,
 		ready:       cfg.Ready,

@@ -301,7 +301,11 @@ func (h *handler) start(w http.ResponseWriter, r *http.Request, fn, id string, u
 	opts := req.opts
 	opts.InstanceID, opts.Input = id, input
 	opts.Trace = orchestrator.TraceContextFrom(ctx)
-	res, err := h.client.Start(ctx, fn, opts)
+	startFn := h.client.Start
+	if h.startFn != nil {
+		startFn = h.startFn
+	}
+	res, err := startFn(ctx, fn, opts)
 	traceStarted(span, res, err)
 	span.End() // before any wait (?timeout=): the span is the start's
 	if err != nil {

@@ -1,0 +1,294 @@
+package scheduler_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/soloist-dev/soloist/orchestrator"
+	"github.com/soloist-dev/soloist/scheduler"
+)
+
+// preferredID returns an instance ID whose rendezvous-preferred node among
+// nodes is want.
+func preferredID(t *testing.T, want string, nodes []string) string {
+	t.Helper()
+	for i := 0; i < 10000; i++ {
+		id := fmt.Sprintf("land-%d", i)
+		best, top := "", uint64(0)
+		for _, n := range nodes {
+			if s := scheduler.Score(n, id); best == "" || s > top {
+				best, top = n, s
+			}
+		}
+		if best == want {
+			return id
+		}
+	}
+	t.Fatalf("no ID prefers %s", want)
+	return ""
+}
+
+func nodeIDs(c *cluster) []string {
+	ids := make([]string, len(c.nodes))
+	for i, n := range c.nodes {
+		ids[i] = n.ID()
+	}
+	return ids
+}
+
+func campaigned(n *testNode) float64 { return n.counter("soloist_campaigns_total") }
+
+// waitNodesSeen waits until every node's view lists every node, so that
+// ranks are what the test computes.
+func waitNodesSeen(t *testing.T, c *cluster) {
+	t.Helper()
+	cl := c.client()
+	eventually(t, 10*time.Second, "every node key", func() bool {
+		resp, err := cl.Etcd().Get(context.Background(), cl.Keys().Nodes(), clientv3.WithPrefix())
+		return err == nil && len(resp.Kvs) == len(c.nodes)
+	})
+	time.Sleep(100 * time.Millisecond) // the watches deliver the node keys
+}
+
+// A start received by the node that should run the instance takes it in
+// the start's own transaction: when StartInstance returns the node already
+// runs it, no node campaigned, and the run's fencing token is the owners
+// key's CreateRevision - the start commit's revision. The run then behaves
+// as any other: it completes and its final write releases the key.
+func TestStartLandsOnReceivingNode(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{finish: make(chan struct{})}
+	c := newCluster(t, 3, 5*time.Second, newBlockingRegistry(rec, nil))
+	waitNodesSeen(t, c)
+	recv := c.nodes[1]
+	id := preferredID(t, recv.ID(), nodeIDs(c))
+
+	res, err := recv.StartInstance(context.Background(), "Block", orchestrator.StartOptions{InstanceID: id})
+	if err != nil || !res.Started {
+		t.Fatalf("StartInstance: %+v, %v", res, err)
+	}
+	if h := recv.Held(); len(h) != 1 || h[0] != id {
+		t.Fatalf("receiving node holds %v right after the start, want [%s]", h, id)
+	}
+	if got := recv.counter("soloist_starts_landed_total"); got != 1 {
+		t.Fatalf("starts landed = %v, want 1", got)
+	}
+	cl := c.client()
+	st, err := cl.Status(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Node != recv.ID() || st.FencingToken != res.Revision {
+		t.Fatalf("holder %q token %d, want %s with the start commit's revision %d", st.Node, st.FencingToken, recv.ID(), res.Revision)
+	}
+	eventually(t, 5*time.Second, "the run to begin", func() bool { return rec.count() == 1 })
+	if tok := rec.last().token; tok != res.Revision {
+		t.Fatalf("the run's fencing token %d, want %d", tok, res.Revision)
+	}
+	time.Sleep(2 * 50 * time.Millisecond * 3) // past every rank's preference delay
+	for _, n := range c.nodes {
+		if got := campaigned(n); got != 0 {
+			t.Fatalf("%s campaigned %v times for a landed start, want 0", n.ID(), got)
+		}
+	}
+	close(rec.finish)
+	waitStatus(t, cl, id, orchestrator.StatusCompleted, 10*time.Second)
+	if rec.count() != 1 {
+		t.Fatalf("ran %d times, want 1", rec.count())
+	}
+	eventually(t, 5*time.Second, "the owners key released", func() bool {
+		resp, err := cl.Etcd().Get(context.Background(), cl.Keys().Owner(id))
+		return err == nil && len(resp.Kvs) == 0
+	})
+}
+
+// 150 racing starts of one ID through the StartInstance of three nodes:
+// exactly one is acknowledged, the others are refused with
+// ErrInstanceExists, and the orchestration runs once, on one node, taken
+// either by the landing start or by one campaign.
+func TestRacingLandedStartsRunOnce(t *testing.T) {
+	t.Parallel()
+	var runs atomic.Int64
+	reg := orchestrator.NewRegistry()
+	release := make(chan struct{})
+	_ = reg.AddOrchestrator("Once", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		runs.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Context().Done():
+			return nil, ctx.Context().Err()
+		}
+		return "done", nil
+	})
+	c := newCluster(t, 3, 5*time.Second, reg)
+	waitNodesSeen(t, c)
+	const racers = 150
+	var started, exists atomic.Int64
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	for i := 0; i < racers; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-gate
+			_, err := c.nodes[i%3].StartInstance(context.Background(), "Once", orchestrator.StartOptions{InstanceID: "singleton"})
+			switch {
+			case err == nil:
+				started.Add(1)
+			case errors.Is(err, orchestrator.ErrInstanceExists):
+				exists.Add(1)
+			default:
+				t.Errorf("start: %v", err)
+			}
+		}(i)
+	}
+	close(gate)
+	wg.Wait()
+	if started.Load() != 1 || exists.Load() != racers-1 {
+		t.Fatalf("want 1 started and %d refused, got %d and %d", racers-1, started.Load(), exists.Load())
+	}
+	eventually(t, 10*time.Second, "the run to start", func() bool { return runs.Load() == 1 })
+	close(release)
+	waitStatus(t, c.client(), "singleton", orchestrator.StatusCompleted, 10*time.Second)
+	var taken float64
+	for _, n := range c.nodes {
+		taken += n.counter("soloist_campaigns_total", "result", "won") + n.counter("soloist_starts_landed_total")
+	}
+	if runs.Load() != 1 || taken != 1 {
+		t.Fatalf("ran %d times, taken %v times (landed + campaigns won), want 1 and 1", runs.Load(), taken)
+	}
+}
+
+// A start received by a node that must not run the instance is a start as
+// before, and the instance runs elsewhere: on an API-only node, on a node
+// at its MaxConcurrent, on a node without the start's version.
+func TestStartThatCannotLandRunsElsewhere(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{finish: make(chan struct{})}
+	full := newBlockingRegistry(rec, nil)
+	old := orchestrator.NewRegistry()
+	block := func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		rec.mu.Lock()
+		rec.runs = append(rec.runs, runRecord{token: ctx.FencingToken(), exec: ctx.ExecutionID()})
+		rec.mu.Unlock()
+		select {
+		case <-rec.finish:
+			return "ok", nil
+		case <-ctx.Context().Done():
+			return nil, context.Cause(ctx.Context())
+		}
+	}
+	if err := full.AddOrchestratorVersion("Versioned", "v1", block, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := full.AddOrchestratorVersion("Versioned", "v2", block, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.AddOrchestratorVersion("Versioned", "v1", block, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.AddOrchestrator("Block", block); err != nil {
+		t.Fatal(err)
+	}
+	c := newCluster(t, 0, 5*time.Second, full)
+	c.configure = func(cfg *scheduler.Config) {
+		switch cfg.NodeID {
+		case "api":
+			cfg.Role = scheduler.RoleAPI
+		case "max":
+			cfg.MaxConcurrent = 1
+		case "old":
+			cfg.Registry = old
+		}
+	}
+	runner := c.addNode("runner")
+	api, maxed, oldNode := c.addNode("api"), c.addNode("max"), c.addNode("old")
+	waitNodesSeen(t, c)
+	cl := c.client()
+
+	// Fill "max": a start it receives lands there (it holds nothing yet).
+	if _, err := maxed.StartInstance(context.Background(), "Block", orchestrator.StartOptions{InstanceID: "fill"}); err != nil {
+		t.Fatal(err)
+	}
+	if h := maxed.Held(); len(h) != 1 {
+		t.Fatalf("max holds %v, want the instance it landed", h)
+	}
+
+	cases := []struct {
+		name     string
+		recv     *testNode
+		fn, ver  string
+		holders  []*testNode // where it may run
+		notLands *testNode
+	}{
+		{"api-only", api, "Block", "", []*testNode{runner, oldNode}, api},
+		{"max-concurrent", maxed, "Block", "", []*testNode{runner, oldNode}, maxed},
+		{"without-version", oldNode, "Versioned", "v2", []*testNode{runner}, oldNode},
+	}
+	for _, tc := range cases {
+		id := "elsewhere-" + tc.name
+		landed := tc.recv.counter("soloist_starts_landed_total")
+		res, err := tc.recv.StartInstance(context.Background(), tc.fn, orchestrator.StartOptions{InstanceID: id, Version: tc.ver})
+		if err != nil || !res.Started {
+			t.Fatalf("%s: start: %+v, %v", tc.name, res, err)
+		}
+		if got := tc.recv.counter("soloist_starts_landed_total"); got != landed {
+			t.Fatalf("%s: the receiving node landed the start", tc.name)
+		}
+		var h *testNode
+		eventually(t, 10*time.Second, tc.name+": a holder", func() bool { h = holderOf(c, id); return h != nil })
+		ok := false
+		for _, want := range tc.holders {
+			ok = ok || h == want
+		}
+		if !ok {
+			t.Fatalf("%s: held by %s", tc.name, h.ID())
+		}
+		waitStatus(t, cl, id, orchestrator.StatusRunning, 10*time.Second)
+	}
+	close(rec.finish)
+	for _, id := range []string{"fill", "elsewhere-api-only", "elsewhere-max-concurrent", "elsewhere-without-version"} {
+		waitStatus(t, cl, id, orchestrator.StatusCompleted, 10*time.Second)
+	}
+}
+
+// The holder of a landed start dies right after acknowledging it (its etcd
+// connection goes away, its lease expires): another node takes the
+// instance over with a larger fencing token and completes it. The
+// acknowledged start is never lost.
+func TestLandedStartSurvivesHolderLoss(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{finish: make(chan struct{})}
+	c := newCluster(t, 3, 2*time.Second, newBlockingRegistry(rec, nil))
+	waitNodesSeen(t, c)
+	victim := c.nodes[0]
+	id := preferredID(t, victim.ID(), nodeIDs(c))
+	res, err := victim.StartInstance(context.Background(), "Block", orchestrator.StartOptions{InstanceID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if victim.counter("soloist_starts_landed_total") != 1 {
+		t.Fatal("the start did not land on the receiving node")
+	}
+	_ = victim.etcd.Close() // a crash as etcd sees it: no release, no revoke
+	var h *testNode
+	eventually(t, 15*time.Second, "a takeover", func() bool { h = holderOf(c, id); return h != nil && h != victim })
+	close(rec.finish)
+	st := waitStatus(t, c.client(), id, orchestrator.StatusCompleted, 10*time.Second)
+	var out map[string]int64
+	_ = json.Unmarshal(st.Output, &out)
+	if out["token"] <= res.Revision {
+		t.Fatalf("completed with token %d, want one larger than the landed holding's %d", out["token"], res.Revision)
+	}
+	if f := h.counter("soloist_failovers_total"); f != 1 {
+		t.Fatalf("failovers on the new holder = %v, want 1", f)
+	}
+}
