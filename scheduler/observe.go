@@ -71,6 +71,28 @@ type subscribers struct {
 	mu   sync.Mutex
 	next int
 	subs map[int]chan Change
+	fns  map[int]func(Change)
+}
+
+// OnChange has fn called with every change the node's watch sees from now
+// on, in revision order, from the watch's goroutine: fn must be quick and
+// must not block or call the node. The returned function ends it
+// (idempotent). It starts no goroutine.
+func (n *Node) OnChange(fn func(Change)) (cancel func()) {
+	s := &n.subs
+	s.mu.Lock()
+	if s.fns == nil {
+		s.fns = map[int]func(Change){}
+	}
+	id := s.next
+	s.next++
+	s.fns[id] = fn
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		delete(s.fns, id)
+		s.mu.Unlock()
+	}
 }
 
 // Subscribe returns a channel that receives every change the node's watch
@@ -113,7 +135,7 @@ func (n *Node) publish(evs []*clientv3.Event) {
 	s := &n.subs
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.subs) == 0 {
+	if len(s.subs) == 0 && len(s.fns) == 0 {
 		return
 	}
 	now := time.Now()
@@ -125,6 +147,11 @@ func (n *Node) publish(evs []*clientv3.Event) {
 		if c, ok := n.change(ev); ok {
 			c.Seen = now
 			out = append(out, c)
+		}
+	}
+	for _, fn := range s.fns {
+		for _, c := range out {
+			fn(c)
 		}
 	}
 	for id, ch := range s.subs {
@@ -261,3 +288,6 @@ func (n *Node) Schedules(ctx context.Context) ([]ScheduleInfo, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, errors.Join(errs...)
 }
+
+// Drained is closed once Drain has finished: observers stop then.
+func (n *Node) Drained() <-chan struct{} { return n.drained }

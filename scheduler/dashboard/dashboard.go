@@ -42,6 +42,9 @@ type Config struct {
 	APIKeys []string
 	// ReadOnly hides every action and refuses the action routes (403).
 	ReadOnly bool
+	// Stopping, if set, is closed when the node begins to shut down: every
+	// open event stream ends then, so that it does not hold the shutdown.
+	Stopping <-chan struct{}
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -55,9 +58,8 @@ type Dashboard struct {
 	mux   *http.ServeMux
 	own   *ownership
 	ttl   ttlCache
-	stop  context.CancelFunc
-	wg    sync.WaitGroup
-	once  sync.Once
+	mu    sync.Mutex
+	stop  func()
 	shell []byte
 }
 
@@ -120,40 +122,23 @@ func New(cfg Config) (*Dashboard, error) {
 
 // Start records the ownership changes the node's watch sees (the
 // instance page's ownership history, the cluster page's takeovers) until
-// Stop. It never fails; ctx bounds nothing but is there for symmetry.
+// Stop. It starts no goroutine and never fails.
 func (d *Dashboard) Start(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	d.stop = cancel
-	ch, unsub := d.cfg.Node.Subscribe(4096)
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		defer unsub()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case c, ok := <-ch:
-				if !ok { // fell behind: subscribe again
-					unsub()
-					ch, unsub = d.cfg.Node.Subscribe(4096)
-					continue
-				}
-				d.own.record(c)
-			}
-		}
-	}()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stop == nil {
+		d.stop = d.cfg.Node.OnChange(d.own.record)
+	}
 	return nil
 }
 
 // Stop ends Start's recording; it is idempotent.
 func (d *Dashboard) Stop() {
-	d.once.Do(func() {
-		if d.stop != nil {
-			d.stop()
-		}
-		d.wg.Wait()
-	})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stop != nil {
+		d.stop()
+	}
 }
 
 // ServeHTTP serves the dashboard's routes; anything not under /ui/ is 404.

@@ -40,6 +40,10 @@ func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-d.cfg.Stopping:
+			return
+		case <-d.cfg.Node.Drained():
+			return
 		case <-t.C:
 			extend()
 			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil || rc.Flush() != nil {
