@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/soloist-dev/soloist/lease/leasetest"
 	"github.com/soloist-dev/soloist/orchestrator"
@@ -44,6 +46,7 @@ type site struct {
 	srv    *httptest.Server
 	dash   *dashboard.Dashboard
 	prefix string
+	clis   []*clientv3.Client
 }
 
 type siteOpts struct {
@@ -65,7 +68,17 @@ func newSite(t *testing.T, o siteOpts) *site {
 	s := &site{t: t, e: leasetest.Start(t), prefix: "/" + t.Name() + "/"}
 	reg := registry()
 	for i := 0; i < o.nodes; i++ {
-		cfg := scheduler.Config{Etcd: s.e.Client(), Prefix: s.prefix, NodeID: fmt.Sprintf("node-%d", i), Address: fmt.Sprintf("10.0.0.%d:8080", i+1),
+		cli := s.e.Client()
+		if i > 0 { // a client of its own, so that a test can cut it off
+			var err error
+			cli, err = clientv3.New(clientv3.Config{Endpoints: s.e.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cli.Close() })
+		}
+		s.clis = append(s.clis, cli)
+		cfg := scheduler.Config{Etcd: cli, Prefix: s.prefix, NodeID: fmt.Sprintf("node-%d", i), Address: fmt.Sprintf("10.0.0.%d:8080", i+1),
 			Version: "test", LeaseTTL: o.ttl, Registry: reg, Logger: quiet, PreferenceDelay: 20 * time.Millisecond}
 		if o.schedule {
 			cfg.Schedules = []scheduler.Schedule{{Name: "nightly", Spec: "0 2 * * *", Function: "Wait"}}

@@ -114,8 +114,8 @@ type instancesData struct {
 	Query       url.Values
 	Statuses    map[string]bool
 	Sort        string
-	Prev, Next  string
-	QueryString string
+	Prev, Next  template.URL // query strings encoded here
+	QueryString template.URL
 }
 
 // filter is the instances page's query: status (repeated), function,
@@ -292,14 +292,14 @@ func (d *Dashboard) fragInstances(w http.ResponseWriter, r *http.Request) {
 			base[k] = v
 		}
 	}
-	data.QueryString = base.Encode()
+	data.QueryString = template.URL(base.Encode())
 	if data.Page > 1 {
 		base.Set("page", strconv.Itoa(data.Page-1))
-		data.Prev = base.Encode()
+		data.Prev = template.URL(base.Encode())
 	}
 	if data.Page < data.Pages {
 		base.Set("page", strconv.Itoa(data.Page+1))
-		data.Next = base.Encode()
+		data.Next = template.URL(base.Encode())
 	}
 	d.render(w, name, data, "")
 }
