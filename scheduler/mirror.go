@@ -45,6 +45,7 @@ func (n *Node) mirror() {
 		n.mu.Lock()
 		n.reset(kvs)
 		n.mu.Unlock()
+		n.publish(nil)
 		n.poke()
 		wch := n.cfg.Etcd.Watch(clientv3.WithRequireLeader(n.ctx), from, clientv3.WithRange(end),
 			clientv3.WithRev(rev+1))
@@ -60,6 +61,7 @@ func (n *Node) mirror() {
 				n.apply(ev)
 			}
 			n.mu.Unlock()
+			n.publish(wr.Events)
 		}
 	}
 }

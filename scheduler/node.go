@@ -133,6 +133,7 @@ type Node struct {
 	runsWG sync.WaitGroup // runs: Drain waits for them only within its budget
 	kick   chan struct{}  // wakes the campaign loop
 	health health
+	subs   subscribers // observers of the watch (observe.go)
 
 	mu          sync.Mutex
 	started     bool

@@ -67,6 +67,8 @@ type serveOptions struct {
 	Pprof             bool
 	Demo              bool
 	grpcOptions
+	UI         bool
+	UIReadOnly bool
 }
 
 // addServeFlags defines the flags of soloist serve on fs, each reading its
@@ -111,6 +113,8 @@ func addServeFlags(fs *pflag.FlagSet, o *serveOptions) {
 	fs.StringVar(&o.LogFormat, "log-format", "auto", "`format` of logs: auto (coloured on a terminal, else JSON), text or json")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "`level`: debug, info, warn or error")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 25*time.Second, "drain `budget` on SIGTERM or SIGINT")
+	fs.BoolVar(&o.UI, "ui", true, "serve the dashboard at /ui/ on --listen, behind the API keys (--ui=false turns it off)")
+	fs.BoolVar(&o.UIReadOnly, "ui-read-only", false, "the dashboard offers no action (terminate, purge, ...) and its action routes answer 403")
 	fs.BoolVar(&o.Pprof, "pprof", false, "serve Go's profiler (net/http/pprof) at /debug/pprof/ on --metrics-listen, never on --listen")
 	fs.BoolVar(&o.Demo, "demo", false, "register the demo orchestrations "+strings.Join(demoFunctions, ", "))
 	addGRPCFlags(fs, &o.grpcOptions)

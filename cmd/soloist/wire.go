@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/soloist-dev/soloist/orchestrator"
 	"github.com/soloist-dev/soloist/scheduler"
+	"github.com/soloist-dev/soloist/scheduler/dashboard"
 	"github.com/soloist-dev/soloist/scheduler/httpapi"
 )
 
@@ -97,7 +100,27 @@ func wire(o *serveOptions, p parts) (*scheduler.Node, http.Handler, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("configure HTTP API: %w", err)
 	}
-	return node, api, nil
+	if !o.UI || role == scheduler.RoleRunner {
+		return node, api, nil
+	}
+	ui, err := dashboard.New(dashboard.Config{Node: node, Client: client, API: api, APIKeys: p.apiKeys,
+		ReadOnly: o.UIReadOnly, Stopping: p.stopping, Logger: p.log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("configure the dashboard: %w", err)
+	}
+	_ = ui.Start(context.Background()) // no goroutine: it lives as long as the node
+	return node, withDashboard(api, ui), nil
+}
+
+// withDashboard serves /ui and /ui/... with ui and the rest with api.
+func withDashboard(api, ui http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, dashboard.Prefix) {
+			ui.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
 }
 
 // parkAfter maps --park-after (0: never) to scheduler.Config.ParkAfter
