@@ -268,6 +268,43 @@ func TestRetryPolicyDo(t *testing.T) {
 	if calls != 1 || err == nil || err.Error() != "stopped" {
 		t.Fatalf("cancel: calls %d, err %v", calls, err)
 	}
+
+	// Handle: a failure it refuses is not retried; the error is the
+	// attempt's own.
+	transient := errors.New("transient")
+	calls = 0
+	p = orchestrator.RetryPolicy{MaxAttempts: 10, FirstInterval: time.Millisecond, Handle: func(err error) bool { return errors.Is(err, transient) }}
+	err = p.Do(context.Background(), func() error {
+		if calls++; calls < 3 {
+			return transient
+		}
+		return boom
+	}, nil, nil)
+	if calls != 3 || !errors.Is(err, boom) || !strings.Contains(err.Error(), "attempt 3 of 10 failed and is not retried") {
+		t.Fatalf("Handle: calls %d, err %v", calls, err)
+	}
+	calls = 0
+	if err = p.Do(context.Background(), func() error { calls++; return boom }, nil, nil); calls != 1 || err != boom {
+		t.Fatalf("Handle refusing the first failure: calls %d, err %v", calls, err)
+	}
+
+	// RetryTimeout: no attempt starts later than 1s after the first began;
+	// with 300ms between attempts that is at most 4 attempts of 100.
+	calls = 0
+	began := time.Now()
+	var starts []time.Duration
+	p = orchestrator.RetryPolicy{MaxAttempts: 100, FirstInterval: 300 * time.Millisecond, BackoffCoefficient: 1, RetryTimeout: time.Second}
+	err = p.Do(context.Background(), func() error {
+		starts = append(starts, time.Since(began))
+		calls++
+		return boom
+	}, nil, nil)
+	if calls < 2 || calls > 4 || !errors.Is(err, boom) || !strings.Contains(err.Error(), "retry timeout of 1s") {
+		t.Fatalf("RetryTimeout: calls %d, err %v", calls, err)
+	}
+	if last := starts[len(starts)-1]; last > time.Second {
+		t.Fatalf("an attempt started %v after the first, past the retry timeout (starts %v)", last, starts)
+	}
 }
 
 // TestActivityRetry: an activity with WithRetry is called again until it

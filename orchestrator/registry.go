@@ -391,9 +391,11 @@ func (c *OrchestrationContext) WhenAll(tasks ...*Task) error {
 // ContinueAsNew asks for the instance to restart with input and a fresh
 // history when the orchestration returns (return right after calling it;
 // the return value is ignored). By default events raised and not yet
-// received by the code carry over to the new execution; with
-// PreserveUnprocessedEvents(false), as the Durable Task SDKs default to,
-// they are dropped.
+// received by the code carry over to the new execution, as in
+// durabletask-dotnet (TaskOrchestrationContext.ContinueAsNew's
+// preserveUnprocessedEvents defaults to true); with
+// PreserveUnprocessedEvents(false), the default of Durable Functions'
+// in-process IDurableOrchestrationContext.ContinueAsNew, they are dropped.
 func (c *OrchestrationContext) ContinueAsNew(input any, opts ...ContinueAsNewOption) {
 	b, err := json.Marshal(input)
 	if err != nil {

@@ -172,26 +172,30 @@ type RetryPolicy struct {
 	// MaxInterval caps the wait. Defaults to 1 minute.
 	MaxInterval time.Duration
 	// RetryTimeout, if set, bounds the time from the first attempt's
-	// schedule within which another attempt may start.
+	// schedule (Do: its start) within which another attempt may start.
 	RetryTimeout time.Duration
 	// Handle, if set, says which failures to retry (it gets the attempt's
-	// *TaskFailedError); others fail the task at once. It must be
-	// deterministic.
+	// *TaskFailedError; in Do, the error the attempt returned); others
+	// fail the task at once. It must be deterministic.
 	Handle func(error) bool
 }
 
 // Do calls try until it succeeds, fails with an error for which final
-// returns true (final may be nil), or MaxAttempts (at least 1) are used up.
-// It waits FirstInterval (none if 0) before the second attempt, multiplies
-// the wait by BackoffCoefficient (at least 1) after each attempt and caps it
-// at MaxInterval (if set). When ctx ends it stops and returns
+// returns true (final may be nil) or Handle returns false (Handle may be
+// nil; it gets the attempt's error as try returned it), MaxAttempts (at
+// least 1) are used up, or the next attempt would start more than
+// RetryTimeout (if set) after the first one started. It waits
+// FirstInterval (none if 0) before the second attempt, multiplies the wait
+// by BackoffCoefficient (at least 1) after each attempt and caps it at
+// MaxInterval (if set). When ctx ends it stops and returns
 // context.Cause(ctx). onRetry, if set, hears of each retry before its wait.
 // Do uses p as it is, in memory (exec and HTTP functions retry with it);
-// CallActivity's retries are durable instead.
+// CallActivity's retries are durable instead, with the same rules.
 func (p RetryPolicy) Do(ctx context.Context, try func() error, final func(error) bool,
 	onRetry func(attempt int, err error, wait time.Duration)) error {
 	attempts := max(p.MaxAttempts, 1)
 	wait := p.FirstInterval
+	began := time.Now()
 	for attempt := 1; ; attempt++ {
 		err := try()
 		switch {
@@ -199,7 +203,7 @@ func (p RetryPolicy) Do(ctx context.Context, try func() error, final func(error)
 			return nil
 		case ctx.Err() != nil:
 			return context.Cause(ctx)
-		case final != nil && final(err):
+		case (final != nil && final(err)) || (p.Handle != nil && !p.Handle(err)):
 			if attempt > 1 {
 				return fmt.Errorf("attempt %d of %d failed and is not retried: %w", attempt, attempts, err)
 			}
@@ -209,6 +213,9 @@ func (p RetryPolicy) Do(ctx context.Context, try func() error, final func(error)
 				return fmt.Errorf("all %d attempts failed, the last: %w", attempts, err)
 			}
 			return err
+		case p.RetryTimeout > 0 && time.Since(began)+wait > p.RetryTimeout:
+			return fmt.Errorf("attempt %d of %d failed and the retry timeout of %s leaves no room for another: %w",
+				attempt, attempts, p.RetryTimeout, err)
 		}
 		if onRetry != nil {
 			onRetry(attempt, err, wait)

@@ -107,6 +107,12 @@
 // that those can refuse writes from an older holder.
 //
 // Retries (Options.Retry) re-run the program after a failed attempt within
-// the same holding; Timeout applies to each attempt. Retries stop at once
-// when the context is cancelled.
+// the same holding; Timeout applies to each attempt, and Retry.Timeout
+// (if set) to the retries: no attempt starts later than that after the
+// first began. Retries stop at once when the context is cancelled.
+//
+// Under the supervisor a result never waits for a process the program left
+// behind: everything below the program is killed as soon as it exits.
+// Without it, a leftover that keeps stdout or stderr open delays the result
+// by at most the 2 s wait delay, and Run logs a warning saying so.
 package execfn

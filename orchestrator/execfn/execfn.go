@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/soloist-dev/soloist/orchestrator"
+	"github.com/soloist-dev/soloist/orchestrator/internal/fncommon"
 )
 
 // DefaultMaxOutput is the default cap of a program's captured stdout: 1 MiB.
@@ -34,6 +34,10 @@ const stderrTail = 4 << 10
 // killed, for stdout and stderr to be closed by processes that escaped the
 // process group.
 const waitDelay = 2 * time.Second
+
+// waitDelayMessage is logged when an attempt's result waited the wait
+// delay for a leftover process to close stdout or stderr.
+const waitDelayMessage = "a process the program left behind kept its stdout or stderr open; the result waited the wait delay; run the program under the exec supervisor, or have it close or redirect both before it exits"
 
 // ErrOutputTooLarge means the program wrote more than Options.MaxOutput bytes
 // to stdout.
@@ -71,14 +75,11 @@ type Options struct {
 	Supervisor []string
 }
 
-// Retry says how often and how soon a failed attempt is re-run.
-type Retry struct {
-	// MaxAttempts is the number of attempts in all, the first included.
-	// Values below 1 mean 1.
-	MaxAttempts int
-	// Backoff is the pause between attempts. Defaults to no pause.
-	Backoff time.Duration
-}
+// Retry says how often and how soon a failed attempt is re-run: at most
+// MaxAttempts attempts (the first included; below 1 means 1), Backoff
+// apart, none starting later than Timeout (if set) after the first began.
+// It is the same type as httpfn.Retry.
+type Retry = fncommon.Retry
 
 // ExitError is the failure of an attempt whose program exited non-zero or
 // was killed by a signal.
@@ -123,14 +124,7 @@ func New(argv []string, opts Options) orchestrator.OrchestratorFunc {
 		opts.Logger = slog.Default()
 	}
 	return func(octx *orchestrator.OrchestrationContext) (any, error) {
-		inv := Invocation{
-			InstanceID:   octx.InstanceID(),
-			ExecutionID:  octx.ExecutionID(),
-			Function:     octx.Name(),
-			FencingToken: octx.FencingToken(),
-			Input:        octx.RawInput(),
-		}
-		out, err := Run(octx.Context(), argv, inv, opts)
+		out, err := Run(octx.Context(), argv, fncommon.InvocationOf(octx), opts)
 		if err != nil {
 			return nil, err
 		}
@@ -138,25 +132,12 @@ func New(argv []string, opts Options) orchestrator.OrchestratorFunc {
 	}
 }
 
-// Invocation is what one run of an exec function is about.
-type Invocation struct {
-	InstanceID   string
-	ExecutionID  string
-	Function     string
-	FencingToken int64
-	// Input is written to stdin; empty writes nothing.
-	Input json.RawMessage
-}
-
-// Env returns the contract's environment variables of the invocation.
-func (inv Invocation) Env() []string {
-	return []string{
-		"SOLOIST_INSTANCE_ID=" + inv.InstanceID,
-		"SOLOIST_EXECUTION_ID=" + inv.ExecutionID,
-		"SOLOIST_FUNCTION=" + inv.Function,
-		"SOLOIST_FENCING_TOKEN=" + strconv.FormatInt(inv.FencingToken, 10),
-	}
-}
+// Invocation is what one run of an exec function is about: its Input is
+// written to stdin (empty writes nothing), and Env returns the contract's
+// environment variables (SOLOIST_INSTANCE_ID, SOLOIST_EXECUTION_ID,
+// SOLOIST_FUNCTION, SOLOIST_FENCING_TOKEN). It is the same type as
+// httpfn.Invocation.
+type Invocation = fncommon.Invocation
 
 // TraceEnv returns the W3C trace context of ctx's span as environment
 // variables, TRACEPARENT and TRACESTATE (if any), as the OpenTelemetry
@@ -204,7 +185,8 @@ func Run(ctx context.Context, argv []string, inv Invocation, opts Options) (json
 	tracer := trace.SpanFromContext(ctx).TracerProvider().Tracer(orchestrator.TracerName)
 	attempt := 0
 	var out json.RawMessage
-	err := opts.Retry.policy().Do(ctx, func() error {
+	opts.Logger = log
+	err := opts.Retry.Policy().Do(ctx, func() error {
 		attempt++
 		start := time.Now()
 		log.Debug("exec attempt starting", "program", argv[0], "attempt", attempt)
@@ -235,11 +217,6 @@ func Run(ctx context.Context, argv []string, inv Invocation, opts Options) (json
 	return out, nil
 }
 
-// policy is the constant-backoff retry of exec functions.
-func (r Retry) policy() orchestrator.RetryPolicy {
-	return orchestrator.RetryPolicy{MaxAttempts: r.MaxAttempts, FirstInterval: r.Backoff, BackoffCoefficient: 1}
-}
-
 // runOnce runs one attempt. Its process tree (without a supervisor: its
 // process group) is killed when ctx is done, when the timeout expires, when
 // stdout passes the cap, and after the program exits.
@@ -253,7 +230,7 @@ func runOnce(ctx context.Context, argv, env []string, input []byte, opts Options
 	if timeout > 0 {
 		var stop context.CancelFunc
 		actx, stop = context.WithTimeoutCause(actx, timeout,
-			&causeError{msg: fmt.Sprintf("%s timed out after %s", argv[0], timeout), err: ErrTimeout})
+			&fncommon.CauseError{Msg: fmt.Sprintf("%s timed out after %s", argv[0], timeout), Err: ErrTimeout})
 		defer stop()
 	}
 
@@ -278,7 +255,7 @@ func runOnce(ctx context.Context, argv, env []string, input []byte, opts Options
 		cmd.Stdin = bytes.NewReader(input)
 	}
 	stdout := &cappedBuffer{max: maxOutput, overflow: func() {
-		cancel(&causeError{err: ErrOutputTooLarge, msg: fmt.Sprintf(
+		cancel(&fncommon.CauseError{Err: ErrOutputTooLarge, Msg: fmt.Sprintf(
 			"%s wrote more than %d bytes to stdout and was killed; write large results elsewhere and print a reference", argv[0], maxOutput)})
 	}}
 	stderr := &tailBuffer{max: stderrTail}
@@ -287,6 +264,11 @@ func runOnce(ctx context.Context, argv, env []string, input []byte, opts Options
 	waitErr, err := run()
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	if errors.Is(waitErr, exec.ErrWaitDelay) {
+		// Something the program left behind held stdout or stderr open
+		// after it exited: the result waited the whole wait delay for it.
+		opts.Logger.Warn(waitDelayMessage, "program", argv[0], "wait_delay", waitDelay)
 	}
 	// Whatever the program left behind in its group dies with it (the
 	// supervisor has already killed everything below it). The group ID
@@ -338,16 +320,6 @@ func startAndWait(cmd *exec.Cmd) (waitErr, startErr error) {
 	}
 	return <-waited, nil
 }
-
-// causeError reads well in an instance's output and still matches its
-// sentinel with errors.Is.
-type causeError struct {
-	msg string
-	err error
-}
-
-func (e *causeError) Error() string { return e.msg }
-func (e *causeError) Unwrap() error { return e.err }
 
 // killGroup sends SIGKILL to the process group pgid.
 func killGroup(pgid int) error {

@@ -214,9 +214,10 @@ func TestLeftoversKilledAfterExit(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			pidFile := filepath.Join(t.TempDir(), "pid")
+			logs, log := captureLog()
 			start := time.Now()
 			out, err := Run(context.Background(), sh(`sleep 1000 `+c.redirect+` & echo $! > "$PIDFILE"; echo '{"ok":true}'`),
-				testInv(), Options{Env: []string{"PIDFILE=" + pidFile}})
+				testInv(), Options{Env: []string{"PIDFILE=" + pidFile}, Logger: log})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -225,6 +226,11 @@ func TestLeftoversKilledAfterExit(t *testing.T) {
 			}
 			if d := time.Since(start); d > waitDelay+3*time.Second {
 				t.Fatalf("Run took %s", d)
+			}
+			// Without the supervisor a child holding stdout makes Wait use
+			// the wait delay, and Run says so; a detached one does not.
+			if warned, want := strings.Contains(logs.String(), waitDelayMessage), c.redirect == ""; warned != want {
+				t.Errorf("wait-delay warning logged %v, want %v; logs:\n%s", warned, want, logs.String())
 			}
 			waitDead(t, waitPID(t, pidFile))
 		})

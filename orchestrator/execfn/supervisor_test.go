@@ -266,7 +266,7 @@ func TestSupervisedLikeDirect(t *testing.T) {
 // TestSupervisedLeftovers checks that nothing a program left behind
 // outlives its successful attempt, even outside its process group, and
 // that a leftover holding stdout does not delay the result: the supervisor
-// kills it before it exits.
+// kills it before it exits, so Run's Wait never needs the wait delay.
 func TestSupervisedLeftovers(t *testing.T) {
 	if _, err := exec.LookPath("setsid"); err != nil {
 		t.Skip("no setsid command")
@@ -281,17 +281,21 @@ func TestSupervisedLeftovers(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			pidFile := filepath.Join(t.TempDir(), "pid")
+			logs, log := captureLog()
 			start := time.Now()
 			out, err := Run(context.Background(), sh(c.spawn+`; echo '{"ok":true}'`), testInv(),
-				Options{Env: []string{"PIDFILE=" + pidFile}, Supervisor: testSupervisor(t)})
+				Options{Env: []string{"PIDFILE=" + pidFile}, Supervisor: testSupervisor(t), Logger: log})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if string(out) != `{"ok":true}` {
 				t.Fatalf("output = %s", out)
 			}
-			if d := time.Since(start); d >= waitDelay {
-				t.Errorf("Run took %s: a leftover held stdout until the wait delay", d)
+			// The property is that the result did not wait for a leftover
+			// (Wait hit no wait delay), not a bound on Run's duration: a
+			// loaded machine makes Run slow with nothing left behind.
+			if strings.Contains(logs.String(), waitDelayMessage) {
+				t.Errorf("a leftover held stdout until the wait delay (Run took %s)", time.Since(start))
 			}
 			waitDead(t, waitPID(t, pidFile))
 		})

@@ -47,8 +47,9 @@
 // Options.Retry repeats the request, after a constant pause, when an
 // attempt fails with a network error, a timeout, a 5xx status or 429 Too
 // Many Requests; Retry-After is not read. Any other 4xx is final: the
-// request is wrong and sending it again would not help. Retries stop at
-// once when the run's context is cancelled. Every attempt of a run carries
+// request is wrong and sending it again would not help. Retry.Timeout (if
+// set) bounds the retries: no attempt starts later than that after the
+// first began. Retries stop at once when the run's context is cancelled. Every attempt of a run carries
 // the same Soloist-* headers, so a receiver can tell a retry from a new run
 // by Soloist-Execution-Id.
 //

@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/soloist-dev/soloist/orchestrator"
+	"github.com/soloist-dev/soloist/orchestrator/internal/fncommon"
 )
 
 // DefaultMaxResponse is the default cap of a successful response body: 1 MiB.
@@ -36,10 +37,10 @@ const bodyExcerpt = 4 << 10
 // The headers of the contract (docs/contract.md section 6). Configured headers may not
 // use the Soloist- prefix.
 const (
-	HeaderInstanceID   = "Soloist-Instance-Id"
-	HeaderExecutionID  = "Soloist-Execution-Id"
-	HeaderFencingToken = "Soloist-Fencing-Token"
-	HeaderFunction     = "Soloist-Function"
+	HeaderInstanceID   = fncommon.HeaderInstanceID
+	HeaderExecutionID  = fncommon.HeaderExecutionID
+	HeaderFencingToken = fncommon.HeaderFencingToken
+	HeaderFunction     = fncommon.HeaderFunction
 )
 
 const reservedPrefix = "Soloist-"
@@ -96,14 +97,11 @@ type Options struct {
 	MaxResponse int
 }
 
-// Retry says how often and how soon a failed attempt is repeated.
-type Retry struct {
-	// MaxAttempts is the number of attempts in all, the first included.
-	// 0 means 1.
-	MaxAttempts int
-	// Backoff is the pause between attempts. Defaults to no pause.
-	Backoff time.Duration
-}
+// Retry says how often and how soon a failed attempt is repeated: at most
+// MaxAttempts attempts (the first included; 0 means 1), Backoff apart,
+// none starting later than Timeout (if set) after the first began. It is
+// the same type as execfn.Retry.
+type Retry = fncommon.Retry
 
 // ConfigError says which part of a Spec or Options is wrong and how to fix
 // it. It matches ErrInvalidConfig.
@@ -160,25 +158,10 @@ func (e *StatusError) Retryable() bool {
 	return e.StatusCode >= 500 || e.StatusCode == http.StatusTooManyRequests
 }
 
-// Invocation is what one run of an HTTP function is about.
-type Invocation struct {
-	InstanceID   string
-	ExecutionID  string
-	Function     string
-	FencingToken int64
-	// Input is the request body; empty sends null.
-	Input json.RawMessage
-}
-
-// Header returns the contract's headers of the invocation.
-func (inv Invocation) Header() http.Header {
-	h := http.Header{}
-	h.Set(HeaderInstanceID, inv.InstanceID)
-	h.Set(HeaderExecutionID, inv.ExecutionID)
-	h.Set(HeaderFencingToken, strconv.FormatInt(inv.FencingToken, 10))
-	h.Set(HeaderFunction, inv.Function)
-	return h
-}
+// Invocation is what one run of an HTTP function is about: its Input is
+// the request body (empty sends null), and Header returns the contract's
+// headers. It is the same type as execfn.Invocation.
+type Invocation = fncommon.Invocation
 
 // New checks spec and opts and returns an orchestration that calls the URL
 // as described in the package documentation. A configuration error is a
@@ -189,14 +172,7 @@ func New(spec Spec, opts Options) (orchestrator.OrchestratorFunc, error) {
 		return nil, err
 	}
 	return func(octx *orchestrator.OrchestrationContext) (any, error) {
-		inv := Invocation{
-			InstanceID:   octx.InstanceID(),
-			ExecutionID:  octx.ExecutionID(),
-			Function:     octx.Name(),
-			FencingToken: octx.FencingToken(),
-			Input:        octx.RawInput(),
-		}
-		out, err := f.call(octx.Context(), inv)
+		out, err := f.call(octx.Context(), fncommon.InvocationOf(octx))
 		if err != nil {
 			return nil, err
 		}
@@ -414,6 +390,8 @@ func checkOptions(o Options) error {
 		return &ConfigError{Field: "retry.maxAttempts", Value: strconv.Itoa(o.Retry.MaxAttempts), Reason: "it is negative; use 1 or more (the first attempt included)"}
 	case o.Retry.Backoff < 0:
 		return &ConfigError{Field: "retry.backoff", Value: o.Retry.Backoff.String(), Reason: "it is negative; use a positive duration such as 10s, or leave it out for no pause"}
+	case o.Retry.Timeout < 0:
+		return &ConfigError{Field: "retry.timeout", Value: o.Retry.Timeout.String(), Reason: "it is negative; use a positive duration such as 1m, or leave it out for no bound"}
 	case o.MaxResponse < 0:
 		return &ConfigError{Field: "maxResponse", Value: strconv.Itoa(o.MaxResponse), Reason: "it is negative; use a size in bytes, or leave it out for 1 MiB"}
 	}
@@ -473,7 +451,7 @@ func (f *function) call(ctx context.Context, inv Invocation) (json.RawMessage, e
 	// Each attempt is a client span, a child of ctx's (the run's), with the
 	// tracer provider of that span: nothing global is used.
 	tracer := trace.SpanFromContext(ctx).TracerProvider().Tracer(orchestrator.TracerName)
-	policy := orchestrator.RetryPolicy{MaxAttempts: f.attempts, FirstInterval: f.opts.Retry.Backoff, BackoffCoefficient: 1}
+	policy := f.opts.Retry.Policy()
 	err := policy.Do(ctx, func() error {
 		attempt++
 		start := time.Now()
@@ -518,8 +496,8 @@ func (f *function) once(ctx context.Context, inv Invocation, body []byte) (json.
 	actx := ctx
 	if f.opts.Timeout > 0 {
 		var cancel context.CancelFunc
-		actx, cancel = context.WithTimeoutCause(ctx, f.opts.Timeout, &causeError{
-			msg: fmt.Sprintf("%s %s timed out after %s", f.method, f.shownURL, f.opts.Timeout), err: ErrTimeout})
+		actx, cancel = context.WithTimeoutCause(ctx, f.opts.Timeout, &fncommon.CauseError{
+			Msg: fmt.Sprintf("%s %s timed out after %s", f.method, f.shownURL, f.opts.Timeout), Err: ErrTimeout})
 		defer cancel()
 	}
 	req, err := http.NewRequestWithContext(actx, f.method, f.url, bytes.NewReader(body))
@@ -561,7 +539,7 @@ func (f *function) once(ctx context.Context, inv Invocation, body []byte) (json.
 			Status: statusText(resp), Body: clip(excerpt, bodyExcerpt)}
 	}
 	tooLarge := func() error {
-		return &causeError{err: ErrResponseTooLarge, msg: fmt.Sprintf(
+		return &fncommon.CauseError{Err: ErrResponseTooLarge, Msg: fmt.Sprintf(
 			"%s %s answered %s with a body of more than %d bytes, the limit; return a reference to large results instead, or raise the limit",
 			f.method, f.shownURL, statusText(resp), f.maxResp)}
 	}
@@ -615,13 +593,3 @@ func clip(b []byte, n int) string {
 	}
 	return s
 }
-
-// causeError reads well in an instance's output and still matches its
-// sentinel with errors.Is.
-type causeError struct {
-	msg string
-	err error
-}
-
-func (e *causeError) Error() string { return e.msg }
-func (e *causeError) Unwrap() error { return e.err }

@@ -468,3 +468,24 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// Retry.Timeout bounds when another attempt may start: with 300ms
+// between attempts and a 1s timeout, at most 4 attempts of 100 are made,
+// and the error names the timeout and wraps the last failure.
+func TestRetryTimeout(t *testing.T) {
+	t.Parallel()
+	srv, hits := server(t, reply(503, "busy"))
+	_, err := httpfn.Run(context.Background(), httpfn.Spec{URL: srv.URL}, testInv(),
+		httpfn.Options{Retry: httpfn.Retry{MaxAttempts: 100, Backoff: 300 * time.Millisecond, Timeout: time.Second}})
+	var se *httpfn.StatusError
+	if err == nil || !strings.Contains(err.Error(), "retry timeout of 1s") || !errors.As(err, &se) || se.StatusCode != 503 {
+		t.Fatalf("err = %v, want the retry timeout and the last 503", err)
+	}
+	if n := hits.Load(); n < 2 || n > 4 {
+		t.Fatalf("sent %d times, want 2 to 4 within the 1s retry timeout", n)
+	}
+	if _, err := httpfn.New(httpfn.Spec{URL: srv.URL}, httpfn.Options{Retry: httpfn.Retry{Timeout: -time.Second}}); !errors.Is(err, httpfn.ErrInvalidConfig) ||
+		!strings.Contains(err.Error(), "retry.timeout") {
+		t.Fatalf("negative retry timeout: %v", err)
+	}
+}
