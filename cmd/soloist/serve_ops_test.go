@@ -168,7 +168,7 @@ func TestServeRoles(t *testing.T) {
 	if st.RuntimeStatus != "Completed" || len(st.Output) != 1 || st.Output[0] != "runner-1" {
 		t.Fatalf("role-1: %s, ticks by %v; want Completed, run by runner-1", st.RuntimeStatus, st.Output)
 	}
-	if _, body := httpDo(t, "GET", api.url+"/metrics", ""); strings.Contains(body, `soloist_orchestrations_completed_total{function="Countdown"`) ||
+	if _, body := httpDo(t, "GET", api.url+"/metrics", ""); strings.Contains(body, `soloist_orchestrations_completed_total{function="Countdown",status="Completed"} 1`) ||
 		!strings.Contains(body, `soloist_start_requests_total{function="Countdown",result="started"} 1`) {
 		t.Errorf("api node metrics: it must count the start and complete nothing:\n%.3000s", body)
 	}

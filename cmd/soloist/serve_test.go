@@ -344,6 +344,12 @@ func TestDeployVariablesAreFlags(t *testing.T) {
 	flags := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	addServeFlags(flags, &serveOptions{})
 	flags.VisitAll(func(f *pflag.Flag) { known[envName(f.Name)] = true })
+	// Not flags: the compose file's substitution variables (images and
+	// host ports) and what the Docker tests read.
+	for _, v := range []string{"SOLOIST_IMAGE", "SOLOIST_ETCD_IMAGE", "SOLOIST_PROMETHEUS_IMAGE",
+		"SOLOIST_PORT", "SOLOIST_ETCD_PORT", "SOLOIST_PROMETHEUS_PORT", "SOLOIST_REQUIRE_DOCKER"} {
+		known[v] = true
+	}
 	// Not flags: what exec functions get.
 	for _, v := range []string{"SOLOIST_INSTANCE_ID", "SOLOIST_EXECUTION_ID", "SOLOIST_FUNCTION", "SOLOIST_FENCING_TOKEN"} {
 		known[v] = true
