@@ -38,7 +38,7 @@ func TestComposeClusterDocker(t *testing.T) {
 		id := "kill-1"
 		s.start("soloist-2", "Countdown", id, map[string]int{"n": 12})
 		counts[id] = 12
-		first, _ := s.waitOwner(id, 10*time.Second, func(owner) bool { return true })
+		first := s.settledOwner(id, 15*time.Second)
 		victim := first.Node
 		killed := time.Now()
 		s.dockerCmd("kill", s.container(victim))
@@ -66,7 +66,7 @@ func TestComposeClusterDocker(t *testing.T) {
 		id := "partition-1"
 		s.start("soloist-1", "Countdown", id, map[string]int{"n": 15})
 		counts[id] = 15
-		first, _ := s.waitOwner(id, 10*time.Second, func(owner) bool { return true })
+		first := s.settledOwner(id, 15*time.Second)
 		victim := first.Node
 		rejectedBefore := s.mustMetric(victim, "soloist_fencing_rejections_total")
 		network := s.project + "_etcd"

@@ -391,6 +391,31 @@ func (s *stack) waitOwner(id string, within time.Duration, cond func(owner) bool
 	return owner{}, 0
 }
 
+// settledOwner waits until a Countdown's holder is settled and returns
+// it: the same node held two generations in a row. Each generation's
+// ContinueAsNew releases the owners key and the instance's preferred node
+// takes the next one, so the node that landed the start (the one that
+// received it) may hold only the first generation: a fault aimed at the
+// first holder seen could hit a node that already let the instance go.
+func (s *stack) settledOwner(id string, within time.Duration) owner {
+	s.t.Helper()
+	started := time.Now()
+	var last owner
+	for time.Since(started) < within {
+		if o, err := s.owners(id); err == nil {
+			if own, ok := o[id]; ok {
+				if last.Node == own.Node && last.Token != 0 && own.Token != last.Token {
+					return own
+				}
+				last = own
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.t.Fatalf("owner of %s: not settled on one node within %s (last seen %+v)", id, within, last)
+	return owner{}
+}
+
 // checkTicks checks a Countdown's output: exactly n ticks, each by a node
 // of the stack (a tick lost or written twice changes the count).
 func checkTicks(t *testing.T, id string, out json.RawMessage, n int) map[string]int {
