@@ -19,6 +19,7 @@ import (
 	"github.com/soloist-dev/soloist/orchestrator"
 	"github.com/soloist-dev/soloist/scheduler"
 	"github.com/soloist-dev/soloist/scheduler/dashboard"
+	"github.com/soloist-dev/soloist/scheduler/dashboard/browsertest"
 	"github.com/soloist-dev/soloist/scheduler/httpapi"
 )
 
@@ -176,13 +177,5 @@ func (s *site) status(id string) (orchestrator.RuntimeStatus, error) {
 	return st.RuntimeStatus, nil
 }
 
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// eventually polls cond until it holds, failing t after d.
+var eventually = browsertest.Eventually
