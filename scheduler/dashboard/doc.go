@@ -41,6 +41,8 @@
 //
 // Sorting and paging read at most 5,000 matching instances. The ownership
 // history is what this node saw since its dashboard started (kept in
-// memory, bounded), not a durable record. A node of role api does not
+// memory, bounded), not a durable record; so is the list of an instance's
+// generations (its executions seen held, and which ended with
+// ContinueAsNew): etcd keeps the history of the current execution only. A node of role api does not
 // watch the cluster: its pages load but do not update by themselves.
 package dashboard

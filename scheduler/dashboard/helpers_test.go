@@ -35,6 +35,20 @@ func registry() *orchestrator.Registry {
 		err := ctx.WaitForExternalEvent("go", 0).Await(&v)
 		return v, err
 	})
+	// Loop continues as new n times, then waits for "go" like Wait.
+	_ = reg.AddOrchestrator("Loop", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		var n int
+		if err := ctx.GetInput(&n); err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			ctx.ContinueAsNew(n - 1)
+			return nil, nil
+		}
+		var v any
+		err := ctx.WaitForExternalEvent("go", 0).Await(&v)
+		return v, err
+	})
 	return reg
 }
 

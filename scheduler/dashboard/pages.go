@@ -323,7 +323,10 @@ type instanceData struct {
 	Failures  []*orchestrator.FailureDetails
 	Timeline  []step
 	Ownership []OwnershipEvent
-	HistErr   string
+	// Generations are the executions this node saw held, oldest first:
+	// etcd keeps the history of the current one only.
+	Generations []Generation
+	HistErr     string
 }
 
 // step is one line of the timeline: an event, with the duration and
@@ -352,6 +355,7 @@ func (d *Dashboard) fragInstance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data := &instanceData{St: st, Ownership: d.own.of(id)}
+	data.Generations = generations(data.Ownership)
 	if st.Node != "" {
 		if left, err := d.ttl.get(ctx, d.cfg.Node, d.nodeLeases(ctx)[st.Node]); err == nil {
 			data.TTLAt = time.Now().Add(left).UnixMilli()
