@@ -2,7 +2,10 @@
 // listener: instances (filters, sorting, paging, holder, fencing token,
 // lease time to live), one instance (status, payloads, failure chain,
 // history timeline, ownership history), the cluster (nodes, leases,
-// holdings, takeovers) and schedules, with a health banner.
+// holdings, takeovers, the gRPC workers connected to this node) and
+// schedules, with a health banner. The workers come from Config.Workers, an
+// interface cmd/soloist implements with the sidecar: this package does not
+// import scheduler/sidecar.
 //
 // # How it works
 //

@@ -70,6 +70,7 @@ type siteOpts struct {
 	nodes    int
 	ttl      time.Duration
 	schedule bool
+	workers  dashboard.Workers
 }
 
 func newSite(t *testing.T, o siteOpts) *site {
@@ -127,7 +128,7 @@ func newSite(t *testing.T, o siteOpts) *site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := dashboard.New(dashboard.Config{Node: n, API: api, APIKeys: keys, ReadOnly: o.readOnly, Logger: quiet})
+	d, err := dashboard.New(dashboard.Config{Node: n, API: api, APIKeys: keys, ReadOnly: o.readOnly, Workers: o.workers, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
