@@ -115,6 +115,7 @@ func TestDashboardKillHolder(t *testing.T) {
 	if !strings.Contains(own, "from "+victim.ID) {
 		t.Errorf("%s's ownership history does not say it came from %s: %q", id, victim.ID, own)
 	}
+	b.Shoot("real-instance-after-kill")
 	weight = b.Page(viewer.URL()+"/ui/cluster", "#nodes")
 	t.Logf("page weight /ui/cluster from a real node: %d bytes", weight)
 	var nodes, takeovers string
