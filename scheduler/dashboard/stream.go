@@ -25,6 +25,10 @@ func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no")
 	ch, unsub := d.cfg.Node.Subscribe(1024)
 	defer unsub()
+	var workers <-chan struct{} // nil, never ready, without a gRPC listener
+	if d.cfg.Workers != nil {
+		workers = d.cfg.Workers.WorkersChanged()
+	}
 	extend := func() { _ = rc.SetWriteDeadline(time.Now().Add(2 * heartbeat)) }
 	extend()
 	live := "true"
@@ -37,10 +41,6 @@ func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request) {
 	}
 	t := time.NewTicker(heartbeat)
 	defer t.Stop()
-	var workers <-chan struct{} // nil, never ready, without a gRPC listener
-	if d.cfg.Workers != nil {
-		workers = d.cfg.Workers.WorkersChanged()
-	}
 	for {
 		select {
 		case <-workers:
