@@ -60,12 +60,27 @@ func New(t testing.TB) *Browser {
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx, chromedp.WithErrorf(func(string, ...any) {})) // chromedp logs CDP events it does not know
 	ctx, cancelT := context.WithTimeout(ctx, 3*time.Minute)
-	b := &Browser{t: t, ctx: ctx, shots: os.Getenv("SOLOIST_SCREENSHOTS")}
-	if b.shots == "" {
-		b.shots = filepath.Join(os.TempDir(), "soloist-dashboard-screenshots")
+	shots := os.Getenv("SOLOIST_SCREENSHOTS")
+	if shots == "" {
+		shots = filepath.Join(os.TempDir(), "soloist-dashboard-screenshots")
 	}
-	_ = os.MkdirAll(b.shots, 0o755)
+	_ = os.MkdirAll(shots, 0o755)
 	t.Cleanup(func() { cancelT(); cancelC(); cancelA() })
+	return newTab(t, ctx, shots)
+}
+
+// Tab opens another tab of the same browser (its own console errors and
+// byte counts), closed with the browser.
+func (b *Browser) Tab() *Browser {
+	b.t.Helper()
+	ctx, cancel := chromedp.NewContext(b.ctx)
+	b.t.Cleanup(cancel)
+	return newTab(b.t, ctx, b.shots)
+}
+
+func newTab(t testing.TB, ctx context.Context, shots string) *Browser {
+	t.Helper()
+	b := &Browser{t: t, ctx: ctx, shots: shots}
 	chromedp.ListenTarget(ctx, func(ev any) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
