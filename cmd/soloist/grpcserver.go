@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/soloist-dev/soloist/orchestrator"
 	"github.com/soloist-dev/soloist/scheduler"
+	"github.com/soloist-dev/soloist/scheduler/dashboard"
 	"github.com/soloist-dev/soloist/scheduler/sidecar"
 )
 
@@ -114,6 +116,47 @@ func (o *serveOptions) grpcTLS() (credentials.TransportCredentials, error) {
 type grpcListener struct {
 	ln  net.Listener
 	srv *sidecar.Server
+	// live is srv for the dashboard's reads, set once it is wired; wired
+	// is closed then.
+	live  atomic.Pointer[sidecar.Server]
+	wired chan struct{}
+}
+
+// WorkersChanged is closed when the connected workers next change (or
+// when the server is wired), for the dashboard (dashboard.Workers).
+func (g *grpcListener) WorkersChanged() <-chan struct{} {
+	if srv := g.live.Load(); srv != nil {
+		return srv.WorkersChanged()
+	}
+	return g.wired
+}
+
+// workers is what the dashboard reads the connected workers from: nil
+// (no gRPC listener) when g is nil.
+func (g *grpcListener) workers() dashboard.Workers {
+	if g == nil {
+		return nil
+	}
+	return g
+}
+
+// ConnectedWorkers lists the workers connected to the sidecar, for the
+// dashboard (dashboard.Workers); none before the server is wired.
+func (g *grpcListener) ConnectedWorkers() []dashboard.Worker {
+	srv := g.live.Load()
+	if srv == nil {
+		return nil
+	}
+	ws := srv.Workers()
+	out := make([]dashboard.Worker, 0, len(ws))
+	for _, w := range ws {
+		out = append(out, dashboard.Worker{
+			ID: w.ID, Peer: w.Peer, Connected: w.Connected, Orchestrations: w.Orchestrations, Activities: w.Activities,
+			InFlightOrchestrations: w.InFlightOrchestrations, InFlightActivities: w.InFlightActivities,
+			MaxOrchestrations: w.MaxOrchestrations, MaxActivities: w.MaxActivities,
+		})
+	}
+	return out
 }
 
 // listenGRPC opens --grpc-listen; nil when it is off.
@@ -126,7 +169,7 @@ func listenGRPC(o *serveOptions) (*grpcListener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on --grpc-listen %s: %w (give another address, or --grpc-listen off)", addr, err)
 	}
-	return &grpcListener{ln: ln}, nil
+	return &grpcListener{ln: ln, wired: make(chan struct{})}, nil
 }
 
 // start wires the sidecar server to the node and serves; the channel gets
@@ -144,6 +187,8 @@ func (g *grpcListener) start(o *serveOptions, node *scheduler.Node, client *orch
 		return nil, fmt.Errorf("configure the gRPC listener: %w", err)
 	}
 	g.srv = srv
+	g.live.Store(srv)
+	close(g.wired)
 	errc := make(chan error, 1)
 	go func() {
 		if err := srv.Serve(g.ln); err != nil {

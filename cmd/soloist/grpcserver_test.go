@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,6 +104,65 @@ func TestServeGRPC(t *testing.T) {
 	if err := call("secret-key"); err != nil {
 		t.Fatalf("Hello with the key: %v", err)
 	}
+	// A worker's GetWorkItems stream (an empty request: no filters) shows
+	// on the dashboard's cluster page, and goes from it when it ends; the
+	// dashboard's event stream says so as it happens.
+	sreq, _ := http.NewRequest("GET", p.url+"/ui/api/stream", nil)
+	sreq.Header.Set("Authorization", "Bearer secret-key")
+	sresp, err := http.DefaultClient.Do(sreq)
+	if err != nil || sresp.StatusCode != http.StatusOK {
+		t.Fatalf("the dashboard's event stream: %v %v", err, sresp)
+	}
+	defer sresp.Body.Close()
+	workerEvents := make(chan struct{}, 4)
+	go func() {
+		sc := bufio.NewScanner(sresp.Body)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), `"kind":"workers"`) {
+				workerEvents <- struct{}{}
+			}
+		}
+	}()
+	workerEvent := func(what string) {
+		t.Helper()
+		select {
+		case <-workerEvents:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no workers event on the dashboard's stream within 10 s of %s", what)
+		}
+	}
+	wctx, endWorker := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer secret-key"))
+	defer endWorker()
+	stream, err := conn.NewStream(wctx, &grpc.StreamDesc{ServerStreams: true}, "/TaskHubSidecarService/GetWorkItems", grpc.ForceCodecV2(rawCodec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.SendMsg(&rawBytes{}); err != nil {
+		t.Fatal(err)
+	}
+	_ = stream.CloseSend()
+	workerEvent("a worker connecting")
+	cluster := func() string {
+		req, _ := http.NewRequest("GET", p.url+"/ui/f/cluster", nil)
+		req.Header.Set("Authorization", "Bearer secret-key")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		b := cluster()
+		return strings.Contains(b, `data-worker="1"`) && strings.Contains(b, "any (no filter)") && strings.Contains(b, "127.0.0.1:")
+	})
+	endWorker()
+	workerEvent("a worker going")
+	waitFor(t, 10*time.Second, func() bool {
+		b := cluster()
+		return !strings.Contains(b, "data-worker") && strings.Contains(b, "no worker connected")
+	})
 	logged := false
 	for _, l := range p.logLines() {
 		logged = logged || (strings.Contains(l, "Durable Task sidecar gRPC service") && strings.Contains(l, `"grpc_listen":"`+addr+`"`))

@@ -519,6 +519,7 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 		etcd: cli, registry: reg, schedules: schedules, metrics: metrics, apiKeys: apiKeys,
 		address: advertiseAddress(lns.api.Addr().String()), version: bi.Version, log: log,
 		endpoints: ecfg.cfg.Endpoints, unreachable: watch.suspect, tracer: tr.provider, stopping: ctx.Done(),
+		workers: gln.workers(),
 	})
 	if err != nil {
 		return err

@@ -37,6 +37,9 @@ type parts struct {
 	// stopping is closed when the node begins to drain: the API's waits
 	// (start and wait, status long polls) answer at once (may be nil).
 	stopping <-chan struct{}
+	// workers lists the gRPC workers connected to the node, for the
+	// dashboard; nil without a gRPC listener.
+	workers dashboard.Workers
 }
 
 // runnerMessage is the 404 of every API route on a node of --role runner.
@@ -104,7 +107,7 @@ func wire(o *serveOptions, p parts) (*scheduler.Node, http.Handler, error) {
 		return node, api, nil
 	}
 	ui, err := dashboard.New(dashboard.Config{Node: node, Client: client, API: api, APIKeys: p.apiKeys,
-		ReadOnly: o.UIReadOnly, Stopping: p.stopping, Logger: p.log})
+		ReadOnly: o.UIReadOnly, Workers: p.workers, Stopping: p.stopping, Logger: p.log})
 	if err != nil {
 		return nil, nil, fmt.Errorf("configure the dashboard: %w", err)
 	}

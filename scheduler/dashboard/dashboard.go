@@ -42,6 +42,10 @@ type Config struct {
 	APIKeys []string
 	// ReadOnly hides every action and refuses the action routes (403).
 	ReadOnly bool
+	// Workers, if set, lists the gRPC workers connected to this node (the
+	// cluster page's "gRPC workers" panel); nil says the node has no gRPC
+	// listener.
+	Workers Workers
 	// Stopping, if set, is closed when the node begins to shut down: every
 	// open event stream ends then, so that it does not hold the shutdown.
 	Stopping <-chan struct{}

@@ -2,7 +2,10 @@
 // listener: instances (filters, sorting, paging, holder, fencing token,
 // lease time to live), one instance (status, payloads, failure chain,
 // history timeline, ownership history), the cluster (nodes, leases,
-// holdings, takeovers) and schedules, with a health banner.
+// holdings, takeovers, the gRPC workers connected to this node) and
+// schedules, with a health banner. The workers come from Config.Workers, an
+// interface cmd/soloist implements with the sidecar: this package does not
+// import scheduler/sidecar.
 //
 // # How it works
 //
@@ -41,6 +44,8 @@
 //
 // Sorting and paging read at most 5,000 matching instances. The ownership
 // history is what this node saw since its dashboard started (kept in
-// memory, bounded), not a durable record. A node of role api does not
+// memory, bounded), not a durable record; so is the list of an instance's
+// generations (its executions seen held, and which ended with
+// ContinueAsNew): etcd keeps the history of the current execution only. A node of role api does not
 // watch the cluster: its pages load but do not update by themselves.
 package dashboard

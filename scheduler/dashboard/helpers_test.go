@@ -19,6 +19,7 @@ import (
 	"github.com/soloist-dev/soloist/orchestrator"
 	"github.com/soloist-dev/soloist/scheduler"
 	"github.com/soloist-dev/soloist/scheduler/dashboard"
+	"github.com/soloist-dev/soloist/scheduler/dashboard/browsertest"
 	"github.com/soloist-dev/soloist/scheduler/httpapi"
 )
 
@@ -30,6 +31,20 @@ var quiet = slog.New(slog.DiscardHandler)
 func registry() *orchestrator.Registry {
 	reg := orchestrator.NewRegistry()
 	_ = reg.AddOrchestrator("Wait", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		var v any
+		err := ctx.WaitForExternalEvent("go", 0).Await(&v)
+		return v, err
+	})
+	// Loop continues as new n times, then waits for "go" like Wait.
+	_ = reg.AddOrchestrator("Loop", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		var n int
+		if err := ctx.GetInput(&n); err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			ctx.ContinueAsNew(n - 1)
+			return nil, nil
+		}
 		var v any
 		err := ctx.WaitForExternalEvent("go", 0).Await(&v)
 		return v, err
@@ -55,6 +70,7 @@ type siteOpts struct {
 	nodes    int
 	ttl      time.Duration
 	schedule bool
+	workers  dashboard.Workers
 }
 
 func newSite(t *testing.T, o siteOpts) *site {
@@ -112,7 +128,7 @@ func newSite(t *testing.T, o siteOpts) *site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := dashboard.New(dashboard.Config{Node: n, API: api, APIKeys: keys, ReadOnly: o.readOnly, Logger: quiet})
+	d, err := dashboard.New(dashboard.Config{Node: n, API: api, APIKeys: keys, ReadOnly: o.readOnly, Workers: o.workers, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,13 +192,5 @@ func (s *site) status(id string) (orchestrator.RuntimeStatus, error) {
 	return st.RuntimeStatus, nil
 }
 
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// eventually polls cond until it holds, failing t after d.
+var eventually = browsertest.Eventually

@@ -55,10 +55,16 @@ var funcs = template.FuncMap{
 		b, _ := json.MarshalIndent(v, "", "  ")
 		return string(b)
 	},
-	"path":     url.PathEscape,
-	"lower":    func(s orchestrator.RuntimeStatus) string { return strings.ToLower(string(s)) },
-	"active":   func(s orchestrator.RuntimeStatus) bool { return s.Active() },
-	"add":      func(a, b int) int { return a + b },
+	"path":   url.PathEscape,
+	"lower":  func(s orchestrator.RuntimeStatus) string { return strings.ToLower(string(s)) },
+	"active": func(s orchestrator.RuntimeStatus) bool { return s.Active() },
+	"add":    func(a, b int) int { return a + b },
+	"names": func(ns []string) string {
+		if len(ns) == 1 && ns[0] == orchestrator.AnyFunction {
+			return "any (no filter)"
+		}
+		return strings.Join(ns, ", ")
+	},
 	"statuses": func() []orchestrator.RuntimeStatus { return orchestrator.AllStatuses },
 }
 
@@ -323,7 +329,10 @@ type instanceData struct {
 	Failures  []*orchestrator.FailureDetails
 	Timeline  []step
 	Ownership []OwnershipEvent
-	HistErr   string
+	// Generations are the executions this node saw held, oldest first:
+	// etcd keeps the history of the current one only.
+	Generations []Generation
+	HistErr     string
 }
 
 // step is one line of the timeline: an event, with the duration and
@@ -352,6 +361,7 @@ func (d *Dashboard) fragInstance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data := &instanceData{St: st, Ownership: d.own.of(id)}
+	data.Generations = generations(data.Ownership)
 	if st.Node != "" {
 		if left, err := d.ttl.get(ctx, d.cfg.Node, d.nodeLeases(ctx)[st.Node]); err == nil {
 			data.TTLAt = time.Now().Add(left).UnixMilli()
@@ -417,6 +427,11 @@ type clusterData struct {
 	Holdings  []holding
 	Takeovers []OwnershipEvent
 	Gone      map[string]time.Time
+	// Node is this node's ID; GRPC says it has a gRPC listener, and
+	// Workers are the workers connected to it.
+	Node    string
+	GRPC    bool
+	Workers []Worker
 }
 
 type holding struct {
@@ -450,6 +465,10 @@ func (d *Dashboard) fragCluster(w http.ResponseWriter, r *http.Request) {
 			nr.TTLAt = time.Now().Add(left).UnixMilli()
 		}
 		data.Nodes = append(data.Nodes, nr)
+	}
+	data.Node = d.cfg.Node.ID()
+	if d.cfg.Workers != nil {
+		data.GRPC, data.Workers = true, d.cfg.Workers.ConnectedWorkers()
 	}
 	data.Takeovers, data.Gone = d.own.takeovers()
 	for _, n := range nodes {

@@ -12,7 +12,8 @@ import (
 const heartbeat = 15 * time.Second
 
 // stream serves the node's watch as Server-Sent Events: one "change" event
-// per change (kind, id, status, holder, revision), "reset" when the node
+// per change (kind, id, status, holder, revision; kind "workers" when the
+// gRPC workers connected to this node changed), "reset" when the node
 // listed again or this stream fell behind (then the stream ends and the
 // browser reads again and reconnects). The page reads it with fetch() so
 // that the key travels in a header, never in the URL.
@@ -24,6 +25,10 @@ func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no")
 	ch, unsub := d.cfg.Node.Subscribe(1024)
 	defer unsub()
+	var workers <-chan struct{} // nil, never ready, without a gRPC listener
+	if d.cfg.Workers != nil {
+		workers = d.cfg.Workers.WorkersChanged()
+	}
 	extend := func() { _ = rc.SetWriteDeadline(time.Now().Add(2 * heartbeat)) }
 	extend()
 	live := "true"
@@ -38,6 +43,12 @@ func (d *Dashboard) stream(w http.ResponseWriter, r *http.Request) {
 	defer t.Stop()
 	for {
 		select {
+		case <-workers:
+			extend()
+			workers = d.cfg.Workers.WorkersChanged()
+			if _, err := fmt.Fprint(w, "event: change\ndata: {\"kind\":\"workers\"}\n\n"); err != nil || rc.Flush() != nil {
+				return
+			}
 		case <-r.Context().Done():
 			return
 		case <-d.cfg.Stopping:

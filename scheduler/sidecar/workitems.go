@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/soloist-dev/soloist/orchestrator"
@@ -83,6 +84,8 @@ type answer struct {
 // worker is one GetWorkItems stream.
 type worker struct {
 	id       uint64
+	peer     string          // the worker's address, as the server sees it
+	since    time.Time       // when its stream connected
 	orchs    map[string]bool // nil: any (anyFunction)
 	acts     map[string]bool
 	maxOrch  int // 0: no limit
@@ -134,6 +137,8 @@ type hub struct {
 	orchs      map[string]*dispatch // by instance ID: one orchestration item per instance
 	acts       map[actKey]*dispatch
 	closedCh   chan struct{}
+	// workersCh is closed, and replaced, when a worker connects or goes.
+	workersCh chan struct{}
 }
 
 type actKey struct {
@@ -152,7 +157,7 @@ func newHub(log *slog.Logger, m *wiMetrics, ping time.Duration, native func(stri
 		log: log, m: m, ping: ping, native: native, changed: func() {},
 		workers: map[uint64]*worker{}, bySeq: map[uint64]*dispatch{},
 		orchs: map[string]*dispatch{}, acts: map[actKey]*dispatch{},
-		closedCh: make(chan struct{}),
+		closedCh: make(chan struct{}), workersCh: make(chan struct{}),
 	}
 }
 
@@ -217,6 +222,7 @@ func (h *hub) close() {
 	}
 	h.closed = true
 	close(h.closedCh)
+	h.workersChangedLocked()
 	h.mu.Unlock()
 	h.changed()
 }
@@ -568,8 +574,9 @@ func (h *hub) abandon(kind, tok string) error {
 }
 
 // connect adds a worker for a GetWorkItems stream.
-func (h *hub) connect(req *protos.GetWorkItemsRequest) (*worker, error) {
+func (h *hub) connect(req *protos.GetWorkItemsRequest, peerAddr string) (*worker, error) {
 	w := &worker{
+		peer: peerAddr, since: time.Now(),
 		maxOrch:  int(max(req.GetMaxConcurrentOrchestrationWorkItems(), 0)),
 		maxAct:   int(max(req.GetMaxConcurrentActivityWorkItems(), 0)),
 		inflight: map[uint64]*dispatch{}, wake: make(chan struct{}, 1),
@@ -602,6 +609,7 @@ func (h *hub) connect(req *protos.GetWorkItemsRequest) (*worker, error) {
 		h.m.serving.WithLabelValues(fn[0], fn[1]).Inc()
 	}
 	h.assignLocked()
+	h.workersChangedLocked()
 	h.mu.Unlock()
 	h.changed()
 	return w, nil
@@ -639,6 +647,7 @@ func (h *hub) disconnect(w *worker) {
 	for _, d := range lost {
 		h.requeueLocked(d, "lost")
 	}
+	h.workersChangedLocked()
 	h.mu.Unlock()
 	h.changed()
 }
@@ -655,7 +664,11 @@ func (h *hub) take(w *worker) []*protos.WorkItem {
 // stream serves one GetWorkItems call: it sends the worker its items and a
 // health ping every h.ping, until the worker goes or the node drains.
 func (h *hub) stream(req *protos.GetWorkItemsRequest, srv protos.TaskHubSidecarService_GetWorkItemsServer) error {
-	w, err := h.connect(req)
+	var addr string
+	if p, ok := peer.FromContext(srv.Context()); ok && p.Addr != nil {
+		addr = p.Addr.String()
+	}
+	w, err := h.connect(req, addr)
 	if err != nil {
 		return err
 	}
