@@ -21,6 +21,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/soloist-dev/soloist/lease/leasetest"
 	"github.com/soloist-dev/soloist/orchestrator"
 	"github.com/soloist-dev/soloist/scheduler"
@@ -54,6 +56,7 @@ type server struct {
 	stub pb.TaskHubSidecarServiceClient
 	reg  *prometheus.Registry
 	addr string
+	etcd *clientv3.Client
 }
 
 // serverOpts tune startServer.
@@ -71,15 +74,29 @@ func (v *env) startServer(o serverOpts) *server {
 	t := v.t
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	client := v.client()
+	ec := v.e.Client() // the server's and its node's: closing it cuts them from etcd, as a crash would
+	client := orchestrator.NewClient(ec, orchestrator.ClientConfig{Prefix: v.prefix, MaxPayload: 16 << 10})
 	cfg := sidecar.Config{Client: client, Registerer: reg, APIKeys: o.keys, Logger: slog.New(slog.DiscardHandler), TracerProvider: o.tp}
-	s := &server{reg: reg}
+	s := &server{reg: reg, etcd: ec}
+	var node *scheduler.Node
 	if o.reg != nil {
-		node, err := scheduler.New(scheduler.Config{
-			Etcd: v.e.Client(), Prefix: v.prefix, NodeID: fmt.Sprintf("node-%d", time.Now().UnixNano()), LeaseTTL: 2 * time.Second,
+		var err error
+		node, err = scheduler.New(scheduler.Config{
+			Etcd: ec, Prefix: v.prefix, NodeID: fmt.Sprintf("node-%d", time.Now().UnixNano()), LeaseTTL: 2 * time.Second,
 			Logger: slog.New(slog.DiscardHandler), Registry: o.reg, PreferenceDelay: 20 * time.Millisecond, Registerer: prometheus.NewRegistry(), Client: client,
 		})
 		if err != nil {
+			t.Fatal(err)
+		}
+		s.node, cfg.Node = node, node
+	}
+	srv, err := sidecar.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if node != nil {
+		// As serve does: the node runs what the server's workers serve.
+		if err := node.SetRemote(srv.Remote()); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -92,11 +109,6 @@ func (v *env) startServer(o serverOpts) *server {
 			defer cancel()
 			_ = node.Drain(ctx)
 		})
-		s.node, cfg.Node = node, node
-	}
-	srv, err := sidecar.New(cfg)
-	if err != nil {
-		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
