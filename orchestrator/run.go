@@ -91,7 +91,9 @@ type Outcome struct {
 // the execution ends or the run's context is cancelled. It holds no
 // goroutine of its own while the orchestration waits: a step runs when
 // something arrives (an activity's or timer's completion, an inbox entry),
-// and all that is ready by then shares one commit.
+// and all that is ready by then shares one commit. A Driver made by
+// DriveSteps runs the steps of code outside the process instead (see
+// there); it keeps one goroutine while it runs.
 type Driver struct {
 	e *executor // the Go coroutine's run
 	s *stepRun  // or a step driver's (DriveSteps)
