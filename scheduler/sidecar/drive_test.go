@@ -396,3 +396,65 @@ func TestWorkerTakeover(t *testing.T) {
 		}
 	}
 }
+
+// Two nodes, a worker on each. The worker of the node that holds the
+// instance hangs up for good: about a lease TTL later that node releases
+// the instance, the other node (whose worker serves it) takes it with a
+// larger fencing token, and its worker gets the next step with the whole
+// history.
+func TestWorkerGoneInstanceMoves(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	a := v.startServer(serverOpts{reg: testRegistry(t)})
+	b := v.startServer(serverOpts{reg: testRegistry(t)})
+	wa := connectWorker(t, a, &pb.GetWorkItemsRequest{}, "WGone")
+	wb := connectWorker(t, b, &pb.GetWorkItemsRequest{}, "WGone")
+	a.start(t, "WGone", "q1", `"in"`)
+	var holder, other *server
+	var hw, ow *scriptWorker
+	var it *pb.WorkItem
+	select {
+	case it = <-wa.items:
+		holder, other, hw, ow = a, b, wa, wb
+	case it = <-wb.items:
+		holder, other, hw, ow = b, a, wb, wa
+	case <-time.After(20 * time.Second):
+		t.Fatal("no worker got the first step")
+	}
+	// The orchestration waits for an event: the step schedules nothing.
+	if err := hw.answer(t, "q1", it.GetCompletionToken(), ""); err != nil {
+		t.Fatal(err)
+	}
+	cl := v.client()
+	before, err := cl.Status(context.Background(), "q1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw.close()
+	deadline := time.Now().Add(20 * time.Second)
+	for !slices.Contains(other.node.Held(), "q1") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the other node did not take q1 (holder holds %v)", holder.node.Held())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if slices.Contains(holder.node.Held(), "q1") {
+		t.Fatal("both nodes hold q1")
+	}
+	if _, err := other.stub.RaiseEvent(callCtx(t), &pb.RaiseEventRequest{InstanceId: "q1", Name: "go", Input: wrapperspb.String(`"moved"`)}); err != nil {
+		t.Fatal(err)
+	}
+	req, tok := ow.nextStep(t)
+	startedWith(t, req.GetPastEvents(), "WGone", `"in"`)
+	if err := ow.answer(t, "q1", tok, "", completeWith(0, `"moved"`)); err != nil {
+		t.Fatal(err)
+	}
+	st := other.waitDone(t, "q1")
+	after, err := cl.Status(context.Background(), "q1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetOutput().GetValue() != `"moved"` || after.FencingToken <= before.FencingToken {
+		t.Fatalf("end: %v, fencing token %d -> %d", st, before.FencingToken, after.FencingToken)
+	}
+}
