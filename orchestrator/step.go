@@ -34,6 +34,10 @@ type WorkItem struct {
 	Version      string
 	FencingToken int64
 	Past, New    []HistoryEvent
+	// First says no step of the execution has been committed yet (its
+	// record is Pending): Past holds at most what its start wrote
+	// (ExecutionStarted and the events ContinueAsNew carried over).
+	First bool
 }
 
 // StepResult is what a completed step did.
@@ -174,7 +178,7 @@ func (g *Engine) Next() *WorkItem {
 	}
 	st.seq++
 	return &WorkItem{Seq: st.seq, InstanceID: g.rec.InstanceID, ExecutionID: g.rec.ExecutionID, Name: g.rec.Name,
-		Version: g.rec.Version, FencingToken: g.exec.Token(),
+		Version: g.rec.Version, FencingToken: g.exec.Token(), First: g.needMark,
 		Past: append([]HistoryEvent(nil), g.history...), New: append([]HistoryEvent(nil), g.pending...)}
 }
 

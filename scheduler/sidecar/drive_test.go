@@ -458,3 +458,61 @@ func TestWorkerGoneInstanceMoves(t *testing.T) {
 		t.Fatalf("end: %v, fencing token %d -> %d", st, before.FencingToken, after.FencingToken)
 	}
 }
+
+// A worker's orchestration starts a sub-orchestration (run by the worker
+// too), gets its result, and continues as new; the next execution starts
+// with the new input.
+func TestWorkerSubOrchestrationAndContinueAsNew(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	s := v.startServer(serverOpts{reg: testRegistry(t)})
+	w := connectWorker(t, s, &pb.GetWorkItemsRequest{}, "WParent")
+	s.start(t, "WParent", "p1", `1`)
+
+	_, tok := w.nextStep(t)
+	if err := w.answer(t, "p1", tok, "", &pb.OrchestratorAction{Id: 0, OrchestratorActionType: &pb.OrchestratorAction_CreateSubOrchestration{
+		CreateSubOrchestration: &pb.CreateSubOrchestrationAction{Name: "WChild", InstanceId: "p1-child", Input: wrapperspb.String(`"c"`)}}}); err != nil {
+		t.Fatal(err)
+	}
+	creq, ctok := w.nextStep(t)
+	if creq.GetInstanceId() != "p1-child" {
+		t.Fatalf("step for %s, want the child's", creq.GetInstanceId())
+	}
+	startedWith(t, creq.GetNewEvents(), "WChild", `"c"`)
+	if err := w.answer(t, "p1-child", ctok, "", completeWith(0, `"child done"`)); err != nil {
+		t.Fatal(err)
+	}
+	req, tok := w.nextStep(t)
+	got := false
+	for _, ev := range req.GetNewEvents() {
+		c := ev.GetSubOrchestrationInstanceCompleted()
+		got = got || c != nil && c.GetTaskScheduledId() == 0 && c.GetResult().GetValue() == `"child done"`
+	}
+	if !got {
+		t.Fatalf("parent's new events %v, want SubOrchestrationInstanceCompleted 0", req.GetNewEvents())
+	}
+	first := req.GetExecutionId().GetValue()
+	if err := w.answer(t, "p1", tok, "", &pb.OrchestratorAction{Id: 1, OrchestratorActionType: &pb.OrchestratorAction_CompleteOrchestration{
+		CompleteOrchestration: &pb.CompleteOrchestrationAction{OrchestrationStatus: pb.OrchestrationStatus_ORCHESTRATION_STATUS_CONTINUED_AS_NEW,
+			Result: wrapperspb.String(`2`)}}}); err != nil {
+		t.Fatal(err)
+	}
+	req, tok = w.nextStep(t)
+	if req.GetInstanceId() != "p1" || req.GetExecutionId().GetValue() == first || len(req.GetPastEvents()) != 0 {
+		t.Fatalf("after ContinueAsNew: %s execution %s (first %s), %d past events", req.GetInstanceId(), req.GetExecutionId().GetValue(), first, len(req.GetPastEvents()))
+	}
+	startedWith(t, req.GetNewEvents(), "WParent", `2`)
+	if err := w.answer(t, "p1", tok, "", &pb.OrchestratorAction{Id: 0, OrchestratorActionType: &pb.OrchestratorAction_CompleteOrchestration{
+		CompleteOrchestration: &pb.CompleteOrchestrationAction{OrchestrationStatus: pb.OrchestrationStatus_ORCHESTRATION_STATUS_FAILED,
+			FailureDetails: &pb.TaskFailureDetails{ErrorType: "Boom", ErrorMessage: "second generation fails"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	st := s.waitDone(t, "p1")
+	if st.GetOrchestrationStatus() != pb.OrchestrationStatus_ORCHESTRATION_STATUS_FAILED || st.GetFailureDetails().GetErrorType() != "Boom" ||
+		st.GetFailureDetails().GetErrorMessage() != "second generation fails" || st.GetInput().GetValue() != "2" {
+		t.Fatalf("end: %v", st)
+	}
+	if c := s.get(t, "p1-child"); c.GetOutput().GetValue() != `"child done"` || c.GetParentInstanceId().GetValue() != "p1" {
+		t.Fatalf("child: %v", c)
+	}
+}

@@ -59,7 +59,13 @@ func (r remote) Drive(ctx context.Context, exec *orchestrator.Execution, opts or
 // orchestrator.ErrInvalidAction; the worker was told the refusal.
 func (h *hub) driveStep(ctx context.Context, x Execution, item *orchestrator.WorkItem, complete func([]orchestrator.Action) error, maxPayload int) error {
 	called := false
-	err := h.step(ctx, stepRequest{x: x, name: item.Name, fence: item.FencingToken, past: item.Past, news: item.New, maxPayload: maxPayload},
+	past, news := item.Past, item.New
+	if item.First {
+		// The execution's start (ContinueAsNew writes it with the next
+		// history) is new to every worker, as in the reference backend.
+		past, news = nil, append(append([]orchestrator.HistoryEvent(nil), past...), news...)
+	}
+	err := h.step(ctx, stepRequest{x: x, name: item.Name, fence: item.FencingToken, past: past, news: news, maxPayload: maxPayload},
 		func(res *pb.OrchestratorResponse) error {
 			actions, err := actionsOf(res, maxPayload)
 			if err != nil {
