@@ -307,6 +307,15 @@ func TestWorkerInvalidAnswerFailsExecution(t *testing.T) {
 	if st := s.waitDone(t, "b2"); st.GetOutput().GetValue() != `"ok"` {
 		t.Fatalf("b2: %v", st)
 	}
+	// An action ID out of sequence is the engine's refusal: the same.
+	s.start(t, "WBad", "b3", "")
+	_, tok = w.nextStep(t)
+	err = w.answer(t, "b3", tok, "", scheduleTask(5, "Say", `1`))
+	wantCode(t, err, codes.InvalidArgument, "out of sequence")
+	if st := s.waitDone(t, "b3"); st.GetOrchestrationStatus() != pb.OrchestrationStatus_ORCHESTRATION_STATUS_FAILED ||
+		st.GetFailureDetails().GetErrorType() != "InvalidOrchestratorAction" || !contains(st.GetFailureDetails().GetErrorMessage(), "out of sequence") {
+		t.Fatalf("b3: %v", st)
+	}
 }
 
 // Two nodes, a worker on each. The node that holds the instance is cut

@@ -33,12 +33,12 @@ import (
 // env is an embedded etcd with sidecar servers on top, each on its own
 // node.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	e      *leasetest.Etcd
 	prefix string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	return &env{t: t, e: leasetest.Start(t), prefix: "/" + t.Name() + "/"}
 }
@@ -134,7 +134,7 @@ func (v *env) startServer(o serverOpts) *server {
 }
 
 // ctx is a call context with a deadline, and the key if given.
-func callCtx(t *testing.T, key ...string) context.Context {
+func callCtx(t testing.TB, key ...string) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
