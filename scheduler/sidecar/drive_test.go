@@ -525,3 +525,56 @@ func TestWorkerSubOrchestrationAndContinueAsNew(t *testing.T) {
 		t.Fatalf("child: %v", c)
 	}
 }
+
+// The Go SDK's dialect: no completion tokens; answers name the instance
+// (and the task). A terminate from a client while the worker holds a step
+// ends the instance; the worker's answer to that step is then stale.
+func TestWorkerWithoutTokensAndTerminate(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	s := v.startServer(serverOpts{reg: testRegistry(t)})
+	w := connectWorker(t, s, &pb.GetWorkItemsRequest{}, "WGo")
+	s.start(t, "WGo", "n1", `"x"`)
+	w.nextStep(t)
+	if err := w.answer(t, "n1", "", "", scheduleTask(0, "Say", `"x"`)); err != nil {
+		t.Fatal(err)
+	}
+	act, _ := w.nextActivity(t)
+	if _, err := w.stub.CompleteActivityTask(callCtx(t), &pb.ActivityResponse{InstanceId: "n1", TaskId: act.GetTaskId(),
+		Result: wrapperspb.String(`"y"`)}); err != nil {
+		t.Fatal(err)
+	}
+	w.nextStep(t)
+	if err := w.answer(t, "n1", "", "", completeWith(1, `"y"`)); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.waitDone(t, "n1"); st.GetOutput().GetValue() != `"y"` {
+		t.Fatalf("n1: %v", st)
+	}
+
+	s.start(t, "WGo", "n2", "")
+	_, tok := w.nextStep(t)
+	if _, err := s.stub.TerminateInstance(callCtx(t), &pb.TerminateRequest{InstanceId: "n2", Output: wrapperspb.String(`"stop"`)}); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.waitDone(t, "n2"); st.GetOrchestrationStatus() != pb.OrchestrationStatus_ORCHESTRATION_STATUS_TERMINATED {
+		t.Fatalf("n2: %v", st)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := w.answer(t, "n2", tok, "", completeWith(0, `"late"`))
+		if status.Code(err) == codes.FailedPrecondition {
+			break
+		}
+		if err == nil {
+			t.Fatal("an answer for a terminated instance was taken")
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("answer after the terminate: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st := s.get(t, "n2"); st.GetOrchestrationStatus() != pb.OrchestrationStatus_ORCHESTRATION_STATUS_TERMINATED || st.GetOutput().GetValue() != `"stop"` {
+		t.Fatalf("n2 after the late answer: %v", st)
+	}
+}
