@@ -578,3 +578,60 @@ func TestWorkerWithoutTokensAndTerminate(t *testing.T) {
 		t.Fatalf("n2 after the late answer: %v", st)
 	}
 }
+
+// A node that drains (as serve does on SIGTERM: the gRPC server shuts down
+// as the node drains) hands its worker-run instance over: the other node
+// takes it and its worker finishes it.
+func TestWorkerNodeDrains(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	a := v.startServer(serverOpts{reg: testRegistry(t)})
+	b := v.startServer(serverOpts{reg: testRegistry(t)})
+	wa := connectWorker(t, a, &pb.GetWorkItemsRequest{}, "WDrain")
+	wb := connectWorker(t, b, &pb.GetWorkItemsRequest{}, "WDrain")
+	a.start(t, "WDrain", "d1", "")
+	var holder, other *server
+	var hw, ow *scriptWorker
+	var it *pb.WorkItem
+	select {
+	case it = <-wa.items:
+		holder, other, hw, ow = a, b, wa, wb
+	case it = <-wb.items:
+		holder, other, hw, ow = b, a, wb, wa
+	case <-time.After(20 * time.Second):
+		t.Fatal("no worker got the first step")
+	}
+	if err := hw.answer(t, "d1", it.GetCompletionToken(), ""); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); holder.srv.Shutdown(ctx) }()
+	if err := holder.node.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-stopped
+	select {
+	case <-hw.ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the draining node's worker stream did not end")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !slices.Contains(other.node.Held(), "d1") {
+		if time.Now().After(deadline) {
+			t.Fatal("the other node did not take d1")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := other.stub.RaiseEvent(callCtx(t), &pb.RaiseEventRequest{InstanceId: "d1", Name: "go"}); err != nil {
+		t.Fatal(err)
+	}
+	_, tok := ow.nextStep(t)
+	if err := ow.answer(t, "d1", tok, "", completeWith(0, `"handed over"`)); err != nil {
+		t.Fatal(err)
+	}
+	if st := other.waitDone(t, "d1"); st.GetOutput().GetValue() != `"handed over"` {
+		t.Fatalf("end: %v", st)
+	}
+}
