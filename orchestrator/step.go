@@ -35,8 +35,9 @@ type WorkItem struct {
 	FencingToken int64
 	Past, New    []HistoryEvent
 	// First says no step of the execution has been committed yet (its
-	// record is Pending): Past holds at most what its start wrote
-	// (ExecutionStarted and the events ContinueAsNew carried over).
+	// history is empty, or its record still Pending): Past holds at most
+	// what its start wrote (ExecutionStarted and the events ContinueAsNew
+	// carried over).
 	First bool
 }
 
@@ -178,7 +179,7 @@ func (g *Engine) Next() *WorkItem {
 	}
 	st.seq++
 	return &WorkItem{Seq: st.seq, InstanceID: g.rec.InstanceID, ExecutionID: g.rec.ExecutionID, Name: g.rec.Name,
-		Version: g.rec.Version, FencingToken: g.exec.Token(), First: g.needMark,
+		Version: g.rec.Version, FencingToken: g.exec.Token(), First: g.needMark || len(g.history) == 0,
 		Past: append([]HistoryEvent(nil), g.history...), New: append([]HistoryEvent(nil), g.pending...)}
 }
 
