@@ -110,9 +110,9 @@
 //   - stepdriver.go: DriveSteps, the Driver of a run over that API - it
 //     sends a step when something is new (the start, an inbox entry, a due
 //     timer), runs the tasks the steps schedule (local activities here,
-//     others with a TaskFunc; their results go through the inbox, so a
-//     stored result is never repeated and an unstored one is run again by
-//     the next run), and fails the execution on an answer it cannot take;
+//     others with a TaskFunc whose results go through the inbox; a stored
+//     result is never repeated, an unstored one is run again by the next
+//     run), and fails the execution on an answer it cannot take;
 //   - run.go: a run of the Go driver - its mailbox loop, parking, batches'
 //     bounds, outcome;
 //   - replay.go: rebuilding the Go orchestration's state from history and

@@ -64,20 +64,21 @@ var ErrNoTaskRunner = errors.New("orchestrator: no worker runs this activity")
 // run opens the engine, sends a step whenever there are new events (the
 // start, an inbox entry delivered with Driver.Deliver, a due timer, a local
 // activity's result), and runs the activities the steps schedule: local
-// ones in this process, the others with so.Task. An activity's result goes
-// to the instance's inbox (Client.CompleteTask), named by the execution and
-// task ID, and comes back through Deliver, so a result survives the run;
-// an activity whose result was not stored when the run stopped (the
-// holder's crash, a lost lease) is run again by the next run, which
-// dispatches every task the history has scheduled and not finished. Such
+// ones in this process (within Engine.Complete; the result is the next
+// step's), the others with so.Task. A remote activity's result goes to the
+// instance's inbox (Client.CompleteTask), named by the execution and task
+// ID, and comes back through Deliver, so it survives the run. An activity
+// whose result was not stored (in the inbox or the history) when the run
+// stopped (the holder's crash, a lost lease) is run again by the next run,
+// which runs every task the history has scheduled and not finished (a
+// local one's result then goes through the inbox too). Such
 // a run does not park (RunOptions.ParkAfter and BatchBudget do not apply)
 // and does not watch the inbox (the caller delivers it).
 func DriveSteps(ctx context.Context, exec *Execution, opts RunOptions, so StepDriverOptions) *Driver {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	rec := exec.Status()
-	rctx, span := exec.c.tracer.Start(exec.rec.trace().context(ctx), "run "+rec.Name,
+	rctx, span := exec.c.tracer.Start(exec.rec.trace().context(ctx), "run "+exec.rec.Name,
 		trace.WithAttributes(runAttrs(exec.rec, exec.Token(), opts.Reason)...))
 	g := OpenEngine(rctx, exec, EngineOptions{Activities: so.Activities, Logger: opts.Logger, OnStoreError: opts.OnStoreError})
 	g.span = span
