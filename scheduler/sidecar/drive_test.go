@@ -3,6 +3,7 @@ package sidecar_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -326,8 +327,9 @@ func TestWorkerInvalidAnswerFailsExecution(t *testing.T) {
 func TestWorkerTakeover(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t)
-	a := v.startServer(serverOpts{reg: testRegistry(t)})
-	b := v.startServer(serverOpts{reg: testRegistry(t)})
+	var la, lb logBuffer
+	a := v.startServer(serverOpts{reg: testRegistry(t), log: la.logger().With("test_server", "a")})
+	b := v.startServer(serverOpts{reg: testRegistry(t), log: lb.logger().With("test_server", "b")})
 	wa := connectWorker(t, a, &pb.GetWorkItemsRequest{}, "WMove")
 	wb := connectWorker(t, b, &pb.GetWorkItemsRequest{}, "WMove")
 	a.start(t, "WMove", "m1", `"x"`)
@@ -336,11 +338,12 @@ func TestWorkerTakeover(t *testing.T) {
 	var holder, other *server
 	var hw, ow *scriptWorker
 	var it *pb.WorkItem
+	var otherLog *logBuffer
 	select {
 	case it = <-wa.items:
-		holder, other, hw, ow = a, b, wa, wb
+		holder, other, hw, ow, otherLog = a, b, wa, wb, &lb
 	case it = <-wb.items:
-		holder, other, hw, ow = b, a, wb, wa
+		holder, other, hw, ow, otherLog = b, a, wb, wa, &la
 	case <-time.After(20 * time.Second):
 		t.Fatal("no worker got the first step")
 	}
@@ -394,6 +397,16 @@ func TestWorkerTakeover(t *testing.T) {
 		Result: wrapperspb.String(`"late"`), CompletionToken: lateTok})
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("late answer from the cut node's worker: %v, want FailedPrecondition", err)
+	}
+	tookOver := false
+	for _, l := range otherLog.lines() {
+		tookOver = tookOver || contains(l, `"msg":"took over instance"`) && contains(l, `"how":"failover"`) && contains(l, `"instance_id":"m1"`)
+	}
+	if !tookOver {
+		t.Fatalf("the other node logged no failover of m1:\n%s", strings.Join(otherLog.lines(), "\n"))
+	}
+	for _, l := range append(la.lines(), lb.lines()...) {
+		t.Log(l) // what each node logged, for the record (go test -v)
 	}
 	h, err := cl.History(context.Background(), "m1", "")
 	if err != nil {

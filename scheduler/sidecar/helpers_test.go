@@ -1,12 +1,14 @@
 package sidecar_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,6 +69,8 @@ type serverOpts struct {
 	reg *orchestrator.Registry
 	// tp, if set, is the server's tracer provider.
 	tp trace.TracerProvider
+	// log, if set, gets the server's and its node's lines.
+	log *slog.Logger
 }
 
 // startServer starts a sidecar server on a loopback port and dials it.
@@ -76,14 +80,18 @@ func (v *env) startServer(o serverOpts) *server {
 	reg := prometheus.NewRegistry()
 	ec := v.e.Client() // the server's and its node's: closing it cuts them from etcd, as a crash would
 	client := orchestrator.NewClient(ec, orchestrator.ClientConfig{Prefix: v.prefix, MaxPayload: 16 << 10})
-	cfg := sidecar.Config{Client: client, Registerer: reg, APIKeys: o.keys, Logger: slog.New(slog.DiscardHandler), TracerProvider: o.tp}
+	logger := o.log
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg := sidecar.Config{Client: client, Registerer: reg, APIKeys: o.keys, Logger: logger, TracerProvider: o.tp}
 	s := &server{reg: reg, etcd: ec}
 	var node *scheduler.Node
 	if o.reg != nil {
 		var err error
 		node, err = scheduler.New(scheduler.Config{
 			Etcd: ec, Prefix: v.prefix, NodeID: fmt.Sprintf("node-%d", time.Now().UnixNano()), LeaseTTL: 2 * time.Second,
-			Logger: slog.New(slog.DiscardHandler), Registry: o.reg, PreferenceDelay: 20 * time.Millisecond, Registerer: prometheus.NewRegistry(), Client: client,
+			Logger: logger, Registry: o.reg, PreferenceDelay: 20 * time.Millisecond, Registerer: prometheus.NewRegistry(), Client: client,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -288,3 +296,24 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 func (rawCodec) Name() string { return "proto" }
+
+// logBuffer collects log lines (JSON) for a test to look at.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) logger() *slog.Logger { return slog.New(slog.NewJSONHandler(b, nil)) }
+
+// lines are the lines written so far.
+func (b *logBuffer) lines() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Split(strings.TrimSpace(b.buf.String()), "\n")
+}
