@@ -593,30 +593,35 @@ func TestWorkerWithoutTokensAndTerminate(t *testing.T) {
 }
 
 // A node that drains (as serve does on SIGTERM: the gRPC server shuts down
-// as the node drains) hands its worker-run instance over: the other node
-// takes it and its worker finishes it.
+// as the node drains) with an activity out with its worker hands the
+// instance over: the other node takes it, sends the activity to its own
+// worker, and that worker finishes the instance.
 func TestWorkerNodeDrains(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t)
-	a := v.startServer(serverOpts{reg: testRegistry(t)})
-	b := v.startServer(serverOpts{reg: testRegistry(t)})
+	var la, lb logBuffer
+	a := v.startServer(serverOpts{reg: testRegistry(t), log: la.logger()})
+	b := v.startServer(serverOpts{reg: testRegistry(t), log: lb.logger()})
 	wa := connectWorker(t, a, &pb.GetWorkItemsRequest{}, "WDrain")
 	wb := connectWorker(t, b, &pb.GetWorkItemsRequest{}, "WDrain")
 	a.start(t, "WDrain", "d1", "")
 	var holder, other *server
 	var hw, ow *scriptWorker
 	var it *pb.WorkItem
+	var holderLog *logBuffer
 	select {
 	case it = <-wa.items:
-		holder, other, hw, ow = a, b, wa, wb
+		holder, other, hw, ow, holderLog = a, b, wa, wb, &la
 	case it = <-wb.items:
-		holder, other, hw, ow = b, a, wb, wa
+		holder, other, hw, ow, holderLog = b, a, wb, wa, &lb
 	case <-time.After(20 * time.Second):
 		t.Fatal("no worker got the first step")
 	}
-	if err := hw.answer(t, "d1", it.GetCompletionToken(), ""); err != nil {
+	// The activity is out with the holder's worker when the node drains.
+	if err := hw.answer(t, "d1", it.GetCompletionToken(), "", scheduleTask(0, "Say", `"d"`)); err != nil {
 		t.Fatal(err)
 	}
+	hw.nextActivity(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	stopped := make(chan struct{})
@@ -637,14 +642,25 @@ func TestWorkerNodeDrains(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if _, err := other.stub.RaiseEvent(callCtx(t), &pb.RaiseEventRequest{InstanceId: "d1", Name: "go"}); err != nil {
+	act, atok := ow.nextActivity(t)
+	if act.GetName() != "Say" || act.GetTaskId() != 0 {
+		t.Fatalf("activity on the other node: %v", act)
+	}
+	if _, err := ow.stub.CompleteActivityTask(callCtx(t), &pb.ActivityResponse{InstanceId: "d1", TaskId: 0,
+		Result: wrapperspb.String(`"r"`), CompletionToken: atok}); err != nil {
 		t.Fatal(err)
 	}
 	_, tok := ow.nextStep(t)
-	if err := ow.answer(t, "d1", tok, "", completeWith(0, `"handed over"`)); err != nil {
+	if err := ow.answer(t, "d1", tok, "", completeWith(1, `"handed over"`)); err != nil {
 		t.Fatal(err)
 	}
 	if st := other.waitDone(t, "d1"); st.GetOutput().GetValue() != `"handed over"` {
 		t.Fatalf("end: %v", st)
+	}
+	// The drain stopped the run; the shutdown of its server was no failure.
+	for _, l := range holderLog.lines() {
+		if contains(l, "run failed") {
+			t.Fatalf("the draining node logged %s", l)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -85,7 +86,28 @@ func (h *hub) driveStep(ctx context.Context, x Execution, item *orchestrator.Wor
 			return fmt.Errorf("%w: %s", orchestrator.ErrInvalidAction, st.Message())
 		}
 	}
-	return err
+	return closing(ctx, err)
+}
+
+// drainGrace is how long a run whose server shut down waits for the
+// node's drain to stop it (and hand the instance over) before it reports
+// the shutdown as its own failure.
+const drainGrace = 10 * time.Second
+
+// closing waits, for an error that says the server shuts down, until the
+// run is stopped (the node drains at the same time), up to drainGrace.
+func closing(ctx context.Context, err error) error {
+	if !errors.Is(err, errHubClosed) {
+		return err
+	}
+	t := time.NewTimer(drainGrace)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return err
+	}
 }
 
 // activity sends an activity task to a worker that serves it and waits for
@@ -116,7 +138,7 @@ func (h *hub) activity(ctx context.Context, t orchestrator.RemoteTask, maxPayloa
 		return nil, true
 	})
 	if ev == nil {
-		return nil, nil, err
+		return nil, nil, closing(ctx, err)
 	}
 	return ev.Result, ev.FailureDetails, nil
 }
