@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -252,10 +253,11 @@ func (s *stepRun) resumeTasks() {
 	var open []ScheduleTask
 	for id, kind := range st.open {
 		if kind == EventTaskScheduled {
-			open = append(open, ScheduleTask{ID: id, Name: st.names[id], Input: st.inputs[id]})
+			open = append(open, ScheduleTask{ID: id, Name: st.names[id], Version: st.vers[id], Input: st.inputs[id]})
 		}
 	}
 	st.mu.Unlock()
+	slices.SortFunc(open, func(a, b ScheduleTask) int { return a.ID - b.ID })
 	for _, t := range open {
 		s.startTask(t)
 	}
