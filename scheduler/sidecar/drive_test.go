@@ -664,3 +664,49 @@ func TestWorkerNodeDrains(t *testing.T) {
 		}
 	}
 }
+
+// Suspend and resume a worker-run instance: an event raised while it is
+// suspended reaches the worker after the resume, and it finishes.
+func TestWorkerSuspendResume(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	s := v.startServer(serverOpts{reg: testRegistry(t)})
+	w := connectWorker(t, s, &pb.GetWorkItemsRequest{}, "WSus")
+	s.start(t, "WSus", "u1", "")
+	_, tok := w.nextStep(t)
+	if err := w.answer(t, "u1", tok, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.stub.SuspendInstance(callCtx(t), &pb.SuspendRequest{InstanceId: "u1", Reason: wrapperspb.String("pause")}); err != nil {
+		t.Fatal(err)
+	}
+	s.waitStatus(t, "u1", pb.OrchestrationStatus_ORCHESTRATION_STATUS_SUSPENDED)
+	if _, err := s.stub.RaiseEvent(callCtx(t), &pb.RaiseEventRequest{InstanceId: "u1", Name: "go", Input: wrapperspb.String(`7`)}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case it := <-w.items:
+		t.Fatalf("a work item while suspended: %v", it)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if _, err := s.stub.ResumeInstance(callCtx(t), &pb.ResumeRequest{InstanceId: "u1", Reason: wrapperspb.String("go on")}); err != nil {
+		t.Fatal(err)
+	}
+	raised := false
+	for !raised {
+		req, tok := w.nextStep(t)
+		for _, ev := range req.GetNewEvents() {
+			raised = raised || ev.GetEventRaised().GetName() == "go" && ev.GetEventRaised().GetInput().GetValue() == "7"
+		}
+		var acts []*pb.OrchestratorAction
+		if raised {
+			acts = append(acts, completeWith(0, `7`))
+		}
+		if err := w.answer(t, "u1", tok, "", acts...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := s.waitDone(t, "u1"); st.GetOutput().GetValue() != "7" {
+		t.Fatalf("end: %v", st)
+	}
+}
