@@ -710,3 +710,44 @@ func TestWorkerSuspendResume(t *testing.T) {
 		t.Fatalf("end: %v", st)
 	}
 }
+
+// A worker that abandons a step and an activity of a worker-run instance
+// gets each again, once, and the instance finishes.
+func TestWorkerAbandons(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	s := v.startServer(serverOpts{reg: testRegistry(t)})
+	w := connectWorker(t, s, &pb.GetWorkItemsRequest{}, "WAb")
+	s.start(t, "WAb", "ab1", "")
+	_, tok := w.nextStep(t)
+	if _, err := w.stub.AbandonTaskOrchestratorWorkItem(callCtx(t), &pb.AbandonOrchestrationTaskRequest{CompletionToken: tok}); err != nil {
+		t.Fatal(err)
+	}
+	_, tok2 := w.nextStep(t)
+	if tok2 == tok {
+		t.Fatal("the step came back with the abandoned token")
+	}
+	if err := w.answer(t, "ab1", tok2, "", scheduleTask(0, "Say", `1`)); err != nil {
+		t.Fatal(err)
+	}
+	_, atok := w.nextActivity(t)
+	if _, err := w.stub.AbandonTaskActivityWorkItem(callCtx(t), &pb.AbandonActivityTaskRequest{CompletionToken: atok}); err != nil {
+		t.Fatal(err)
+	}
+	_, atok2 := w.nextActivity(t)
+	select {
+	case it := <-w.items:
+		t.Fatalf("a third dispatch: %v", it)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if _, err := w.stub.CompleteActivityTask(callCtx(t), &pb.ActivityResponse{InstanceId: "ab1", TaskId: 0, Result: wrapperspb.String(`2`), CompletionToken: atok2}); err != nil {
+		t.Fatal(err)
+	}
+	_, tok = w.nextStep(t)
+	if err := w.answer(t, "ab1", tok, "", completeWith(1, `2`)); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.waitDone(t, "ab1"); st.GetOutput().GetValue() != "2" {
+		t.Fatalf("end: %v", st)
+	}
+}
