@@ -93,7 +93,7 @@ type Outcome struct {
 // something arrives (an activity's or timer's completion, an inbox entry),
 // and all that is ready by then shares one commit. A Driver made by
 // DriveSteps runs the steps of code outside the process instead (see
-// there); it keeps one goroutine while it runs.
+// there); it keeps one goroutine until it ends or parks.
 type Driver struct {
 	e *executor // the Go coroutine's run
 	s *stepRun  // or a step driver's (DriveSteps)

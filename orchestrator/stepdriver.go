@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -72,9 +73,11 @@ var ErrNoTaskRunner = errors.New("orchestrator: no worker runs this activity")
 // whose result was not stored (in the inbox or the history) when the run
 // stopped (the holder's crash, a lost lease) is run again by the next run,
 // which runs every task the history has scheduled and not finished (a
-// local one's result then goes through the inbox too). Such
-// a run does not park (RunOptions.ParkAfter and BatchBudget do not apply)
-// and does not watch the inbox (the caller delivers it).
+// local one's result then goes through the inbox too). With
+// RunOptions.ParkAfter, a run that has waited that long with no step and
+// no task out parks (Outcome.Parked, WakeAt its first timer), as the Go
+// driver's does. BatchBudget does not apply, and the run does not watch
+// the inbox (the caller delivers it).
 func DriveSteps(ctx context.Context, exec *Execution, opts RunOptions, so StepDriverOptions) *Driver {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -105,7 +108,19 @@ type stepRun struct {
 	tctx       context.Context // of the tasks
 	stopTasks  context.CancelFunc
 	tasks      sync.WaitGroup
+	running    atomic.Int32 // tasks under way
 	dispatched map[int]bool // task IDs this run started (loop's)
+}
+
+// park ends the run as parked unless something was delivered meanwhile.
+func (s *stepRun) park() (Outcome, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) > 0 || s.running.Load() > 0 {
+		return Outcome{}, false
+	}
+	s.ended = true // a later delivery is refused: the caller keeps it and wakes the run
+	return Outcome{Parked: true, WakeAt: s.g.firstTimer()}, true
 }
 
 // deliver takes an inbox entry for the next step; false once the run ended.
@@ -184,19 +199,33 @@ func (s *stepRun) run() Outcome {
 		} else {
 			wakeAt = s.g.firstTimer()
 		}
-		var timer *time.Timer
-		var fire <-chan time.Time
+		var timer, parkTimer *time.Timer
+		var fire, parkNow <-chan time.Time
 		if !wakeAt.IsZero() {
 			timer = time.NewTimer(time.Until(wakeAt) + time.Millisecond) // now() is in ms
 			fire = timer.C
 		}
+		if s.opts.ParkAfter > 0 && s.running.Load() == 0 {
+			parkTimer = time.NewTimer(s.opts.ParkAfter)
+			parkNow = parkTimer.C
+		}
+		parked := false
+		var out Outcome
 		select {
 		case <-s.ctx.Done():
 		case <-s.wake:
 		case <-fire:
+		case <-parkNow:
+			out, parked = s.park()
 		}
 		if timer != nil {
 			timer.Stop()
+		}
+		if parkTimer != nil {
+			parkTimer.Stop()
+		}
+		if parked {
+			return out
 		}
 	}
 }
@@ -271,7 +300,9 @@ func (s *stepRun) startTask(t ScheduleTask) {
 	}
 	s.dispatched[t.ID] = true
 	g := s.g
+	s.running.Add(1)
 	s.tasks.Go(func() {
+		defer s.running.Add(-1)
 		ctx := s.tctx
 		var result json.RawMessage
 		var failure *FailureDetails

@@ -154,3 +154,27 @@ func TestDriveStepsResumesOpenTasks(t *testing.T) {
 		t.Fatalf("end: %s %s", st.RuntimeStatus, st.Output)
 	}
 }
+
+// A step driver's run parks (RunOptions.ParkAfter) once it has waited
+// with nothing out: its outcome says when its timer fires.
+func TestDriveStepsParks(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	x, _ := v.running(t, "dp", "")
+	fireAt := time.Now().Add(time.Hour).UTC().Truncate(time.Millisecond)
+	ended := make(chan orchestrator.Outcome, 1)
+	steps := 0
+	orchestrator.DriveSteps(ctxT(t), x, orchestrator.RunOptions{ParkAfter: 100 * time.Millisecond, OnEnd: func(o orchestrator.Outcome) { ended <- o }},
+		orchestrator.StepDriverOptions{Step: func(ctx context.Context, item *orchestrator.WorkItem, complete func([]orchestrator.Action) error) error {
+			steps++
+			return complete([]orchestrator.Action{orchestrator.CreateTimer{ID: 0, FireAt: fireAt}})
+		}})
+	select {
+	case o := <-ended:
+		if !o.Parked || !o.WakeAt.Equal(fireAt) || o.Err != nil || steps != 1 {
+			t.Fatalf("outcome %+v after %d steps, want parked until %v", o, steps, fireAt)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the run did not park")
+	}
+}

@@ -200,11 +200,12 @@ func TestWorkerRunsOrchestration(t *testing.T) {
 
 // A durable timer: the step after it comes once it is due, with
 // TimerFired; an external event raised by a client reaches the worker as
-// EventRaised.
+// EventRaised. The node parks the idle run after 100 ms each time, so the
+// timer and the event wake it.
 func TestWorkerTimerAndEvent(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t)
-	s := v.startServer(serverOpts{reg: testRegistry(t)})
+	s := v.startServer(serverOpts{reg: testRegistry(t), parkAfter: 100 * time.Millisecond})
 	w := connectWorker(t, s, &pb.GetWorkItemsRequest{}, "WTimer")
 	s.start(t, "WTimer", "t1", "")
 

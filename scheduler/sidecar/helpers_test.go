@@ -71,6 +71,8 @@ type serverOpts struct {
 	tp trace.TracerProvider
 	// log, if set, gets the server's and its node's lines.
 	log *slog.Logger
+	// parkAfter is the node's ParkAfter (0: its default).
+	parkAfter time.Duration
 }
 
 // startServer starts a sidecar server on a loopback port and dials it.
@@ -92,6 +94,7 @@ func (v *env) startServer(o serverOpts) *server {
 		node, err = scheduler.New(scheduler.Config{
 			Etcd: ec, Prefix: v.prefix, NodeID: fmt.Sprintf("node-%d", time.Now().UnixNano()), LeaseTTL: 2 * time.Second,
 			Logger: logger, Registry: o.reg, PreferenceDelay: 20 * time.Millisecond, Registerer: prometheus.NewRegistry(), Client: client,
+			ParkAfter: o.parkAfter,
 		})
 		if err != nil {
 			t.Fatal(err)
