@@ -107,6 +107,12 @@
 //   - step.go: the exported step API for a driver that is not the Go
 //     coroutine (a remote worker): Open an Engine, Next hands it the past
 //     and new events, Complete takes its actions back;
+//   - stepdriver.go: DriveSteps, the Driver of a run over that API - it
+//     sends a step when something is new (the start, an inbox entry, a due
+//     timer), runs the tasks the steps schedule (local activities here,
+//     others with a TaskFunc whose results go through the inbox; a stored
+//     result is never repeated, an unstored one is run again by the next
+//     run), and fails the execution on an answer it cannot take;
 //   - run.go: a run of the Go driver - its mailbox loop, parking, batches'
 //     bounds, outcome;
 //   - replay.go: rebuilding the Go orchestration's state from history and

@@ -91,15 +91,25 @@ type Outcome struct {
 // the execution ends or the run's context is cancelled. It holds no
 // goroutine of its own while the orchestration waits: a step runs when
 // something arrives (an activity's or timer's completion, an inbox entry),
-// and all that is ready by then shares one commit.
-type Driver struct{ e *executor }
+// and all that is ready by then shares one commit. A Driver made by
+// DriveSteps runs the steps of code outside the process instead (see
+// there); it keeps one goroutine until it ends or parks.
+type Driver struct {
+	e *executor // the Go coroutine's run
+	s *stepRun  // or a step driver's (DriveSteps)
+}
 
 // Deliver hands the run an inbox entry of its instance. Entries must come
 // in CreateRevision order; repeats and entries already consumed are
 // ignored. It reports false if the run has ended: the entry was not taken
 // (a parked run then reports it in Outcome.Missed if OnEnd has not been
 // called yet).
-func (d *Driver) Deliver(entry InboxEntry) bool { return d.e.post(msg{kind: msgInbox, inbox: entry}) }
+func (d *Driver) Deliver(entry InboxEntry) bool {
+	if d.s != nil {
+		return d.s.deliver(entry)
+	}
+	return d.e.post(msg{kind: msgInbox, inbox: entry})
+}
 
 // Drive starts a run of the execution's orchestration from the registry:
 // see Driver. ctx bounds the run: when it is cancelled the run writes

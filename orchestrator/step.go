@@ -34,6 +34,11 @@ type WorkItem struct {
 	Version      string
 	FencingToken int64
 	Past, New    []HistoryEvent
+	// First says no step of the execution has been committed yet (its
+	// history is empty, or its record still Pending): Past holds at most
+	// what its start wrote (ExecutionStarted and the events ContinueAsNew
+	// carried over).
+	First bool
 }
 
 // StepResult is what a completed step did.
@@ -64,6 +69,7 @@ type stepState struct {
 	timers  map[int]time.Time       // of them, timers
 	names   map[int]string          // task names, by ID
 	inputs  map[int]json.RawMessage // task inputs, by ID
+	vers    map[int]string          // task versions, by ID
 }
 
 // OpenEngine makes the engine of an opened execution for a driver that is
@@ -82,7 +88,7 @@ func OpenEngine(ctx context.Context, x *Execution, opts EngineOptions) *Engine {
 	}
 	g := &Engine{ctx: ctx, exec: x, rec: *x.rec, log: opts.Logger, tracer: x.c.tracer, onStoreError: opts.OnStoreError,
 		step: &stepState{reg: opts.Activities, open: map[int]EventType{}, timers: map[int]time.Time{},
-			names: map[int]string{}, inputs: map[int]json.RawMessage{}}}
+			names: map[int]string{}, inputs: map[int]json.RawMessage{}, vers: map[int]string{}}}
 	return g
 }
 
@@ -99,7 +105,7 @@ func (g *Engine) Deliver(in InboxEntry) {
 func (st *stepState) note(ev HistoryEvent) {
 	switch ev.EventType {
 	case EventTaskScheduled, EventSubOrchestrationInstanceCreated:
-		st.open[ev.TaskID], st.names[ev.TaskID], st.inputs[ev.TaskID] = ev.EventType, ev.Name, ev.Input
+		st.open[ev.TaskID], st.names[ev.TaskID], st.inputs[ev.TaskID], st.vers[ev.TaskID] = ev.EventType, ev.Name, ev.Input, ev.Version
 	case EventTimerCreated:
 		st.open[ev.TaskID] = ev.EventType
 		if ev.FireAt != nil {
@@ -174,7 +180,7 @@ func (g *Engine) Next() *WorkItem {
 	}
 	st.seq++
 	return &WorkItem{Seq: st.seq, InstanceID: g.rec.InstanceID, ExecutionID: g.rec.ExecutionID, Name: g.rec.Name,
-		Version: g.rec.Version, FencingToken: g.exec.Token(),
+		Version: g.rec.Version, FencingToken: g.exec.Token(), First: g.needMark || len(g.history) == 0,
 		Past: append([]HistoryEvent(nil), g.history...), New: append([]HistoryEvent(nil), g.pending...)}
 }
 

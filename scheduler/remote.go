@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"time"
 
 	"github.com/soloist-dev/soloist/orchestrator"
 )
@@ -37,8 +38,16 @@ func (n *Node) SetRemote(r Remote) error {
 	return nil
 }
 
+// errUnserved stops the run of an instance that no worker of the node's
+// Remote serves any more: the node releases it, for a node that has one.
+var errUnserved = errors.New("scheduler: no worker connected to this node serves the orchestration any more")
+
 // RemoteChanged tells the node that what its Remote serves changed: it
 // considers every instance again and rewrites its node key's function list.
+// An instance it holds that it no longer runs (neither natively nor with
+// the Remote) is released after a grace of one lease TTL, if by then no
+// worker serving it has come back, so that a node whose worker serves it
+// takes it.
 func (n *Node) RemoteChanged() {
 	n.mu.Lock()
 	s := n.session
@@ -48,6 +57,7 @@ func (n *Node) RemoteChanged() {
 	}
 	n.requeueLocked()
 	n.mu.Unlock()
+	time.AfterFunc(n.cfg.LeaseTTL, n.releaseUnserved)
 	if s == nil || s.Err() != nil || !n.cfg.Role.Runs() {
 		return
 	}
@@ -63,6 +73,21 @@ func (n *Node) RemoteChanged() {
 			n.log.Warn("could not update the node key's functions", "error", err)
 		}
 	}()
+}
+
+// releaseUnserved stops the runs of the instances the node no longer runs
+// (their worker went): their end releases them.
+func (n *Node) releaseUnserved() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.draining || n.remote == nil || n.ctx.Err() != nil {
+		return
+	}
+	for _, r := range n.runs {
+		if r.remote && !n.remote.Serves(r.name, r.version) {
+			r.stop(errUnserved)
+		}
+	}
 }
 
 // functions is what the node key lists: the Registry's orchestrations and

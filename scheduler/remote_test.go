@@ -115,3 +115,69 @@ func TestNodeInfoRunsAnyFunction(t *testing.T) {
 		t.Fatal("an API-only node runs nothing")
 	}
 }
+
+// An instance the node runs with its Remote is released, about a lease TTL
+// after the Remote stops serving it (its worker went), so that a node
+// whose worker serves it can take it; nothing of the instance changes. It
+// is taken again once the Remote serves it again.
+func TestRemoteGoneReleasesInstance(t *testing.T) {
+	e := leasetest.Start(t)
+	prefix := "/" + t.Name() + "/"
+	remote := &fakeRemote{reg: orchestrator.NewRegistry()}
+	if err := remote.reg.AddOrchestrator("Waits", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		var v string
+		err := ctx.WaitForExternalEvent("go", 0).Await(&v)
+		return v, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	remote.on.Store(true)
+	node, err := scheduler.New(scheduler.Config{
+		Etcd: e.Client(), Prefix: prefix, NodeID: "n1", LeaseTTL: 2 * time.Second,
+		Registry: orchestrator.NewRegistry(), Registerer: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.SetRemote(remote); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := node.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = node.Drain(context.Background()) })
+	cl := orchestrator.NewClient(e.Client(), orchestrator.ClientConfig{Prefix: prefix})
+	if _, err := cl.Start(ctx, "Waits", orchestrator.StartOptions{InstanceID: "w1"}); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, cl, "w1", orchestrator.StatusRunning, 10*time.Second)
+	eventually(t, 5*time.Second, "the node to hold w1", func() bool { return slices.Contains(node.Held(), "w1") })
+	first, err := cl.Status(ctx, "w1")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	remote.on.Store(false)
+	node.RemoteChanged()
+	eventually(t, 10*time.Second, "the node to release w1", func() bool { return !slices.Contains(node.Held(), "w1") })
+	resp, err := e.Client().Get(ctx, cl.Keys().Owner("w1"))
+	if err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("owners key after the release: %v %v", resp, err)
+	}
+	if st, err := cl.Status(ctx, "w1"); err != nil || st.RuntimeStatus != orchestrator.StatusRunning {
+		t.Fatalf("after the release: %v %v, want Running", st, err)
+	}
+
+	remote.on.Store(true)
+	node.RemoteChanged()
+	eventually(t, 10*time.Second, "the node to take w1 again", func() bool { return slices.Contains(node.Held(), "w1") })
+	if err := cl.RaiseEvent(ctx, "w1", "go", json.RawMessage(`"back"`)); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, cl, "w1", orchestrator.StatusCompleted, 10*time.Second)
+	if string(st.Output) != `"back"` || st.FencingToken <= first.FencingToken {
+		t.Fatalf("output %s, fencing token %d (first %d)", st.Output, st.FencingToken, first.FencingToken)
+	}
+}

@@ -29,6 +29,8 @@ type run struct {
 	driver    *orchestrator.Driver      // nil while parked, reopened, or between a failed run and its retry
 	inbox     []orchestrator.InboxEntry // entries that came while there was no driver to take them
 	parked    bool
+	remote    bool        // driven by the node's Remote (a worker), not the Registry
+	version   string      // the orchestration's version
 	wakeTimer *time.Timer // a parked run's first durable timer
 	unwatch   func() bool // stops a parked run's stop hook
 }
@@ -114,8 +116,10 @@ func (n *Node) fence(r *run) orchestrator.Fence {
 // Called with n.mu held.
 func (n *Node) drive(r *run, exec *orchestrator.Execution, reason string) {
 	drive := n.cfg.Registry.Drive
-	if st := exec.Status(); n.remote != nil && !n.runsNatively(st.Name, st.Version) {
-		drive = n.remote.Drive
+	st := exec.Status()
+	r.remote, r.version = false, st.Version
+	if n.remote != nil && !n.runsNatively(st.Name, st.Version) {
+		drive, r.remote = n.remote.Drive, true
 	}
 	d, err := drive(r.ctx, exec, orchestrator.RunOptions{
 		Logger:    n.log,
@@ -264,6 +268,9 @@ func (n *Node) settle(r *run, o orchestrator.Outcome) {
 		r.log().Warn("run stopped: fenced", "error", err)
 	case errors.Is(cause, errDrain):
 		n.handOff(h)
+	case errors.Is(cause, errUnserved):
+		r.log().Info("released the instance: no worker connected to this node serves it any more")
+		n.release(h)
 	case errors.Is(cause, errChanged) || errors.Is(err, orchestrator.ErrExecutionChanged):
 		r.log().Info("run stopped: the instance was terminated, suspended or restarted")
 		n.release(h)

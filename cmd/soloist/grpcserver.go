@@ -172,8 +172,9 @@ func listenGRPC(o *serveOptions) (*grpcListener, error) {
 	return &grpcListener{ln: ln, wired: make(chan struct{})}, nil
 }
 
-// start wires the sidecar server to the node and serves; the channel gets
-// the server's error.
+// start wires the sidecar server to the node (before node.Start: the node
+// runs what the server's workers serve) and serves; the channel gets the
+// server's error.
 func (g *grpcListener) start(o *serveOptions, node *scheduler.Node, client *orchestrator.Client, reg prometheus.Registerer, apiKeys []string, log *slog.Logger) (<-chan error, error) {
 	creds, err := o.grpcTLS()
 	if err != nil {
@@ -184,6 +185,11 @@ func (g *grpcListener) start(o *serveOptions, node *scheduler.Node, client *orch
 		MaxPayload: int(o.MaxPayload), APIKeys: apiKeys, TLS: creds,
 	})
 	if err != nil {
+		return nil, fmt.Errorf("configure the gRPC listener: %w", err)
+	}
+	// The node campaigns for the orchestrations the connected workers
+	// serve and runs them through the server (before node.Start).
+	if err := node.SetRemote(srv.Remote()); err != nil {
 		return nil, fmt.Errorf("configure the gRPC listener: %w", err)
 	}
 	g.srv = srv

@@ -29,6 +29,21 @@
 //     keeps serving.
 //   - Entities and task hub management are UNIMPLEMENTED, with a message
 //     that says so.
+//   - Workers (GetWorkItems) run orchestrations on the node: with
+//     Server.Remote given to the node (Node.SetRemote, as soloist serve
+//     does), the node campaigns for the instances whose orchestration a
+//     connected worker serves and runs them with orchestrator.DriveSteps.
+//     One orchestration step per instance is out at a time; a worker's
+//     answer is committed with the holder's fence before
+//     CompleteOrchestratorTask returns, and an answer for an older send,
+//     or after the node lost the instance, is refused (FAILED_PRECONDITION)
+//     and changes nothing. An answer the node cannot take (an entity
+//     action, an unknown action, a bad payload) is refused to the worker
+//     and fails the execution with the reason. An activity's result is
+//     stored in the instance's inbox before the orchestration sees it; an
+//     activity without a stored result when its node stopped is sent again
+//     by the next holder (at least once). Details:
+//     docs/durable-task-workers.md.
 //   - Shutdown ends the waits and streams in progress at once (workers
 //     reconnect to another node) and lets other calls finish within its
 //     context.

@@ -1,12 +1,14 @@
 package sidecar_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,6 +23,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/soloist-dev/soloist/lease/leasetest"
 	"github.com/soloist-dev/soloist/orchestrator"
 	"github.com/soloist-dev/soloist/scheduler"
@@ -31,12 +35,12 @@ import (
 // env is an embedded etcd with sidecar servers on top, each on its own
 // node.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	e      *leasetest.Etcd
 	prefix string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	return &env{t: t, e: leasetest.Start(t), prefix: "/" + t.Name() + "/"}
 }
@@ -54,6 +58,7 @@ type server struct {
 	stub pb.TaskHubSidecarServiceClient
 	reg  *prometheus.Registry
 	addr string
+	etcd *clientv3.Client
 }
 
 // serverOpts tune startServer.
@@ -64,6 +69,10 @@ type serverOpts struct {
 	reg *orchestrator.Registry
 	// tp, if set, is the server's tracer provider.
 	tp trace.TracerProvider
+	// log, if set, gets the server's and its node's lines.
+	log *slog.Logger
+	// parkAfter is the node's ParkAfter (0: its default).
+	parkAfter time.Duration
 }
 
 // startServer starts a sidecar server on a loopback port and dials it.
@@ -71,15 +80,34 @@ func (v *env) startServer(o serverOpts) *server {
 	t := v.t
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	client := v.client()
-	cfg := sidecar.Config{Client: client, Registerer: reg, APIKeys: o.keys, Logger: slog.New(slog.DiscardHandler), TracerProvider: o.tp}
-	s := &server{reg: reg}
+	ec := v.e.Client() // the server's and its node's: closing it cuts them from etcd, as a crash would
+	client := orchestrator.NewClient(ec, orchestrator.ClientConfig{Prefix: v.prefix, MaxPayload: 16 << 10})
+	logger := o.log
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg := sidecar.Config{Client: client, Registerer: reg, APIKeys: o.keys, Logger: logger, TracerProvider: o.tp}
+	s := &server{reg: reg, etcd: ec}
+	var node *scheduler.Node
 	if o.reg != nil {
-		node, err := scheduler.New(scheduler.Config{
-			Etcd: v.e.Client(), Prefix: v.prefix, NodeID: fmt.Sprintf("node-%d", time.Now().UnixNano()), LeaseTTL: 2 * time.Second,
-			Logger: slog.New(slog.DiscardHandler), Registry: o.reg, PreferenceDelay: 20 * time.Millisecond, Registerer: prometheus.NewRegistry(), Client: client,
+		var err error
+		node, err = scheduler.New(scheduler.Config{
+			Etcd: ec, Prefix: v.prefix, NodeID: fmt.Sprintf("node-%d", time.Now().UnixNano()), LeaseTTL: 2 * time.Second,
+			Logger: logger, Registry: o.reg, PreferenceDelay: 20 * time.Millisecond, Registerer: prometheus.NewRegistry(), Client: client,
+			ParkAfter: o.parkAfter,
 		})
 		if err != nil {
+			t.Fatal(err)
+		}
+		s.node, cfg.Node = node, node
+	}
+	srv, err := sidecar.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if node != nil {
+		// As serve does: the node runs what the server's workers serve.
+		if err := node.SetRemote(srv.Remote()); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -92,11 +120,6 @@ func (v *env) startServer(o serverOpts) *server {
 			defer cancel()
 			_ = node.Drain(ctx)
 		})
-		s.node, cfg.Node = node, node
-	}
-	srv, err := sidecar.New(cfg)
-	if err != nil {
-		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -122,7 +145,7 @@ func (v *env) startServer(o serverOpts) *server {
 }
 
 // ctx is a call context with a deadline, and the key if given.
-func callCtx(t *testing.T, key ...string) context.Context {
+func callCtx(t testing.TB, key ...string) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
@@ -276,3 +299,24 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 func (rawCodec) Name() string { return "proto" }
+
+// logBuffer collects log lines (JSON) for a test to look at.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) logger() *slog.Logger { return slog.New(slog.NewJSONHandler(b, nil)) }
+
+// lines are the lines written so far.
+func (b *logBuffer) lines() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Split(strings.TrimSpace(b.buf.String()), "\n")
+}
