@@ -112,16 +112,17 @@ func callActivity(ctx context.Context, fn ActivityFunc, input json.RawMessage) (
 
 // batching reports whether the tasks the step issued (fresh) may start
 // before their schedule is committed: they are all local activities (or
-// there are none and the batch's activities still run), and the batch is
-// within its bounds (RunOptions.BatchBudget since its last commit,
-// BatchTasks). It opens the batch if needed.
+// there are none and the batch's activities still run), the run was not
+// checkpointed (Driver.Checkpoint), and the batch is within its bounds
+// (RunOptions.BatchBudget since its last commit, BatchTasks). It opens
+// the batch if needed.
 func (e *executor) batching(fresh []*Task) bool {
 	budget := e.opts.BatchBudget
 	maxTasks := e.opts.BatchTasks
 	if maxTasks <= 0 {
 		maxTasks = DefaultBatchTasks
 	}
-	if budget <= 0 || e.reg == nil || (len(fresh) == 0 && e.batchRunning == 0) {
+	if budget <= 0 || e.reg == nil || e.noBatch || (len(fresh) == 0 && e.batchRunning == 0) {
 		return false
 	}
 	for _, t := range fresh {

@@ -101,6 +101,33 @@ type Driver struct{ e *executor }
 // called yet).
 func (d *Driver) Deliver(entry InboxEntry) bool { return d.e.post(msg{kind: msgInbox, inbox: entry}) }
 
+// ErrRunEnded is what Driver.Checkpoint returns for a run that ended
+// before it could commit: what the run had applied was not committed (or
+// the run's own end committed it).
+var ErrRunEnded = errors.New("orchestrator: the run ended")
+
+// Checkpoint commits what the run has applied and not committed yet - the
+// results of an open batch of local activities (RunOptions.BatchBudget) -
+// returns once that is in etcd, and turns batching off for the rest of
+// the run: every later step commits before its activities start. A holder
+// about to stop (a drain) calls it first, so that the next holder has
+// nothing to repeat but the activities running at the stop. With nothing
+// to commit it returns nil at once, and so it does for a run that has
+// ended (a parked one had nothing uncommitted). It returns the commit's
+// error, ErrRunEnded if the run ended first, or ctx's error.
+func (d *Driver) Checkpoint(ctx context.Context) error {
+	reply := make(chan error, 1)
+	if !d.e.post(msg{kind: msgCheckpoint, reply: reply}) {
+		return nil
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
 // Drive starts a run of the execution's orchestration from the registry:
 // see Driver. ctx bounds the run: when it is cancelled the run writes
 // nothing more and ends with context.Cause(ctx) as Outcome.Err.
@@ -151,19 +178,21 @@ func runAndWait(ctx context.Context, exec *Execution, fn OrchestratorFunc, reg *
 type msgKind int
 
 const (
-	msgBegin msgKind = iota
-	msgEvent         // a completion of this run's work
-	msgInbox         // an inbox entry
-	msgStop          // the context ended
-	msgPark          // the idle time of RunOptions.ParkAfter passed
-	msgFlush         // the batch's time budget passed
+	msgBegin      msgKind = iota
+	msgEvent              // a completion of this run's work
+	msgInbox              // an inbox entry
+	msgStop               // the context ended
+	msgPark               // the idle time of RunOptions.ParkAfter passed
+	msgFlush              // the batch's time budget passed
+	msgCheckpoint         // Driver.Checkpoint: commit now
 )
 
 type msg struct {
 	kind  msgKind
 	ev    HistoryEvent
 	inbox InboxEntry
-	epoch uint64 // of a msgPark: the batch count when it was armed; of a msgFlush: the batch's
+	epoch uint64     // of a msgPark: the batch count when it was armed; of a msgFlush: the batch's
+	reply chan error // of a msgCheckpoint: gets the commit's outcome
 }
 
 // executor is the state of one run. The mailbox is guarded by mu; the rest
@@ -219,6 +248,8 @@ type executor struct {
 	batchTasks   int       // activities the batch started
 	batchRunning int       // of them, not finished
 	flushTimer   *time.Timer
+	checkpoints  []chan error // Driver.Checkpoint calls the next advance answers: it commits, batching or not
+	noBatch      bool         // a Checkpoint came: no batching any more
 
 	workers     sync.WaitGroup // activities, child starts, the inbox watch
 	childStarts sync.WaitGroup // child starts
@@ -348,6 +379,9 @@ func (e *executor) handle(batch []msg) (Outcome, bool) {
 			return Outcome{Err: context.Cause(e.ctx)}, true
 		case msgFlush:
 			err = e.flush(m.epoch)
+		case msgCheckpoint:
+			e.checkpoints = append(e.checkpoints, m.reply)
+			e.noBatch = true
 		case msgPark: // stale: the run did something since
 		}
 		if err != nil {
@@ -357,7 +391,26 @@ func (e *executor) handle(batch []msg) (Outcome, bool) {
 			break
 		}
 	}
-	return e.advance()
+	out, done := e.advance()
+	e.answerCheckpoints(out, done)
+	return out, done
+}
+
+// answerCheckpoints tells the Driver.Checkpoint calls of a batch how its
+// commit went: advance committed everything applied unless the run ended
+// without writing its end.
+func (e *executor) answerCheckpoints(out Outcome, done bool) {
+	var err error
+	switch {
+	case done && out.Status == "" && out.Err != nil:
+		err = fmt.Errorf("%w: %w", ErrRunEnded, out.Err)
+	case done && out.Status == "":
+		err = ErrRunEnded
+	}
+	for _, c := range e.checkpoints {
+		c <- err
+	}
+	e.checkpoints = nil
 }
 
 // work is the context of the run's work (activities, child starts), made
@@ -542,7 +595,14 @@ func (e *executor) end(out Outcome) {
 		if m.kind == msgInbox && out.Parked {
 			out.Missed = true // came while it parked: not applied
 		}
+		if m.kind == msgCheckpoint {
+			m.reply <- ErrRunEnded
+		}
 	}
+	for _, c := range e.checkpoints {
+		c <- ErrRunEnded
+	}
+	e.checkpoints = nil
 	e.mail = nil
 	e.mu.Unlock()
 	e.endSpan(out)
