@@ -204,7 +204,7 @@
 // TaskCompleted per task in etcd; every task must run once plus once per
 // holding whose uncommitted batch had it, never twice in one holding; a
 // batch may hold at most 101 activities (100, plus one whose schedule the
-// last commit held), all but the first begun within the budget (plus 1 s
+// last commit held), all but the first begun within the budget (plus 1.5 s
 // of commit latency) of the holding's last commit; after a SIGTERM at
 // most one (a drain commits the batch first). Each stop's batch size and
 // repeats are logged.

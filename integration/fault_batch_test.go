@@ -65,14 +65,14 @@ type holdingEnd struct {
 // instance), once more per holding that lost them. Per holding that is at
 // most 101 activities (the batch's 100, plus one whose schedule its last
 // commit held) and, but for one that was running at that commit, all
-// begun within the 1 s budget (plus 1 s for the commit's own latency) of
+// begun within the 1 s budget (plus 1.5 s for the commit's own latency) of
 // the holding's last commit; after a drain, which commits the batch before
 // it stops the run, at most the one activity it stopped. The porcupine
 // check and every other check of the suite apply too.
 func TestFaultKillMidBatch(t *testing.T) {
 	chains := []chainCase{
 		{id: "chain-count", n: 800, ms: 1, killAfter: []int{180, 160}},
-		{id: "chain-budget", n: 450, ms: 30, killAfter: []int{190, 190}},
+		{id: "chain-budget", n: 450, ms: 30, killAfter: []int{195, 195}},
 		{id: "chain-drain", n: 300, ms: 30, killAfter: []int{60, 60}, drain: true},
 	}
 	su := setup{env: harness.Options{Demo: true}, noWorkload: true, noEffects: []string{"Chain"}}
@@ -165,23 +165,24 @@ func (s *scenario) awaitHolder(id string, after int64, timeout time.Duration) (h
 // timeout passes.
 func (s *scenario) awaitRuns(id string, token int64, n int, timeout time.Duration) (int, bool) {
 	deadline := time.Now().Add(timeout)
-	seen := 0
+	seen, next := 0, 0 // events only grow: count the new ones
 	for polls := 0; time.Now().Before(deadline); polls++ {
-		seen = 0
-		for _, ev := range s.env.Events() {
+		evs := s.env.Events()
+		for _, ev := range evs[next:] {
 			if ev.Msg == chainRan && ev.InstanceID == id && ev.Token == token {
 				seen++
 			}
 		}
+		next = len(evs)
 		if seen >= n {
 			return seen, true
 		}
-		if polls%20 == 19 {
+		if polls%10 == 9 {
 			if st := record(s.env, id); st != nil && st.RuntimeStatus.Terminal() {
 				return seen, false
 			}
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	return seen, false
 }
@@ -263,8 +264,8 @@ func (s *scenario) checkChain(c chainCase, kills []chainKill) string {
 
 	// What each holding that ended before the chain did left uncommitted.
 	budget := orchestrator.DefaultBatchBudget
-	const slack = time.Second // the commit's own latency on a loaded machine
-	lost := map[int]int{}     // task -> holdings whose uncommitted batch had it
+	const slack = 1500 * time.Millisecond // the commit's own latency on a loaded machine
+	lost := map[int]int{}                 // task -> holdings whose uncommitted batch had it
 	ends := map[int64]holdingEnd{}
 	for i := 0; i+1 < len(tokens); i++ {
 		tok, next := tokens[i], tokens[i+1]

@@ -65,7 +65,7 @@
 //     never bounces between nodes.
 //   - Drain stops campaigning, has every run commit what it applied and
 //     did not commit yet (a batch of local activities; it waits at most
-//     1 s for that), stops runs, and releases every owners key at once
+//     2 s for that), stops runs, and releases every owners key at once
 //     after leaving the node's handoff marker, so peers take over at once
 //     rather than after a TTL (soloist_handoffs_total); then it revokes the
 //     session lease. A peer that takes over repeats only the activities

@@ -474,7 +474,7 @@ func newBackoff(first, max time.Duration) *backoff.ExponentialBackOff {
 // after a crash.
 // drainCheckpoint bounds how long a drain waits for its runs' batches to
 // commit before it stops them.
-const drainCheckpoint = time.Second
+const drainCheckpoint = 2 * time.Second
 
 func (n *Node) checkpoint(ctx context.Context, drivers []*orchestrator.Driver) {
 	if len(drivers) == 0 || n.cfg.BatchBudget <= 0 {
