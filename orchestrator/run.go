@@ -358,6 +358,14 @@ func (e *executor) wakeAt() time.Time {
 // handle applies a batch of messages and commits what they produced. It
 // reports done with the outcome when the run is over.
 func (e *executor) handle(batch []msg) (Outcome, bool) {
+	// Checkpoints are taken first: however the batch ends, the advance
+	// below or the run's end answers them.
+	for _, m := range batch {
+		if m.kind == msgCheckpoint {
+			e.checkpoints = append(e.checkpoints, m.reply)
+			e.noBatch = true
+		}
+	}
 	if e.ctx.Err() != nil {
 		return Outcome{Err: context.Cause(e.ctx)}, true
 	}
@@ -379,10 +387,7 @@ func (e *executor) handle(batch []msg) (Outcome, bool) {
 			return Outcome{Err: context.Cause(e.ctx)}, true
 		case msgFlush:
 			err = e.flush(m.epoch)
-		case msgCheckpoint:
-			e.checkpoints = append(e.checkpoints, m.reply)
-			e.noBatch = true
-		case msgPark: // stale: the run did something since
+		case msgPark, msgCheckpoint: // a stale countdown; checkpoints are taken above
 		}
 		if err != nil {
 			return e.fail(err)

@@ -466,16 +466,16 @@ func newBackoff(first, max time.Duration) *backoff.ExponentialBackOff {
 	return b
 }
 
+// drainCheckpoint bounds how long a drain waits for its runs' batches to
+// commit before it stops them.
+const drainCheckpoint = 2 * time.Second
+
 // checkpoint has every run commit what it applied and has not committed
 // (a batch of local activities, orchestrator.RunOptions.BatchBudget)
 // before a drain stops it, so that the peers that take over repeat only
 // the activities still running. It waits at most drainCheckpoint (and
 // ctx); a run that cannot commit in time loses its batch to the peer, as
 // after a crash.
-// drainCheckpoint bounds how long a drain waits for its runs' batches to
-// commit before it stops them.
-const drainCheckpoint = 2 * time.Second
-
 func (n *Node) checkpoint(ctx context.Context, drivers []*orchestrator.Driver) {
 	if len(drivers) == 0 || n.cfg.BatchBudget <= 0 {
 		return
