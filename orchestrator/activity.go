@@ -122,7 +122,7 @@ func (e *executor) batching(fresh []*Task) bool {
 	if maxTasks <= 0 {
 		maxTasks = DefaultBatchTasks
 	}
-	if budget <= 0 || e.reg == nil || e.noBatch || (len(fresh) == 0 && e.batchRunning == 0) {
+	if budget <= 0 || e.reg == nil || (len(fresh) == 0 && e.batchRunning == 0) {
 		return false
 	}
 	for _, t := range fresh {
@@ -134,6 +134,13 @@ func (e *executor) batching(fresh []*Task) bool {
 		}
 	}
 	if e.batchTasks+len(fresh) > maxTasks || (e.batchOpen && time.Since(e.batchSince) >= budget) {
+		return false
+	}
+	// Driver.Checkpoint sets stopBatch, then reads uncommitted; this sets
+	// uncommitted, then reads stopBatch: either the checkpoint waits for
+	// this batch, or there is none and the step commits.
+	e.uncommitted.Store(true)
+	if e.stopBatch.Load() {
 		return false
 	}
 	if !e.batchOpen {

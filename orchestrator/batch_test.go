@@ -394,3 +394,39 @@ func TestCheckpointCommitsBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckpointDoesNotWaitForCode: a run with nothing uncommitted whose
+// code is busy in a long step (as an exec function's program is) answers
+// Checkpoint at once: a drain is not held up by it.
+func TestCheckpointDoesNotWaitForCode(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	reg := orchestrator.NewRegistry()
+	busy := make(chan struct{})
+	_ = reg.AddOrchestrator("fn", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		close(busy)
+		<-ctx.Context().Done() // the program runs until the holder stops
+		return nil, ctx.Context().Err()
+	})
+	x, _ := v.running(t, "busy", "null")
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	done := make(chan orchestrator.Outcome, 1)
+	d, err := reg.Drive(ctx, x, orchestrator.RunOptions{WatchInbox: true, BatchBudget: time.Second,
+		OnEnd: func(o orchestrator.Outcome) { done <- o }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-busy
+	cctx, ccancel := context.WithTimeout(ctxT(t), 10*time.Second)
+	defer ccancel()
+	began := time.Now()
+	if err := d.Checkpoint(cctx); err != nil {
+		t.Fatalf("Checkpoint of a run busy in its code: %v after %v", err, time.Since(began))
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Fatalf("Checkpoint took %v: it waited for the code's step", took)
+	}
+	cancel()
+	<-done
+}

@@ -112,10 +112,18 @@ var ErrRunEnded = errors.New("orchestrator: the run ended")
 // the run: every later step commits before its activities start. A holder
 // about to stop (a drain) calls it first, so that the next holder has
 // nothing to repeat but the activities running at the stop. With nothing
-// to commit it returns nil at once, and so it does for a run that has
-// ended (a parked one had nothing uncommitted). It returns the commit's
+// to commit it returns nil at once, without waiting for the run's loop
+// (which may be in a long step of the code, such as an exec function's),
+// and so it does for a run that has ended (a parked one had nothing
+// uncommitted). It returns the commit's
 // error, ErrRunEnded if the run ended first, or ctx's error.
 func (d *Driver) Checkpoint(ctx context.Context) error {
+	// batching sets uncommitted before it reads stopBatch: either this
+	// sees the batch, or the batch is not made and its step commits.
+	d.e.stopBatch.Store(true)
+	if !d.e.uncommitted.Load() {
+		return nil // also while the code runs a long step (an exec function)
+	}
 	reply := make(chan error, 1)
 	if !d.e.post(msg{kind: msgCheckpoint, reply: reply}) {
 		return nil
@@ -249,7 +257,8 @@ type executor struct {
 	batchRunning int       // of them, not finished
 	flushTimer   *time.Timer
 	checkpoints  []chan error // Driver.Checkpoint calls the next advance answers: it commits, batching or not
-	noBatch      bool         // a Checkpoint came: no batching any more
+	stopBatch    atomic.Bool  // Driver.Checkpoint was called: no batching any more
+	uncommitted  atomic.Bool  // a batch's results are applied and not committed (Checkpoint reads it)
 
 	workers     sync.WaitGroup // activities, child starts, the inbox watch
 	childStarts sync.WaitGroup // child starts
@@ -363,7 +372,6 @@ func (e *executor) handle(batch []msg) (Outcome, bool) {
 	for _, m := range batch {
 		if m.kind == msgCheckpoint {
 			e.checkpoints = append(e.checkpoints, m.reply)
-			e.noBatch = true
 		}
 	}
 	if e.ctx.Err() != nil {
@@ -397,6 +405,7 @@ func (e *executor) handle(batch []msg) (Outcome, bool) {
 		}
 	}
 	out, done := e.advance()
+	e.uncommitted.Store(!done && (len(e.pending) > 0 || len(e.consumed) > 0 || len(e.extra) > 0 || e.needMark))
 	e.answerCheckpoints(out, done)
 	return out, done
 }
