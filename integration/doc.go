@@ -186,6 +186,29 @@
 // never "not committed" when it did commit (the checker's
 // not-committed-but-committed).
 //
+// # Batches under kill -9 (issue 14)
+//
+// TestFaultKillMidBatch runs the demo Chain (activities in sequence, each
+// logging "demo activity ChainStep ran" with its task ID and fencing token
+// as it begins) on nodes with the default batch bounds, and stops the
+// holder after it ran a given number of activities, twice per chain,
+// restarting the victim after each takeover: SIGKILL for a chain of 1 ms
+// activities (the count of 100 cuts its batches) and one of 30 ms (the 1 s
+// budget does), SIGTERM for a third. From the node logs (every run, with
+// the node's own time) and etcd's history (each task's schedule and
+// completion with their revisions, the owners keys' CreateRevisions as
+// the holdings), for every holding that ended before its chain: the
+// activities it ran whose completion etcd did not have when the next
+// holder took the instance are its uncommitted batch. Each chain must
+// complete with the right sum, with one TaskScheduled and one
+// TaskCompleted per task in etcd; every task must run once plus once per
+// holding whose uncommitted batch had it, never twice in one holding; a
+// batch may hold at most 101 activities (100, plus one whose schedule the
+// last commit held), all but the first begun within the budget (plus 1.5 s
+// of commit latency) of the holding's last commit; after a SIGTERM at
+// most one (a drain commits the batch first). Each stop's batch size and
+// repeats are logged.
+//
 // harness/check_test.go feeds hand-made broken histories to the checks to
 // show that each can fail.
 //

@@ -112,9 +112,10 @@ func callActivity(ctx context.Context, fn ActivityFunc, input json.RawMessage) (
 
 // batching reports whether the tasks the step issued (fresh) may start
 // before their schedule is committed: they are all local activities (or
-// there are none and the batch's activities still run), and the batch is
-// within its bounds (RunOptions.BatchBudget since its last commit,
-// BatchTasks). It opens the batch if needed.
+// there are none and the batch's activities still run), the run was not
+// checkpointed (Driver.Checkpoint), and the batch is within its bounds
+// (RunOptions.BatchBudget since its last commit, BatchTasks). It opens
+// the batch if needed.
 func (e *executor) batching(fresh []*Task) bool {
 	budget := e.opts.BatchBudget
 	maxTasks := e.opts.BatchTasks
@@ -133,6 +134,13 @@ func (e *executor) batching(fresh []*Task) bool {
 		}
 	}
 	if e.batchTasks+len(fresh) > maxTasks || (e.batchOpen && time.Since(e.batchSince) >= budget) {
+		return false
+	}
+	// Driver.Checkpoint sets stopBatch, then reads uncommitted; this sets
+	// uncommitted, then reads stopBatch: either the checkpoint waits for
+	// this batch, or there is none and the step commits.
+	e.uncommitted.Store(true)
+	if e.stopBatch.Load() {
 		return false
 	}
 	if !e.batchOpen {

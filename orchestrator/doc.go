@@ -130,15 +130,42 @@
 // else (a timer, a sub-orchestration, an activity not registered here, a
 // retried activity's attempt), waits with none of the batch's activities
 // running, finishes (the batch is the final write: HelloCities is start,
-// acquire, one commit), starts RunOptions.BatchTasks activities, or
-// BatchBudget has passed since the batch's last commit (a checkpoint
-// then, while its activities go on; a result that arrives after the
-// budget is committed before the next activity starts). What a crash
-// mid-batch repeats: the next holder replays the last commit, so every
-// activity of the batch that started since it runs again - at most the
-// activities started within one BatchBudget (and at most BatchTasks), each
-// once more per crash. A retried activity's attempts are always committed
-// before they run, so MaxAttempts holds across takeovers.
+// acquire, one commit), would start more than RunOptions.BatchTasks
+// activities, or BatchBudget has passed since the batch's last commit (a
+// checkpoint then, while its activities go on; a result that arrives after
+// the budget is committed before the next activity starts).
+// Driver.Checkpoint commits at once and turns batching off for the rest
+// of the run; a draining node calls it before it stops its runs.
+//
+// # What a crash mid-batch repeats
+//
+// The next holder replays the history the last commit left, so exactly the
+// activities whose result that commit did not hold run again, each once
+// more per crash (or lost lease); no activity whose result was committed
+// runs again. These are:
+//
+//   - the activities the open batch started since its last commit: at most
+//     BatchTasks (100), every one begun less than BatchBudget after that
+//     commit;
+//   - the activities that were running when that commit was made: a
+//     checkpoint leaves the batch's running activities running, and an
+//     activity whose schedule the commit held starts right after it.
+//
+// In a chain (each activity awaited before the next is called) that is at
+// most BatchTasks + 1, all but the first begun within BatchBudget of the
+// last commit. Without batching only the second kind exists: the
+// activities running at the crash, as always. A drain (Driver.Checkpoint,
+// then the stop) leaves only the activities running at the stop.
+// TestFaultKillMidBatch (package integration) measures this with real
+// nodes and kill -9; docs/performance.md has its figures.
+//
+// Retries and failures keep their guarantees. A retried activity (WithRetry)
+// never joins a batch: each attempt is committed before it runs and each
+// wait is a durable timer, so a crash repeats at most the attempt that was
+// running, under its own number, and MaxAttempts holds across takeovers.
+// A failed activity is a result like any other: its TaskFailed event, with
+// its FailureDetails (type, message, stack), is committed with the batch,
+// or run again if the crash came first.
 //
 // # Suspend and resume in history
 //

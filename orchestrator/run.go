@@ -111,6 +111,41 @@ func (d *Driver) Deliver(entry InboxEntry) bool {
 	return d.e.post(msg{kind: msgInbox, inbox: entry})
 }
 
+// ErrRunEnded is what Driver.Checkpoint returns for a run that ended
+// before it could commit: what the run had applied was not committed (or
+// the run's own end committed it).
+var ErrRunEnded = errors.New("orchestrator: the run ended")
+
+// Checkpoint commits what the run has applied and not committed yet - the
+// results of an open batch of local activities (RunOptions.BatchBudget) -
+// returns once that is in etcd, and turns batching off for the rest of
+// the run: every later step commits before its activities start. A holder
+// about to stop (a drain) calls it first, so that the next holder has
+// nothing to repeat but the activities running at the stop. With nothing
+// to commit it returns nil at once, without waiting for the run's loop
+// (which may be in a long step of the code, such as an exec function's),
+// and so it does for a run that has ended (a parked one had nothing
+// uncommitted). It returns the commit's
+// error, ErrRunEnded if the run ended first, or ctx's error.
+func (d *Driver) Checkpoint(ctx context.Context) error {
+	// batching sets uncommitted before it reads stopBatch: either this
+	// sees the batch, or the batch is not made and its step commits.
+	d.e.stopBatch.Store(true)
+	if !d.e.uncommitted.Load() {
+		return nil // also while the code runs a long step (an exec function)
+	}
+	reply := make(chan error, 1)
+	if !d.e.post(msg{kind: msgCheckpoint, reply: reply}) {
+		return nil
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
 // Drive starts a run of the execution's orchestration from the registry:
 // see Driver. ctx bounds the run: when it is cancelled the run writes
 // nothing more and ends with context.Cause(ctx) as Outcome.Err.
@@ -161,19 +196,21 @@ func runAndWait(ctx context.Context, exec *Execution, fn OrchestratorFunc, reg *
 type msgKind int
 
 const (
-	msgBegin msgKind = iota
-	msgEvent         // a completion of this run's work
-	msgInbox         // an inbox entry
-	msgStop          // the context ended
-	msgPark          // the idle time of RunOptions.ParkAfter passed
-	msgFlush         // the batch's time budget passed
+	msgBegin      msgKind = iota
+	msgEvent              // a completion of this run's work
+	msgInbox              // an inbox entry
+	msgStop               // the context ended
+	msgPark               // the idle time of RunOptions.ParkAfter passed
+	msgFlush              // the batch's time budget passed
+	msgCheckpoint         // Driver.Checkpoint: commit now
 )
 
 type msg struct {
 	kind  msgKind
 	ev    HistoryEvent
 	inbox InboxEntry
-	epoch uint64 // of a msgPark: the batch count when it was armed; of a msgFlush: the batch's
+	epoch uint64     // of a msgPark: the batch count when it was armed; of a msgFlush: the batch's
+	reply chan error // of a msgCheckpoint: gets the commit's outcome
 }
 
 // executor is the state of one run. The mailbox is guarded by mu; the rest
@@ -229,6 +266,9 @@ type executor struct {
 	batchTasks   int       // activities the batch started
 	batchRunning int       // of them, not finished
 	flushTimer   *time.Timer
+	checkpoints  []chan error // Driver.Checkpoint calls the next advance answers: it commits, batching or not
+	stopBatch    atomic.Bool  // Driver.Checkpoint was called: no batching any more
+	uncommitted  atomic.Bool  // a batch's results are applied and not committed (Checkpoint reads it)
 
 	workers     sync.WaitGroup // activities, child starts, the inbox watch
 	childStarts sync.WaitGroup // child starts
@@ -337,6 +377,13 @@ func (e *executor) wakeAt() time.Time {
 // handle applies a batch of messages and commits what they produced. It
 // reports done with the outcome when the run is over.
 func (e *executor) handle(batch []msg) (Outcome, bool) {
+	// Checkpoints are taken first: however the batch ends, the advance
+	// below or the run's end answers them.
+	for _, m := range batch {
+		if m.kind == msgCheckpoint {
+			e.checkpoints = append(e.checkpoints, m.reply)
+		}
+	}
 	if e.ctx.Err() != nil {
 		return Outcome{Err: context.Cause(e.ctx)}, true
 	}
@@ -358,7 +405,7 @@ func (e *executor) handle(batch []msg) (Outcome, bool) {
 			return Outcome{Err: context.Cause(e.ctx)}, true
 		case msgFlush:
 			err = e.flush(m.epoch)
-		case msgPark: // stale: the run did something since
+		case msgPark, msgCheckpoint: // a stale countdown; checkpoints are taken above
 		}
 		if err != nil {
 			return e.fail(err)
@@ -367,7 +414,27 @@ func (e *executor) handle(batch []msg) (Outcome, bool) {
 			break
 		}
 	}
-	return e.advance()
+	out, done := e.advance()
+	e.uncommitted.Store(!done && (len(e.pending) > 0 || len(e.consumed) > 0 || len(e.extra) > 0 || e.needMark))
+	e.answerCheckpoints(out, done)
+	return out, done
+}
+
+// answerCheckpoints tells the Driver.Checkpoint calls of a batch how its
+// commit went: advance committed everything applied unless the run ended
+// without writing its end.
+func (e *executor) answerCheckpoints(out Outcome, done bool) {
+	var err error
+	switch {
+	case done && out.Status == "" && out.Err != nil:
+		err = fmt.Errorf("%w: %w", ErrRunEnded, out.Err)
+	case done && out.Status == "":
+		err = ErrRunEnded
+	}
+	for _, c := range e.checkpoints {
+		c <- err
+	}
+	e.checkpoints = nil
 }
 
 // work is the context of the run's work (activities, child starts), made
@@ -552,7 +619,14 @@ func (e *executor) end(out Outcome) {
 		if m.kind == msgInbox && out.Parked {
 			out.Missed = true // came while it parked: not applied
 		}
+		if m.kind == msgCheckpoint {
+			m.reply <- ErrRunEnded
+		}
 	}
+	for _, c := range e.checkpoints {
+		c <- ErrRunEnded
+	}
+	e.checkpoints = nil
 	e.mail = nil
 	e.mu.Unlock()
 	e.endSpan(out)

@@ -63,10 +63,13 @@
 //     an exponential backoff with jitter, capped at 30 s
 //     (soloist_run_retries_total): a failing instance never loops hot and
 //     never bounces between nodes.
-//   - Drain stops campaigning, stops runs, and releases every owners key at
-//     once after leaving the node's handoff marker, so peers take over at
-//     once rather than after a TTL (soloist_handoffs_total); then it revokes
-//     the session lease.
+//   - Drain stops campaigning, has every run commit what it applied and
+//     did not commit yet (a batch of local activities; it waits at most
+//     2 s for that), stops runs, and releases every owners key at once
+//     after leaving the node's handoff marker, so peers take over at once
+//     rather than after a TTL (soloist_handoffs_total); then it revokes the
+//     session lease. A peer that takes over repeats only the activities
+//     that were running when the drain stopped them.
 //   - MaxConcurrent bounds the instances held plus campaigns in flight.
 //   - NOSPACE: while etcd has the alarm raised (AlarmList every
 //     AlarmInterval, and writes refused with it) Ready returns ErrNoSpace

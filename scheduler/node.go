@@ -466,6 +466,35 @@ func newBackoff(first, max time.Duration) *backoff.ExponentialBackOff {
 	return b
 }
 
+// drainCheckpoint bounds how long a drain waits for its runs' batches to
+// commit before it stops them.
+const drainCheckpoint = 2 * time.Second
+
+// checkpoint has every run commit what it applied and has not committed
+// (a batch of local activities, orchestrator.RunOptions.BatchBudget)
+// before a drain stops it, so that the peers that take over repeat only
+// the activities still running. It waits at most drainCheckpoint (and
+// ctx); a run that cannot commit in time loses its batch to the peer, as
+// after a crash.
+func (n *Node) checkpoint(ctx context.Context, drivers []*orchestrator.Driver) {
+	if len(drivers) == 0 || n.cfg.BatchBudget <= 0 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, drainCheckpoint)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, d := range drivers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := d.Checkpoint(cctx); err != nil && !errors.Is(err, orchestrator.ErrRunEnded) {
+				n.log.Debug("drain: a run's batch was not committed; its activities run again on the node that takes over", "error", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 func (n *Node) isDraining() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -491,8 +520,12 @@ func (n *Node) Drain(ctx context.Context) error {
 	}
 	n.draining = true
 	runs := make([]*run, 0, len(n.runs))
+	var drivers []*orchestrator.Driver
 	for _, r := range n.runs {
 		runs = append(runs, r)
+		if r.driver != nil {
+			drivers = append(drivers, r.driver)
+		}
 	}
 	s := n.session
 	n.mu.Unlock()
@@ -508,6 +541,7 @@ func (n *Node) Drain(ctx context.Context) error {
 		}
 		cancel()
 	}
+	n.checkpoint(ctx, drivers)
 	for _, r := range runs {
 		r.stop(errDrain)
 	}

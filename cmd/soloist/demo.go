@@ -12,7 +12,7 @@ import (
 )
 
 // demoFunctions are the orchestrations --demo registers.
-var demoFunctions = []string{"HelloCities", "Approval", "Countdown", "FanOut", "Gather"}
+var demoFunctions = []string{"HelloCities", "Approval", "Countdown", "FanOut", "Gather", "Chain"}
 
 // registerDemo adds the demo orchestrations and their activities:
 //
@@ -34,6 +34,13 @@ var demoFunctions = []string{"HelloCities", "Approval", "Countdown", "FanOut", "
 //   - Gather (input {"events": N, "name": "item"}) waits for N external
 //     events of that name (raised before it runs or while it waits) and
 //     completes with how many it got. Defaults: events 1, name "item".
+//   - Chain (input {"n": N, "ms": M}) calls activity ChainStep N times in
+//     sequence, each with the sum so far and its index i, which it adds
+//     after M milliseconds; output the sum 0+1+...+(N-1). Every run of
+//     ChainStep logs "demo activity ChainStep ran" as it begins, with its
+//     instance, task ID and fencing token: a chain of fast local
+//     activities, which the node runs in batches (serve --batch-budget).
+//     Defaults: n 10, ms 0.
 func registerDemo(reg *orchestrator.Registry, nodeID string) error {
 	return errors.Join(
 		reg.AddActivity("SayHello", orchestrator.Activity(func(ctx context.Context, city string) (string, error) {
@@ -48,6 +55,8 @@ func registerDemo(reg *orchestrator.Registry, nodeID string) error {
 		reg.AddActivity("FanOutItem", orchestrator.Activity(fanOutItem)),
 		reg.AddOrchestrator("FanOut", fanOut),
 		reg.AddOrchestrator("Gather", gather),
+		reg.AddActivity("ChainStep", orchestrator.Activity(chainStep)),
+		reg.AddOrchestrator("Chain", chain),
 	)
 }
 
@@ -193,4 +202,57 @@ func gather(ctx *orchestrator.OrchestrationContext) (any, error) {
 		}
 	}
 	return got, nil
+}
+
+// chainLink is the input of one ChainStep.
+type chainLink struct {
+	I   int `json:"i"`
+	Sum int `json:"sum"`
+	Ms  int `json:"ms"`
+}
+
+func chain(ctx *orchestrator.OrchestrationContext) (any, error) {
+	in := struct {
+		N  *int `json:"n"`
+		Ms int  `json:"ms"`
+	}{}
+	if err := ctx.GetInput(&in); err != nil {
+		return nil, err
+	}
+	n := 10
+	if in.N != nil {
+		n = *in.N
+	}
+	if n < 0 || in.Ms < 0 {
+		return nil, fmt.Errorf("Chain needs n >= 0 and ms >= 0, got n %d and ms %d", n, in.Ms)
+	}
+	sum := 0
+	for i := 0; i < n; i++ {
+		if err := ctx.CallActivity("ChainStep", chainLink{I: i, Sum: sum, Ms: in.Ms}).Await(&sum); err != nil {
+			return nil, err
+		}
+	}
+	return sum, nil
+}
+
+// chainStep logs its run before anything else (the log line is its side
+// effect, written even if the node dies during the step), then adds its
+// index to the sum after in.Ms milliseconds.
+func chainStep(ctx context.Context, in chainLink) (int, error) {
+	attrs := []any{"i", in.I}
+	if info, ok := orchestrator.ActivityInfoFrom(ctx); ok {
+		attrs = append(attrs, "instance_id", info.InstanceID, "execution_id", info.ExecutionID,
+			"task_id", info.TaskID, "fencing_token", info.FencingToken)
+	}
+	slog.Default().Info("demo activity ChainStep ran", attrs...)
+	if in.Ms > 0 {
+		t := time.NewTimer(time.Duration(in.Ms) * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return 0, context.Cause(ctx)
+		case <-t.C:
+		}
+	}
+	return in.Sum + in.I, nil
 }

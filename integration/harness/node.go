@@ -257,7 +257,8 @@ type NodeEvent struct {
 	Token       int64
 	How         string
 	Err         string
-	TaskID      int // task_id, of an activity's line
+	TaskID      int       // task_id, of an activity's line
+	Time        time.Time // the line's own time (the node's clock)
 }
 
 // nodeLine parses a JSON log line of a node into an event.
@@ -266,6 +267,7 @@ func (n *Node) nodeLine(at time.Duration, inc int, line []byte) {
 		return
 	}
 	var l struct {
+		Time        json.RawMessage `json:"time"`
 		Level       string          `json:"level"`
 		Msg         string          `json:"msg"`
 		InstanceID  string          `json:"instance_id"`
@@ -280,6 +282,8 @@ func (n *Node) nodeLine(at time.Duration, inc int, line []byte) {
 		return
 	}
 	tok, _ := l.Token.Int64()
+	var ts time.Time
+	_ = json.Unmarshal(l.Time, &ts) // zero if absent or not a time
 	errText := string(l.Error)
 	if errText == "" {
 		errText = string(l.Reason)
@@ -287,6 +291,7 @@ func (n *Node) nodeLine(at time.Duration, inc int, line []byte) {
 	n.env.addEvent(NodeEvent{
 		At: at, Node: n.ID, Incarnation: inc, Level: l.Level, Msg: l.Msg,
 		InstanceID: l.InstanceID, ExecutionID: l.ExecutionID, Token: tok, How: l.How, Err: errText, TaskID: l.TaskID,
+		Time: ts,
 	})
 }
 
