@@ -93,6 +93,26 @@
 //     creations and cancels, keepalives). lifecycle_idle_p50_ms is one
 //     lifecycle's latency on the idle cluster.
 //
+// grpc (HelloCities run by Durable Task workers over gRPC):
+//
+//   - grpc_lifecycle_per_s: as lifecycle_per_s, on nodes started with
+//     --grpc-listen (a port each) and without --demo, so they run nothing
+//     natively: one worker of the project's own
+//     (scheduler/sidecar/sidecartest, the protocol's generated stubs)
+//     connected to each node runs HelloCities and SayHello, and each
+//     instance is started with StartInstance on the nodes in turn.
+//     Completed is seen by the same watch. -grpc-duration is the window
+//     (4s with -short); -lifecycle-inflight and -lifecycle-grace apply.
+//     grpc_lifecycle_p50_ms and _p99_ms go with it.
+//   - grpc_vs_native = grpc_lifecycle_per_s / lifecycle_per_s of the same
+//     run (n/a without the lifecycle phase). The target is 0.5.
+//   - grpc_etcd_reqs_per_lifecycle: as etcd_reqs_per_lifecycle, over
+//     -reqs-lifecycles gRPC lifecycles run -reqs-c at a time after the
+//     window (the note gives the native figure and each method's share);
+//     grpc_lifecycle_idle_p50_ms is one such lifecycle's latency.
+//   - The phase fails if a start fails, an instance is not Completed
+//     within the grace, or the node refuses a worker's answer.
+//
 // takeover (kill -9, nodes with --lease-ttl -takeover-ttl, default 2s):
 //
 //   - takeover_p50_s, takeover_p99_s, takeover_max_s (and _min_s): M times,
