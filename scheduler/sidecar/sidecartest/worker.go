@@ -64,7 +64,7 @@ type Worker struct {
 // registers the worker right after.
 func Connect(ctx context.Context, conn grpc.ClientConnInterface, opts Options) (*Worker, error) {
 	if opts.Activity == nil {
-		opts.Activity = sayHello
+		opts.Activity = SayHello
 	}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w := &Worker{stub: pb.NewTaskHubSidecarServiceClient(conn), opts: opts, ctx: wctx, cancel: cancel, ended: make(chan struct{})}
@@ -156,8 +156,8 @@ func (w *Worker) handle(it *pb.WorkItem) {
 	}
 }
 
-// sayHello is the demo's SayHello.
-func sayHello(_ context.Context, call ActivityCall) (string, error) {
+// SayHello is the demo's SayHello, the worker's default activity.
+func SayHello(_ context.Context, call ActivityCall) (string, error) {
 	if call.Name != Activity {
 		return "", fmt.Errorf("sidecartest: no activity %q", call.Name)
 	}
