@@ -20,7 +20,8 @@
 // defaults, loopback ports picked free) and its own `soloist serve --demo
 // --etcd-endpoints ... --etcd-prefix /soloist/ --lease-ttl ... --listen
 // 127.0.0.1:PORT --node-id nX --log-format json` processes (plus
-// -node-args). At the end of a phase all of them are killed and the
+// -node-args; the grpc phase's nodes have --grpc-listen 127.0.0.1:PORT in
+// place of --demo). At the end of a phase all of them are killed and the
 // phase's directory is removed; -keep keeps it (the log of every process,
 // stamped, and etcd's data) and prints where.
 //
