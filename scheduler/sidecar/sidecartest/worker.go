@@ -60,13 +60,13 @@ type Worker struct {
 }
 
 // Connect opens a worker's stream on conn and answers its work items until
-// Close or the stream ends. It returns once the stream is open; the node
-// registers the worker right after.
+// ctx ends, Close, or the stream ends. It returns once the stream is open;
+// the node registers the worker right after.
 func Connect(ctx context.Context, conn grpc.ClientConnInterface, opts Options) (*Worker, error) {
 	if opts.Activity == nil {
 		opts.Activity = SayHello
 	}
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	wctx, cancel := context.WithCancel(ctx)
 	w := &Worker{stub: pb.NewTaskHubSidecarServiceClient(conn), opts: opts, ctx: wctx, cancel: cancel, ended: make(chan struct{})}
 	stream, err := w.stub.GetWorkItems(wctx, &pb.GetWorkItemsRequest{})
 	if err != nil {
