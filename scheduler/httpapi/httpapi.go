@@ -577,6 +577,9 @@ func validPublicURL(s string) bool {
 // listNodes answers the live nodes' keys, a JSON array in Config.Nodes's
 // order.
 func (h *handler) listNodes(w http.ResponseWriter, r *http.Request) {
+	if _, ok := h.query(w, r); !ok {
+		return
+	}
 	ctx, cancel := h.readContext(r)
 	defer cancel()
 	nodes, err := h.nodes(ctx)
