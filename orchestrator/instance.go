@@ -176,6 +176,10 @@ type NodeInfo struct {
 	Functions []string `json:"functions,omitempty"`
 	// Draining is set while the node drains: peers stop ranking it first.
 	Draining bool `json:"draining,omitempty"`
+	// Workers is how many Durable Task workers (gRPC GetWorkItems
+	// streams) are connected to the node; left out when none. What they
+	// serve is in Functions.
+	Workers int `json:"workers,omitempty"`
 }
 
 // AnyFunction in a node key's Functions says the node runs any

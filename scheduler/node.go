@@ -403,6 +403,9 @@ func (n *Node) putNodeKey(ctx context.Context, s *lease.Session, draining bool) 
 	}
 	if n.cfg.Role.Runs() {
 		info.Functions = n.functions()
+		if n.remote != nil {
+			info.Workers = n.remote.Workers()
+		}
 	}
 	b, _ := json.Marshal(info)
 	_, err := n.cfg.Etcd.Put(ctx, n.keys.Node(n.cfg.NodeID), string(b), clientv3.WithLease(s.LeaseID()))

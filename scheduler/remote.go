@@ -20,6 +20,8 @@ type Remote interface {
 	// names; "*" for a worker that serves any orchestration the node does
 	// not run natively).
 	Functions() []string
+	// Workers is how many workers are connected, for the node key.
+	Workers() int
 	// Drive starts a run of an execution of an orchestration it serves, as
 	// Registry.Drive does for the Registry's.
 	Drive(ctx context.Context, exec *orchestrator.Execution, opts orchestrator.RunOptions) (*orchestrator.Driver, error)

@@ -34,6 +34,13 @@ func (f *fakeRemote) Functions() []string {
 	return f.reg.Functions()
 }
 
+func (f *fakeRemote) Workers() int {
+	if !f.on.Load() {
+		return 0
+	}
+	return 2
+}
+
 func (f *fakeRemote) Drive(ctx context.Context, exec *orchestrator.Execution, opts orchestrator.RunOptions) (*orchestrator.Driver, error) {
 	f.drives.Add(1)
 	return f.reg.Drive(ctx, exec, opts)
@@ -74,7 +81,7 @@ func TestRemoteServesWhatRegistryLacks(t *testing.T) {
 	if _, err := cl.Start(ctx, "Remote", orchestrator.StartOptions{InstanceID: "r1"}); err != nil {
 		t.Fatal(err)
 	}
-	nodeFunctions := func() []string {
+	nodeInfo := func() orchestrator.NodeInfo {
 		resp, err := e.Client().Get(ctx, cl.Keys().Node("n1"))
 		if err != nil || len(resp.Kvs) == 0 {
 			t.Fatalf("node key: %v", err)
@@ -83,14 +90,15 @@ func TestRemoteServesWhatRegistryLacks(t *testing.T) {
 		if err := json.Unmarshal(resp.Kvs[0].Value, &info); err != nil {
 			t.Fatal(err)
 		}
-		return info.Functions
+		return info
 	}
+	nodeFunctions := func() []string { return nodeInfo().Functions }
 	time.Sleep(500 * time.Millisecond)
 	if st, err := cl.Status(ctx, "r1"); err != nil || st.RuntimeStatus != orchestrator.StatusPending {
 		t.Fatalf("before the remote serves it: status %v, %v; want Pending", st, err)
 	}
-	if fns := nodeFunctions(); slices.Contains(fns, "Remote") {
-		t.Fatalf("node key lists %v before the remote serves Remote", fns)
+	if info := nodeInfo(); slices.Contains(info.Functions, "Remote") || info.Workers != 0 {
+		t.Fatalf("node key lists %v and %d workers before the remote serves Remote", info.Functions, info.Workers)
 	}
 	remote.on.Store(true)
 	node.RemoteChanged()
@@ -102,6 +110,9 @@ func TestRemoteServesWhatRegistryLacks(t *testing.T) {
 		t.Fatal("the remote drove nothing")
 	}
 	eventually(t, 5*time.Second, "the node key to list Remote", func() bool { return slices.Contains(nodeFunctions(), "Remote") })
+	if w := nodeInfo().Workers; w != 2 {
+		t.Fatalf("node key: %d workers, want the remote's 2", w)
+	}
 }
 
 // A node key that lists "*" runs any orchestration.

@@ -158,6 +158,7 @@ func newRootCommand(e env, stdout, stderr io.Writer) (*cobra.Command, *bool) {
   soloist terminate|suspend|resume ID [--reason R]
   soloist raise ID EVENT [--data JSON]
   soloist restart|purge ID
+  soloist nodes                              live nodes, their gRPC workers, what they run
   soloist version
   soloist completion bash|zsh|fish
 
@@ -208,6 +209,7 @@ reads SOLOIST_<FLAG>, e.g. SOLOIST_ETCD_ENDPOINTS; a flag beats its variable.`,
 		newRaiseCommand(),
 		newRestartCommand(),
 		newPurgeCommand(),
+		newNodesCommand(),
 		newVersionCommand(bi),
 	)
 	for _, c := range root.Commands() {

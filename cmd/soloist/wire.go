@@ -83,6 +83,7 @@ func wire(o *serveOptions, p parts) (*scheduler.Node, http.Handler, error) {
 		Client:         client,
 		Function:       httpapi.RegistryFunction(p.registry),
 		Start:          node.StartInstance, // start where you land
+		Nodes:          node.Nodes,
 		Stopping:       p.stopping,
 		Ready:          node.Ready,
 		Gatherer:       p.metrics,

@@ -14,7 +14,7 @@ import (
 var errReported = errors.New("bad command line")
 
 // phaseNames are the phases in the order they run.
-var phaseNames = []string{"etcd", "starts", "lifecycle", "reqs", "takeover", "mass", "handoff", "idle", "api"}
+var phaseNames = []string{"etcd", "starts", "lifecycle", "reqs", "grpc", "takeover", "mass", "handoff", "idle", "api"}
 
 // config is the command line.
 type config struct {
@@ -37,6 +37,8 @@ type config struct {
 	lifecycleDuration time.Duration
 	lifecycleInflight int
 	lifecycleGrace    time.Duration
+
+	grpcDuration time.Duration
 
 	reqsLifecycles  int
 	reqsConcurrency int
@@ -61,6 +63,7 @@ var shortDefaults = map[string]string{
 	"lifecycle-duration": "6s",
 	"lifecycle-grace":    "15s",
 	"reqs-lifecycles":    "40",
+	"grpc-duration":      "4s",
 	"takeovers":          "3",
 	"idle-instances":     "1000",
 	"idle-settle":        "3s",
@@ -82,13 +85,14 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&nodeArgs, "node-args", "", "extra `arguments` for every soloist serve, space-separated")
 
 	fs.DurationVar(&cfg.warmup, "warmup", 3*time.Second, "warm-up before each throughput window, not counted (short: "+shortDefaults["warmup"]+")")
-	fs.DurationVar(&cfg.leaseTTL, "lease-ttl", 10*time.Second, "--lease-ttl of the nodes in the starts, lifecycle, reqs, idle and api phases")
+	fs.DurationVar(&cfg.leaseTTL, "lease-ttl", 10*time.Second, "--lease-ttl of the nodes in the starts, lifecycle, reqs, grpc, idle and api phases")
 	fs.DurationVar(&cfg.etcdDuration, "etcd-duration", 10*time.Second, "etcd: measured window of create-if-absent transactions (short: "+shortDefaults["etcd-duration"]+")")
 	fs.IntVar(&cfg.etcdConns, "etcd-conns", 0, "etcd: client connections the load is spread over; 0 means one per node (-nodes)")
 	fs.DurationVar(&cfg.startsDuration, "starts-duration", 20*time.Second, "starts, api: measured window of HTTP starts (short: "+shortDefaults["starts-duration"]+")")
 	fs.DurationVar(&cfg.lifecycleDuration, "lifecycle-duration", 30*time.Second, "lifecycle: measured window (short: "+shortDefaults["lifecycle-duration"]+")")
-	fs.IntVar(&cfg.lifecycleInflight, "lifecycle-inflight", 0, "lifecycle: HelloCities lifecycles kept in flight; 0 means -c")
-	fs.DurationVar(&cfg.lifecycleGrace, "lifecycle-grace", 30*time.Second, "lifecycle: how long started instances may take to complete after the window (short: "+shortDefaults["lifecycle-grace"]+")")
+	fs.IntVar(&cfg.lifecycleInflight, "lifecycle-inflight", 0, "lifecycle, grpc: HelloCities lifecycles kept in flight; 0 means -c")
+	fs.DurationVar(&cfg.lifecycleGrace, "lifecycle-grace", 30*time.Second, "lifecycle, grpc: how long started instances may take to complete after the window (short: "+shortDefaults["lifecycle-grace"]+")")
+	fs.DurationVar(&cfg.grpcDuration, "grpc-duration", 30*time.Second, "grpc: measured window of lifecycles run by gRPC workers (short: "+shortDefaults["grpc-duration"]+"); it also runs -reqs-lifecycles of them -reqs-c at a time to count etcd requests")
 	fs.IntVar(&cfg.reqsLifecycles, "reqs-lifecycles", 200, "reqs: HelloCities lifecycles K on an otherwise idle cluster (short: "+shortDefaults["reqs-lifecycles"]+")")
 	fs.IntVar(&cfg.reqsConcurrency, "reqs-c", 1, "reqs: lifecycles in flight at once")
 	fs.IntVar(&cfg.takeovers, "takeovers", 10, "takeover: kill -9 rounds M (short: "+shortDefaults["takeovers"]+")")
@@ -174,7 +178,7 @@ func (cfg *config) validate() error {
 	positive("idle-instances", cfg.idleInstances)
 	for name, d := range map[string]time.Duration{
 		"etcd-duration": cfg.etcdDuration, "starts-duration": cfg.startsDuration,
-		"lifecycle-duration": cfg.lifecycleDuration, "lifecycle-grace": cfg.lifecycleGrace,
+		"lifecycle-duration": cfg.lifecycleDuration, "lifecycle-grace": cfg.lifecycleGrace, "grpc-duration": cfg.grpcDuration,
 		"idle-window": cfg.idleWindow, "idle-park-after": cfg.idleParkAfter,
 	} {
 		if d <= 0 {

@@ -19,6 +19,7 @@ var phases = map[string]func(context.Context, *bench, *results) error{
 	"starts":    phaseStarts,
 	"lifecycle": phaseLifecycle,
 	"reqs":      phaseReqs,
+	"grpc":      phaseGRPC,
 	"takeover":  phaseTakeover,
 	"mass":      phaseMass,
 	"handoff":   phaseHandoff,
@@ -98,6 +99,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	r.ratio("starts", "start_ratio", "starts_per_s")
 	r.ratio("lifecycle", "lifecycle_ratio", "lifecycle_per_s")
 	r.ratio("api", "start_api_ratio", "starts_api_per_s")
+	r.ratioTo("grpc", "grpc_vs_native", "grpc_lifecycle_per_s", "lifecycle_per_s")
 	r.add("run", "mode", mode, "")
 	r.addNum("run", "nodes", float64(cfg.nodes), f0, "")
 	r.addNum("run", "c", float64(cfg.c), f0, "")

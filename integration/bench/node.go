@@ -24,13 +24,19 @@ type nodeOpts struct {
 	shutdownTimeout time.Duration
 	// parkAfter is --park-after; empty leaves the product's default.
 	parkAfter string
+	// grpc serves the Durable Task sidecar protocol (--grpc-listen on a
+	// port of its own) and leaves --demo out: the node runs no
+	// orchestration natively, only what its connected workers serve.
+	grpc bool
 }
 
-// node is one `soloist serve --demo` process.
+// node is one `soloist serve` process: with --demo, or with --grpc-listen
+// (nodeOpts.grpc).
 type node struct {
 	id          string
 	addr        string // host:port of its HTTP API
 	metricsAddr string // host:port of its --metrics-listen (metrics and pprof)
+	grpcAddr    string // host:port of its --grpc-listen, "" when off
 	opts        nodeOpts
 	p           *proc.Process
 }
@@ -46,13 +52,23 @@ func (c *cluster) newNode(i int, opts nodeOpts) (*node, error) {
 	}
 	n := &node{id: fmt.Sprintf("n%d", i), addr: fmt.Sprintf("127.0.0.1:%d", port),
 		metricsAddr: fmt.Sprintf("127.0.0.1:%d", mport), opts: opts}
-	args := []string{"serve", "--demo",
+	args := []string{"serve",
 		"--etcd-endpoints", c.etcdEndpoint(),
 		"--etcd-prefix", prefix,
 		"--lease-ttl", opts.ttl.String(),
 		"--listen", n.addr,
 		"--node-id", n.id,
 		"--log-format", "json",
+	}
+	if opts.grpc {
+		gport, err := proc.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		n.grpcAddr = fmt.Sprintf("127.0.0.1:%d", gport)
+		args = append(args, "--grpc-listen", n.grpcAddr)
+	} else {
+		args = append(args, "--demo")
 	}
 	if opts.role != "" {
 		args = append(args, "--role", opts.role)

@@ -21,13 +21,27 @@ type lifecycleRun struct {
 	example     string
 }
 
+// startFunc starts one HelloCities instance with the ID on node index
+// node (taken modulo the number of nodes); an error is a start refused or
+// failed.
+type startFunc func(ctx context.Context, node int, id string) error
+
+// httpStarts starts through the nodes' HTTP APIs (urls), answered 202.
+func httpStarts(s *starter, urls []string) startFunc {
+	return func(ctx context.Context, node int, id string) error {
+		code, snippet, err := s.start(ctx, urls[node%len(urls)], "HelloCities", id, nil)
+		if err != nil || code != http.StatusAccepted {
+			return fmt.Errorf("%d %s %v", code, snippet, err)
+		}
+		return nil
+	}
+}
+
 // runLifecycles runs workers lifecycles at once, each worker starting its
 // next instance when the previous one is terminal, on the nodes in turn,
 // until the window [begin+warmup, begin+warmup+d) ends; then it waits up
 // to grace for the instances still running.
-func runLifecycles(ctx context.Context, sw *statusWatch, urls []string, workers int, warmup, d, grace time.Duration, idPrefix string) lifecycleRun {
-	s := newStarter(workers)
-	defer s.close()
+func runLifecycles(ctx context.Context, sw *statusWatch, start startFunc, workers int, warmup, d, grace time.Duration, idPrefix string) lifecycleRun {
 	begin := time.Now()
 	win := window{from: begin.Add(warmup), to: begin.Add(warmup + d)}
 	gctx, cancel := context.WithDeadline(ctx, win.to.Add(grace))
@@ -43,11 +57,10 @@ func runLifecycles(ctx context.Context, sw *statusWatch, urls []string, workers 
 				id := fmt.Sprintf("%s-%d-%d", idPrefix, w, i)
 				done := sw.expect(id)
 				t0 := time.Now()
-				code, snippet, err := s.start(ctx, urls[(w+i)%len(urls)], "HelloCities", id, nil)
-				if err != nil || code != http.StatusAccepted {
+				if err := start(ctx, w+i, id); err != nil {
 					sw.forget(id)
 					p.startErrors++
-					p.example = fmt.Sprintf("%d %s %v", code, snippet, err)
+					p.example = err.Error()
 					time.Sleep(10 * time.Millisecond)
 					continue
 				}
@@ -106,7 +119,9 @@ func phaseLifecycle(ctx context.Context, b *bench, r *results) error {
 		cfg.lifecycleInflight, len(c.nodes), cfg.warmup, cfg.lifecycleDuration, cfg.lifecycleGrace)
 	wait := b.profile(ctx, "lifecycle", c.nodes, cfg.warmup+cfg.lifecycleDuration)
 	cpu := c.cpuWindow(cfg.warmup, cfg.lifecycleDuration)
-	l := runLifecycles(ctx, sw, c.urls(c.nodes), cfg.lifecycleInflight, cfg.warmup, cfg.lifecycleDuration, cfg.lifecycleGrace, "lc")
+	s := newStarter(cfg.lifecycleInflight)
+	defer s.close()
+	l := runLifecycles(ctx, sw, httpStarts(s, c.urls(c.nodes)), cfg.lifecycleInflight, cfg.warmup, cfg.lifecycleDuration, cfg.lifecycleGrace, "lc")
 	wait()
 	unparsed, werr := sw.stop()
 	if err := ctx.Err(); err != nil {

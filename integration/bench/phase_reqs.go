@@ -43,7 +43,9 @@ func phaseReqs(ctx context.Context, b *bench, r *results) error {
 	}
 	b.logf("reqs: %d HelloCities lifecycles, %d at a time, on an idle cluster of %d nodes", cfg.reqsLifecycles, cfg.reqsConcurrency, len(c.nodes))
 	t0 := time.Now()
-	lat, err := sequentialLifecycles(ctx, sw, c.urls(c.nodes), cfg.reqsLifecycles, cfg.reqsConcurrency)
+	s := newStarter(cfg.reqsConcurrency)
+	defer s.close()
+	lat, err := sequentialLifecycles(ctx, sw, httpRetryStarts(s, c.urls(c.nodes)), "rq", cfg.reqsLifecycles, cfg.reqsConcurrency)
 	if err != nil {
 		return err
 	}
@@ -77,21 +79,27 @@ func phaseReqs(ctx context.Context, b *bench, r *results) error {
 	return nil
 }
 
-// sequentialLifecycles runs n HelloCities lifecycles, c at a time, each
-// on the next node, and returns their latencies.
-func sequentialLifecycles(ctx context.Context, sw *statusWatch, urls []string, n, c int) ([]time.Duration, error) {
-	s := newStarter(c)
-	defer s.close()
+// httpRetryStarts starts through the nodes' HTTP APIs with startOne's
+// retries.
+func httpRetryStarts(s *starter, urls []string) startFunc {
+	return func(ctx context.Context, node int, id string) error {
+		return startOne(ctx, s, urls[node%len(urls)], "HelloCities", nil, id)
+	}
+}
+
+// sequentialLifecycles runs n HelloCities lifecycles (IDs idPrefix-i), c
+// at a time, each on the next node, and returns their latencies.
+func sequentialLifecycles(ctx context.Context, sw *statusWatch, start startFunc, idPrefix string, n, c int) ([]time.Duration, error) {
 	ids := make(chan int)
 	errs := make(chan error, c)
 	lats := make(chan time.Duration, n)
 	for range c {
 		go func() {
 			for i := range ids {
-				id := fmt.Sprintf("rq-%d", i)
+				id := fmt.Sprintf("%s-%d", idPrefix, i)
 				done := sw.expect(id)
 				t0 := time.Now()
-				if err := startOne(ctx, s, urls[i%len(urls)], "HelloCities", nil, id); err != nil {
+				if err := start(ctx, i, id); err != nil {
 					errs <- err
 					return
 				}

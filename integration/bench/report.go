@@ -16,6 +16,7 @@ var resultKeys = []string{
 	"starts_per_s", "start_p50_ms", "start_p99_ms", "start_ratio",
 	"lifecycle_per_s", "lifecycle_ratio", "unfinished",
 	"etcd_reqs_per_lifecycle",
+	"grpc_lifecycle_per_s", "grpc_vs_native", "grpc_etcd_reqs_per_lifecycle",
 	"takeover_p50_s", "takeover_p99_s", "takeover_max_s",
 	"mass_takeover_s",
 	"handoff_1000_s",
@@ -72,13 +73,17 @@ func (r *results) fail(phase string, err error) {
 
 // ratio sets key = num / etcd_txn_per_s when both are known, in the
 // table right after num.
-func (r *results) ratio(phase, key, num string) {
-	ref, ok1 := r.nums["etcd_txn_per_s"]
+func (r *results) ratio(phase, key, num string) { r.ratioTo(phase, key, num, "etcd_txn_per_s") }
+
+// ratioTo sets key = num / den when both are known, in the table right
+// after num.
+func (r *results) ratioTo(phase, key, num, den string) {
+	ref, ok1 := r.nums[den]
 	v, ok2 := r.nums[num]
 	if !ok1 || !ok2 || ref == 0 {
 		return
 	}
-	r.addNum(phase, key, v/ref, f3, fmt.Sprintf("%s / etcd_txn_per_s", num))
+	r.addNum(phase, key, v/ref, f3, fmt.Sprintf("%s / %s", num, den))
 	at := slices.IndexFunc(r.rows, func(x row) bool { return x.key == num })
 	last := r.rows[len(r.rows)-1]
 	r.rows = slices.Insert(r.rows[:len(r.rows)-1], at+1, last)

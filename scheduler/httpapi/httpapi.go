@@ -113,6 +113,11 @@ type Config struct {
 	// the instance in the start's own transaction when the node should run
 	// it ("start where you land"). It must answer as Client.Start does.
 	Start func(ctx context.Context, name string, opts orchestrator.StartOptions) (*orchestrator.StartResult, error)
+	// Nodes, if set, lists the cluster's live nodes (their node keys):
+	// GET {BasePath}/nodes answers them. serve passes
+	// scheduler.Node.Nodes (sorted by node ID). Without it the route is
+	// not served.
+	Nodes func(ctx context.Context) ([]orchestrator.NodeInfo, error)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -133,6 +138,7 @@ func RegistryFunction(reg *orchestrator.Registry) func(name, version string) (st
 type handler struct {
 	client      *orchestrator.Client
 	startFn     func(ctx context.Context, name string, opts orchestrator.StartOptions) (*orchestrator.StartResult, error)
+	nodes       func(ctx context.Context) ([]orchestrator.NodeInfo, error)
 	function    func(name, version string) (string, bool)
 	stopping    <-chan struct{}
 	ready       func() error
@@ -183,6 +189,7 @@ func New(cfg Config) (http.Handler, error) {
 	h := &handler{
 		client:      cfg.Client,
 		startFn:     cfg.Start,
+		nodes:       cfg.Nodes,
 		function:    cfg.Function,
 		stopping:    cfg.Stopping,
 		ready:       cfg.Ready,
@@ -250,6 +257,9 @@ func New(cfg Config) (http.Handler, error) {
 		mux.HandleFunc("POST "+BasePath+"/instances/{id}/restart", h.restart)
 		mux.HandleFunc("POST "+BasePath+"/instances/{id}/rewind", h.rewind)
 		mux.HandleFunc("POST "+BasePath+"/instances/{id}/raiseEvent/{eventName}", h.raiseEvent)
+		if h.nodes != nil {
+			mux.HandleFunc("GET "+BasePath+"/nodes", h.listNodes)
+		}
 		mux.HandleFunc(BasePath+"/entities", h.entities)
 		mux.HandleFunc(BasePath+"/entities/", h.entities)
 	}
@@ -562,4 +572,23 @@ func clientGone(err error) bool {
 func validPublicURL(s string) bool {
 	u, err := url.Parse(s)
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.RawQuery == "" && u.Fragment == "" && u.User == nil
+}
+
+// listNodes answers the live nodes' keys, a JSON array in Config.Nodes's
+// order.
+func (h *handler) listNodes(w http.ResponseWriter, r *http.Request) {
+	if _, ok := h.query(w, r); !ok {
+		return
+	}
+	ctx, cancel := h.readContext(r)
+	defer cancel()
+	nodes, err := h.nodes(ctx)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if nodes == nil {
+		nodes = []orchestrator.NodeInfo{}
+	}
+	writeJSON(w, http.StatusOK, nodes)
 }

@@ -36,6 +36,8 @@ func (r remote) Serves(name, version string) bool { return r.s.work.Serves(name,
 
 func (r remote) Functions() []string { return r.s.work.Functions() }
 
+func (r remote) Workers() int { return r.s.work.Workers() }
+
 func (r remote) Drive(ctx context.Context, exec *orchestrator.Execution, opts orchestrator.RunOptions) (*orchestrator.Driver, error) {
 	x := ExecutionOf(exec.Status())
 	var local *orchestrator.Registry
