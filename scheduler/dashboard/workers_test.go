@@ -1,7 +1,10 @@
 package dashboard_test
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -9,6 +12,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/soloist-dev/soloist/orchestrator"
 	"github.com/soloist-dev/soloist/scheduler/dashboard"
 	"github.com/soloist-dev/soloist/scheduler/dashboard/browsertest"
 )
@@ -75,6 +79,23 @@ func TestClusterWorkersPanel(t *testing.T) {
 	l.set()
 	if body = cluster(s); strings.Contains(body, "data-worker") {
 		t.Errorf("workers gone but listed:\n%s", body)
+	}
+	// Every node's row shows the workers its node key counts (what they
+	// serve is in its functions): a node key written as a worker-serving
+	// node writes it.
+	info, _ := json.Marshal(orchestrator.NodeInfo{Node: "remote-node", LeaseID: "1", Functions: []string{orchestrator.AnyFunction}, Workers: 3})
+	if _, err := s.client.Etcd().Put(context.Background(), s.client.Keys().Node("remote-node"), string(info)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for body = cluster(s); !strings.Contains(body, `<tr data-node="remote-node">`) && time.Now().Before(deadline); body = cluster(s) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !regexp.MustCompile(`<tr data-node="remote-node">.*<td class="workers">3</td>`).MatchString(body) {
+		t.Errorf("remote-node's row lacks its 3 workers:\n%s", body)
+	}
+	if !regexp.MustCompile(`<tr data-node="node-0">.*<td class="workers">0</td>`).MatchString(body) {
+		t.Errorf("node-0's row lacks 0 workers (its node key counts none):\n%s", body)
 	}
 	none := newSite(t, siteOpts{})
 	if body = cluster(none); !strings.Contains(body, "no gRPC listener") || strings.Contains(body, `<table id="workers"`) {
