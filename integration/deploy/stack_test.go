@@ -294,6 +294,21 @@ func (s *stack) start(node, function, id string, input any) {
 	}
 }
 
+// raise raises an event on an instance through node's API.
+func (s *stack) raise(node, id, event string, data any) {
+	s.t.Helper()
+	b, _ := json.Marshal(data)
+	resp, err := s.http.Post(s.url(node, base+"/instances/"+id+"/raiseEvent/"+event), "application/json", bytes.NewReader(b))
+	if err != nil {
+		s.t.Fatalf("raise %s on %s: %v", event, id, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		s.t.Fatalf("raise %s on %s: %s %s", event, id, resp.Status, body)
+	}
+}
+
 type status struct {
 	RuntimeStatus string          `json:"runtimeStatus"`
 	Output        json.RawMessage `json:"output"`
@@ -389,31 +404,6 @@ func (s *stack) waitOwner(id string, within time.Duration, cond func(owner) bool
 	o, err := s.owners(id)
 	s.t.Fatalf("owner of %s: no wanted holder within %s (now %v, %v)", id, within, o, err)
 	return owner{}, 0
-}
-
-// settledOwner waits until a Countdown's holder is settled and returns
-// it: the same node held two generations in a row. Each generation's
-// ContinueAsNew releases the owners key and the instance's preferred node
-// takes the next one, so the node that landed the start (the one that
-// received it) may hold only the first generation: a fault aimed at the
-// first holder seen could hit a node that already let the instance go.
-func (s *stack) settledOwner(id string, within time.Duration) owner {
-	s.t.Helper()
-	started := time.Now()
-	var last owner
-	for time.Since(started) < within {
-		if o, err := s.owners(id); err == nil {
-			if own, ok := o[id]; ok {
-				if last.Node == own.Node && last.Token != 0 && own.Token != last.Token {
-					return own
-				}
-				last = own
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	s.t.Fatalf("owner of %s: not settled on one node within %s (last seen %+v)", id, within, last)
-	return owner{}
 }
 
 // checkTicks checks a Countdown's output: exactly n ticks, each by a node

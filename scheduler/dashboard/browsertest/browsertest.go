@@ -55,8 +55,15 @@ func New(t testing.TB) *Browser {
 		}
 		t.Skipf("no browser at %s: install Debian's chromium to run the dashboard's browser tests (SOLOIST_REQUIRE_BROWSER=1 makes this a failure)", Chromium)
 	}
+	// Not t.TempDir: chromium's helper processes may still write to the
+	// profile for a moment after the browser is stopped, and t.TempDir's
+	// removal fails the test then. removeProfile retries instead.
+	profile, err := os.MkdirTemp("", "soloist-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(Chromium), chromedp.NoSandbox,
-		chromedp.DisableGPU, chromedp.WindowSize(1280, 800), chromedp.UserDataDir(t.TempDir()))
+		chromedp.DisableGPU, chromedp.WindowSize(1280, 800), chromedp.UserDataDir(profile))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx, chromedp.WithErrorf(func(string, ...any) {})) // chromedp logs CDP events it does not know
 	ctx, cancelT := context.WithTimeout(ctx, 3*time.Minute)
@@ -65,8 +72,20 @@ func New(t testing.TB) *Browser {
 		shots = filepath.Join(os.TempDir(), "soloist-dashboard-screenshots")
 	}
 	_ = os.MkdirAll(shots, 0o755)
-	t.Cleanup(func() { cancelT(); cancelC(); cancelA() })
+	t.Cleanup(func() { cancelT(); cancelC(); cancelA(); removeProfile(t, profile) })
 	return newTab(t, ctx, shots)
+}
+
+// removeProfile removes a stopped browser's profile directory, retrying
+// for a few seconds while its last helper processes exit.
+func removeProfile(t testing.TB, dir string) {
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if err = os.RemoveAll(dir); err == nil {
+			return
+		}
+	}
+	t.Logf("the browser profile %s is left behind: %v", dir, err)
 }
 
 // Tab opens another tab of the same browser (its own console errors and
