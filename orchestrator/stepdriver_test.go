@@ -17,8 +17,9 @@ import (
 // A step driver's run that stops with tasks open (its node lost the
 // instance) leaves them to the next run: the next run dispatches the
 // remote task again and runs the local activity again (its result was
-// only in memory), stores both results in the inbox, and sends a step
-// with them; the execution completes with each result in its history once.
+// only in memory), hands both results to its next step in memory (nothing
+// goes to the inbox), and commits them with it; the execution completes
+// with each result in its history once.
 func TestDriveStepsResumesOpenTasks(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t)
@@ -106,8 +107,9 @@ func TestDriveStepsResumesOpenTasks(t *testing.T) {
 			return json.RawMessage(`2`), nil, nil
 		},
 	})
-	// Deliver the inbox as a node does (repeats are ignored).
+	// Deliver the inbox as a node does (repeats are ignored): it stays empty.
 	var o orchestrator.Outcome
+	inboxed := 0
 	for done := false; !done; {
 		select {
 		case o = <-ended2:
@@ -117,6 +119,7 @@ func TestDriveStepsResumesOpenTasks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			inboxed += len(in.Kvs)
 			for _, kv := range in.Kvs {
 				d.Deliver(orchestrator.ParseInboxEntry(string(kv.Key), kv.CreateRevision, kv.Value))
 			}
@@ -126,6 +129,9 @@ func TestDriveStepsResumesOpenTasks(t *testing.T) {
 	}
 	if o.Status != orchestrator.StatusCompleted {
 		t.Fatalf("run 2 ended with %+v", o)
+	}
+	if inboxed != 0 {
+		t.Fatalf("%d inbox entries seen during run 2, want none: results are handed to the step in memory", inboxed)
 	}
 	if n := localCalls.Load(); n != 2 {
 		t.Fatalf("Local ran %d times in all, want 2 (again in run 2: its result was not stored)", n)
