@@ -109,10 +109,12 @@
 //     and new events, Complete takes its actions back;
 //   - stepdriver.go: DriveSteps, the Driver of a run over that API - it
 //     sends a step when something is new (the start, an inbox entry, a due
-//     timer), runs the tasks the steps schedule (local activities here,
-//     others with a TaskFunc whose results go through the inbox; a stored
-//     result is never repeated, an unstored one is run again by the next
-//     run), and fails the execution on an answer it cannot take;
+//     timer, a task's result), runs the tasks the steps schedule (local
+//     activities here, others with a TaskFunc whose results it holds in
+//     memory for the next step, which commits them; a committed result is
+//     never repeated, an uncommitted one is run again by the next run; see
+//     "What a crash repeats"), and fails the execution on an answer it
+//     cannot take;
 //   - run.go: a run of the Go driver - its mailbox loop, parking, batches'
 //     bounds, outcome;
 //   - replay.go: rebuilding the Go orchestration's state from history and
@@ -158,6 +160,15 @@
 // then the stop) leaves only the activities running at the stop.
 // TestFaultKillMidBatch (package integration) measures this with real
 // nodes and kill -9; docs/performance.md has its figures.
+//
+// A step driver's run (a worker's orchestration, DriveSteps) has the same
+// bound for its activities, local or a worker's: a result is held in
+// memory until the next step, answered by the worker, commits it with the
+// step's other events, so a crash repeats the activities running at it and
+// those whose result arrived after the last commit (each scheduled by a
+// committed step), once each. Driver.Checkpoint stores the held results in
+// the instance's inbox instead, so a drain repeats only the activities
+// running at the stop.
 //
 // Retries and failures keep their guarantees. A retried activity (WithRetry)
 // never joins a batch: each attempt is committed before it runs and each

@@ -128,11 +128,18 @@ var ErrRunEnded = errors.New("orchestrator: the run ended")
 // uncommitted). It returns the commit's
 // error, ErrRunEnded if the run ended first, or ctx's error.
 //
-// A step driver's run (DriveSteps) has no batch to checkpoint: it returns
-// nil at once. The results of local activities that its last step ran are
-// the next step's new events; a holder stopping before that step commits
-// leaves them to run again on the next holder, as after a crash.
+// A step driver's run (DriveSteps) has no batch; it holds the results of
+// the activities it ran (a worker's, or resumed local ones) in memory
+// until the step that carries them commits. Checkpoint stores those in the
+// instance's inbox (Client.CompleteTask) and sends every later result
+// there too, so the next holder runs again only the activities running at
+// the stop. The results of local activities that its last step ran
+// (within Engine.Complete) are not stored: a holder stopping before the
+// next step commits leaves them to run again, as after a crash.
 func (d *Driver) Checkpoint(ctx context.Context) error {
+	if d.s != nil {
+		return d.s.checkpoint(ctx)
+	}
 	if d.e == nil {
 		return nil
 	}

@@ -117,6 +117,27 @@ func (st *stepState) note(ev HistoryEvent) {
 	}
 }
 
+// taskResult queues the result of a task the driver ran (a remote
+// worker's, or a local one a later run resumed) as a new event of the next
+// step, committed with that step. It reports false, queueing nothing, for
+// a task that is not open (not scheduled in this execution, or finished)
+// or whose result is queued already.
+func (g *Engine) taskResult(ev HistoryEvent) bool {
+	st := g.step
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.closed || st.open[ev.TaskID] != EventTaskScheduled {
+		return false
+	}
+	for _, r := range st.results {
+		if r.TaskID == ev.TaskID && (r.EventType == EventTaskCompleted || r.EventType == EventTaskFailed) {
+			return false
+		}
+	}
+	st.results = append(st.results, ev)
+	return true
+}
+
 // Next returns the next step: the history and the events new since the
 // last commit (the first step's are ExecutionStarted, or the inbox read at
 // open). Timers due by now fire in it. Each call is a new dispatch: only
@@ -165,6 +186,9 @@ func (g *Engine) Next() *WorkItem {
 	}
 	st.queue = nil
 	for _, ev := range st.results {
+		if (ev.EventType == EventTaskCompleted || ev.EventType == EventTaskFailed) && st.open[ev.TaskID] != EventTaskScheduled {
+			continue // came through the inbox as well (stored by a drain's Checkpoint)
+		}
 		ev.Timestamp = now()
 		g.pending = append(g.pending, ev)
 		st.note(ev)

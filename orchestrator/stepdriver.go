@@ -67,13 +67,18 @@ var ErrNoTaskRunner = errors.New("orchestrator: no worker runs this activity")
 // start, an inbox entry delivered with Driver.Deliver, a due timer, a local
 // activity's result), and runs the activities the steps schedule: local
 // ones in this process (within Engine.Complete; the result is the next
-// step's), the others with so.Task. A remote activity's result goes to the
-// instance's inbox (Client.CompleteTask), named by the execution and task
-// ID, and comes back through Deliver, so it survives the run. An activity
-// whose result was not stored (in the inbox or the history) when the run
-// stopped (the holder's crash, a lost lease) is run again by the next run,
-// which runs every task the history has scheduled and not finished (a
-// local one's result then goes through the inbox too). With
+// step's), the others with so.Task. A remote activity's result is handed
+// to the run in memory and is a new event (TaskCompleted, TaskFailed) of
+// the next step, committed with that step's answer: no transaction of its
+// own. An activity whose result was not committed when the run stopped
+// (the holder's crash, a lost lease) is run again by the next run, which
+// runs every task the history has scheduled and not finished (a local
+// one's result then comes back the same way); a result arrives once per
+// task and run, and one for a task that is not open is dropped, so the
+// history holds each completion once. Driver.Checkpoint (a drain) stores
+// the results not yet committed in the instance's inbox
+// (Client.CompleteTask, named by the execution and task ID), and the later
+// ones too, so they survive the run and come back through Deliver. With
 // RunOptions.ParkAfter, a run that has waited that long with no step and
 // no task out parks (Outcome.Parked, WakeAt its first timer), as the Go
 // driver's does. BatchBudget does not apply, and the run does not watch
@@ -89,6 +94,7 @@ func DriveSteps(ctx context.Context, exec *Execution, opts RunOptions, so StepDr
 	s := &stepRun{g: g, ctx: rctx, so: so, opts: opts, wake: make(chan struct{}, 1)}
 	s.tctx, s.stopTasks = context.WithCancel(rctx)
 	s.dispatched = map[int]bool{}
+	s.unstored = map[int]HistoryEvent{}
 	go s.loop()
 	return &Driver{s: s}
 }
@@ -100,10 +106,13 @@ type stepRun struct {
 	so   StepDriverOptions
 	opts RunOptions
 
-	mu    sync.Mutex
-	queue []InboxEntry // delivered, not yet handed to the engine
-	ended bool
-	wake  chan struct{} // cap 1: something was delivered
+	mu       sync.Mutex
+	queue    []InboxEntry         // delivered, not yet handed to the engine
+	results  []HistoryEvent       // tasks' results, not yet handed to the engine
+	unstored map[int]HistoryEvent // tasks' results not committed yet, by task ID
+	toInbox  bool                 // Checkpoint was called: results go to the inbox
+	ended    bool
+	wake     chan struct{} // cap 1: something was delivered
 
 	tctx       context.Context // of the tasks
 	stopTasks  context.CancelFunc
@@ -116,7 +125,7 @@ type stepRun struct {
 func (s *stepRun) park() (Outcome, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.queue) > 0 || s.running.Load() > 0 {
+	if len(s.queue) > 0 || len(s.results) > 0 || s.running.Load() > 0 {
 		return Outcome{}, false
 	}
 	s.ended = true // a later delivery is refused: the caller keeps it and wakes the run
@@ -172,11 +181,14 @@ func (s *stepRun) run() Outcome {
 			return Outcome{Err: context.Cause(s.ctx)}
 		}
 		s.mu.Lock()
-		q := s.queue
-		s.queue = nil
+		q, rs := s.queue, s.results
+		s.queue, s.results = nil, nil
 		s.mu.Unlock()
 		for _, in := range q {
 			s.g.Deliver(in)
+		}
+		for _, ev := range rs {
+			s.g.taskResult(ev)
 		}
 		item := s.g.Next()
 		if first {
@@ -242,6 +254,9 @@ func (s *stepRun) step(item *WorkItem) (*StepResult, Outcome, bool) {
 		}
 		called = true
 		res, cerr = s.g.Complete(s.ctx, item.Seq, actions)
+		if cerr == nil {
+			s.stored(item.New)
+		}
 		return cerr
 	})
 	switch {
@@ -328,30 +343,96 @@ func (s *stepRun) startTask(t ScheduleTask) {
 		if ctx.Err() != nil {
 			return
 		}
-		b := backoff.NewExponentialBackOff()
-		b.InitialInterval, b.MaxInterval = 50*time.Millisecond, 2*time.Second
-		for {
-			err := g.exec.c.CompleteTask(ctx, g.rec.InstanceID, g.rec.ExecutionID, t.ID, result, failure)
-			if err == nil || ctx.Err() != nil {
-				return
-			}
-			if !errors.Is(err, ErrUnavailable) {
-				// Not storable (a result over the limit): report it failed.
-				if failure == nil {
-					failure = DetailsOf(fmt.Errorf("the result of activity %q could not be stored: %w", t.Name, err))
-					result = nil
-					continue
-				}
-				g.log.Warn("an activity's result could not be stored", g.logArgs("task_id", t.ID, "activity", t.Name, "error", err)...)
-				return
-			}
+		ev := s.resultEvent(t, result, failure)
+		s.mu.Lock()
+		if s.ended {
+			s.mu.Unlock()
+			return // the next run runs the task again
+		}
+		if !s.toInbox {
+			s.results = append(s.results, ev)
+			s.unstored[t.ID] = ev
 			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(b.NextBackOff()):
+			case s.wake <- struct{}{}:
+			default:
 			}
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		if err := s.storeResult(ctx, ev); err != nil && ctx.Err() == nil {
+			g.log.Warn("an activity's result could not be stored", g.logArgs("task_id", t.ID, "activity", t.Name, "error", err)...)
 		}
 	})
+}
+
+// resultEvent is the history event of a task's result: TaskCompleted, or
+// TaskFailed with failure; a result that cannot be stored (not JSON, over
+// the payload limit) is a failure that says why.
+func (s *stepRun) resultEvent(t ScheduleTask, result json.RawMessage, failure *FailureDetails) HistoryEvent {
+	ev := HistoryEvent{EventType: EventTaskCompleted, TaskID: t.ID, ExecutionID: s.g.rec.ExecutionID, Timestamp: now()}
+	if failure == nil {
+		r, err := s.g.exec.c.checkJSON("task result", result)
+		if err == nil {
+			ev.Result = r
+			return ev
+		}
+		failure = DetailsOf(fmt.Errorf("the result of activity %q could not be stored: %w", t.Name, err))
+	}
+	ev.EventType, ev.FailureDetails, ev.Failure = EventTaskFailed, failure, failure.ErrorMessage
+	return ev
+}
+
+// stored forgets the results a committed step held.
+func (s *stepRun) stored(evs []HistoryEvent) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ev := range evs {
+		if ev.EventType == EventTaskCompleted || ev.EventType == EventTaskFailed {
+			delete(s.unstored, ev.TaskID)
+		}
+	}
+}
+
+// storeResult puts a task's result in the instance's inbox
+// (Client.CompleteTask), retrying transient errors until ctx ends.
+func (s *stepRun) storeResult(ctx context.Context, ev HistoryEvent) error {
+	g := s.g
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval = 50*time.Millisecond, 2*time.Second
+	for {
+		err := g.exec.c.CompleteTask(ctx, g.rec.InstanceID, g.rec.ExecutionID, ev.TaskID, ev.Result, ev.FailureDetails)
+		if err == nil || !errors.Is(err, ErrUnavailable) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(b.NextBackOff()):
+		}
+	}
+}
+
+// checkpoint stores the results the run holds and has not committed in the
+// instance's inbox, and sends every later result there too: a holder about
+// to stop (a drain) leaves the next holder nothing to run again but the
+// activities running at the stop. A result both committed by a step and
+// stored is taken once (the inbox entry of a finished task is ignored).
+func (s *stepRun) checkpoint(ctx context.Context) error {
+	s.mu.Lock()
+	s.toInbox = true
+	evs := make([]HistoryEvent, 0, len(s.unstored))
+	for _, ev := range s.unstored {
+		evs = append(evs, ev)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(evs, func(a, b HistoryEvent) int { return a.TaskID - b.TaskID })
+	for _, ev := range evs {
+		if err := s.storeResult(ctx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // firstTimer is when the first pending timer fires; zero if none.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,8 +18,9 @@ import (
 // A step driver's run that stops with tasks open (its node lost the
 // instance) leaves them to the next run: the next run dispatches the
 // remote task again and runs the local activity again (its result was
-// only in memory), stores both results in the inbox, and sends a step
-// with them; the execution completes with each result in its history once.
+// only in memory), hands both results to its next step in memory (nothing
+// goes to the inbox), and commits them with it; the execution completes
+// with each result in its history once.
 func TestDriveStepsResumesOpenTasks(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t)
@@ -106,8 +108,9 @@ func TestDriveStepsResumesOpenTasks(t *testing.T) {
 			return json.RawMessage(`2`), nil, nil
 		},
 	})
-	// Deliver the inbox as a node does (repeats are ignored).
+	// Deliver the inbox as a node does (repeats are ignored): it stays empty.
 	var o orchestrator.Outcome
+	inboxed := 0
 	for done := false; !done; {
 		select {
 		case o = <-ended2:
@@ -117,6 +120,7 @@ func TestDriveStepsResumesOpenTasks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			inboxed += len(in.Kvs)
 			for _, kv := range in.Kvs {
 				d.Deliver(orchestrator.ParseInboxEntry(string(kv.Key), kv.CreateRevision, kv.Value))
 			}
@@ -126,6 +130,9 @@ func TestDriveStepsResumesOpenTasks(t *testing.T) {
 	}
 	if o.Status != orchestrator.StatusCompleted {
 		t.Fatalf("run 2 ended with %+v", o)
+	}
+	if inboxed != 0 {
+		t.Fatalf("%d inbox entries seen during run 2, want none: results are handed to the step in memory", inboxed)
 	}
 	if n := localCalls.Load(); n != 2 {
 		t.Fatalf("Local ran %d times in all, want 2 (again in run 2: its result was not stored)", n)
@@ -176,5 +183,110 @@ func TestDriveStepsParks(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the run did not park")
+	}
+}
+
+// Driver.Checkpoint of a step driver's run stores the task results it
+// holds (not committed yet) in the instance's inbox; when those entries
+// come back to the same run as well, each completion is carried by one
+// step and is in the history once.
+func TestDriveStepsCheckpointStoresResult(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	x, _ := v.running(t, "dc", "")
+	exec := x.Status().ExecutionID
+	inStep2 := make(chan struct{})
+	release := make(chan struct{})
+	ended := make(chan orchestrator.Outcome, 1)
+	var news [][]orchestrator.HistoryEvent
+	d := orchestrator.DriveSteps(ctxT(t), x, orchestrator.RunOptions{OnEnd: func(o orchestrator.Outcome) { ended <- o }}, orchestrator.StepDriverOptions{
+		Step: func(ctx context.Context, item *orchestrator.WorkItem, complete func([]orchestrator.Action) error) error {
+			news = append(news, item.New)
+			switch len(news) {
+			case 1:
+				return complete([]orchestrator.Action{
+					orchestrator.ScheduleTask{ID: 0, Name: "Slow"},
+					orchestrator.ScheduleTask{ID: 1, Name: "Fast"},
+				})
+			case 2: // Fast's result; Slow's arrives while this step is out
+				close(inStep2)
+				<-release
+				return complete(nil)
+			}
+			return complete([]orchestrator.Action{orchestrator.Complete{Status: orchestrator.StatusCompleted, Output: json.RawMessage(`"done"`)}})
+		},
+		Task: func(ctx context.Context, rt orchestrator.RemoteTask) (json.RawMessage, *orchestrator.FailureDetails, error) {
+			if rt.ID == 0 {
+				<-inStep2
+			}
+			return json.RawMessage(fmt.Sprint(rt.ID + 10)), nil, nil
+		},
+	})
+	select {
+	case <-inStep2:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no second step")
+	}
+	// Both results are held (Fast's in the step that is out, Slow's for the
+	// next) or, Slow's if it comes after the first checkpoint, stored
+	// straight away: in the inbox once this loop ends.
+	var inbox *clientv3.GetResponse
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if err := d.Checkpoint(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if inbox, err = v.raw.Get(ctxT(t), v.keys.InboxPrefix("dc"), clientv3.WithPrefix()); err != nil {
+			t.Fatal(err)
+		}
+		if len(inbox.Kvs) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("inbox %v after Checkpoint, want both tasks' results", inbox.Kvs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, kv := range inbox.Kvs {
+		if !d.Deliver(orchestrator.ParseInboxEntry(string(kv.Key), kv.CreateRevision, kv.Value)) {
+			t.Fatal("the run ended early")
+		}
+	}
+	close(release)
+	select {
+	case o := <-ended:
+		if o.Status != orchestrator.StatusCompleted {
+			t.Fatalf("outcome %+v", o)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the run did not end")
+	}
+	carried := map[int]int{}
+	for _, evs := range news {
+		for _, ev := range evs {
+			if ev.EventType == orchestrator.EventTaskCompleted {
+				carried[ev.TaskID]++
+			}
+		}
+	}
+	if len(news) != 3 || carried[0] != 1 || carried[1] != 1 {
+		t.Fatalf("%d steps carrying completions %v, want 3 steps, each task's once", len(news), carried)
+	}
+	hist, err := v.c.History(ctxT(t), "dc", exec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := map[int]string{}
+	for _, ev := range hist {
+		if ev.EventType == orchestrator.EventTaskCompleted {
+			if _, dup := done[ev.TaskID]; dup {
+				t.Fatalf("task %d completed twice: %+v", ev.TaskID, hist)
+			}
+			done[ev.TaskID] = string(ev.Result)
+		}
+	}
+	if done[0] != "10" || done[1] != "11" {
+		t.Fatalf("completions in the history %v", done)
 	}
 }

@@ -474,13 +474,14 @@ func newBackoff(first, max time.Duration) *backoff.ExponentialBackOff {
 const drainCheckpoint = 2 * time.Second
 
 // checkpoint has every run commit what it applied and has not committed
-// (a batch of local activities, orchestrator.RunOptions.BatchBudget)
-// before a drain stops it, so that the peers that take over repeat only
-// the activities still running. It waits at most drainCheckpoint (and
-// ctx); a run that cannot commit in time loses its batch to the peer, as
-// after a crash.
+// (a batch of local activities, orchestrator.RunOptions.BatchBudget; the
+// activity results a worker-served run holds for its next step, which go
+// to the inbox) before a drain stops it, so that the peers that take over
+// repeat only the activities still running. It waits at most
+// drainCheckpoint (and ctx); a run that cannot commit in time loses its
+// batch to the peer, as after a crash.
 func (n *Node) checkpoint(ctx context.Context, drivers []*orchestrator.Driver) {
-	if len(drivers) == 0 || n.cfg.BatchBudget <= 0 {
+	if len(drivers) == 0 {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, drainCheckpoint)

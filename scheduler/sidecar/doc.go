@@ -40,10 +40,12 @@
 //     and changes nothing. An answer the node cannot take (an entity
 //     action, an unknown action, a bad payload) is refused to the worker
 //     and fails the execution with the reason. An activity's result is
-//     stored in the instance's inbox before the orchestration sees it; an
-//     activity without a stored result when its node stopped is sent again
-//     by the next holder (at least once). Details:
-//     docs/durable-task-workers.md.
+//     handed to the run in memory and committed with the next step, the
+//     one that delivers it to the orchestration (no write of its own); an
+//     activity without a committed result when its node stopped is sent
+//     again by the next holder (at least once), and a drain stores the
+//     results not yet committed in the instance's inbox so the next holder
+//     does not run those again. Details: docs/durable-task-workers.md.
 //   - Shutdown ends the waits and streams in progress at once (workers
 //     reconnect to another node) and lets other calls finish within its
 //     context.

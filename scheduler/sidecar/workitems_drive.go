@@ -23,7 +23,8 @@ import (
 // OrchestratorRequest, its answer turned into orchestrator actions and
 // committed by the engine before the worker is answered) and the
 // activities the steps schedule (activity: one ActivityRequest, its answer
-// the task's result, which the driver stores in the instance's inbox).
+// the task's result, which the driver hands to the next step in memory;
+// the step's commit stores it).
 
 // Remote is the server's scheduler.Remote: give it to the node with
 // Node.SetRemote before the node starts, and the node campaigns for (and
