@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -206,8 +207,20 @@ func TestParkedRunTakenOver(t *testing.T) {
 	eventually(t, 10*time.Second, "parked after the first event", func() bool {
 		return parkedOn(first) == 1 && historyCount(t, cl, "moved", orchestrator.EventEventRaised) == 1
 	})
-	crashHolder(t, c, "moved")
-	next := holderOf(c, "moved")
+	victim := crashHolder(t, c, "moved")
+	// crashHolder may return on the larger token in etcd before the new
+	// holder lists the instance, and the victim may still list it until
+	// its safe-until: wait for the other node.
+	var next *testNode
+	eventually(t, 10*time.Second, "held by the other node", func() bool {
+		for _, n := range c.nodes {
+			if n != victim && slices.Contains(n.Held(), "moved") {
+				next = n
+				return true
+			}
+		}
+		return false
+	})
 	eventually(t, 10*time.Second, "parked on the next holder", func() bool { return parkedOn(next) == 1 })
 	raise(t, cl, "moved", 8)
 	st := waitStatus(t, cl, "moved", orchestrator.StatusCompleted, 10*time.Second)
