@@ -140,9 +140,6 @@ func (d *Driver) Checkpoint(ctx context.Context) error {
 	if d.s != nil {
 		return d.s.checkpoint(ctx)
 	}
-	if d.e == nil {
-		return nil
-	}
 	// batching sets uncommitted before it reads stopBatch: either this
 	// sees the batch, or the batch is not made and its step commits.
 	d.e.stopBatch.Store(true)

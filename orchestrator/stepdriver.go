@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -307,8 +306,9 @@ func (s *stepRun) resumeTasks() {
 	}
 }
 
-// startTask runs a task in a goroutine of the run (once per run) and
-// stores its result in the inbox.
+// startTask runs a task in a goroutine of the run (once per run) and hands
+// its result to the next step, or, after a checkpoint, stores it in the
+// inbox.
 func (s *stepRun) startTask(t ScheduleTask) {
 	if s.dispatched[t.ID] {
 		return
@@ -398,8 +398,7 @@ func (s *stepRun) stored(evs []HistoryEvent) {
 // (Client.CompleteTask), retrying transient errors until ctx ends.
 func (s *stepRun) storeResult(ctx context.Context, ev HistoryEvent) error {
 	g := s.g
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval = 50*time.Millisecond, 2*time.Second
+	b := newRetry()
 	for {
 		err := g.exec.c.CompleteTask(ctx, g.rec.InstanceID, g.rec.ExecutionID, ev.TaskID, ev.Result, ev.FailureDetails)
 		if err == nil || !errors.Is(err, ErrUnavailable) {
