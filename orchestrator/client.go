@@ -388,6 +388,7 @@ func (c *Client) replaceOps(old *Record, id, encoded string, input json.RawMessa
 		clientv3.OpDelete(c.keys.HistoryPrefix(id), clientv3.WithPrefix()),
 		clientv3.OpDelete(c.keys.InboxPrefix(id), clientv3.WithPrefix()),
 		clientv3.OpDelete(c.keys.BlobPrefix(id), clientv3.WithPrefix()),
+		c.taskQueueOps(id),
 	}
 	if old.RuntimeStatus.Terminal() {
 		ops = append(ops, clientv3.OpDelete(c.keys.FinishedEntry(old.LastUpdatedTime, id)))
@@ -646,6 +647,7 @@ func (c *Client) terminalOps(rec *Record, output json.RawMessage, failure *Failu
 		clientv3.OpPut(c.keys.Output(id), string(orNull(output))),
 		clientv3.OpDelete(c.keys.InboxPrefix(id), clientv3.WithPrefix()),
 		clientv3.OpPut(c.keys.FinishedEntry(rec.LastUpdatedTime, id), rec.ExecutionID),
+		c.taskQueueOps(id),
 	}
 	if failure != nil {
 		b, _ := json.Marshal(failure)
@@ -886,6 +888,7 @@ func (c *Client) purgeOps(rec *Record) []clientv3.Op {
 		clientv3.OpDelete(c.keys.InboxPrefix(id), clientv3.WithPrefix()),
 		clientv3.OpDelete(c.keys.BlobPrefix(id), clientv3.WithPrefix()),
 		clientv3.OpDelete(c.keys.FinishedEntry(rec.LastUpdatedTime, id)),
+		c.taskQueueOps(id),
 	}
 }
 

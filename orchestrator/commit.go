@@ -272,6 +272,7 @@ func (e *Engine) continueAsNew(c Complete) (RuntimeStatus, error) {
 				clientv3.OpDelete(x.c.keys.Output(id)),
 				clientv3.OpDelete(x.c.keys.History(id, oldExec), clientv3.WithPrefix()),
 				clientv3.OpDelete(x.c.keys.Blobs(id, oldExec), clientv3.WithPrefix()),
+				x.c.taskQueueOps(id),
 				x.fence.releaseOp(),
 			}
 		},

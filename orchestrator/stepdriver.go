@@ -43,7 +43,10 @@ type RemoteTask struct {
 // TaskFunc runs an activity task outside (a worker) and waits for its
 // result: the result (JSON), or the failure. An error means there was no
 // result (the run's context ended, the node drains): the task is run again
-// by whichever run of the execution comes next.
+// by whichever run of the execution comes next. ErrTaskQueued means the
+// task was put in the task queue (Client.QueueTask) for a worker on any
+// node: its result comes through the instance's inbox, and the run waits
+// for it as for any inbox entry.
 type TaskFunc func(ctx context.Context, t RemoteTask) (json.RawMessage, *FailureDetails, error)
 
 // StepDriverOptions configure DriveSteps.
@@ -333,6 +336,9 @@ func (s *stepRun) startTask(t ScheduleTask) {
 			var err error
 			result, failure, err = s.so.Task(ctx, RemoteTask{InstanceID: g.rec.InstanceID, ExecutionID: g.rec.ExecutionID,
 				FencingToken: g.exec.Token(), ScheduleTask: t})
+			if errors.Is(err, ErrTaskQueued) {
+				return // its result comes through the inbox (Driver.Deliver)
+			}
 			if err != nil {
 				if ctx.Err() == nil {
 					g.log.Warn("an activity got no result; the next run of the execution runs it again", g.logArgs("task_id", t.ID, "activity", t.Name, "error", err)...)

@@ -290,6 +290,22 @@ func (n *Node) Ready() error {
 	return nil
 }
 
+// SessionLease returns the lease of the node's live etcd session and a
+// context that ends with that session, for keys that must end with the
+// node (a claim); ErrNoSession without one, ErrDraining once it drains.
+func (n *Node) SessionLease() (clientv3.LeaseID, context.Context, error) {
+	n.mu.Lock()
+	draining, s := n.draining, n.session
+	n.mu.Unlock()
+	if draining {
+		return 0, nil, ErrDraining
+	}
+	if s == nil || s.Err() != nil {
+		return 0, nil, ErrNoSession
+	}
+	return s.LeaseID(), s.Context(), nil
+}
+
 // ObserveStoreError tells the node of an etcd error met outside its own
 // work (the HTTP API's writes): a write refused with NOSPACE makes the node
 // unready at once and has it ask etcd for its alarms now, rather than at

@@ -94,6 +94,11 @@ type Server struct {
 	metrics    *metrics
 	work       *hub // the work-item side (workitems.go)
 	grpc       *grpc.Server
+	// queueCtx ends the task queue's watch and claims (workitems_queue.go)
+	// at Shutdown; startQueue starts them at the first Serve.
+	queueCtx   context.Context
+	stopQueue  context.CancelFunc
+	startQueue sync.Once
 
 	// stopping is closed when Shutdown begins: long waits and streams end.
 	stopping chan struct{}
@@ -145,6 +150,10 @@ func New(cfg Config) (*Server, error) {
 	if s.work, err = newServerHub(cfg, s.log); err != nil {
 		return nil, err
 	}
+	s.queueCtx, s.stopQueue = context.WithCancel(context.Background())
+	if cfg.Node != nil {
+		s.work.tq = newTaskQueue(s.work, cfg.Client, cfg.Node, s.log, cfg.MaxPayload)
+	}
 	opts := []grpc.ServerOption{
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(cfg.TracerProvider),
 			otelgrpc.WithPropagators(propagation.TraceContext{}), otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()))),
@@ -167,6 +176,9 @@ func New(cfg Config) (*Server, error) {
 // Serve accepts connections on ln until Shutdown; it returns nil after
 // Shutdown and the listener's error otherwise.
 func (s *Server) Serve(ln net.Listener) error {
+	if s.work.tq != nil {
+		s.startQueue.Do(func() { s.work.tq.start(s.queueCtx) })
+	}
 	err := s.grpc.Serve(ln)
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil
@@ -185,6 +197,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.stopOnce.Do(func() {
 		close(s.stopping)
 		s.work.close() // workers reconnect to another node
+		s.stopQueue()  // the claims in progress are given back
 	})
 	done := make(chan struct{})
 	go func() {

@@ -126,6 +126,9 @@ type hub struct {
 	native func(name, version string) bool
 	// changed is called (without locks) when what the workers serve changes.
 	changed func()
+	// tq is the node's side of the task queue (workitems_queue.go); nil
+	// without a node: an activity then waits for a worker here.
+	tq *taskQueue
 
 	mu         sync.Mutex
 	closed     bool
@@ -174,6 +177,22 @@ func (h *hub) Serves(name, version string) bool {
 	}
 	for _, w := range h.workers {
 		if w.serves(kindOrchestration, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// servesActivity reports whether a worker connected to this node serves
+// the activity now.
+func (h *hub) servesActivity(name string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	for _, w := range h.workers {
+		if !w.gone && w.serves(kindActivity, name) {
 			return true
 		}
 	}

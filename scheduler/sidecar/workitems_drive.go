@@ -113,11 +113,22 @@ func closing(ctx context.Context, err error) error {
 	}
 }
 
-// activity sends an activity task to a worker that serves it and waits for
-// its answer: the result, or the failure. An answer whose result cannot be
-// taken (not JSON, over the payload limit) is refused to the worker and
-// fails the task with the reason.
+// activity runs an activity task of an instance this node holds: with a
+// worker of this node that serves it (dispatchActivity), or, when none
+// does, through the task queue for a worker on any node
+// (orchestrator.ErrTaskQueued: the result comes through the inbox).
 func (h *hub) activity(ctx context.Context, t orchestrator.RemoteTask, maxPayload int) (json.RawMessage, *orchestrator.FailureDetails, error) {
+	if h.tq != nil && !h.servesActivity(t.Name) {
+		return nil, nil, h.tq.put(ctx, t)
+	}
+	return h.dispatchActivity(ctx, t, maxPayload)
+}
+
+// dispatchActivity sends an activity task to a worker of this node that
+// serves it and waits for its answer: the result, or the failure. An answer
+// whose result cannot be taken (not JSON, over the payload limit) is
+// refused to the worker and fails the task with the reason.
+func (h *hub) dispatchActivity(ctx context.Context, t orchestrator.RemoteTask, maxPayload int) (json.RawMessage, *orchestrator.FailureDetails, error) {
 	d := &dispatch{
 		kind: kindActivity, name: t.Name, instanceID: t.InstanceID, executionID: t.ExecutionID, taskID: int32(t.ID), fence: t.FencingToken,
 		act: &pb.ActivityRequest{

@@ -25,7 +25,7 @@ func newWIMetrics(reg prometheus.Registerer) (*wiMetrics, error) {
 		}, []string{"kind", "function"}),
 		items: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "soloist_sidecar_work_items_total",
-			Help: "Work items by kind (orchestration, activity) and outcome: dispatched (sent to a worker), completed, abandoned (given back), lost (its worker disconnected), refused (the answer was refused and the item sent again), stale (an answer for an older dispatch or a lost lease, refused).",
+			Help: "Work items by kind (orchestration, activity) and outcome: dispatched (sent to a worker), completed, abandoned (given back), lost (its worker disconnected), refused (the answer was refused and the item sent again), stale (an answer for an older dispatch or a lost lease, refused); for activities also queued (put in etcd's task queue by this node, which holds the instance and has no worker serving the activity) and claimed (taken from the task queue by this node for one of its workers).",
 		}, []string{"kind", "outcome"}),
 	}
 	// A collector already there (a second server on one registry) is shared.
@@ -57,5 +57,7 @@ func newWIMetrics(reg prometheus.Registerer) (*wiMetrics, error) {
 			m.items.WithLabelValues(k, o)
 		}
 	}
+	m.items.WithLabelValues(kindActivity, "queued")
+	m.items.WithLabelValues(kindActivity, "claimed")
 	return m, nil
 }
