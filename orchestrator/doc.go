@@ -20,6 +20,11 @@
 //     too large to carry inline (over 16 KiB).
 //   - {prefix}v1/inbox/{id}/{key} holds events raised for the instance and
 //     not yet consumed, and suspend and resume marks.
+//   - {prefix}v1/tasks/{id}/{exec}/{taskID} is the task queue
+//     (taskqueue.go): an activity of a step driver's run that no worker of
+//     its holder serves, for a worker on any node; its claim beside it is
+//     on the claiming node's lease, and its result comes back as an inbox
+//     entry, stored once per task. The final write deletes what is left.
 //
 // # How a step fits etcd's limits
 //
@@ -168,7 +173,11 @@
 // those whose result arrived after the last commit (each scheduled by a
 // committed step), once each. Driver.Checkpoint stores the held results in
 // the instance's inbox instead, so a drain repeats only the activities
-// running at the stop.
+// running at the stop. A task that went through the task queue is out
+// until its result is in the inbox: a crash of the holder repeats nothing
+// of it (the queued task and its claim outlive the holder), a crash of the
+// node running it repeats it once, when the claim ends with that node's
+// lease.
 //
 // Retries and failures keep their guarantees. A retried activity (WithRetry)
 // never joins a batch: each attempt is committed before it runs and each

@@ -170,8 +170,18 @@ func (c *Client) taskQueueOps(id string) clientv3.Op {
 
 // TaskQueueView mirrors the task queue (WatchTaskQueue).
 type TaskQueueView struct {
+	keys  Keys
 	mu    sync.Mutex
 	tasks map[string]*QueuedTask // by task key
+}
+
+// Has reports whether t is in the queue (claimed or not), as far as the
+// view has seen.
+func (v *TaskQueueView) Has(t RemoteTask) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	q := v.tasks[v.keys.Task(t.InstanceID, t.ExecutionID, t.ID)]
+	return q != nil && q.Rev != 0
 }
 
 // Free lists the queued tasks without a claim, oldest first.
@@ -247,7 +257,7 @@ func (v *TaskQueueView) apply(k Keys, key string, value []byte, createRev int64,
 // watches it, reading again after a broken or compacted watch, and calls
 // changed (which must not block) after each change it applied.
 func (c *Client) WatchTaskQueue(ctx context.Context, changed func()) *TaskQueueView {
-	v := &TaskQueueView{tasks: map[string]*QueuedTask{}}
+	v := &TaskQueueView{keys: c.keys, tasks: map[string]*QueuedTask{}}
 	prefix := c.keys.Tasks()
 	go func() {
 		for ctx.Err() == nil {

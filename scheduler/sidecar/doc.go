@@ -45,7 +45,13 @@
 //     activity without a committed result when its node stopped is sent
 //     again by the next holder (at least once), and a drain stores the
 //     results not yet committed in the instance's inbox so the next holder
-//     does not run those again. Details: docs/durable-task-workers.md.
+//     does not run those again. An activity no worker of the holding node
+//     serves goes to etcd's task queue (orchestrator.QueueTask); a node with
+//     a worker that serves it claims it on its session lease, and stores
+//     the answer in the instance's inbox, only once per task, with the
+//     task's deletion (orchestrator.FinishTask); a claim is given back when
+//     the node's workers for it go or the node drains, and ends with the
+//     node's session. Details: docs/durable-task-workers.md.
 //   - Shutdown ends the waits and streams in progress at once (workers
 //     reconnect to another node) and lets other calls finish within its
 //     context.

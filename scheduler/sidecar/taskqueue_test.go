@@ -2,6 +2,7 @@ package sidecar_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -308,5 +309,83 @@ func TestQueuedTaskLeavesWithItsExecution(t *testing.T) {
 	}
 	if n := queueLen(t, v); n != 0 {
 		t.Fatalf("the task queue holds %d keys after the terminate", n)
+	}
+}
+
+// The holder of an instance is cut from etcd while its queued activity is
+// out with another node's worker: the node that takes the instance over
+// finds the task in the queue and does not send it again, not even to a
+// worker of its own that serves it; the first worker's answer reaches the
+// new holder through the inbox.
+func TestQueuedActivityOutlivesHolder(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	a := v.startServer(serverOpts{reg: testRegistry(t)})
+	c := v.startServer(serverOpts{reg: testRegistry(t)})
+	b := v.startServer(serverOpts{reg: testRegistry(t)})
+	wa := connectWorker(t, a, filtered([]string{"XOrch"}, nil), "XOrch")
+	wc := connectWorker(t, c, filtered([]string{"XOrch"}, nil), "XOrch")
+	wb := connectActivityWorker(t, b, "XAct")
+	a.start(t, "XOrch", "x5", `"in"`)
+
+	var holder, other *server
+	var ow *scriptWorker
+	var it *pb.WorkItem
+	select {
+	case it = <-wa.items:
+		holder, other, ow = a, c, wc
+		if err := wa.answer(t, "x5", it.GetCompletionToken(), "", scheduleTask(0, "XAct", `"in"`)); err != nil {
+			t.Fatal(err)
+		}
+	case it = <-wc.items:
+		holder, other, ow = c, a, wa
+		if err := wc.answer(t, "x5", it.GetCompletionToken(), "", scheduleTask(0, "XAct", `"in"`)); err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no worker got the first step")
+	}
+	_, atok := wb.nextActivity(t)
+	// The node that will take over gets a worker for the activity too: it
+	// would run the task itself if it did not find it in the queue.
+	wx := connectActivityWorker(t, other, "XAct")
+	_ = holder.etcd.Close() // a crash, as far as etcd can tell
+
+	deadline := time.Now().Add(15 * time.Second)
+	for !slices.Contains(other.node.Held(), "x5") {
+		if time.Now().After(deadline) {
+			t.Fatal("the other node did not take x5 over")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The new holder's run has started and left the task where it is.
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case it := <-wb.items:
+		t.Fatalf("the activity was sent again after the takeover: %v", it)
+	case it := <-wx.items:
+		t.Fatalf("the new holder ran the queued activity itself: %v", it)
+	default:
+	}
+	if err := completeActivity(t, wb, "x5", 0, atok, `"out"`); err != nil {
+		t.Fatal(err)
+	}
+	req, tok := ow.nextStep(t)
+	got := false
+	for _, ev := range req.GetNewEvents() {
+		got = got || ev.GetTaskCompleted().GetResult().GetValue() == `"out"`
+	}
+	if !got {
+		t.Fatalf("the new holder's step has no TaskCompleted: %v", req.GetNewEvents())
+	}
+	if err := ow.answer(t, "x5", tok, "", completeWith(1, `"done"`)); err != nil {
+		t.Fatal(err)
+	}
+	other.waitDone(t, "x5")
+	if n := taskResults(t, v, "x5", 0); n != 1 {
+		t.Fatalf("history has %d results of task 0, want 1", n)
+	}
+	if n := itemCount(t, b.reg, "claimed"); n != 1 {
+		t.Fatalf("node b claimed the task %v times, want 1", n)
 	}
 }

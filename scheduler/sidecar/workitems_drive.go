@@ -116,9 +116,10 @@ func closing(ctx context.Context, err error) error {
 // activity runs an activity task of an instance this node holds: with a
 // worker of this node that serves it (dispatchActivity), or, when none
 // does, through the task queue for a worker on any node
-// (orchestrator.ErrTaskQueued: the result comes through the inbox).
+// (orchestrator.ErrTaskQueued: the result comes through the inbox). A task
+// in the queue already (an earlier holder queued it) is left there.
 func (h *hub) activity(ctx context.Context, t orchestrator.RemoteTask, maxPayload int) (json.RawMessage, *orchestrator.FailureDetails, error) {
-	if h.tq != nil && !h.servesActivity(t.Name) {
+	if h.tq != nil && (h.tq.queued(t) || !h.servesActivity(t.Name)) {
 		return nil, nil, h.tq.put(ctx, t)
 	}
 	return h.dispatchActivity(ctx, t, maxPayload)

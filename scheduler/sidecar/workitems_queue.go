@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/soloist-dev/soloist/orchestrator"
@@ -32,8 +33,8 @@ type taskQueue struct {
 	log        *slog.Logger
 	maxPayload int
 
-	wake chan struct{} // cap 1: the queue changed
-	view *orchestrator.TaskQueueView
+	wake chan struct{}                              // cap 1: the queue changed
+	view atomic.Pointer[orchestrator.TaskQueueView] // set by start
 
 	mu      sync.Mutex
 	running map[taskRef]bool // tasks this node claimed and runs
@@ -54,18 +55,29 @@ func newTaskQueue(h *hub, c *orchestrator.Client, node *scheduler.Node, log *slo
 // start watches the queue and claims what the node's workers serve until
 // ctx ends.
 func (q *taskQueue) start(ctx context.Context) {
-	q.view = q.c.WatchTaskQueue(ctx, func() {
+	view := q.c.WatchTaskQueue(ctx, func() {
 		select {
 		case q.wake <- struct{}{}:
 		default:
 		}
 	})
-	go q.loop(ctx)
+	q.view.Store(view)
+	go q.loop(ctx, view)
+}
+
+// queued reports whether t waits in the queue already, as far as this
+// node has seen.
+func (q *taskQueue) queued(t orchestrator.RemoteTask) bool {
+	v := q.view.Load()
+	return v != nil && v.Has(t)
 }
 
 // put queues t for a worker on any node, retrying a store that does not
 // answer until ctx ends; ErrTaskQueued once it is queued.
 func (q *taskQueue) put(ctx context.Context, t orchestrator.RemoteTask) error {
+	if q.queued(t) {
+		return orchestrator.ErrTaskQueued
+	}
 	wait := 100 * time.Millisecond
 	for {
 		err := q.c.QueueTask(ctx, t)
@@ -89,11 +101,11 @@ func (q *taskQueue) put(ctx context.Context, t orchestrator.RemoteTask) error {
 
 // loop claims free tasks whenever the queue or the node's workers change,
 // and every second (a claim that failed, a session not yet open).
-func (q *taskQueue) loop(ctx context.Context) {
+func (q *taskQueue) loop(ctx context.Context, view *orchestrator.TaskQueueView) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		q.claimFree(ctx)
+		q.claimFree(ctx, view)
 		select {
 		case <-ctx.Done():
 			return
@@ -106,8 +118,8 @@ func (q *taskQueue) loop(ctx context.Context) {
 
 // claimFree claims the free tasks a worker of this node serves and runs
 // each.
-func (q *taskQueue) claimFree(ctx context.Context) {
-	free := q.view.Free()
+func (q *taskQueue) claimFree(ctx context.Context, view *orchestrator.TaskQueueView) {
+	free := view.Free()
 	if len(free) == 0 {
 		return
 	}
@@ -133,13 +145,13 @@ func (q *taskQueue) claimFree(ctx context.Context) {
 		q.h.m.items.WithLabelValues(kindActivity, "claimed").Inc()
 		q.log.Info("claimed a queued activity for a worker of this node",
 			"instance_id", t.InstanceID, "execution_id", t.ExecutionID, "task_id", t.ID, "activity", t.Name)
-		go q.run(ctx, sctx, t)
+		go q.run(ctx, sctx, view, t)
 	}
 }
 
 // run sends a claimed task to a worker of this node and stores its answer;
 // without an answer it gives the task back.
-func (q *taskQueue) run(ctx, session context.Context, t orchestrator.QueuedTask) {
+func (q *taskQueue) run(ctx, session context.Context, view *orchestrator.TaskQueueView, t orchestrator.QueuedTask) {
 	defer func() {
 		q.mu.Lock()
 		delete(q.running, refOf(t.RemoteTask))
@@ -158,7 +170,7 @@ func (q *taskQueue) run(ctx, session context.Context, t orchestrator.QueuedTask)
 			case !q.h.servesActivity(t.Name):
 				cancel(errors.New("no worker connected to this node serves the activity any more"))
 				return
-			case !q.view.Queued(t):
+			case !view.Queued(t):
 				cancel(errors.New("the task left the queue (its execution ended)"))
 				return
 			}
