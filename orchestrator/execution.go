@@ -172,6 +172,13 @@ func (e *Execution) Status() *Status {
 // Token is the holder's fencing token.
 func (e *Execution) Token() int64 { return e.fence.Token }
 
+// Trace is the W3C trace context of the instance's start (zero if none).
+func (e *Execution) Trace() TraceContext {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.rec.trace()
+}
+
 // part is one fenced transaction of a commit.
 type part struct {
 	change func(*Record) // applied to the record, which every part but a blob part puts

@@ -38,6 +38,10 @@ type RemoteTask struct {
 	ExecutionID  string
 	FencingToken int64
 	ScheduleTask
+	// Trace is the W3C trace context of the run that schedules the task
+	// (its span), for the worker's span of the activity; zero without a
+	// tracer.
+	Trace TraceContext
 }
 
 // TaskFunc runs an activity task outside (a worker) and waits for its
@@ -335,7 +339,7 @@ func (s *stepRun) startTask(t ScheduleTask) {
 		} else {
 			var err error
 			result, failure, err = s.so.Task(ctx, RemoteTask{InstanceID: g.rec.InstanceID, ExecutionID: g.rec.ExecutionID,
-				FencingToken: g.exec.Token(), ScheduleTask: t})
+				FencingToken: g.exec.Token(), ScheduleTask: t, Trace: TraceContextFrom(ctx)})
 			if errors.Is(err, ErrTaskQueued) {
 				return // its result comes through the inbox (Driver.Deliver)
 			}

@@ -49,6 +49,8 @@ type queuedValue struct {
 	Version      string          `json:"version,omitempty"`
 	Input        json.RawMessage `json:"input,omitempty"`
 	FencingToken int64           `json:"fencingToken,omitempty"`
+	TraceParent  string          `json:"traceParent,omitempty"`
+	TraceState   string          `json:"traceState,omitempty"`
 	QueuedTime   time.Time       `json:"queuedTime"`
 }
 
@@ -96,7 +98,8 @@ func (c *Client) QueueTask(ctx context.Context, t RemoteTask) error {
 	if err := ValidateInstanceID(t.InstanceID); err != nil {
 		return err
 	}
-	b, err := json.Marshal(queuedValue{Name: t.Name, Version: t.Version, Input: t.Input, FencingToken: t.FencingToken, QueuedTime: time.Now().UTC()})
+	b, err := json.Marshal(queuedValue{Name: t.Name, Version: t.Version, Input: t.Input, FencingToken: t.FencingToken,
+		TraceParent: t.Trace.Parent, TraceState: t.Trace.State, QueuedTime: time.Now().UTC()})
 	if err != nil {
 		return err
 	}
@@ -240,13 +243,14 @@ func (v *TaskQueueView) apply(k Keys, key string, value []byte, createRev int64,
 	case claim:
 		q.ClaimedBy = string(value)
 	case deleted:
-		q.Rev, q.Name, q.Version, q.Input, q.FencingToken = 0, "", "", nil, 0
+		q.Rev, q.Name, q.Version, q.Input, q.FencingToken, q.Trace = 0, "", "", nil, 0, TraceContext{}
 	default:
 		var qv queuedValue
 		if json.Unmarshal(value, &qv) != nil {
 			qv.Name = "" // an entry nobody wrote this way: never claimed
 		}
 		q.Rev, q.Name, q.Version, q.Input, q.FencingToken = createRev, qv.Name, qv.Version, qv.Input, qv.FencingToken
+		q.Trace = TraceContext{Parent: qv.TraceParent, State: qv.TraceState}
 	}
 	if q.Rev == 0 && q.ClaimedBy == "" {
 		delete(v.tasks, tk)

@@ -81,7 +81,7 @@ func (v *env) startServer(o serverOpts) *server {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	ec := v.e.Client() // the server's and its node's: closing it cuts them from etcd, as a crash would
-	client := orchestrator.NewClient(ec, orchestrator.ClientConfig{Prefix: v.prefix, MaxPayload: 16 << 10})
+	client := orchestrator.NewClient(ec, orchestrator.ClientConfig{Prefix: v.prefix, MaxPayload: 16 << 10, TracerProvider: o.tp})
 	logger := o.log
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

@@ -44,6 +44,10 @@ type Execution struct {
 	Tags             map[string]string
 	ParentInstanceID string
 	ScheduledStart   *time.Time
+	// Trace is the start's trace context, the parent of the SDK's span of
+	// the orchestration (ExecutionStarted's parentTraceContext); the work
+	// items carry it, StreamInstanceHistory does not.
+	Trace orchestrator.TraceContext
 }
 
 // ExecutionOf is the Execution of an instance's status.
@@ -110,6 +114,12 @@ func EventToProto(x Execution, ev *orchestrator.HistoryEvent) *pb.HistoryEvent {
 		}
 		if x.ScheduledStart != nil {
 			es.ScheduledStartTimestamp = timestamppb.New(*x.ScheduledStart)
+		}
+		if x.Trace.Parent != "" {
+			es.ParentTraceContext = &pb.TraceContext{TraceParent: x.Trace.Parent}
+			if x.Trace.State != "" {
+				es.ParentTraceContext.TraceState = wrapperspb.String(x.Trace.State)
+			}
 		}
 		h.EventType = &pb.HistoryEvent_ExecutionStarted{ExecutionStarted: es}
 	case orchestrator.EventTaskScheduled:

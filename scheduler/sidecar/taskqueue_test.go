@@ -3,11 +3,15 @@ package sidecar_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/soloist-dev/soloist/orchestrator"
@@ -387,5 +391,51 @@ func TestQueuedActivityOutlivesHolder(t *testing.T) {
 	}
 	if n := itemCount(t, b.reg, "claimed"); n != 1 {
 		t.Fatalf("node b claimed the task %v times, want 1", n)
+	}
+}
+
+// A start that carries a trace context: ExecutionStarted carries it to the
+// worker (the parent of the SDK's orchestration span), and the worker's ActivityRequest has
+// the run's span as its parentTraceContext (the SDKs make the activity's
+// span its child), whether the activity runs on the holder's node or goes
+// through the task queue to another node.
+func TestActivityTraceContext(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	a := v.startServer(serverOpts{reg: testRegistry(t), tp: tp})
+	b := v.startServer(serverOpts{reg: testRegistry(t), tp: tp})
+	wa := connectWorker(t, a, filtered([]string{"XOrch"}, []string{"Local"}), "XOrch")
+	wb := connectActivityWorker(t, b, "Remote")
+	const traceID = "0af7651916cd43dd8448eb211c80319c"
+	ctx := metadata.AppendToOutgoingContext(callCtx(t), "traceparent", "00-"+traceID+"-b7ad6b7169203331-01")
+	if _, err := a.stub.StartInstance(ctx, &pb.CreateInstanceRequest{Name: "XOrch", InstanceId: "x6", Input: wrapperspb.String(`1`)}); err != nil {
+		t.Fatal(err)
+	}
+	req, tok := wa.nextStep(t)
+	started := false
+	for _, ev := range req.GetNewEvents() {
+		if es := ev.GetExecutionStarted(); es != nil {
+			started = strings.HasPrefix(es.GetParentTraceContext().GetTraceParent(), "00-"+traceID+"-")
+		}
+	}
+	if !started {
+		t.Fatalf("ExecutionStarted carries no parentTraceContext of trace %s: %v", traceID, req.GetNewEvents())
+	}
+	if err := wa.answer(t, "x6", tok, "", scheduleTask(0, "Local", `1`), scheduleTask(1, "Remote", `2`)); err != nil {
+		t.Fatal(err)
+	}
+	local, _ := wa.nextActivity(t)
+	remote, _ := wb.nextActivity(t)
+	for _, act := range []*pb.ActivityRequest{local, remote} {
+		tp := act.GetParentTraceContext().GetTraceParent()
+		if !strings.HasPrefix(tp, "00-"+traceID+"-") || strings.Contains(tp, "b7ad6b7169203331") {
+			t.Fatalf("activity %s: parentTraceContext %q, want the run's span in trace %s", act.GetName(), tp, traceID)
+		}
+	}
+	if l, r := local.GetParentTraceContext().GetTraceParent(), remote.GetParentTraceContext().GetTraceParent(); l != r {
+		t.Fatalf("the two activities of one run have different parents: %s and %s", l, r)
 	}
 }

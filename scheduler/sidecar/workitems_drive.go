@@ -41,6 +41,7 @@ func (r remote) Workers() int { return r.s.work.Workers() }
 
 func (r remote) Drive(ctx context.Context, exec *orchestrator.Execution, opts orchestrator.RunOptions) (*orchestrator.Driver, error) {
 	x := ExecutionOf(exec.Status())
+	x.Trace = exec.Trace()
 	var local *orchestrator.Registry
 	if r.s.node != nil {
 		local = r.s.node.Registry() // the node's Go activities run here, as a worker without filters is told
@@ -136,6 +137,13 @@ func (h *hub) dispatchActivity(ctx context.Context, t orchestrator.RemoteTask, m
 			Name: t.Name, Version: optString(t.Version), Input: optJSON(t.Input), TaskId: int32(t.ID),
 			OrchestrationInstance: &pb.OrchestrationInstance{InstanceId: t.InstanceID, ExecutionId: wrapperspb.String(t.ExecutionID)},
 		},
+	}
+	if t.Trace.Parent != "" {
+		// The SDKs make the activity's span a child of this (the run's).
+		d.act.ParentTraceContext = &pb.TraceContext{TraceParent: t.Trace.Parent}
+		if t.Trace.State != "" {
+			d.act.ParentTraceContext.TraceState = wrapperspb.String(t.Trace.State)
+		}
 	}
 	var ev *orchestrator.HistoryEvent
 	err := h.run(ctx, d, func(a answer) (error, bool) {
