@@ -22,7 +22,7 @@ import (
 //
 // The node lands a start when it runs instances (not RoleAPI), is not
 // draining, has a live session, registers the function at the start's
-// version, is below MaxConcurrent, the start is not scheduled for later
+// version (natively, or with a connected worker that serves it: Remote), is below MaxConcurrent, the start is not scheduled for later
 // (StartAt), and the rendezvous order allows it: this node is the
 // instance's preferred node, or it holds no more than its share of the
 // held instances (held / live runner nodes, plus one), so that a client
@@ -90,7 +90,7 @@ func (n *Node) prepareLanding(rec *orchestrator.Record, startAt time.Time) (*lea
 	if !n.cfg.Role.Runs() || startAt.After(time.Now()) || rec.ScheduledStartTime != nil {
 		return nil, nil
 	}
-	if _, ok := n.cfg.Registry.OrchestratorVersion(rec.Name, rec.Version); !ok {
+	if !n.canRun(rec.Name, rec.Version) {
 		return nil, nil
 	}
 	id := rec.InstanceID

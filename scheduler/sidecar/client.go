@@ -66,7 +66,7 @@ func (s *Server) StartInstance(ctx context.Context, req *pb.CreateInstanceReques
 		if rp == orchestrator.ReuseIgnore {
 			opts.IgnoreStatuses = p.ignoredTerminal()
 		}
-		res, err := s.client.Start(ctx, req.GetName(), opts)
+		res, err := s.start(ctx, req.GetName(), opts)
 		if err != nil {
 			return nil, s.toStatus(ctx, err, "start")
 		}
@@ -101,7 +101,7 @@ func (s *Server) startDeciding(ctx context.Context, name string, opts orchestrat
 				opts.ConflictPolicy, opts.ReusePolicy = orchestrator.ConflictFail, orchestrator.ReuseAllow
 			}
 		}
-		res, err := s.client.Start(ctx, name, opts)
+		res, err := s.start(ctx, name, opts)
 		if errors.Is(err, orchestrator.ErrInstanceExists) {
 			continue // it changed class in between: decide again
 		}

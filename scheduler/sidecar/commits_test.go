@@ -16,11 +16,13 @@ import (
 
 // TestWorkerHelloCitiesTransactions counts the etcd write transactions of
 // one HelloCities lifecycle (three activities in a chain) that a worker
-// runs: the start, the acquire, and one commit per step (the first marks
-// the record Running with ExecutionStarted and the first schedule; each
-// activity's result is a new event of the next step, with no inbox write
-// of its own; the last is the final write) - 6, against 9 when every
-// result went through the inbox. The history holds each completion once.
+// runs: the start, which takes the instance in the same transaction (the
+// node that receives it has the worker: start where you land), and one
+// commit per step (the first marks the record Running with
+// ExecutionStarted and the first schedule; each activity's result is a new
+// event of the next step, with no inbox write of its own; the last is the
+// final write) - 5, against 9 when every result went through the inbox and
+// the start did not land. The history holds each completion once.
 func TestWorkerHelloCitiesTransactions(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t)
@@ -81,8 +83,11 @@ func TestWorkerHelloCitiesTransactions(t *testing.T) {
 		t.Fatal(err)
 	}
 	w1 := instanceWrites(ctx, t, s.etcd, v.prefix, "hc", r0.Header.Revision, r1.Header.Revision)
-	if len(w1) != 6 {
-		t.Fatalf("%d write transactions for the lifecycle, want 6 (start, acquire, 4 steps): %q", len(w1), w1)
+	if len(w1) != 5 {
+		t.Fatalf("%d write transactions for the lifecycle, want 5 (the start with the acquire, 4 steps): %q", len(w1), w1)
+	}
+	if !strings.Contains(w1[0], "owners/hc") || !strings.Contains(w1[0], "instances/hc") {
+		t.Fatalf("the start did not take the instance in its own transaction: %q", w1[0])
 	}
 	for _, w := range w1 {
 		if strings.Contains(w, "inbox/") {

@@ -85,8 +85,11 @@ const (
 type Server struct {
 	pb.UnimplementedTaskHubSidecarServiceServer
 
-	client     *orchestrator.Client
-	node       *scheduler.Node
+	client *orchestrator.Client
+	node   *scheduler.Node
+	// start is Client.Start, or with a Node its StartInstance, which runs
+	// the instance on this node when it should (start where you land).
+	start      func(ctx context.Context, name string, opts orchestrator.StartOptions) (*orchestrator.StartResult, error)
 	log        *slog.Logger
 	maxPayload int
 	keys       [][sha256.Size]byte
@@ -129,6 +132,10 @@ func New(cfg Config) (*Server, error) {
 		maxPayload: cfg.MaxPayload,
 		ready:      cfg.Ready,
 		stopping:   make(chan struct{}),
+	}
+	s.start = cfg.Client.Start
+	if cfg.Node != nil {
+		s.start = cfg.Node.StartInstance
 	}
 	if s.ready == nil {
 		s.ready = func() error { return nil }
