@@ -34,6 +34,8 @@ import (
 //     of a history and of its prefixes map alike (past + new events of a
 //     step map to the prefix of what the next step's past events map to).
 //   - Payloads are JSON text in StringValues, absent when Soloist has none.
+//   - TerminateSent (an orchestration's terminateOrchestration action) has
+//     no form: the SDKs keep no history of that action.
 
 // Execution describes the execution whose history is mapped: what the
 // ExecutionStarted event carries besides the name and input.
@@ -68,6 +70,13 @@ func HistoryToProto(x Execution, past, news []orchestrator.HistoryEvent) (pastPB
 	return pastPB, newPB
 }
 
+// hidden reports whether an event has no protocol form: TerminateSent (a
+// terminateOrchestration action's record, which the SDKs keep no history
+// of; Soloist keeps it to count the action's ID).
+func hidden(t orchestrator.EventType) bool {
+	return t == orchestrator.EventTerminateSent
+}
+
 // incoming reports whether an event comes from outside the orchestration's
 // code, and so opens a step (an OrchestratorStarted precedes it).
 func incoming(t orchestrator.EventType) bool {
@@ -84,6 +93,9 @@ func incoming(t orchestrator.EventType) bool {
 // appendEvent appends the protocol's form of ev (and the OrchestratorStarted
 // before it, for an incoming event) to out.
 func appendEvent(out []*pb.HistoryEvent, x Execution, ev *orchestrator.HistoryEvent) []*pb.HistoryEvent {
+	if hidden(ev.EventType) {
+		return out
+	}
 	ts := timestamppb.New(ev.Timestamp)
 	if incoming(ev.EventType) {
 		out = append(out, &pb.HistoryEvent{EventId: -1, Timestamp: ts,

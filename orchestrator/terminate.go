@@ -1,0 +1,64 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// An orchestration that terminates another instance (the TerminateInstance
+// action of a driver opened with OpenEngine): the engine makes the
+// terminate before the step's commit, retrying through transient store
+// errors, so that a committed step has always made it.
+
+// terminateAll makes the step's terminates, in their order, before its
+// commit. It returns only when each is made (or found unneeded: the target
+// is terminal or gone) or ctx ends.
+func (g *Engine) terminateAll(ctx context.Context, ts []TerminateInstance) error {
+	for _, a := range ts {
+		var b interface{ NextBackOff() time.Duration }
+		for {
+			err := g.exec.c.terminateOther(ctx, a.InstanceID, a.Reason, a.Recursive)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrNoSpace) && !errors.Is(err, ErrStoreDenied) {
+				return fmt.Errorf("orchestrator: terminate '%s' (task %d): %w", a.InstanceID, a.ID, err)
+			}
+			if b == nil {
+				b = newRetry()
+			}
+			wait := b.NextBackOff()
+			g.log.Warn("cannot terminate the instance yet; retrying", g.logArgs("target_instance_id", a.InstanceID, "error", err, "retry_in", wait.Round(time.Millisecond))...)
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return context.Cause(ctx)
+			case <-t.C:
+			}
+		}
+	}
+	return nil
+}
+
+// terminateOther terminates id (and with recursive, the sub-orchestrations
+// below it, the walk of TerminateRecursive) for an orchestration's
+// TerminateInstance. A terminal or missing instance is no error, and a
+// terminal one's children are still reached: a repeated terminate, or one
+// whose walk was cut short, finishes the job.
+func (c *Client) terminateOther(ctx context.Context, id, reason string, recursive bool) error {
+	term := func(node string) error {
+		_, err := c.Terminate(ctx, node, reason)
+		if errors.Is(err, ErrInstanceTerminal) || errors.Is(err, ErrInstanceNotFound) {
+			return nil
+		}
+		return err
+	}
+	if !recursive {
+		return term(id)
+	}
+	_, err := c.walkTree(ctx, id, func(node string, _ int) error { return term(node) })
+	return err
+}
