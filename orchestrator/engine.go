@@ -84,7 +84,10 @@ type SendEvent struct {
 // error. The step's history records it (TerminateSent, which counts ID in
 // the task sequence); a step whose commit is lost is answered again and
 // the terminate made again, which changes nothing on a target already
-// terminal: at least once, and done whenever the step is committed.
+// terminal: at least once, and done whenever the step is committed. A
+// TerminateInstance whose ID and target the history records already is a
+// driver's repeat (the Durable Task SDKs keep no history of it) and is
+// left out of the step.
 type TerminateInstance struct {
 	ID         int
 	InstanceID string

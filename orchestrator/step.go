@@ -217,6 +217,7 @@ func (g *Engine) Complete(ctx context.Context, seq uint64, actions []Action) (*S
 	if st.closed || seq != st.seq || !st.started {
 		return nil, fmt.Errorf("%w: dispatch %d, the current one is %d", ErrStaleCompletion, seq, st.seq)
 	}
+	actions = g.dropRepeatedTerminates(actions)
 	if err := g.validate(actions); err != nil {
 		return nil, err
 	}

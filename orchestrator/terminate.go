@@ -62,3 +62,31 @@ func (c *Client) terminateOther(ctx context.Context, id, reason string, recursiv
 	_, err := c.walkTree(ctx, id, func(node string, _ int) error { return term(node) })
 	return err
 }
+
+// dropRepeatedTerminates leaves out the TerminateInstance actions the
+// history records already (a TerminateSent of the same ID and target):
+// the Durable Task SDKs keep no history of a terminate, so one that
+// replays its code sends the action again with every later step. A repeat
+// is made once, when first committed; anything else keeps its ID check.
+func (g *Engine) dropRepeatedTerminates(actions []Action) []Action {
+	var sent map[int]string
+	out := actions[:0:0]
+	for _, a := range actions {
+		t, ok := a.(TerminateInstance)
+		if ok && t.ID < g.nextTask {
+			if sent == nil {
+				sent = map[int]string{}
+				for _, ev := range g.history {
+					if ev.EventType == EventTerminateSent {
+						sent[ev.TaskID] = ev.InstanceID
+					}
+				}
+			}
+			if target, done := sent[t.ID]; done && target == t.InstanceID {
+				continue
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}

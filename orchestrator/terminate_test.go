@@ -11,8 +11,9 @@ import (
 
 // TestEngineTerminateInstance: a step's TerminateInstance terminates the
 // other instance before the step commits, is recorded as TerminateSent
-// (whose ID a later run of the execution counts), finds a terminal target
-// no error, and cannot name the execution's own instance.
+// (whose ID a later run of the execution counts, and whose repeat by an
+// SDK replaying its code is taken once), finds a terminal target no
+// error, and cannot name the execution's own instance.
 func TestEngineTerminateInstance(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t)
@@ -53,6 +54,7 @@ func TestEngineTerminateInstance(t *testing.T) {
 		t.Fatalf("task ID 0 after the terminate took it: %v, want ErrInvalidAction", err)
 	}
 	res, err := g2.Complete(ctxT(t), w2.Seq, []orchestrator.Action{
+		orchestrator.TerminateInstance{ID: 0, InstanceID: "victim", Reason: "stop"}, // an SDK's repeat: taken once
 		orchestrator.TerminateInstance{ID: 1, InstanceID: "victim", Reason: "again", Recursive: true},
 		orchestrator.Complete{Status: orchestrator.StatusCompleted, Output: json.RawMessage(`"done"`)},
 	})
@@ -61,5 +63,9 @@ func TestEngineTerminateInstance(t *testing.T) {
 	}
 	if st := v.decode(t, "victim"); string(st.Output) != `"stop"` {
 		t.Fatalf("a second terminate changed the victim: %s", st.Output)
+	}
+	want = []orchestrator.EventType{orchestrator.EventExecutionStarted, orchestrator.EventTerminateSent, orchestrator.EventTerminateSent, orchestrator.EventExecutionCompleted}
+	if got := historyTypes(t, v, "killer", exec); !slices.Equal(got, want) {
+		t.Fatalf("history %v, want %v", got, want)
 	}
 }

@@ -22,7 +22,8 @@ func terminateAction(id int32, target, reason string, recurse bool) *pb.Orchestr
 // one not (its child runs on). The targets end TERMINATED with the reason
 // as output; the terminating orchestration goes on with its activity, its
 // next step shows no trace of the terminates (the SDKs keep none), and it
-// completes. Soloist's history records them as TerminateSent.
+// completes, its answer repeating the terminates as an SDK's replay does.
+// Soloist's history records each once, as TerminateSent.
 func TestWorkerTerminate(t *testing.T) {
 	t.Parallel()
 	v := newEnv(t)
@@ -90,7 +91,10 @@ func TestWorkerTerminate(t *testing.T) {
 		req.GetPastEvents()[2].GetEventId() != 3 {
 		t.Fatalf("the killer's past events %v", req.GetPastEvents())
 	}
-	if err := w.answer(t, "tk1", tok, "", completeWith(4, `"done"`)); err != nil {
+	// An SDK keeps no history of its terminates, so its replay sends them
+	// again: they are taken once.
+	if err := w.answer(t, "tk1", tok, "", terminateAction(0, "tv1", `"enough"`, true), terminateAction(1, "tv2", `"enough for you"`, false),
+		terminateAction(2, "ghost", `"nobody"`, false), completeWith(4, `"done"`)); err != nil {
 		t.Fatal(err)
 	}
 	if st := s.waitDone(t, "tk1"); st.GetOrchestrationStatus() != pb.OrchestrationStatus_ORCHESTRATION_STATUS_COMPLETED || st.GetOutput().GetValue() != `"done"` {
