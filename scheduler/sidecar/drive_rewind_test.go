@@ -52,6 +52,8 @@ func eventKinds(evs []*pb.HistoryEvent) []string {
 			out = append(out, "executionRewound")
 		case *pb.HistoryEvent_ExecutionCompleted:
 			out = append(out, "executionCompleted")
+		case *pb.HistoryEvent_EventSent:
+			out = append(out, "eventSent")
 		default:
 			out = append(out, "other")
 		}

@@ -20,8 +20,9 @@ import (
 // The rules:
 //
 //   - eventId is the task's sequence number on the events that schedule
-//     something (TaskScheduled, TimerCreated, SubOrchestrationInstanceCreated),
-//     which is how a worker matches them to its actions' IDs; the events
+//     something (TaskScheduled, TimerCreated, SubOrchestrationInstanceCreated)
+//     and on EventSent, which is how a worker matches them to its actions'
+//     IDs (an action left unmatched is sent again); the events
 //     that answer them carry it as taskScheduledId / timerId; every other
 //     event has eventId -1.
 //   - Every event that comes from outside the orchestration's code
@@ -138,6 +139,9 @@ func EventToProto(x Execution, ev *orchestrator.HistoryEvent) *pb.HistoryEvent {
 		h.EventType = &pb.HistoryEvent_TimerCreated{TimerCreated: &pb.TimerCreatedEvent{FireAt: optTime(ev.FireAt)}}
 	case orchestrator.EventTimerFired:
 		h.EventType = &pb.HistoryEvent_TimerFired{TimerFired: &pb.TimerFiredEvent{FireAt: optTime(ev.FireAt), TimerId: int32(ev.TaskID)}}
+	case orchestrator.EventEventSent:
+		h.EventId = int32(ev.TaskID)
+		h.EventType = &pb.HistoryEvent_EventSent{EventSent: &pb.EventSentEvent{InstanceId: ev.InstanceID, Name: ev.Name, Input: optJSON(ev.Input)}}
 	case orchestrator.EventEventRaised:
 		h.EventType = &pb.HistoryEvent_EventRaised{EventRaised: &pb.EventRaisedEvent{Name: ev.Name, Input: optJSON(ev.Input)}}
 	case orchestrator.EventExecutionSuspended:
