@@ -268,9 +268,8 @@ func (g *Engine) validate(actions []Action) error {
 
 // schedule appends the history event of a scheduling action (ScheduleTask,
 // CreateTimer, CreateSubOrchestration, SendEvent, TerminateInstance) to the
-// step; other
-// actions of the step (SetCustomStatus) go with its commit. Its ID must be
-// the next task ID.
+// step; other actions of the step (SetCustomStatus) go with its commit. Its
+// ID must be the next task ID.
 func (g *Engine) schedule(a Action, ts time.Time) error {
 	var ev HistoryEvent
 	switch a := a.(type) {

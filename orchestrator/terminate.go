@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 )
 
 // An orchestration that terminates another instance (the TerminateInstance
@@ -17,7 +19,7 @@ import (
 // is terminal or gone) or ctx ends.
 func (g *Engine) terminateAll(ctx context.Context, ts []TerminateInstance) error {
 	for _, a := range ts {
-		var b interface{ NextBackOff() time.Duration }
+		var b *backoff.ExponentialBackOff
 		for {
 			err := g.exec.c.terminateOther(ctx, a.InstanceID, a.Reason, a.Recursive)
 			if err == nil {
