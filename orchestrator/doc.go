@@ -103,9 +103,12 @@
 // One engine of fenced commits, and drivers that feed it actions:
 //
 //   - engine.go: the actions (ScheduleTask, CreateTimer,
-//     CreateSubOrchestration, SendEvent, SetCustomStatus, Complete), their
-//     validation, and the Engine that turns them into history events and
-//     keeps the committed and pending history of one execution;
+//     CreateSubOrchestration, SendEvent, TerminateInstance,
+//     SetCustomStatus, Complete), their validation, and the Engine that
+//     turns them into history events and keeps the committed and pending
+//     history of one execution;
+//   - terminate.go: TerminateInstance's terminate of another instance,
+//     made before the step's commit (it cannot join it);
 //   - commit.go: the Engine's fenced writes - a step's commit, the final
 //     write (Completed, Failed, Terminated with output, record and owners
 //     key's release in one transaction) and ContinueAsNew;

@@ -30,8 +30,10 @@ var ErrStaleCompletion = errors.New("orchestrator: stale step completion")
 
 // Action is one thing an orchestration step asks of the engine, in the
 // Durable Task vocabulary: ScheduleTask, CreateTimer,
-// CreateSubOrchestration, SendEvent, SetCustomStatus, Complete. Waiting for
-// an external event is no action: a driver waits by not completing a task.
+// CreateSubOrchestration, SendEvent, TerminateInstance, SetCustomStatus,
+// Complete. Waiting for an external event is no action: a driver waits by
+// not completing a task. TerminateInstance (a Durable Task worker's
+// terminateOrchestration) is taken by an engine opened with OpenEngine.
 type Action interface{ isAction() }
 
 // ScheduleTask schedules the activity Name. ID is the orchestration's next
@@ -73,6 +75,26 @@ type SendEvent struct {
 	Data       json.RawMessage
 }
 
+// TerminateInstance terminates the instance InstanceID (not this one) with
+// Reason, as Client.Terminate does, and with Recursive the
+// sub-orchestrations below it too, as Client.TerminateRecursive does. A
+// terminate is a compare-and-swap on the other instance's record, so it
+// cannot join the step's fenced transaction: Engine.Complete makes it
+// before it commits the step, and a terminal or missing target is no
+// error. The step's history records it (TerminateSent, which counts ID in
+// the task sequence); a step whose commit is lost is answered again and
+// the terminate made again, which changes nothing on a target already
+// terminal: at least once, and done whenever the step is committed. A
+// TerminateInstance whose ID and target the history records already is a
+// driver's repeat (the Durable Task SDKs keep no history of it) and is
+// left out of the step.
+type TerminateInstance struct {
+	ID         int
+	InstanceID string
+	Reason     string
+	Recursive  bool
+}
+
 // SetCustomStatus sets the instance's custom status (JSON) with the step's
 // commit.
 type SetCustomStatus struct {
@@ -99,6 +121,7 @@ func (ScheduleTask) isAction()           {}
 func (CreateTimer) isAction()            {}
 func (CreateSubOrchestration) isAction() {}
 func (SendEvent) isAction()              {}
+func (TerminateInstance) isAction()      {}
 func (SetCustomStatus) isAction()        {}
 func (Complete) isAction()               {}
 
@@ -147,7 +170,7 @@ func (g *Engine) logArgs(args ...any) []any {
 func (g *Engine) countTasks(hist []HistoryEvent) {
 	for _, ev := range hist {
 		switch ev.EventType {
-		case EventTaskScheduled, EventTimerCreated, EventSubOrchestrationInstanceCreated, EventEventSent:
+		case EventTaskScheduled, EventTimerCreated, EventSubOrchestrationInstanceCreated, EventEventSent, EventTerminateSent:
 			g.nextTask = max(g.nextTask, ev.TaskID+1)
 		}
 	}
@@ -204,6 +227,15 @@ func (g *Engine) validate(actions []Action) error {
 					err = bad(i, "%v", verr)
 				}
 			}
+		case TerminateInstance:
+			err = errors.Join(checkID(i, a.ID), checkPayload(i, "terminate reason", reasonJSON(a.Reason)))
+			if err == nil {
+				if verr := ValidateInstanceID(a.InstanceID); verr != nil {
+					err = bad(i, "%v", verr)
+				} else if a.InstanceID == g.rec.InstanceID {
+					err = bad(i, "an orchestration cannot terminate its own instance; complete it with status Terminated")
+				}
+			}
 		case SetCustomStatus:
 			err = checkPayload(i, "custom status", a.Status)
 		case Complete:
@@ -235,9 +267,9 @@ func (g *Engine) validate(actions []Action) error {
 }
 
 // schedule appends the history event of a scheduling action (ScheduleTask,
-// CreateTimer, CreateSubOrchestration, SendEvent) to the step; other
-// actions of the step (SetCustomStatus) go with its commit. Its ID must be
-// the next task ID.
+// CreateTimer, CreateSubOrchestration, SendEvent, TerminateInstance) to the
+// step; other actions of the step (SetCustomStatus) go with its commit. Its
+// ID must be the next task ID.
 func (g *Engine) schedule(a Action, ts time.Time) error {
 	var ev HistoryEvent
 	switch a := a.(type) {
@@ -251,6 +283,8 @@ func (g *Engine) schedule(a Action, ts time.Time) error {
 			InstanceID: a.InstanceID, Input: a.Input}
 	case SendEvent:
 		ev = HistoryEvent{EventType: EventEventSent, TaskID: a.ID, Name: a.Name, InstanceID: a.InstanceID, Input: a.Data}
+	case TerminateInstance:
+		ev = HistoryEvent{EventType: EventTerminateSent, TaskID: a.ID, InstanceID: a.InstanceID, Reason: a.Reason, Recursive: a.Recursive}
 	case SetCustomStatus:
 		g.extra = append(g.extra, a)
 		return nil

@@ -31,6 +31,9 @@ const (
 	// EventEventSent records an event this orchestration raised to another
 	// instance (SendEvent); the event's put is in the same commit.
 	EventEventSent EventType = "EventSent"
+	// EventTerminateSent records a terminate this orchestration made of
+	// another instance (TerminateInstance), made before the step's commit.
+	EventTerminateSent EventType = "TerminateSent"
 	// A sub-orchestration: created (its start is the task's work), then
 	// completed or failed (delivered to the parent's inbox by the child's
 	// final write).
@@ -71,6 +74,9 @@ type HistoryEvent struct {
 	// Status is the final runtime status (ExecutionCompleted).
 	Status RuntimeStatus `json:"status,omitempty"`
 	Reason string        `json:"reason,omitempty"`
+	// Recursive, on TerminateSent, says the target's sub-orchestrations
+	// were terminated too.
+	Recursive bool `json:"recursive,omitempty"`
 	// InputRef and ResultRef name the blob (under the execution's blob
 	// prefix) that holds Input or Result when it was too large to carry
 	// inline; readers resolve them.
@@ -79,7 +85,8 @@ type HistoryEvent struct {
 	// Version is the version a task or sub-orchestration was scheduled
 	// with, if any.
 	Version string `json:"version,omitempty"`
-	// InstanceID is a sub-orchestration's instance ID.
+	// InstanceID is a sub-orchestration's instance ID, or the target of
+	// EventSent and TerminateSent.
 	InstanceID string `json:"instanceId,omitempty"`
 	// ExecutionID, on an inbox entry, is the execution it is for; an
 	// execution ignores entries for another (a sub-orchestration's result

@@ -217,6 +217,7 @@ func (g *Engine) Complete(ctx context.Context, seq uint64, actions []Action) (*S
 	if st.closed || seq != st.seq || !st.started {
 		return nil, fmt.Errorf("%w: dispatch %d, the current one is %d", ErrStaleCompletion, seq, st.seq)
 	}
+	actions = g.dropRepeatedTerminates(actions)
 	if err := g.validate(actions); err != nil {
 		return nil, err
 	}
@@ -228,11 +229,14 @@ func (g *Engine) Complete(ctx context.Context, seq uint64, actions []Action) (*S
 	var fin *Complete
 	var subs []CreateSubOrchestration
 	var tasks []ScheduleTask
+	var terms []TerminateInstance
 	for _, a := range actions {
 		switch a := a.(type) {
 		case Complete:
 			fin = &a
 			continue
+		case TerminateInstance:
+			terms = append(terms, a)
 		case CreateSubOrchestration:
 			if a.InstanceID == "" {
 				a.InstanceID = childIDOf(g.rec.InstanceID, a.ID)
@@ -251,6 +255,12 @@ func (g *Engine) Complete(ctx context.Context, seq uint64, actions []Action) (*S
 	}
 	for _, ev := range g.pending {
 		st.note(ev)
+	}
+	// Terminates of other instances cannot join the commit: they are made
+	// before it (see TerminateInstance).
+	if err := g.terminateAll(ctx, terms); err != nil {
+		st.closed = true
+		return nil, err
 	}
 	res := &StepResult{}
 	// Children are created before the final write, after the step's

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -327,13 +326,7 @@ func (s *Server) RaiseEvent(ctx context.Context, req *pb.RaiseEventRequest) (*pb
 // text. Terminating a terminal instance changes nothing and succeeds, as
 // the SDKs expect of a cleanup.
 func (s *Server) TerminateInstance(ctx context.Context, req *pb.TerminateRequest) (*pb.TerminateResponse, error) {
-	reason := ""
-	if out := req.GetOutput(); out != nil {
-		v := strings.TrimSpace(out.GetValue())
-		if err := json.Unmarshal([]byte(v), &reason); err != nil {
-			reason = v
-		}
-	}
+	reason := terminateReason(req.GetOutput())
 	var err error
 	if req.GetRecursive() {
 		_, err = s.client.TerminateRecursive(ctx, req.GetInstanceId(), reason)

@@ -20,8 +20,9 @@ import (
 // The rules:
 //
 //   - eventId is the task's sequence number on the events that schedule
-//     something (TaskScheduled, TimerCreated, SubOrchestrationInstanceCreated),
-//     which is how a worker matches them to its actions' IDs; the events
+//     something (TaskScheduled, TimerCreated, SubOrchestrationInstanceCreated)
+//     and on EventSent, which is how a worker matches them to its actions'
+//     IDs (an action left unmatched is sent again); the events
 //     that answer them carry it as taskScheduledId / timerId; every other
 //     event has eventId -1.
 //   - Every event that comes from outside the orchestration's code
@@ -34,6 +35,8 @@ import (
 //     of a history and of its prefixes map alike (past + new events of a
 //     step map to the prefix of what the next step's past events map to).
 //   - Payloads are JSON text in StringValues, absent when Soloist has none.
+//   - TerminateSent (an orchestration's terminateOrchestration action) has
+//     no form: the SDKs keep no history of that action.
 
 // Execution describes the execution whose history is mapped: what the
 // ExecutionStarted event carries besides the name and input.
@@ -72,6 +75,13 @@ func HistoryToProto(x Execution, past, news []orchestrator.HistoryEvent) (pastPB
 	return pastPB, newPB
 }
 
+// hidden reports whether an event has no protocol form: TerminateSent (a
+// terminateOrchestration action's record, which the SDKs keep no history
+// of; Soloist keeps it to count the action's ID).
+func hidden(t orchestrator.EventType) bool {
+	return t == orchestrator.EventTerminateSent
+}
+
 // incoming reports whether an event comes from outside the orchestration's
 // code, and so opens a step (an OrchestratorStarted precedes it).
 func incoming(t orchestrator.EventType) bool {
@@ -88,6 +98,9 @@ func incoming(t orchestrator.EventType) bool {
 // appendEvent appends the protocol's form of ev (and the OrchestratorStarted
 // before it, for an incoming event) to out.
 func appendEvent(out []*pb.HistoryEvent, x Execution, ev *orchestrator.HistoryEvent) []*pb.HistoryEvent {
+	if hidden(ev.EventType) {
+		return out
+	}
 	ts := timestamppb.New(ev.Timestamp)
 	if incoming(ev.EventType) {
 		out = append(out, &pb.HistoryEvent{EventId: -1, Timestamp: ts,
@@ -136,6 +149,9 @@ func EventToProto(x Execution, ev *orchestrator.HistoryEvent) *pb.HistoryEvent {
 		h.EventType = &pb.HistoryEvent_TimerCreated{TimerCreated: &pb.TimerCreatedEvent{FireAt: optTime(ev.FireAt)}}
 	case orchestrator.EventTimerFired:
 		h.EventType = &pb.HistoryEvent_TimerFired{TimerFired: &pb.TimerFiredEvent{FireAt: optTime(ev.FireAt), TimerId: int32(ev.TaskID)}}
+	case orchestrator.EventEventSent:
+		h.EventId = int32(ev.TaskID)
+		h.EventType = &pb.HistoryEvent_EventSent{EventSent: &pb.EventSentEvent{InstanceId: ev.InstanceID, Name: ev.Name, Input: optJSON(ev.Input)}}
 	case orchestrator.EventEventRaised:
 		h.EventType = &pb.HistoryEvent_EventRaised{EventRaised: &pb.EventRaisedEvent{Name: ev.Name, Input: optJSON(ev.Input)}}
 	case orchestrator.EventExecutionSuspended:

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -72,8 +73,8 @@ func activityEvent(d *dispatch, res *pb.ActivityResponse, maxPayload int) (orche
 
 // checkActions refuses a step's answer that the engine cannot take for
 // reasons of the protocol: an action of no type Soloist knows (a newer
-// protocol's, or none), entity, terminate and rewind actions (not
-// supported), a negative or repeated ID, a timer without a time, anything
+// protocol's, or none), entity and rewind actions (not supported), a
+// negative or repeated ID, a timer without a time, anything
 // after the completion, a completion of a status that ends nothing, and
 // payloads that are not JSON or are over the limit. The engine checks the
 // IDs' sequence itself.
@@ -154,11 +155,17 @@ func checkActions(res *pb.OrchestratorResponse, maxPayload int) error {
 		case *pb.OrchestratorAction_SendEntityMessage:
 			return status.Errorf(codes.Unimplemented, "action %d (id %d): sendEntityMessage: durable entities are not supported by Soloist", i, a.GetId())
 		case *pb.OrchestratorAction_TerminateOrchestration:
-			return status.Errorf(codes.Unimplemented, "action %d (id %d): terminateOrchestration (terminating another instance from an orchestration) is not supported by Soloist; terminate it from a client", i, a.GetId())
+			tm := t.TerminateOrchestration
+			if verr := orchestrator.ValidateInstanceID(tm.GetInstanceId()); verr != nil {
+				return bad("terminateOrchestration instanceId: %v", verr)
+			}
+			if n := len(tm.GetReason().GetValue()); maxPayload > 0 && n > maxPayload {
+				return bad("terminateOrchestration reason is %d bytes, over the %d-byte payload limit (--max-payload)", n, maxPayload)
+			}
 		case *pb.OrchestratorAction_RewindOrchestration:
 			return status.Errorf(codes.Unimplemented, "action %d (id %d): rewindOrchestration is not supported by Soloist; rewind from a client (RewindInstance)", i, a.GetId())
 		case nil:
-			return bad("an action of a type this server does not know (none of scheduleTask, createTimer, createSubOrchestration, sendEvent, completeOrchestration)")
+			return bad("an action of a type this server does not know (none of scheduleTask, createTimer, createSubOrchestration, sendEvent, terminateOrchestration, completeOrchestration)")
 		default:
 			return bad("an action of type %T, which this server does not know", t)
 		}
@@ -167,4 +174,19 @@ func checkActions(res *pb.OrchestratorResponse, maxPayload int) error {
 		}
 	}
 	return nil
+}
+
+// terminateReason is the reason of a terminate as Soloist stores it: the
+// protocol's output is JSON (the SDKs serialize it); a JSON string is
+// taken as its text, anything else as it was sent.
+func terminateReason(out *wrapperspb.StringValue) string {
+	if out == nil {
+		return ""
+	}
+	v := strings.TrimSpace(out.GetValue())
+	var reason string
+	if err := json.Unmarshal([]byte(v), &reason); err != nil {
+		return v
+	}
+	return reason
 }

@@ -44,7 +44,8 @@ func TestCheckActions(t *testing.T) {
 		{Id: 0, OrchestratorActionType: &pb.OrchestratorAction_ScheduleTask{ScheduleTask: &pb.ScheduleTaskAction{Name: "Say", Input: wrapperspb.String(`"Tokyo"`)}}},
 		{Id: 1, OrchestratorActionType: &pb.OrchestratorAction_CreateTimer{CreateTimer: &pb.CreateTimerAction{FireAt: timestamppb.New(time.Now())}}},
 		{Id: 2, OrchestratorActionType: &pb.OrchestratorAction_SendEvent{SendEvent: &pb.SendEventAction{Instance: &pb.OrchestrationInstance{InstanceId: "other"}, Name: "go"}}},
-		{Id: 3, OrchestratorActionType: &pb.OrchestratorAction_CompleteOrchestration{CompleteOrchestration: &pb.CompleteOrchestrationAction{
+		{Id: 3, OrchestratorActionType: &pb.OrchestratorAction_TerminateOrchestration{TerminateOrchestration: &pb.TerminateOrchestrationAction{InstanceId: "other", Reason: wrapperspb.String(`"stop"`), Recurse: true}}},
+		{Id: 4, OrchestratorActionType: &pb.OrchestratorAction_CompleteOrchestration{CompleteOrchestration: &pb.CompleteOrchestrationAction{
 			OrchestrationStatus: pb.OrchestrationStatus_ORCHESTRATION_STATUS_COMPLETED, Result: wrapperspb.String(`["done"]`)}}},
 	}
 	if err := checkActions(&pb.OrchestratorResponse{Actions: ok, CustomStatus: wrapperspb.String(`{"step":1}`)}, 1024); err != nil {
@@ -65,12 +66,15 @@ func TestCheckActions(t *testing.T) {
 		{"huge custom status", nil, `"` + strings.Repeat("x", 2000) + `"`, codes.InvalidArgument, "customStatus is 2002 bytes"},
 		{"repeated id", []*pb.OrchestratorAction{task(0, "1"), task(0, "2")}, "", codes.InvalidArgument, "id used by an earlier action"},
 		{"negative id", []*pb.OrchestratorAction{task(-1, "1")}, "", codes.InvalidArgument, "negative id"},
-		{"after complete", []*pb.OrchestratorAction{ok[3], task(4, "1")}, "", codes.InvalidArgument, "must be the last action"},
+		{"after complete", []*pb.OrchestratorAction{ok[4], task(5, "1")}, "", codes.InvalidArgument, "must be the last action"},
 		{"timer without time", []*pb.OrchestratorAction{{Id: 0, OrchestratorActionType: &pb.OrchestratorAction_CreateTimer{CreateTimer: &pb.CreateTimerAction{}}}}, "", codes.InvalidArgument, "no valid fireAt"},
 		{"running is no end", []*pb.OrchestratorAction{{Id: 0, OrchestratorActionType: &pb.OrchestratorAction_CompleteOrchestration{CompleteOrchestration: &pb.CompleteOrchestrationAction{}}}}, "", codes.InvalidArgument, "ends nothing"},
 		{"bad send target", []*pb.OrchestratorAction{{Id: 0, OrchestratorActionType: &pb.OrchestratorAction_SendEvent{SendEvent: &pb.SendEventAction{Name: "go", Instance: &pb.OrchestrationInstance{InstanceId: "a/b"}}}}}, "", codes.InvalidArgument, "sendEvent instance"},
 		{"entity", []*pb.OrchestratorAction{{Id: 0, OrchestratorActionType: &pb.OrchestratorAction_SendEntityMessage{SendEntityMessage: &pb.SendEntityMessageAction{}}}}, "", codes.Unimplemented, "durable entities"},
-		{"terminate", []*pb.OrchestratorAction{{Id: 0, OrchestratorActionType: &pb.OrchestratorAction_TerminateOrchestration{TerminateOrchestration: &pb.TerminateOrchestrationAction{}}}}, "", codes.Unimplemented, "terminateOrchestration"},
+		{"terminate without target", []*pb.OrchestratorAction{{Id: 0, OrchestratorActionType: &pb.OrchestratorAction_TerminateOrchestration{TerminateOrchestration: &pb.TerminateOrchestrationAction{}}}}, "", codes.InvalidArgument, "terminateOrchestration instanceId"},
+		{"huge terminate reason", []*pb.OrchestratorAction{{Id: 0, OrchestratorActionType: &pb.OrchestratorAction_TerminateOrchestration{TerminateOrchestration: &pb.TerminateOrchestrationAction{
+			InstanceId: "other", Reason: wrapperspb.String(`"` + strings.Repeat("x", 2000) + `"`)}}}}, "", codes.InvalidArgument, "terminateOrchestration reason is 2002 bytes"},
+		{"rewind", []*pb.OrchestratorAction{{Id: 0, OrchestratorActionType: &pb.OrchestratorAction_RewindOrchestration{RewindOrchestration: &pb.RewindOrchestrationAction{}}}}, "", codes.Unimplemented, "rewindOrchestration"},
 		{"carryover not an event", []*pb.OrchestratorAction{{Id: 0, OrchestratorActionType: &pb.OrchestratorAction_CompleteOrchestration{CompleteOrchestration: &pb.CompleteOrchestrationAction{
 			OrchestrationStatus: pb.OrchestrationStatus_ORCHESTRATION_STATUS_CONTINUED_AS_NEW, CarryoverEvents: []*pb.HistoryEvent{{}}}}}}, "", codes.InvalidArgument, "carryoverEvents[0] is not an eventRaised"},
 	}

@@ -196,6 +196,9 @@ func actionsOf(res *pb.OrchestratorResponse, maxPayload int) ([]orchestrator.Act
 			s := t.SendEvent
 			data, _ := payloadOf("", s.GetData(), maxPayload)
 			out = append(out, orchestrator.SendEvent{ID: id, InstanceID: s.GetInstance().GetInstanceId(), Name: s.GetName(), Data: data})
+		case *pb.OrchestratorAction_TerminateOrchestration:
+			tm := t.TerminateOrchestration
+			out = append(out, orchestrator.TerminateInstance{ID: id, InstanceID: tm.GetInstanceId(), Reason: terminateReason(tm.GetReason()), Recursive: tm.GetRecurse()})
 		case *pb.OrchestratorAction_CompleteOrchestration:
 			out = append(out, completeOf(t.CompleteOrchestration, maxPayload))
 		}
