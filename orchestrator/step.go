@@ -345,18 +345,11 @@ func (c *Client) CompleteTask(ctx context.Context, id, executionID string, taskI
 	if err := ValidateInstanceID(id); err != nil {
 		return err
 	}
-	ev := HistoryEvent{EventType: EventTaskCompleted, TaskID: taskID, ExecutionID: executionID, Timestamp: now()}
-	if failure != nil {
-		ev.EventType, ev.FailureDetails, ev.Failure = EventTaskFailed, failure, failure.ErrorMessage
-	} else {
-		r, err := c.checkJSON("task result", result)
-		if err != nil {
-			return err
-		}
-		ev.Result = r
+	b, err := c.taskResult(executionID, taskID, result, failure)
+	if err != nil {
+		return err
 	}
-	b, _ := json.Marshal(ev)
-	key := fmt.Sprintf("%stask-%s-%d", c.keys.InboxPrefix(id), executionID, taskID)
+	key := c.keys.taskResultKey(id, executionID, taskID)
 	ik := c.keys.Instance(id)
 	resp, err := c.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(ik), ">", 0)).
 		Then(clientv3.OpPut(key, string(b))).Commit()

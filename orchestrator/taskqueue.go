@@ -72,6 +72,22 @@ func (k Keys) taskResultKey(id, executionID string, taskID int) string {
 	return fmt.Sprintf("%stask-%s-%d", k.InboxPrefix(id), executionID, taskID)
 }
 
+// taskResult is the inbox value of a task's result: its TaskCompleted (the
+// result checked as JSON within the payload limit) or TaskFailed event.
+func (c *Client) taskResult(executionID string, taskID int, result json.RawMessage, failure *FailureDetails) ([]byte, error) {
+	ev := HistoryEvent{EventType: EventTaskCompleted, TaskID: taskID, ExecutionID: executionID, Timestamp: now()}
+	if failure != nil {
+		ev.EventType, ev.FailureDetails, ev.Failure = EventTaskFailed, failure, failure.ErrorMessage
+	} else {
+		r, err := c.checkJSON("task result", result)
+		if err != nil {
+			return nil, err
+		}
+		ev.Result = r
+	}
+	return json.Marshal(ev)
+}
+
 // parseTaskKey splits a task key (or its claim's) into its parts.
 func (k Keys) parseTaskKey(key string) (id, executionID string, taskID int, claim, ok bool) {
 	rest, ok := IDFrom(k.Tasks(), key)
@@ -133,20 +149,13 @@ func (c *Client) ClaimTask(ctx context.Context, q QueuedTask, node string, lease
 // one transaction. A task no longer queued (its execution ended) stores
 // nothing.
 func (c *Client) FinishTask(ctx context.Context, q QueuedTask, result json.RawMessage, failure *FailureDetails) error {
-	ev := HistoryEvent{EventType: EventTaskCompleted, TaskID: q.ID, ExecutionID: q.ExecutionID, Timestamp: now()}
-	if failure != nil {
-		ev.EventType, ev.FailureDetails, ev.Failure = EventTaskFailed, failure, failure.ErrorMessage
-	} else {
-		r, err := c.checkJSON("task result", result)
-		if err != nil {
-			return err
-		}
-		ev.Result = r
+	b, err := c.taskResult(q.ExecutionID, q.ID, result, failure)
+	if err != nil {
+		return err
 	}
-	b, _ := json.Marshal(ev)
 	rk := c.keys.taskResultKey(q.InstanceID, q.ExecutionID, q.ID)
 	del := []clientv3.Op{clientv3.OpDelete(q.key), clientv3.OpDelete(q.key + claimSuffix)}
-	_, err := c.etcd.Txn(ctx).If(
+	_, err = c.etcd.Txn(ctx).If(
 		clientv3.Compare(clientv3.CreateRevision(q.key), "=", q.Rev),
 		clientv3.Compare(clientv3.CreateRevision(rk), "=", 0),
 	).Then(append([]clientv3.Op{clientv3.OpPut(rk, string(b))}, del...)...).

@@ -30,6 +30,20 @@ type scriptWorker struct {
 // orchestration orch for it.
 func connectWorker(t *testing.T, s *server, req *pb.GetWorkItemsRequest, orch string) *scriptWorker {
 	t.Helper()
+	w := openWorker(t, s, req)
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.srv.Remote().Serves(orch, "") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server does not serve %s after the worker connected", orch)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return w
+}
+
+// openWorker opens a worker's stream on s.
+func openWorker(t *testing.T, s *server, req *pb.GetWorkItemsRequest) *scriptWorker {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	stream, err := s.stub.GetWorkItems(ctx, req)
 	if err != nil {
@@ -50,13 +64,6 @@ func connectWorker(t *testing.T, s *server, req *pb.GetWorkItemsRequest, orch st
 		}
 	}()
 	t.Cleanup(w.close)
-	deadline := time.Now().Add(10 * time.Second)
-	for !s.srv.Remote().Serves(orch, "") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the server does not serve %s after the worker connected", orch)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	return w
 }
 

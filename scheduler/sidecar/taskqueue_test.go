@@ -36,26 +36,7 @@ func filtered(orchs, acts []string) *pb.GetWorkItemsRequest {
 func connectActivityWorker(t *testing.T, s *server, acts ...string) *scriptWorker {
 	t.Helper()
 	before := s.srv.Remote().Workers()
-	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := s.stub.GetWorkItems(ctx, filtered(nil, acts))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	w := &scriptWorker{stub: s.stub, items: make(chan *pb.WorkItem, 16), cancel: cancel, ended: make(chan struct{})}
-	go func() {
-		defer close(w.ended)
-		for {
-			it, err := stream.Recv()
-			if err != nil {
-				return
-			}
-			if it.GetHealthPing() == nil {
-				w.items <- it
-			}
-		}
-	}()
-	t.Cleanup(w.close)
+	w := openWorker(t, s, filtered(nil, acts))
 	deadline := time.Now().Add(10 * time.Second)
 	for s.srv.Remote().Workers() <= before {
 		if time.Now().After(deadline) {

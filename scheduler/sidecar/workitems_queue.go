@@ -78,16 +78,22 @@ func (q *taskQueue) put(ctx context.Context, t orchestrator.RemoteTask) error {
 	if q.queued(t) {
 		return orchestrator.ErrTaskQueued
 	}
+	if err := retryStore(ctx, func() error { return q.c.QueueTask(ctx, t) }); err != nil {
+		return err
+	}
+	q.h.m.items.WithLabelValues(kindActivity, "queued").Inc()
+	q.log.Info("activity queued for a worker on any node (none connected here serves it)",
+		"instance_id", t.InstanceID, "execution_id", t.ExecutionID, "task_id", t.ID, "activity", t.Name)
+	return orchestrator.ErrTaskQueued
+}
+
+// retryStore calls write until it succeeds, fails for a reason other than
+// a store that does not answer (orchestrator.ErrUnavailable), or ctx ends.
+func retryStore(ctx context.Context, write func() error) error {
 	wait := 100 * time.Millisecond
 	for {
-		err := q.c.QueueTask(ctx, t)
-		if err == nil {
-			q.h.m.items.WithLabelValues(kindActivity, "queued").Inc()
-			q.log.Info("activity queued for a worker on any node (none connected here serves it)",
-				"instance_id", t.InstanceID, "execution_id", t.ExecutionID, "task_id", t.ID, "activity", t.Name)
-			return orchestrator.ErrTaskQueued
-		}
-		if !errors.Is(err, orchestrator.ErrUnavailable) {
+		err := write()
+		if err == nil || !errors.Is(err, orchestrator.ErrUnavailable) {
 			return err
 		}
 		select {
@@ -204,17 +210,5 @@ func (q *taskQueue) run(ctx, session context.Context, view *orchestrator.TaskQue
 
 // finish stores the answer, retrying a store that does not answer.
 func (q *taskQueue) finish(ctx context.Context, t orchestrator.QueuedTask, result []byte, failure *orchestrator.FailureDetails) error {
-	wait := 100 * time.Millisecond
-	for {
-		err := q.c.FinishTask(ctx, t, result, failure)
-		if err == nil || !errors.Is(err, orchestrator.ErrUnavailable) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 2*time.Second)
-	}
+	return retryStore(ctx, func() error { return q.c.FinishTask(ctx, t, result, failure) })
 }
