@@ -114,6 +114,21 @@ func TestServeGRPCWorkerTakeover(t *testing.T) {
 	if err := workers[other].Err(); err != nil {
 		t.Errorf("%s's worker: %v", ids[other], err)
 	}
+	// The survivor logs the run's end right after its final write, which
+	// the client may see first.
+	ended := func() bool {
+		for _, l := range procs[other].logLines() {
+			if strings.Contains(l, `"msg":"run ended"`) && strings.Contains(l, "gk1") && strings.Contains(l, `"runtime_status":"Completed"`) {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(5 * time.Second); !ended(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s logged no 'run ended' of gk1 with runtime_status Completed", ids[other])
+		}
+	}
 	for i, p := range procs {
 		for _, l := range p.logLines() {
 			if strings.Contains(l, "gk1") {
