@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -61,6 +62,34 @@ type Execution struct {
 
 	// inflight is the record an attempt put whose outcome is unknown.
 	inflight string
+}
+
+// keptEvents and keptBytes bound the history a parked run hands back in
+// Outcome.Exec: its events, and their payloads' bytes in all.
+const (
+	keptEvents = 64
+	keptBytes  = 16 << 10
+)
+
+// keep readies x to be driven again after its run parked with the committed
+// history hist: the next run replays hist instead of reading etcd, and
+// takes the inbox from its caller (every entry the last run consumed is in
+// hist, and the rest reach the next run through Driver.Deliver). It
+// returns nil, keeping nothing, for a history over keptEvents or keptBytes.
+func (x *Execution) keep(hist []HistoryEvent) *Execution {
+	if len(hist) == 0 || len(hist) > keptEvents {
+		return nil
+	}
+	size := 0
+	for i := range hist {
+		size += len(hist[i].Input) + len(hist[i].Result)
+	}
+	if size > keptBytes {
+		return nil
+	}
+	x.history = slices.Clip(hist)
+	x.inbox = nil
+	return x
 }
 
 // inboxPage bounds the inbox entries an open reads in its first read.

@@ -29,8 +29,9 @@ var (
 // BenchmarkHeldInstance measures what one node keeps in memory per
 // instance it holds while the orchestration waits for an external event
 // (the demo's Approval: a custom status, then an event or a one-hour
-// durable timer): "waiting" with a run in memory (ParkAfter -1: never parks), "parked"
-// once the run parked. It reports, per instance, the node's live heap
+// durable timer): "waiting" once the run is unloaded and never parks
+// (ParkAfter -1: the state of a run waiting for more than a second and
+// less than ParkAfter), "parked" once the run parked. It reports, per instance, the node's live heap
 // (allocations whose stack has no frame of the embedded etcd server, after
 // a GC; every allocation is sampled), its goroutine stacks
 // (StackInuse) and their sum, B/held, the figure the target "<= 8 KiB" of
@@ -180,22 +181,26 @@ func measureHeld(b *testing.B, name string, parkAfter time.Duration, count int) 
 		b.Fatal(err)
 	default:
 	}
-	// Every instance held, past its first step (custom status), and (for
-	// the parked case) parked; then goroutines steady.
+	// Every instance held, past its first step (custom status), and
+	// unloaded (waiting) or parked; then goroutines steady.
 	deadline := time.Now().Add(2*time.Minute + parkAfter)
 	last := -1
 	for {
 		held := len(node.Held())
 		running := gauge("soloist_instances_held")
 		parked := gauge("soloist_instances_parked")
+		unloaded := gauge("soloist_instances_unloaded")
 		g := runtime.NumGoroutine()
-		ok := held == count && running == float64(count) && (parkAfter <= 0 || parked == float64(count)) &&
-			(parkAfter > 0 || g >= before.goroutines+count) && g == last
+		want := parked
+		if parkAfter < 0 {
+			want = unloaded
+		}
+		ok := held == count && running == float64(count) && want == float64(count) && g == last
 		if ok {
 			break
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("held %d, gauge %v, parked %v, goroutines %d of %d after %s", held, running, parked, g, count, 2*time.Minute)
+			b.Fatalf("held %d, gauge %v, parked %v, unloaded %v, goroutines %d of %d after %s", held, running, parked, unloaded, g, count, 2*time.Minute)
 		}
 		last = g
 		time.Sleep(500 * time.Millisecond)

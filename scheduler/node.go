@@ -92,11 +92,15 @@ type Config struct {
 	AlarmInterval time.Duration
 	// ParkAfter is how long a held orchestration may wait with nothing in
 	// flight (only events and durable timers awaited, everything
-	// committed) before its run is parked: the node drops its goroutine and
-	// history and keeps only the holding, and drives it again from etcd (one
-	// read, a replay) when an event comes or its timer fires. As Durable
-	// Functions unloads an orchestration after its extended session's idle
-	// timeout. Defaults to 30s; a negative value never parks.
+	// committed) before its run is parked: the node drops its history and
+	// keeps only the holding, and drives it again from etcd (one read, a
+	// replay) when an event comes or its timer fires. As Durable Functions
+	// unloads an orchestration after its extended session's idle timeout.
+	// Defaults to 30s; a negative value never parks. Before that, after 1s
+	// of waiting, a run of an orchestration of the Registry with a small
+	// history (64 events, 16 KiB of payloads) is unloaded: its goroutine
+	// ends and the node keeps the history in memory, to replay it without a
+	// read.
 	ParkAfter time.Duration
 	// BatchBudget lets the activities a run executes on this node commit
 	// together, a commit at least every BatchBudget
@@ -339,6 +343,10 @@ func (n *Node) Start(ctx context.Context) error {
 		if n.cfg.Retention > 0 {
 			n.wg.Add(1)
 			go n.retentionLoop()
+		}
+		if n.cfg.ParkAfter > unloadAfter {
+			n.wg.Add(1)
+			go n.unloadLoop()
 		}
 	}
 	n.log.Info("node started", "role", string(n.cfg.Role), "lease_id", leaseHex(s.LeaseID()), "lease_ttl", n.cfg.LeaseTTL.String(),
