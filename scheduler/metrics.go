@@ -118,7 +118,7 @@ func newMetrics(reg prometheus.Registerer, schedules, functions []string) (*metr
 		}),
 		wakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "soloist_run_wakes_total",
-			Help: "Parked runs driven again from etcd (one read and a replay), by what woke them: event (an inbox entry) or timer (a durable timer due).",
+			Help: "Parked runs driven again from etcd (one read and a replay), or unloaded ones from memory (a replay), by what woke them: event (an inbox entry) or timer (a durable timer due).",
 		}, []string{"reason"}),
 		startsLanded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "soloist_starts_landed_total",
