@@ -143,6 +143,7 @@ type Node struct {
 	started     bool
 	draining    bool
 	drained     chan struct{}
+	runsGone    chan struct{} // closed by the run that leaves n.runs empty during a drain
 	session     *lease.Session
 	instances   map[string]*instanceView // active instances only
 	owners      map[string]ownerView
@@ -257,6 +258,7 @@ func New(cfg Config) (*Node, error) {
 		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), m: m, client: cfg.Client,
 		keys: cfg.Client.Keys(), ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), health: health{kick: make(chan struct{}, 1)},
 		drained:   make(chan struct{}),
+		runsGone:  make(chan struct{}),
 		instances: map[string]*instanceView{}, owners: map[string]ownerView{},
 		ownerGone: map[string]ownerGone{}, nodes: map[string]*orchestrator.NodeInfo{}, unrunnable: map[string]string{},
 		campaigning: map[string]*campaign{}, runs: map[string]*run{},
@@ -531,6 +533,9 @@ func (n *Node) Drain(ctx context.Context) error {
 		}
 	}
 	n.draining = true
+	if len(n.runs) == 0 {
+		close(n.runsGone)
+	}
 	runs := make([]*run, 0, len(n.runs))
 	var drivers []*orchestrator.Driver
 	for _, r := range n.runs {
@@ -557,16 +562,13 @@ func (n *Node) Drain(ctx context.Context) error {
 	for _, r := range runs {
 		r.stop(errDrain)
 	}
+	// A draining node registers no new run (startRun hands the instance
+	// off): n.runs only empties.
 	var err error
-	for _, r := range runs {
-		select {
-		case <-r.done:
-		case <-ctx.Done():
-			err = fmt.Errorf("scheduler: drain: %d runs did not stop in time: %w", len(runs), ctx.Err())
-		}
-		if err != nil {
-			break
-		}
+	select {
+	case <-n.runsGone:
+	case <-ctx.Done():
+		err = fmt.Errorf("scheduler: drain: %d runs did not stop in time: %w", len(runs), ctx.Err())
 	}
 	n.cancel(errStopped)
 	n.wg.Wait()

@@ -26,7 +26,6 @@ type run struct {
 	holding               *lease.Holding
 	ctx                   context.Context // cancelled when the run must stop
 	cancel                context.CancelCauseFunc
-	done                  chan struct{}
 	nodeLog               *slog.Logger
 
 	// Guarded by the node's mu:
@@ -83,7 +82,7 @@ func (n *Node) startRun(h *lease.Holding, c *campaign) {
 	id := c.id
 	rctx, rcancel := context.WithCancelCause(h.Context())
 	r := &run{id: id, name: c.view.name, executionID: c.view.executionID, holding: h,
-		ctx: rctx, cancel: rcancel, done: make(chan struct{})}
+		ctx: rctx, cancel: rcancel}
 	r.nodeLog = n.log
 	exec, err := n.client.OpenFrom(rctx, id, r.executionID, n.fence(r), h.TakeReads(), h.Revision())
 	n.mu.Lock()
@@ -331,12 +330,14 @@ func (n *Node) endRun(r *run) {
 	n.mu.Lock()
 	if n.runs[r.id] == r {
 		delete(n.runs, r.id)
+		if n.draining && len(n.runs) == 0 {
+			close(n.runsGone)
+		}
 	}
 	n.consider(r.id)
 	n.mu.Unlock()
 	n.m.instancesHeld.WithLabelValues(r.name).Dec()
 	r.cancel(errStopped)
-	close(r.done)
 	n.runsWG.Done()
 	n.poke()
 }
