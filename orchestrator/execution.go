@@ -481,7 +481,19 @@ func (e *Execution) plan(s step) ([]part, error) {
 		if len(cur) == 0 {
 			return
 		}
-		b, _ := json.Marshal(cur)
+		// The JSON array of the encoded events, joined as they are:
+		// json.Marshal of cur would scan and copy every one again to the
+		// same bytes (they are json.Marshal's own output, compact and
+		// escaped).
+		b := make([]byte, 0, curSize+1)
+		for i, ev := range cur {
+			b = append(b, ',')
+			if i == 0 {
+				b[0] = '['
+			}
+			b = append(b, ev...)
+		}
+		b = append(b, ']')
 		chunks = append(chunks, chunk{first, b})
 		cur, curSize = nil, 0
 	}
