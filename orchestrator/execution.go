@@ -71,12 +71,22 @@ const (
 	keptBytes  = 16 << 10
 )
 
-// keep readies x to be driven again after its run parked with the committed
-// history hist: the next run replays hist instead of reading etcd, and
-// takes the inbox from its caller (every entry the last run consumed is in
-// hist, and the rest reach the next run through Driver.Deliver). It
-// returns nil, keeping nothing, for a history over keptEvents or keptBytes.
-func (x *Execution) keep(hist []HistoryEvent) *Execution {
+// Kept is an execution whose run parked, as the run left it, with its
+// committed history in memory (Outcome.Kept): what Reopen needs and no
+// more, a fraction of an open Execution.
+type Kept struct {
+	c             *Client
+	id            string
+	rec           *Record
+	rev           int64
+	input, custom json.RawMessage
+	history       []HistoryEvent
+}
+
+// keep is what x needs to be driven again after its run parked with the
+// committed history hist, or nil, keeping nothing, for a history over
+// keptEvents or keptBytes or a write of unknown outcome.
+func (x *Execution) keep(hist []HistoryEvent) *Kept {
 	if len(hist) == 0 || len(hist) > keptEvents {
 		return nil
 	}
@@ -87,9 +97,21 @@ func (x *Execution) keep(hist []HistoryEvent) *Execution {
 	if size > keptBytes {
 		return nil
 	}
-	x.history = slices.Clip(hist)
-	x.inbox = nil
-	return x
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.inflight != "" {
+		return nil
+	}
+	return &Kept{c: x.c, id: x.id, rec: x.rec, rev: x.rev, input: x.input, custom: x.custom, history: slices.Clip(hist)}
+}
+
+// Reopen is the kept execution again, with the holder's fence (as Open
+// takes it), to Drive: its run replays the kept history instead of reading
+// etcd, and takes the inbox from its caller (every entry the last run
+// consumed is in the history; the others reach the new run through
+// Driver.Deliver). Reopen it once.
+func (k *Kept) Reopen(fence Fence) *Execution {
+	return &Execution{c: k.c, fence: fence, id: k.id, rec: k.rec, rev: k.rev, input: k.input, custom: k.custom, history: k.history}
 }
 
 // inboxPage bounds the inbox entries an open reads in its first read.

@@ -16,9 +16,9 @@ import (
 // unloadAfter with nothing in flight (only events and durable timers
 // awaited, everything committed) is unloaded: its driver and the
 // orchestration's goroutine end, and the node keeps the execution with its
-// committed history (exec), to replay from memory when an inbox entry
+// committed history (kept), to replay from memory when an inbox entry
 // comes or its first durable timer fires. After Config.ParkAfter it is
-// parked: exec is dropped too, and the run is driven again from etcd (one
+// parked: kept is dropped too, and the run is driven again from etcd (one
 // read). Either way it keeps its holding, a timer for its first durable
 // timer and a stop hook.
 type run struct {
@@ -39,8 +39,8 @@ type run struct {
 	// An unloaded run's execution, to drive again from memory (nil once
 	// parked, or if the history was too large to keep), and when the
 	// unload loop parks it (zero: never).
-	exec      *orchestrator.Execution
-	execUntil time.Time
+	kept      *orchestrator.Kept
+	keptUntil time.Time
 }
 
 // unloadAfter is how long a native run waits idle before it is unloaded
@@ -175,11 +175,11 @@ func (n *Node) park(r *run, o orchestrator.Outcome) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	r.driver = nil
-	r.exec, r.execUntil = nil, time.Time{}
-	if o.Exec != nil && (n.cfg.ParkAfter < 0 || n.cfg.ParkAfter > unloadAfter) {
-		r.exec = o.Exec
+	r.kept, r.keptUntil = nil, time.Time{}
+	if o.Kept != nil && (n.cfg.ParkAfter < 0 || n.cfg.ParkAfter > unloadAfter) {
+		r.kept = o.Kept
 		if n.cfg.ParkAfter > 0 {
-			r.execUntil = time.Now().Add(n.cfg.ParkAfter - unloadAfter)
+			r.keptUntil = time.Now().Add(n.cfg.ParkAfter - unloadAfter)
 		}
 	}
 	if o.Missed || len(r.inbox) > 0 {
@@ -188,7 +188,7 @@ func (n *Node) park(r *run, o orchestrator.Outcome) {
 		return
 	}
 	r.parked = true
-	if r.exec == nil {
+	if r.kept == nil {
 		n.m.parked.Inc()
 	} else {
 		n.m.unloaded.Inc()
@@ -229,7 +229,7 @@ func (n *Node) unpark(r *run) bool {
 		return false
 	}
 	r.parked = false
-	if r.exec == nil {
+	if r.kept == nil {
 		n.m.parked.Dec()
 	} else {
 		n.m.unloaded.Dec()
@@ -371,10 +371,13 @@ func (n *Node) rerun(r *run, reason string) {
 		return
 	}
 	n.mu.Lock()
-	exec := r.exec // an unloaded run's, kept in memory
-	r.exec = nil
+	kept := r.kept // an unloaded run's, in memory
+	r.kept = nil
 	n.mu.Unlock()
-	if exec == nil {
+	var exec *orchestrator.Execution
+	if kept != nil {
+		exec = kept.Reopen(n.fence(r))
+	} else {
 		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 		var err error
 		exec, err = n.client.Open(ctx, r.id, r.executionID, n.fence(r))
@@ -404,8 +407,8 @@ func (n *Node) unloadLoop() {
 		case now := <-t.C:
 			n.mu.Lock()
 			for _, r := range n.runs {
-				if r.parked && r.exec != nil && !r.execUntil.IsZero() && now.After(r.execUntil) {
-					r.exec, r.execUntil = nil, time.Time{}
+				if r.parked && r.kept != nil && !r.keptUntil.IsZero() && now.After(r.keptUntil) {
+					r.kept, r.keptUntil = nil, time.Time{}
 					n.m.unloaded.Dec()
 					n.m.parked.Inc()
 				}
