@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -61,6 +62,56 @@ type Execution struct {
 
 	// inflight is the record an attempt put whose outcome is unknown.
 	inflight string
+}
+
+// keptEvents and keptBytes bound the history a parked run hands back in
+// Outcome.Exec: its events, and their payloads' bytes in all.
+const (
+	keptEvents = 64
+	keptBytes  = 16 << 10
+)
+
+// Kept is an execution whose run parked, as the run left it, with its
+// committed history in memory (Outcome.Kept): what Reopen needs and no
+// more, a fraction of an open Execution.
+type Kept struct {
+	c             *Client
+	id            string
+	rec           *Record
+	rev           int64
+	input, custom json.RawMessage
+	history       []HistoryEvent
+}
+
+// keep is what x needs to be driven again after its run parked with the
+// committed history hist, or nil, keeping nothing, for a history over
+// keptEvents or keptBytes or a write of unknown outcome.
+func (x *Execution) keep(hist []HistoryEvent) *Kept {
+	if len(hist) == 0 || len(hist) > keptEvents {
+		return nil
+	}
+	size := 0
+	for i := range hist {
+		size += len(hist[i].Input) + len(hist[i].Result)
+	}
+	if size > keptBytes {
+		return nil
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.inflight != "" {
+		return nil
+	}
+	return &Kept{c: x.c, id: x.id, rec: x.rec, rev: x.rev, input: x.input, custom: x.custom, history: slices.Clip(hist)}
+}
+
+// Reopen is the kept execution again, with the holder's fence (as Open
+// takes it), to Drive: its run replays the kept history instead of reading
+// etcd, and takes the inbox from its caller (every entry the last run
+// consumed is in the history; the others reach the new run through
+// Driver.Deliver). Reopen it once.
+func (k *Kept) Reopen(fence Fence) *Execution {
+	return &Execution{c: k.c, fence: fence, id: k.id, rec: k.rec, rev: k.rev, input: k.input, custom: k.custom, history: k.history}
 }
 
 // inboxPage bounds the inbox entries an open reads in its first read.
@@ -459,7 +510,19 @@ func (e *Execution) plan(s step) ([]part, error) {
 		if len(cur) == 0 {
 			return
 		}
-		b, _ := json.Marshal(cur)
+		// The JSON array of the encoded events, joined as they are:
+		// json.Marshal of cur would scan and copy every one again to the
+		// same bytes (they are json.Marshal's own output, compact and
+		// escaped).
+		b := make([]byte, 0, curSize+1)
+		for i, ev := range cur {
+			b = append(b, ',')
+			if i == 0 {
+				b[0] = '['
+			}
+			b = append(b, ev...)
+		}
+		b = append(b, ']')
 		chunks = append(chunks, chunk{first, b})
 		cur, curSize = nil, 0
 	}

@@ -40,8 +40,9 @@ type RunOptions struct {
 	// timers awaited. A parked run ends (Outcome.Parked) and keeps nothing
 	// in memory: no goroutine, no history. Drive the execution again (Open,
 	// then Drive) when an inbox entry for it arrives or at Outcome.WakeAt;
-	// the new run replays the history and goes on. Needs the caller to
-	// deliver the inbox (not WatchInbox).
+	// the new run replays the history and goes on (Outcome.Kept, when set,
+	// replays it from memory). Needs the caller to deliver the inbox (not
+	// WatchInbox).
 	ParkAfter time.Duration
 	// OnStoreError, if set, hears of every failed attempt of the run's
 	// writes that is retried (etcd unavailable, out of space, refused), as
@@ -84,6 +85,12 @@ type Outcome struct {
 	// Missed says an inbox entry reached a parked run as it ended, so it
 	// was not applied: drive the execution again at once.
 	Missed bool
+	// Kept is set for a parked run that missed nothing and whose history
+	// is small (64 events, 16 KiB of payloads at most): its execution as
+	// the run left it, the committed history in memory. Reopen and Drive
+	// it to go on without reading etcd (the replay runs from memory), or
+	// drop it to keep nothing.
+	Kept *Kept
 }
 
 // Driver is a run of one execution: it replays the history, then runs the
@@ -641,6 +648,9 @@ func (e *executor) end(out Outcome) {
 	e.checkpoints = nil
 	e.mail = nil
 	e.mu.Unlock()
+	if out.Parked && !out.Missed {
+		out.Kept = e.exec.keep(e.history)
+	}
 	e.endSpan(out)
 	if e.opts.OnEnd != nil {
 		e.opts.OnEnd(out)

@@ -29,6 +29,7 @@ type metrics struct {
 	unrunnable        *prometheus.GaugeVec
 	unheld            *prometheus.HistogramVec
 	parked            prometheus.Gauge
+	unloaded          prometheus.Gauge
 	wakes             *prometheus.CounterVec
 	startsLanded      prometheus.Counter
 }
@@ -111,9 +112,13 @@ func newMetrics(reg prometheus.Registerer, schedules, functions []string) (*metr
 			Name: "soloist_instances_parked",
 			Help: "Held instances whose runs are parked: idle for --park-after, kept as their holding only (no goroutine, no history in memory).",
 		}),
+		unloaded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "soloist_instances_unloaded",
+			Help: "Held instances whose runs are unloaded: waiting for 1s or more, not yet parked, their goroutine ended and their history kept in memory to replay without a read.",
+		}),
 		wakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "soloist_run_wakes_total",
-			Help: "Parked runs driven again from etcd (one read and a replay), by what woke them: event (an inbox entry) or timer (a durable timer due).",
+			Help: "Parked runs driven again from etcd (one read and a replay), or unloaded ones from memory (a replay), by what woke them: event (an inbox entry) or timer (a durable timer due).",
 		}, []string{"reason"}),
 		startsLanded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "soloist_starts_landed_total",
@@ -123,7 +128,7 @@ func newMetrics(reg prometheus.Registerer, schedules, functions []string) (*metr
 	for _, c := range []prometheus.Collector{
 		m.instancesHeld, m.campaigns, m.failovers, m.handoffs, m.leasesLost, m.renewFailures,
 		m.fencingRejections, m.completed, m.startToRunning, m.takeover, m.sessionUp, m.scheduleTicks,
-		m.runRetries, m.orphans, m.alarm, m.retentionPurged, m.unrunnable, m.unheld, m.parked, m.wakes, m.startsLanded,
+		m.runRetries, m.orphans, m.alarm, m.retentionPurged, m.unrunnable, m.unheld, m.parked, m.unloaded, m.wakes, m.startsLanded,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

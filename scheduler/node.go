@@ -92,11 +92,15 @@ type Config struct {
 	AlarmInterval time.Duration
 	// ParkAfter is how long a held orchestration may wait with nothing in
 	// flight (only events and durable timers awaited, everything
-	// committed) before its run is parked: the node drops its goroutine and
-	// history and keeps only the holding, and drives it again from etcd (one
-	// read, a replay) when an event comes or its timer fires. As Durable
-	// Functions unloads an orchestration after its extended session's idle
-	// timeout. Defaults to 30s; a negative value never parks.
+	// committed) before its run is parked: the node drops its history and
+	// keeps only the holding, and drives it again from etcd (one read, a
+	// replay) when an event comes or its timer fires. As Durable Functions
+	// unloads an orchestration after its extended session's idle timeout.
+	// Defaults to 30s; a negative value never parks. Before that, after 1s
+	// of waiting, a run of an orchestration of the Registry with a small
+	// history (64 events, 16 KiB of payloads) is unloaded: its goroutine
+	// ends and the node keeps the history in memory, to replay it without a
+	// read.
 	ParkAfter time.Duration
 	// BatchBudget lets the activities a run executes on this node commit
 	// together, a commit at least every BatchBudget
@@ -139,6 +143,7 @@ type Node struct {
 	started     bool
 	draining    bool
 	drained     chan struct{}
+	runsGone    chan struct{} // closed by the run that leaves n.runs empty during a drain
 	session     *lease.Session
 	instances   map[string]*instanceView // active instances only
 	owners      map[string]ownerView
@@ -253,6 +258,7 @@ func New(cfg Config) (*Node, error) {
 		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), m: m, client: cfg.Client,
 		keys: cfg.Client.Keys(), ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), health: health{kick: make(chan struct{}, 1)},
 		drained:   make(chan struct{}),
+		runsGone:  make(chan struct{}),
 		instances: map[string]*instanceView{}, owners: map[string]ownerView{},
 		ownerGone: map[string]ownerGone{}, nodes: map[string]*orchestrator.NodeInfo{}, unrunnable: map[string]string{},
 		campaigning: map[string]*campaign{}, runs: map[string]*run{},
@@ -355,6 +361,10 @@ func (n *Node) Start(ctx context.Context) error {
 		if n.cfg.Retention > 0 {
 			n.wg.Add(1)
 			go n.retentionLoop()
+		}
+		if n.cfg.ParkAfter > unloadAfter {
+			n.wg.Add(1)
+			go n.unloadLoop()
 		}
 	}
 	n.log.Info("node started", "role", string(n.cfg.Role), "lease_id", leaseHex(s.LeaseID()), "lease_ttl", n.cfg.LeaseTTL.String(),
@@ -539,6 +549,9 @@ func (n *Node) Drain(ctx context.Context) error {
 		}
 	}
 	n.draining = true
+	if len(n.runs) == 0 {
+		close(n.runsGone)
+	}
 	runs := make([]*run, 0, len(n.runs))
 	var drivers []*orchestrator.Driver
 	for _, r := range n.runs {
@@ -565,16 +578,13 @@ func (n *Node) Drain(ctx context.Context) error {
 	for _, r := range runs {
 		r.stop(errDrain)
 	}
+	// A draining node registers no new run (startRun hands the instance
+	// off): n.runs only empties.
 	var err error
-	for _, r := range runs {
-		select {
-		case <-r.done:
-		case <-ctx.Done():
-			err = fmt.Errorf("scheduler: drain: %d runs did not stop in time: %w", len(runs), ctx.Err())
-		}
-		if err != nil {
-			break
-		}
+	select {
+	case <-n.runsGone:
+	case <-ctx.Done():
+		err = fmt.Errorf("scheduler: drain: %d runs did not stop in time: %w", len(runs), ctx.Err())
 	}
 	n.cancel(errStopped)
 	n.wg.Wait()

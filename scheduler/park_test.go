@@ -303,3 +303,58 @@ func TestMetricsDocumented(t *testing.T) {
 		}
 	}
 }
+
+// A run idle for a second is unloaded before it parks (its goroutine
+// ends, its history stays in memory, counted apart from parked runs), and
+// each event wakes it from memory: it completes with every event once and
+// its activity run once. Past ParkAfter the unloaded run parks.
+func TestUnloadedRunWakesOnEvents(t *testing.T) {
+	t.Parallel()
+	unloadedOn := func(n *testNode) float64 { return n.counter("soloist_instances_unloaded") }
+	for _, parkAfter := range []time.Duration{-1, 3 * time.Second} {
+		t.Run(fmt.Sprint(parkAfter), func(t *testing.T) {
+			t.Parallel()
+			fx := newEffects()
+			c := parkCluster(t, 1, parkAfter, collectRegistry(fx))
+			n := c.nodes[0]
+			cl := c.client()
+			startCollect(t, cl, "u", 3)
+			for i := 1; i <= 3; i++ {
+				eventually(t, 10*time.Second, fmt.Sprintf("unloaded before event %d", i), func() bool { return unloadedOn(n) == 1 })
+				if h := n.Held(); len(h) != 1 || h[0] != "u" {
+					t.Fatalf("an unloaded run is still held: Held() = %v", h)
+				}
+				raise(t, cl, "u", i)
+				eventually(t, 10*time.Second, fmt.Sprintf("woken by event %d", i), func() bool {
+					return n.counter("soloist_run_wakes_total", "reason", "event") >= float64(i)
+				})
+			}
+			st := waitStatus(t, cl, "u", orchestrator.StatusCompleted, 10*time.Second)
+			if got := outputInts(t, st); fmt.Sprint(got) != "[1 2 3]" {
+				t.Fatalf("output %v, want [1 2 3]", got)
+			}
+			if k := fx.count("u"); k != 1 {
+				t.Fatalf("activity ran %d times across unloads, want 1", k)
+			}
+			if k := historyCount(t, cl, "u", orchestrator.EventEventRaised); k != 3 {
+				t.Fatalf("history has %d EventRaised, want 3", k)
+			}
+			eventually(t, 5*time.Second, "nothing unloaded or held", func() bool { return unloadedOn(n) == 0 && len(n.Held()) == 0 })
+			if parkAfter < 0 {
+				if p := parkedOn(n); p != 0 {
+					t.Fatalf("%v parked with ParkAfter < 0", p)
+				}
+				return
+			}
+			// Left waiting, the unloaded run parks after ParkAfter.
+			startCollect(t, cl, "v", 1)
+			eventually(t, 10*time.Second, "unloaded", func() bool { return unloadedOn(n) == 1 })
+			eventually(t, 10*time.Second, "parked after ParkAfter", func() bool { return parkedOn(n) == 1 && unloadedOn(n) == 0 })
+			raise(t, cl, "v", 7)
+			st = waitStatus(t, cl, "v", orchestrator.StatusCompleted, 10*time.Second)
+			if got := outputInts(t, st); fmt.Sprint(got) != "[7]" {
+				t.Fatalf("output %v, want [7]", got)
+			}
+		})
+	}
+}

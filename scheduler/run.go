@@ -12,17 +12,20 @@ import (
 )
 
 // run is an instance this node holds: its holding and, while it runs, the
-// driver of its execution. An idle run (the orchestration waits for an
-// event or a timer) has no goroutine of its own; a parked one (idle for
-// Config.ParkAfter) has no driver either, only its holding, a timer for
-// its first durable timer and a stop hook: it is driven again from etcd
-// when an inbox entry comes or the timer fires.
+// driver of its execution. A run whose orchestration has waited for
+// unloadAfter with nothing in flight (only events and durable timers
+// awaited, everything committed) is unloaded: its driver and the
+// orchestration's goroutine end, and the node keeps the execution with its
+// committed history (kept), to replay from memory when an inbox entry
+// comes or its first durable timer fires. After Config.ParkAfter it is
+// parked: kept is dropped too, and the run is driven again from etcd (one
+// read). Either way it keeps its holding, a timer for its first durable
+// timer and a stop hook.
 type run struct {
 	id, name, executionID string
 	holding               *lease.Holding
 	ctx                   context.Context // cancelled when the run must stop
 	cancel                context.CancelCauseFunc
-	done                  chan struct{}
 	nodeLog               *slog.Logger
 
 	// Guarded by the node's mu:
@@ -33,6 +36,25 @@ type run struct {
 	version   string      // the orchestration's version
 	wakeTimer *time.Timer // a parked run's first durable timer
 	unwatch   func() bool // stops a parked run's stop hook
+	// An unloaded run's execution, to drive again from memory (nil once
+	// parked, or if the history was too large to keep), and when the
+	// unload loop parks it (zero: never).
+	kept      *orchestrator.Kept
+	keptUntil time.Time
+}
+
+// unloadAfter is how long a native run waits idle before it is unloaded
+// (see run). A quick event after that costs a replay from memory, and no
+// etcd read.
+const unloadAfter = time.Second
+
+// runParkAfter is the RunOptions.ParkAfter of a native run: it ends at
+// unloadAfter, or at Config.ParkAfter if that comes first (then for good).
+func (n *Node) runParkAfter() time.Duration {
+	if n.cfg.ParkAfter > 0 && n.cfg.ParkAfter <= unloadAfter {
+		return n.cfg.ParkAfter
+	}
+	return unloadAfter
 }
 
 // log is the run's logger, made when a line is written (runs rarely log;
@@ -60,7 +82,7 @@ func (n *Node) startRun(h *lease.Holding, c *campaign) {
 	id := c.id
 	rctx, rcancel := context.WithCancelCause(h.Context())
 	r := &run{id: id, name: c.view.name, executionID: c.view.executionID, holding: h,
-		ctx: rctx, cancel: rcancel, done: make(chan struct{})}
+		ctx: rctx, cancel: rcancel}
 	r.nodeLog = n.log
 	exec, err := n.client.OpenFrom(rctx, id, r.executionID, n.fence(r), h.TakeReads(), h.Revision())
 	n.mu.Lock()
@@ -118,14 +140,16 @@ func (n *Node) drive(r *run, exec *orchestrator.Execution, reason string) {
 	drive := n.cfg.Registry.Drive
 	st := exec.Status()
 	r.remote, r.version = false, st.Version
+	parkAfter := n.runParkAfter()
 	if n.remote != nil && !n.runsNatively(st.Name, st.Version) {
 		drive, r.remote = n.remote.Drive, true
+		parkAfter = max(n.cfg.ParkAfter, 0)
 	}
 	d, err := drive(r.ctx, exec, orchestrator.RunOptions{
 		Logger:    n.log,
 		OnEnd:     func(o orchestrator.Outcome) { n.settle(r, o) },
 		Reason:    reason,
-		ParkAfter: max(n.cfg.ParkAfter, 0),
+		ParkAfter: parkAfter,
 		// Local activities commit together (0: off).
 		BatchBudget: n.cfg.BatchBudget,
 		// A step refused with NOSPACE makes the node unready at once.
@@ -145,18 +169,30 @@ func (n *Node) drive(r *run, exec *orchestrator.Execution, reason string) {
 }
 
 // park keeps a run whose driver parked (Outcome.Parked) without one, until
-// an inbox entry for it, its first durable timer or its stop.
+// an inbox entry for it, its first durable timer or its stop: unloaded with
+// its execution in memory (Outcome.Exec) until Config.ParkAfter, or parked.
 func (n *Node) park(r *run, o orchestrator.Outcome) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	r.driver = nil
+	r.kept, r.keptUntil = nil, time.Time{}
+	if o.Kept != nil && (n.cfg.ParkAfter < 0 || n.cfg.ParkAfter > unloadAfter) {
+		r.kept = o.Kept
+		if n.cfg.ParkAfter > 0 {
+			r.keptUntil = time.Now().Add(n.cfg.ParkAfter - unloadAfter)
+		}
+	}
 	if o.Missed || len(r.inbox) > 0 {
 		n.m.wakes.WithLabelValues("event").Inc()
 		go n.rerun(r, "wake") // something came as it parked
 		return
 	}
 	r.parked = true
-	n.m.parked.Inc()
+	if r.kept == nil {
+		n.m.parked.Inc()
+	} else {
+		n.m.unloaded.Inc()
+	}
 	if !o.WakeAt.IsZero() {
 		r.wakeTimer = time.AfterFunc(time.Until(o.WakeAt), func() {
 			n.mu.Lock()
@@ -193,7 +229,11 @@ func (n *Node) unpark(r *run) bool {
 		return false
 	}
 	r.parked = false
-	n.m.parked.Dec()
+	if r.kept == nil {
+		n.m.parked.Dec()
+	} else {
+		n.m.unloaded.Dec()
+	}
 	if r.wakeTimer != nil {
 		r.wakeTimer.Stop()
 		r.wakeTimer = nil
@@ -290,12 +330,14 @@ func (n *Node) endRun(r *run) {
 	n.mu.Lock()
 	if n.runs[r.id] == r {
 		delete(n.runs, r.id)
+		if n.draining && len(n.runs) == 0 {
+			close(n.runsGone)
+		}
 	}
 	n.consider(r.id)
 	n.mu.Unlock()
 	n.m.instancesHeld.WithLabelValues(r.name).Dec()
 	r.cancel(errStopped)
-	close(r.done)
 	n.runsWG.Done()
 	n.poke()
 }
@@ -328,16 +370,52 @@ func (n *Node) rerun(r *run, reason string) {
 		n.settle(r, orchestrator.Outcome{Err: context.Cause(r.ctx)})
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
-	exec, err := n.client.Open(ctx, r.id, r.executionID, n.fence(r))
-	cancel()
-	if err != nil {
-		n.settle(r, orchestrator.Outcome{Err: err})
-		return
+	n.mu.Lock()
+	kept := r.kept // an unloaded run's, in memory
+	r.kept = nil
+	n.mu.Unlock()
+	var exec *orchestrator.Execution
+	if kept != nil {
+		exec = kept.Reopen(n.fence(r))
+	} else {
+		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+		var err error
+		exec, err = n.client.Open(ctx, r.id, r.executionID, n.fence(r))
+		cancel()
+		if err != nil {
+			n.settle(r, orchestrator.Outcome{Err: err})
+			return
+		}
 	}
 	n.mu.Lock()
 	n.drive(r, exec, reason)
 	n.mu.Unlock()
+}
+
+// unloadLoop parks the unloaded runs whose Config.ParkAfter has passed: it
+// drops the execution they kept in memory. It looks every quarter of
+// ParkAfter, so a run parks between ParkAfter and 1.25 x ParkAfter after
+// its orchestration began to wait.
+func (n *Node) unloadLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(max(n.cfg.ParkAfter/4, 100*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case now := <-t.C:
+			n.mu.Lock()
+			for _, r := range n.runs {
+				if r.parked && r.kept != nil && !r.keptUntil.IsZero() && now.After(r.keptUntil) {
+					r.kept, r.keptUntil = nil, time.Time{}
+					n.m.unloaded.Dec()
+					n.m.parked.Inc()
+				}
+			}
+			n.mu.Unlock()
+		}
+	}
 }
 
 // backoffLocked is how long id's next run waits after a failure: it

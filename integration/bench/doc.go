@@ -171,9 +171,10 @@
 //     reading is saved as idle-n1.heap.pprof (idle-live-n1.heap.pprof for
 //     the live node).
 //   - The same figures with the suffix _live come from a second node of
-//     --park-after 0, whose M runs stay in memory (each a goroutine
-//     waiting in its orchestration): what a held instance costs before
-//     it parks.
+//     --park-after 0, whose M runs stay in memory (each unloaded after a
+//     second of waiting: no goroutine, its history kept for a replay
+//     without a read; before this version, a goroutine waiting in its
+//     orchestration): what a held instance costs before it parks.
 //   - goroutines_per_held_instance: go_goroutines of the node, after -
 //     before, / M.
 //   - watchers_per_held_instance: etcd's gauge

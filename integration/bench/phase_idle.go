@@ -54,7 +54,8 @@ func readNode(ctx context.Context, c *cluster, n *node, settle bool) (nodeReadin
 // each costs at rest: memory, goroutines, etcd watchers, etcd requests.
 // At rest means parked (the node's steady state for an orchestration that
 // waits longer than --park-after); a second node that never parks
-// (--park-after 0) gives the same figures for held runs kept in memory,
+// (--park-after 0) gives the same figures for held runs kept in memory
+// (unloaded: a run waiting for a second keeps its history, no goroutine),
 // suffixed _live.
 func phaseIdle(ctx context.Context, b *bench, r *results) error {
 	if err := idleRun(ctx, b, r, "idle", b.cfg.idleParkAfter.String(), ""); err != nil {
@@ -150,7 +151,7 @@ func idleRun(ctx context.Context, b *bench, r *results, name, parkAfter, suffix 
 	}
 	state := fmt.Sprintf("all %d parked (--park-after %s)", len(ids), parkAfter)
 	if !parks {
-		state = "none parked (--park-after 0: every run kept in memory, its orchestration goroutine waiting)"
+		state = "none parked (--park-after 0: every run kept in memory, unloaded after 1s of waiting: its goroutine ended, its history in memory)"
 	}
 	key := func(k string) string { return k + suffix }
 	r.addNum("idle", key("bytes_per_held_instance"), float64(after.rss-before.rss)/m, f0,
