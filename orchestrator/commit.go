@@ -34,6 +34,7 @@ func (e *Engine) commit() error {
 	}
 	e.history = append(e.history, e.pending...)
 	e.pending, e.consumed, e.extra, e.needMark = nil, nil, nil, false
+	e.shown, e.consumedShown, e.deferredSince = 0, 0, time.Time{}
 	return nil
 }
 
@@ -184,7 +185,7 @@ func (e *Engine) finishWith(st RuntimeStatus, output json.RawMessage, fd *Failur
 	}
 	e.failure = ev.FailureDetails
 	e.history = append(e.history, e.pending...)
-	e.pending, e.consumed, e.extra = nil, nil, nil
+	e.pending, e.consumed, e.extra, e.shown, e.consumedShown = nil, nil, nil, 0, 0
 	return st, nil
 }
 
@@ -286,6 +287,6 @@ func (e *Engine) continueAsNew(c Complete) (RuntimeStatus, error) {
 	if err := e.tracedFinal(wctx, s, StatusContinuedAsNew); err != nil {
 		return "", err
 	}
-	e.pending, e.consumed, e.extra = nil, nil, nil
+	e.pending, e.consumed, e.extra, e.shown, e.consumedShown = nil, nil, nil, 0, 0
 	return StatusContinuedAsNew, nil
 }

@@ -151,6 +151,13 @@ type Engine struct {
 	failure  *FailureDetails // of a Failed final write, for the span
 	nextTask int             // task IDs scheduled so far: the next must be this
 	step     *stepState      // of an engine opened for a driver (OpenEngine)
+	// Deferred steps (EngineOptions.BatchBudget): the first shown events
+	// of pending were answered by the driver and wait uncommitted since
+	// deferredSince.
+	batchBudget   time.Duration
+	shown         int // of pending
+	consumedShown int // of consumed: the inbox keys of those events
+	deferredSince time.Time
 }
 
 // see notes an inbox key as delivered.

@@ -21,7 +21,17 @@ type EngineOptions struct {
 	Logger *slog.Logger
 	// OnStoreError hears of every failed write attempt that is retried.
 	OnStoreError func(error)
+	// BatchBudget, if positive, lets a step whose actions only schedule
+	// tasks go uncommitted (StepResult.Deferred): its events are committed
+	// with a later step, at the latest when the step driver's Flush runs
+	// BatchBudget after the first such step, or when MaxBatchEvents events
+	// wait. Zero commits every step before Complete returns.
+	BatchBudget time.Duration
 }
+
+// MaxBatchEvents bounds the events that wait uncommitted in a batch of
+// deferred steps (EngineOptions.BatchBudget).
+const MaxBatchEvents = 100
 
 // WorkItem is one step for a driver: the execution's committed history
 // (Past) and the events that arrived since (New), to answer with actions
@@ -54,6 +64,9 @@ type StepResult struct {
 	WakeAt time.Time
 	// More says new events wait (local activities' results): call Next.
 	More bool
+	// Deferred says the step's events were not committed: they are the
+	// next commit's (EngineOptions.BatchBudget; Engine.Flush commits them).
+	Deferred bool
 }
 
 // stepState is what an Engine opened for a driver keeps between steps.
@@ -86,7 +99,7 @@ func OpenEngine(ctx context.Context, x *Execution, opts EngineOptions) *Engine {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	g := &Engine{ctx: ctx, exec: x, rec: *x.rec, log: opts.Logger, tracer: x.c.tracer, onStoreError: opts.OnStoreError,
+	g := &Engine{ctx: ctx, exec: x, rec: *x.rec, log: opts.Logger, tracer: x.c.tracer, onStoreError: opts.OnStoreError, batchBudget: opts.BatchBudget,
 		step: &stepState{reg: opts.Activities, open: map[int]EventType{}, timers: map[int]time.Time{},
 			names: map[int]string{}, inputs: map[int]json.RawMessage{}, vers: map[int]string{}}}
 	return g
@@ -203,9 +216,61 @@ func (g *Engine) Next() *WorkItem {
 		}
 	}
 	st.seq++
+	// The events of deferred steps (not committed yet) are past to the
+	// driver: it has answered them.
+	past := make([]HistoryEvent, 0, len(g.history)+g.shown)
+	past = append(append(past, g.history...), g.pending[:g.shown]...)
 	return &WorkItem{Seq: st.seq, InstanceID: g.rec.InstanceID, ExecutionID: g.rec.ExecutionID, Name: g.rec.Name,
-		Version: g.rec.Version, FencingToken: g.exec.Token(), First: g.needMark || len(g.history) == 0,
-		Past: append([]HistoryEvent(nil), g.history...), New: append([]HistoryEvent(nil), g.pending...)}
+		Version: g.rec.Version, FencingToken: g.exec.Token(), First: (g.needMark || len(g.history) == 0) && g.shown == 0,
+		Past: past, New: append([]HistoryEvent(nil), g.pending[g.shown:]...)}
+}
+
+// canDefer reports whether a step's actions may wait uncommitted: they only
+// schedule tasks, nothing else waits to be written with them (a custom
+// status, a sent event), and the batch is within its bounds.
+func (g *Engine) canDefer(actions []Action) bool {
+	if g.batchBudget <= 0 || len(g.extra) > 0 || len(g.pending) > MaxBatchEvents ||
+		!g.deferredSince.IsZero() && time.Since(g.deferredSince) >= g.batchBudget {
+		return false
+	}
+	for _, a := range actions {
+		if _, ok := a.(ScheduleTask); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Deferred reports whether events of answered steps wait uncommitted, and
+// when the first of them was deferred.
+func (g *Engine) Deferred() (bool, time.Time) {
+	st := g.step
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return g.shown > 0, g.deferredSince
+}
+
+// Flush commits the events of deferred steps, if there are any: a step driver calls it when the batch's budget is
+// spent, before it parks, and before a drain hands the instance over. An
+// error closes the engine, as a failed step does.
+func (g *Engine) Flush() error {
+	st := g.step
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if g.shown == 0 || st.closed {
+		return nil
+	}
+	// Only what the driver answered: the events of a step still out (a
+	// drain's) stay new, for the step the next holder sends.
+	rest := append([]HistoryEvent(nil), g.pending[g.shown:]...)
+	restConsumed := append([]string(nil), g.consumed[g.consumedShown:]...)
+	g.pending, g.consumed = g.pending[:g.shown], g.consumed[:g.consumedShown]
+	if err := g.commit(); err != nil {
+		st.closed = true
+		return err
+	}
+	g.pending, g.consumed = rest, restConsumed
+	return nil
 }
 
 // Complete takes the actions that answer the dispatch seq and commits them
@@ -221,6 +286,7 @@ func (g *Engine) Complete(ctx context.Context, seq uint64, actions []Action) (*S
 	if err := g.validate(actions); err != nil {
 		return nil, err
 	}
+	deferOK := g.canDefer(actions)
 	if len(g.history)+len(g.pending)+len(actions) > MaxHistoryEvents {
 		actions = []Action{Complete{Status: StatusFailed, Failure: DetailsOf(ErrHistoryLimit)}}
 	}
@@ -289,7 +355,14 @@ func (g *Engine) Complete(ctx context.Context, seq uint64, actions []Action) (*S
 		res.Status = s
 		return res, nil
 	}
-	if err := g.commit(); err != nil {
+	if deferOK {
+		// Committed with a later step: the driver has answered these.
+		if g.shown == 0 {
+			g.deferredSince = time.Now()
+		}
+		g.shown, g.consumedShown = len(g.pending), len(g.consumed)
+		res.Deferred = true
+	} else if err := g.commit(); err != nil {
 		st.closed = true
 		return nil, err
 	}

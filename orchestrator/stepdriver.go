@@ -87,15 +87,21 @@ var ErrNoTaskRunner = errors.New("orchestrator: no worker runs this activity")
 // ones too, so they survive the run and come back through Deliver. With
 // RunOptions.ParkAfter, a run that has waited that long with no step and
 // no task out parks (Outcome.Parked, WakeAt its first timer), as the Go
-// driver's does. BatchBudget does not apply, and the run does not watch
-// the inbox (the caller delivers it).
+// driver's does. With RunOptions.BatchBudget, a step whose answer only
+// schedules tasks is not committed before the driver is told (its events
+// are the next commit's, and the next step's past events): a lifecycle of
+// activities commits once, with its end, as the Go driver's batches do,
+// and a crash repeats those steps and their tasks. The batch is committed
+// at the latest BatchBudget after its first step, before the run parks,
+// and by Checkpoint. The run does not watch the inbox (the caller delivers
+// it).
 func DriveSteps(ctx context.Context, exec *Execution, opts RunOptions, so StepDriverOptions) *Driver {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	rctx, span := exec.c.tracer.Start(exec.rec.trace().context(ctx), "run "+exec.rec.Name,
 		trace.WithAttributes(runAttrs(exec.rec, exec.Token(), opts.Reason)...))
-	g := OpenEngine(rctx, exec, EngineOptions{Activities: so.Activities, Logger: opts.Logger, OnStoreError: opts.OnStoreError})
+	g := OpenEngine(rctx, exec, EngineOptions{Activities: so.Activities, Logger: opts.Logger, OnStoreError: opts.OnStoreError, BatchBudget: opts.BatchBudget})
 	g.span = span
 	s := &stepRun{g: g, ctx: rctx, so: so, opts: opts, wake: make(chan struct{}, 1)}
 	s.tctx, s.stopTasks = context.WithCancel(rctx)
@@ -217,11 +223,17 @@ func (s *stepRun) run() Outcome {
 		} else {
 			wakeAt = s.g.firstTimer()
 		}
-		var timer, parkTimer *time.Timer
-		var fire, parkNow <-chan time.Time
+		var timer, parkTimer, flushTimer *time.Timer
+		var fire, parkNow, flushNow <-chan time.Time
 		if !wakeAt.IsZero() {
 			timer = time.NewTimer(time.Until(wakeAt) + time.Millisecond) // now() is in ms
 			fire = timer.C
+		}
+		if deferred, since := s.g.Deferred(); deferred {
+			// The batch of deferred steps is committed when its budget is
+			// spent, if no step has committed it by then.
+			flushTimer = time.NewTimer(time.Until(since.Add(s.opts.BatchBudget)))
+			flushNow = flushTimer.C
 		}
 		if s.opts.ParkAfter > 0 && s.running.Load() == 0 {
 			parkTimer = time.NewTimer(s.opts.ParkAfter)
@@ -233,11 +245,21 @@ func (s *stepRun) run() Outcome {
 		case <-s.ctx.Done():
 		case <-s.wake:
 		case <-fire:
+		case <-flushNow:
+			if err := s.g.Flush(); err != nil {
+				return Outcome{Err: err}
+			}
 		case <-parkNow:
+			if err := s.g.Flush(); err != nil { // nothing waits uncommitted in a parked run
+				return Outcome{Err: err}
+			}
 			out, parked = s.park()
 		}
 		if timer != nil {
 			timer.Stop()
+		}
+		if flushTimer != nil {
+			flushTimer.Stop()
 		}
 		if parkTimer != nil {
 			parkTimer.Stop()
@@ -428,6 +450,9 @@ func (s *stepRun) storeResult(ctx context.Context, ev HistoryEvent) error {
 // activities running at the stop. A result both committed by a step and
 // stored is taken once (the inbox entry of a finished task is ignored).
 func (s *stepRun) checkpoint(ctx context.Context) error {
+	if err := s.g.Flush(); err != nil { // the deferred steps first: they schedule the tasks
+		return err
+	}
 	s.mu.Lock()
 	s.toInbox = true
 	evs := make([]HistoryEvent, 0, len(s.unstored))

@@ -102,7 +102,7 @@ func addServeFlags(fs *pflag.FlagSet, o *serveOptions) {
 	fs.StringVar(&o.Role, "role", string(scheduler.RoleAll), "`role` of this node: all (serve the API and run instances), api (serve the API, run nothing) or runner (run instances; serve health checks and metrics only)")
 	fs.DurationVar(&o.LeaseTTL, "lease-ttl", 10*time.Second, "session lease `TTL`: whole seconds, at least 2s")
 	fs.DurationVar(&o.Retention, "retention", 168*time.Hour, "purge finished instances, with their history, this `duration` after they finished; 0 keeps them forever")
-	fs.DurationVar(&o.BatchBudget, "batch-budget", orchestrator.DefaultBatchBudget, "let the activities that run on this node commit together, with a commit at least every `duration` while they run (fewer etcd transactions; after a crash the batch's activities run again); 0 commits every step before its activities start")
+	fs.DurationVar(&o.BatchBudget, "batch-budget", orchestrator.DefaultBatchBudget, "let the activities that run on this node commit together, with a commit at least every `duration` while they run (fewer etcd transactions; after a crash the batch's activities run again), and likewise a gRPC worker's steps that only schedule activities; 0 commits every step before its activities start")
 	fs.DurationVar(&o.ParkAfter, "park-after", 30*time.Second, "park a held orchestration that has waited this `duration` with nothing in flight (no goroutine or history kept; it is read again from etcd when an event or its timer comes); 0 never parks. Before that, a run waiting for 1s is unloaded: no goroutine, its history kept in memory")
 	fs.IntVar(&o.MaxConcurrent, "max-concurrent", 0, "most `instances` this node holds at once; 0 means no limit")
 	o.MaxPayload = orchestrator.DefaultMaxPayload

@@ -25,8 +25,23 @@ import (
 // the start did not land. The history holds each completion once.
 func TestWorkerHelloCitiesTransactions(t *testing.T) {
 	t.Parallel()
+	helloCitiesTransactions(t, 0, 5)
+}
+
+// With a batch budget (soloist serve's --batch-budget, 1s by default), the
+// steps that only schedule activities are answered without a commit and
+// committed with the final write: the lifecycle is the start (with the
+// acquire) and the final write, as a Go orchestration's.
+func TestWorkerHelloCitiesBatched(t *testing.T) {
+	t.Parallel()
+	helloCitiesTransactions(t, time.Second, 2)
+}
+
+// helloCitiesTransactions runs HelloCities with a scripted worker on a
+// node with that batch budget and wants that many write transactions.
+func helloCitiesTransactions(t *testing.T, batch time.Duration, want int) {
 	v := newEnv(t)
-	s := v.startServer(serverOpts{reg: testRegistry(t)})
+	s := v.startServer(serverOpts{reg: testRegistry(t), batch: batch})
 	w := connectWorker(t, s, &pb.GetWorkItemsRequest{}, "WCities")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -51,6 +66,21 @@ func TestWorkerHelloCitiesTransactions(t *testing.T) {
 			}
 			if n != 1 {
 				t.Fatalf("step %d: %d TaskCompleted events in %v, want 1", i, n, req.GetNewEvents())
+			}
+			// The past holds everything answered before, committed or
+			// not: the start, tasks 0..i-1 scheduled, 0..i-2 completed.
+			var sched, done int
+			for _, ev := range req.GetPastEvents() {
+				if ev.GetTaskScheduled() != nil {
+					sched++
+				}
+				if ev.GetTaskCompleted() != nil {
+					done++
+				}
+			}
+			startedWith(t, req.GetPastEvents(), "WCities", "null")
+			if sched != i || done != i-1 {
+				t.Fatalf("step %d: past has %d TaskScheduled and %d TaskCompleted, want %d and %d", i, sched, done, i, i-1)
 			}
 		}
 		if i == len(cities) {
@@ -83,8 +113,8 @@ func TestWorkerHelloCitiesTransactions(t *testing.T) {
 		t.Fatal(err)
 	}
 	w1 := instanceWrites(ctx, t, s.etcd, v.prefix, "hc", r0.Header.Revision, r1.Header.Revision)
-	if len(w1) != 5 {
-		t.Fatalf("%d write transactions for the lifecycle, want 5 (the start with the acquire, 4 steps): %q", len(w1), w1)
+	if len(w1) != want {
+		t.Fatalf("%d write transactions for the lifecycle, want %d (the start with the acquire, then the steps' commits): %q", len(w1), want, w1)
 	}
 	if !strings.Contains(w1[0], "owners/hc") || !strings.Contains(w1[0], "instances/hc") {
 		t.Fatalf("the start did not take the instance in its own transaction: %q", w1[0])
@@ -102,9 +132,9 @@ func TestWorkerHelloCitiesTransactions(t *testing.T) {
 	for _, ev := range hist {
 		types = append(types, string(ev.EventType))
 	}
-	want := "ExecutionStarted TaskScheduled TaskCompleted TaskScheduled TaskCompleted TaskScheduled TaskCompleted ExecutionCompleted"
-	if got := strings.Join(types, " "); got != want {
-		t.Fatalf("history %s, want %s", got, want)
+	wantHist := "ExecutionStarted TaskScheduled TaskCompleted TaskScheduled TaskCompleted TaskScheduled TaskCompleted ExecutionCompleted"
+	if got := strings.Join(types, " "); got != wantHist {
+		t.Fatalf("history %s, want %s", got, wantHist)
 	}
 }
 
@@ -148,9 +178,22 @@ func instanceWrites(ctx context.Context, t *testing.T, ec *clientv3.Client, pref
 // holds the completion once.
 func TestWorkerDrainKeepsResult(t *testing.T) {
 	t.Parallel()
+	drainKeepsResult(t, 0)
+}
+
+// TestWorkerDrainKeepsResultBatched: the same with a batch budget, so the
+// first step waits uncommitted when the node drains. The drain commits
+// what the worker answered (the start and the schedule), not the step it
+// has not answered: the next holder sends that step, with the result.
+func TestWorkerDrainKeepsResultBatched(t *testing.T) {
+	t.Parallel()
+	drainKeepsResult(t, 30*time.Second)
+}
+
+func drainKeepsResult(t *testing.T, batch time.Duration) {
 	v := newEnv(t)
-	a := v.startServer(serverOpts{reg: testRegistry(t)})
-	b := v.startServer(serverOpts{reg: testRegistry(t)})
+	a := v.startServer(serverOpts{reg: testRegistry(t), batch: batch})
+	b := v.startServer(serverOpts{reg: testRegistry(t), batch: batch})
 	wa := connectWorker(t, a, &pb.GetWorkItemsRequest{}, "WKeep")
 	wb := connectWorker(t, b, &pb.GetWorkItemsRequest{}, "WKeep")
 	a.start(t, "WKeep", "k1", "")
@@ -211,5 +254,100 @@ func TestWorkerDrainKeepsResult(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("%d TaskCompleted events in the history, want 1: %+v", n, hist)
+	}
+}
+
+// The holder of a worker-run instance is cut from etcd mid-batch: two
+// steps answered and not committed (a 30s budget). The node that takes it
+// over has only the start in etcd, so its worker gets the first step
+// again and the batch's activities run again (what the batch's doc says a
+// crash repeats); the instance completes with each task's result once.
+func TestWorkerTakeoverMidBatch(t *testing.T) {
+	t.Parallel()
+	v := newEnv(t)
+	a := v.startServer(serverOpts{reg: testRegistry(t), batch: 30 * time.Second})
+	b := v.startServer(serverOpts{reg: testRegistry(t), batch: 30 * time.Second})
+	wa := connectWorker(t, a, &pb.GetWorkItemsRequest{}, "WBatch")
+	wb := connectWorker(t, b, &pb.GetWorkItemsRequest{}, "WBatch")
+	a.start(t, "WBatch", "mb", `"x"`)
+	var holder *server
+	var hw, ow *scriptWorker
+	var it *pb.WorkItem
+	select {
+	case it = <-wa.items:
+		holder, hw, ow = a, wa, wb
+	case it = <-wb.items:
+		holder, hw, ow = b, wb, wa
+	case <-time.After(20 * time.Second):
+		t.Fatal("no worker got the first step")
+	}
+	// Two steps of the batch: schedule 0, its result, schedule 1.
+	if err := hw.answer(t, "mb", it.GetCompletionToken(), "", scheduleTask(0, "Say", `"a"`)); err != nil {
+		t.Fatal(err)
+	}
+	_, atok := hw.nextActivity(t)
+	if _, err := hw.stub.CompleteActivityTask(callCtx(t), &pb.ActivityResponse{InstanceId: "mb", TaskId: 0,
+		Result: wrapperspb.String(`"A"`), CompletionToken: atok}); err != nil {
+		t.Fatal(err)
+	}
+	_, tok := hw.nextStep(t)
+	if err := hw.answer(t, "mb", tok, "", scheduleTask(1, "Say", `"b"`)); err != nil {
+		t.Fatal(err)
+	}
+	hw.nextActivity(t)
+	if h, err := v.client().History(context.Background(), "mb", ""); err != nil || len(h) != 0 {
+		t.Fatalf("history in etcd mid-batch: %d events (%v), want none", len(h), err)
+	}
+	_ = holder.etcd.Close() // a crash, as far as etcd can tell
+
+	req, tok := ow.nextStep(t)
+	if len(req.GetPastEvents()) != 0 {
+		t.Fatalf("the new holder's first step has past events %v, want none (the batch was not committed)", req.GetPastEvents())
+	}
+	startedWith(t, req.GetNewEvents(), "WBatch", `"x"`)
+	if err := ow.answer(t, "mb", tok, "", scheduleTask(0, "Say", `"a"`)); err != nil {
+		t.Fatal(err)
+	}
+	for i, res := range []string{`"A2"`, `"B2"`} {
+		act, atok := ow.nextActivity(t)
+		if act.GetTaskId() != int32(i) {
+			t.Fatalf("activity %v, want task %d", act, i)
+		}
+		if _, err := ow.stub.CompleteActivityTask(callCtx(t), &pb.ActivityResponse{InstanceId: "mb", TaskId: int32(i),
+			Result: wrapperspb.String(res), CompletionToken: atok}); err != nil {
+			t.Fatal(err)
+		}
+		_, tok = ow.nextStep(t)
+		if i == 0 {
+			if err := ow.answer(t, "mb", tok, "", scheduleTask(1, "Say", `"b"`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := ow.answer(t, "mb", tok, "", completeWith(2, `"done"`)); err != nil {
+		t.Fatal(err)
+	}
+	other := a
+	if holder == a {
+		other = b
+	}
+	if st := other.waitDone(t, "mb"); st.GetOutput().GetValue() != `"done"` {
+		t.Fatalf("end: %v", st)
+	}
+	h, err := v.client().History(context.Background(), "mb", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := map[int]string{}
+	for _, ev := range h {
+		if ev.EventType == orchestrator.EventTaskCompleted {
+			if _, dup := results[ev.TaskID]; dup {
+				t.Fatalf("task %d completed twice in the history", ev.TaskID)
+			}
+			results[ev.TaskID] = string(ev.Result)
+		}
+	}
+	if results[0] != `"A2"` || results[1] != `"B2"` || len(results) != 2 {
+		t.Fatalf("results in the history: %v, want the new holder's", results)
 	}
 }

@@ -35,7 +35,9 @@
 //     connected worker serves and runs them with orchestrator.DriveSteps.
 //     One orchestration step per instance is out at a time; a worker's
 //     answer is committed with the holder's fence before
-//     CompleteOrchestratorTask returns, and an answer for an older send,
+//     CompleteOrchestratorTask returns (except, with the node's batch
+//     budget, an answer that only schedules activities: it is committed
+//     with a later step, within the budget), and an answer for an older send,
 //     or after the node lost the instance, is refused (FAILED_PRECONDITION)
 //     and changes nothing. An answer the node cannot take (an entity
 //     action, an unknown action, a bad payload) is refused to the worker

@@ -73,6 +73,8 @@ type serverOpts struct {
 	log *slog.Logger
 	// parkAfter is the node's ParkAfter (0: its default).
 	parkAfter time.Duration
+	// batch is the node's BatchBudget (0: every step commits).
+	batch time.Duration
 }
 
 // startServer starts a sidecar server on a loopback port and dials it.
@@ -94,7 +96,7 @@ func (v *env) startServer(o serverOpts) *server {
 		node, err = scheduler.New(scheduler.Config{
 			Etcd: ec, Prefix: v.prefix, NodeID: fmt.Sprintf("node-%d", time.Now().UnixNano()), LeaseTTL: 2 * time.Second,
 			Logger: logger, Registry: o.reg, PreferenceDelay: 20 * time.Millisecond, Registerer: prometheus.NewRegistry(), Client: client,
-			ParkAfter: o.parkAfter,
+			ParkAfter: o.parkAfter, BatchBudget: o.batch,
 		})
 		if err != nil {
 			t.Fatal(err)
