@@ -119,7 +119,7 @@ func TestDashboardKillHolder(t *testing.T) {
 	cl.Run("the cluster page live", chromedp.Poll(gone, nil, chromedp.WithPollingTimeout(10*time.Second)))
 	t.Logf("the cluster tab showed %s gone and %d failovers, without a reload, by %v after the kill (when the test looked)", victim.ID, len(watched), time.Since(killed).Round(10*time.Millisecond))
 	var nodes, takeovers string
-	cl.Run("cluster", chromedp.Text("#nodes", &nodes, chromedp.ByQuery), chromedp.Text("#takeovers", &takeovers, chromedp.ByQuery))
+	cl.Run("cluster", browsertest.Text("#nodes", &nodes), browsertest.Text("#takeovers", &takeovers))
 	if !strings.Contains(nodes, "gone") {
 		t.Errorf("the cluster page does not show %s gone: %q", victim.ID, nodes)
 	}
@@ -134,7 +134,7 @@ func TestDashboardKillHolder(t *testing.T) {
 	b.Page(viewer.URL()+"/ui/instances/"+id, "#livepart")
 	var own string
 	b.Run("ownership", chromedp.Poll(`document.getElementById('ownership').textContent.indexOf('failover')>=0`, nil, chromedp.WithPollingTimeout(5*time.Second)),
-		chromedp.Text("#ownership", &own, chromedp.ByQuery))
+		browsertest.Text("#ownership", &own))
 	if !strings.Contains(own, "from "+victim.ID) {
 		t.Errorf("%s's ownership history does not say it came from %s: %q", id, victim.ID, own)
 	}

@@ -62,7 +62,7 @@ func TestBrowserDashboard(t *testing.T) {
 	eventually(t, 10*time.Second, "inst-1 Completed by the raised event", func() bool { st, _ := s.status("inst-1"); return st == "Completed" })
 	b.WaitSeen("inst-1|Completed|", 3*time.Second)
 	var out string
-	b.Run("output", chromedp.Poll(`document.body.textContent.indexOf('"x": 1')>=0`, nil, chromedp.WithPollingTimeout(5*time.Second)), chromedp.Text("#livepart", &out, chromedp.ByQuery))
+	b.Run("output", chromedp.Poll(`document.body.textContent.indexOf('"x": 1')>=0`, nil, chromedp.WithPollingTimeout(5*time.Second)), browsertest.Text("#livepart", &out))
 
 	// Terminate from the UI.
 	b.Page(base+"/ui/instances/inst-2", "#livepart")
@@ -100,7 +100,7 @@ func TestBrowserDashboard(t *testing.T) {
 	weight = b.Page(base+"/ui/cluster", "#nodes")
 	t.Logf("page weight /ui/cluster: %d bytes", weight)
 	var nodes string
-	b.Run("cluster", chromedp.Text("#nodes", &nodes, chromedp.ByQuery))
+	b.Run("cluster", browsertest.Text("#nodes", &nodes))
 	if !strings.Contains(nodes, "node-0") || !strings.Contains(nodes, "10.0.0.1:8080") {
 		t.Errorf("cluster page nodes: %q", nodes)
 	}
@@ -108,7 +108,7 @@ func TestBrowserDashboard(t *testing.T) {
 	weight = b.Page(base+"/ui/schedules", "#schedules")
 	t.Logf("page weight /ui/schedules: %d bytes", weight)
 	var sched string
-	b.Run("schedules", chromedp.Text("#schedules", &sched, chromedp.ByQuery))
+	b.Run("schedules", browsertest.Text("#schedules", &sched))
 	if !strings.Contains(sched, "nightly") || !strings.Contains(sched, "0 2 * * *") || !strings.Contains(sched, "UTC") {
 		t.Errorf("schedules page: %q", sched)
 	}
@@ -156,11 +156,11 @@ func TestBrowserTakeover(t *testing.T) {
 	t.Logf("takeover shown %v after node-1 was cut off (TTL %v)", took, ttl)
 	var own string
 	b.Run("ownership", chromedp.Poll(`document.getElementById('ownership').textContent.indexOf('failover')>=0`, nil, chromedp.WithPollingTimeout(5*time.Second)),
-		chromedp.Text("#ownership", &own, chromedp.ByQuery))
+		browsertest.Text("#ownership", &own))
 	b.Shoot("instance-after-takeover")
 	b.Page(s.srv.URL+"/ui/cluster", "#nodes")
 	var nodes string
-	b.Run("cluster", chromedp.Text("#nodes", &nodes, chromedp.ByQuery), chromedp.Text("#takeovers", &own, chromedp.ByQuery))
+	b.Run("cluster", browsertest.Text("#nodes", &nodes), browsertest.Text("#takeovers", &own))
 	if !strings.Contains(nodes, "node-1") || !strings.Contains(nodes, "gone") {
 		t.Errorf("cluster page after node-1 died: %q", nodes)
 	}

@@ -197,6 +197,14 @@ func (b *Browser) WaitSeen(prefix string, d time.Duration) int64 {
 	return at
 }
 
+// Text reads the visible text (innerText) of the first element that matches the CSS selector
+// in one evaluation ("" if none). Unlike chromedp.Text, which finds the
+// node and then reads it in two calls, it cannot fail when a live page
+// replaces the element in between.
+func Text(selector string, out *string) chromedp.Action {
+	return chromedp.Evaluate(fmt.Sprintf(`(document.querySelector(%q)||{innerText:""}).innerText`, selector), out)
+}
+
 // Eventually polls cond every 20 ms and fails t if it is still false after d.
 func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
