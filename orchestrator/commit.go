@@ -104,6 +104,27 @@ func newRetry() *backoff.ExponentialBackOff {
 	return b
 }
 
+// RetryUnavailable calls write until it succeeds, fails with an error
+// other than ErrUnavailable (etcd did not answer: write must be safe to
+// repeat, as its outcome is unknown), or ctx ends, waiting the package's
+// backoff (newRetry) between attempts.
+func RetryUnavailable(ctx context.Context, write func() error) error {
+	b := newRetry()
+	for {
+		err := write()
+		if err == nil || !errors.Is(err, ErrUnavailable) {
+			return err
+		}
+		t := time.NewTimer(b.NextBackOff())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return context.Cause(ctx)
+		case <-t.C:
+		}
+	}
+}
+
 // extraOps are the writes of the step's SetCustomStatus and SendEvent
 // actions.
 func (e *Engine) extraOps() []clientv3.Op {

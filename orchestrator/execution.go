@@ -65,7 +65,7 @@ type Execution struct {
 }
 
 // keptEvents and keptBytes bound the history a parked run hands back in
-// Outcome.Exec: its events, and their payloads' bytes in all.
+// Outcome.Kept: its events, and their payloads' bytes in all.
 const (
 	keptEvents = 64
 	keptBytes  = 16 << 10

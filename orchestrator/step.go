@@ -241,13 +241,13 @@ func (g *Engine) canDefer(actions []Action) bool {
 	return true
 }
 
-// Deferred reports whether events of answered steps wait uncommitted, and
-// when the first of them was deferred.
-func (g *Engine) Deferred() (bool, time.Time) {
+// DeferredSince is when the first of the answered steps that wait
+// uncommitted was deferred; zero if none waits.
+func (g *Engine) DeferredSince() time.Time {
 	st := g.step
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return g.shown > 0, g.deferredSince
+	return g.deferredSince
 }
 
 // Flush commits the events of deferred steps, if there are any: a step driver calls it when the batch's budget is

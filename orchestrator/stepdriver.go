@@ -229,7 +229,7 @@ func (s *stepRun) run() Outcome {
 			timer = time.NewTimer(time.Until(wakeAt) + time.Millisecond) // now() is in ms
 			fire = timer.C
 		}
-		if deferred, since := s.g.Deferred(); deferred {
+		if since := s.g.DeferredSince(); !since.IsZero() {
 			// The batch of deferred steps is committed when its budget is
 			// spent, if no step has committed it by then.
 			flushTimer = time.NewTimer(time.Until(since.Add(s.opts.BatchBudget)))
@@ -430,18 +430,9 @@ func (s *stepRun) stored(evs []HistoryEvent) {
 // (Client.CompleteTask), retrying transient errors until ctx ends.
 func (s *stepRun) storeResult(ctx context.Context, ev HistoryEvent) error {
 	g := s.g
-	b := newRetry()
-	for {
-		err := g.exec.c.CompleteTask(ctx, g.rec.InstanceID, g.rec.ExecutionID, ev.TaskID, ev.Result, ev.FailureDetails)
-		if err == nil || !errors.Is(err, ErrUnavailable) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		case <-time.After(b.NextBackOff()):
-		}
-	}
+	return RetryUnavailable(ctx, func() error {
+		return g.exec.c.CompleteTask(ctx, g.rec.InstanceID, g.rec.ExecutionID, ev.TaskID, ev.Result, ev.FailureDetails)
+	})
 }
 
 // checkpoint stores the results the run holds and has not committed in the

@@ -120,15 +120,12 @@ func (c *Client) QueueTask(ctx context.Context, t RemoteTask) error {
 		return err
 	}
 	key := c.keys.Task(t.InstanceID, t.ExecutionID, t.ID)
-	resp, err := c.etcd.Txn(ctx).If(
+	// Not applied: queued already, or the instance is gone (its run ends).
+	_, err = c.etcd.Txn(ctx).If(
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Instance(t.InstanceID)), ">", 0),
 		clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
 	).Then(clientv3.OpPut(key, string(b))).Commit()
-	if err != nil {
-		return storeErr(err)
-	}
-	_ = resp // not succeeded: queued already, or the instance is gone (its run ends)
-	return nil
+	return storeErr(err)
 }
 
 // ClaimTask claims q for node, on lease: false if q is claimed already or
@@ -183,9 +180,13 @@ func (c *Client) taskQueueOps(id string) clientv3.Op {
 // TaskQueueView mirrors the task queue (WatchTaskQueue).
 type TaskQueueView struct {
 	keys  Keys
+	done  chan struct{} // closed when the watch has ended
 	mu    sync.Mutex
 	tasks map[string]*QueuedTask // by task key
 }
+
+// Done is closed when the view's watch has ended (its ctx ended).
+func (v *TaskQueueView) Done() <-chan struct{} { return v.done }
 
 // Has reports whether t is in the queue (claimed or not), as far as the
 // view has seen.
@@ -231,7 +232,8 @@ func (v *TaskQueueView) Len() int {
 	return n
 }
 
-// apply takes one key's state: kv nil for a delete.
+// apply takes one key's change: its value and CreateRevision, or its
+// deletion.
 func (v *TaskQueueView) apply(k Keys, key string, value []byte, createRev int64, deleted bool) {
 	id, exec, taskID, claim, ok := k.parseTaskKey(key)
 	if !ok {
@@ -270,9 +272,10 @@ func (v *TaskQueueView) apply(k Keys, key string, value []byte, createRev int64,
 // watches it, reading again after a broken or compacted watch, and calls
 // changed (which must not block) after each change it applied.
 func (c *Client) WatchTaskQueue(ctx context.Context, changed func()) *TaskQueueView {
-	v := &TaskQueueView{keys: c.keys, tasks: map[string]*QueuedTask{}}
+	v := &TaskQueueView{keys: c.keys, done: make(chan struct{}), tasks: map[string]*QueuedTask{}}
 	prefix := c.keys.Tasks()
 	go func() {
+		defer close(v.done)
 		for ctx.Err() == nil {
 			resp, err := c.etcd.Get(ctx, prefix, clientv3.WithPrefix())
 			if err != nil {

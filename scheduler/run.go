@@ -170,7 +170,7 @@ func (n *Node) drive(r *run, exec *orchestrator.Execution, reason string) {
 
 // park keeps a run whose driver parked (Outcome.Parked) without one, until
 // an inbox entry for it, its first durable timer or its stop: unloaded with
-// its execution in memory (Outcome.Exec) until Config.ParkAfter, or parked.
+// its execution in memory (Outcome.Kept) until Config.ParkAfter, or parked.
 func (n *Node) park(r *run, o orchestrator.Outcome) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

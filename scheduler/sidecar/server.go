@@ -206,6 +206,9 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.work.close() // workers reconnect to another node
 		s.stopQueue()  // the claims in progress are given back
 	})
+	if s.work.tq != nil {
+		s.work.tq.wait(ctx)
+	}
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()

@@ -246,13 +246,23 @@ func TestQueuedActivityClaimerCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	wb.nextActivity(t)
+	// The task is node b's: its claim names b (node c, connected now,
+	// cannot claim it while the claim lasts).
+	resp, err := v.e.Client().Get(context.Background(), v.prefix+"v1/tasks/x3/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimedBy := ""
+	for _, kv := range resp.Kvs {
+		if strings.HasSuffix(string(kv.Key), "/claim") {
+			claimedBy = string(kv.Value)
+		}
+	}
+	if claimedBy != b.node.ID() {
+		t.Fatalf("the task's claim names %q, want node b %q", claimedBy, b.node.ID())
+	}
 	c := v.startServer(serverOpts{reg: testRegistry(t)})
 	wc := connectActivityWorker(t, c, "XAct")
-	select {
-	case it := <-wc.items:
-		t.Fatalf("node c got a claimed task: %v", it)
-	case <-time.After(300 * time.Millisecond):
-	}
 	cut := time.Now()
 	_ = b.etcd.Close()
 	_, atok := wc.nextActivity(t)
@@ -343,8 +353,19 @@ func TestQueuedActivityOutlivesHolder(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// The new holder's run has started and left the task where it is.
-	time.Sleep(300 * time.Millisecond)
+	// An event makes the new holder's run send a step: by then it has
+	// gone through the history's open tasks and left the queued one where
+	// it is.
+	if _, err := other.stub.RaiseEvent(callCtx(t), &pb.RaiseEventRequest{InstanceId: "x5", Name: "poke"}); err != nil {
+		t.Fatal(err)
+	}
+	req, tok := ow.nextStep(t)
+	if len(req.GetNewEvents()) == 0 || req.GetNewEvents()[len(req.GetNewEvents())-1].GetEventRaised().GetName() != "poke" {
+		t.Fatalf("the new holder's first step: %v, want the event", req.GetNewEvents())
+	}
+	if err := ow.answer(t, "x5", tok, ""); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case it := <-wb.items:
 		t.Fatalf("the activity was sent again after the takeover: %v", it)
@@ -355,7 +376,7 @@ func TestQueuedActivityOutlivesHolder(t *testing.T) {
 	if err := completeActivity(t, wb, "x5", 0, atok, `"out"`); err != nil {
 		t.Fatal(err)
 	}
-	req, tok := ow.nextStep(t)
+	req, tok = ow.nextStep(t)
 	got := false
 	for _, ev := range req.GetNewEvents() {
 		got = got || ev.GetTaskCompleted().GetResult().GetValue() == `"out"`
@@ -372,6 +393,9 @@ func TestQueuedActivityOutlivesHolder(t *testing.T) {
 	}
 	if n := itemCount(t, b.reg, "claimed"); n != 1 {
 		t.Fatalf("node b claimed the task %v times, want 1", n)
+	}
+	if n := len(wx.items); n != 0 {
+		t.Fatalf("the new holder's own activity worker got %d work items", n)
 	}
 }
 

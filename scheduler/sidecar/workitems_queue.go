@@ -38,6 +38,8 @@ type taskQueue struct {
 
 	mu      sync.Mutex
 	running map[taskRef]bool // tasks this node claimed and runs
+
+	wg sync.WaitGroup // the loop and the runs of claimed tasks
 }
 
 type taskRef struct {
@@ -62,7 +64,24 @@ func (q *taskQueue) start(ctx context.Context) {
 		}
 	})
 	q.view.Store(view)
-	go q.loop(ctx, view)
+	q.wg.Go(func() { q.loop(ctx, view) })
+}
+
+// wait waits until the goroutines of start have ended (after its ctx
+// ended: a run gives its task back first, within 10 s), or ctx ends.
+func (q *taskQueue) wait(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		q.wg.Wait()
+		if v := q.view.Load(); v != nil {
+			<-v.Done()
+		}
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 // queued reports whether t waits in the queue already, as far as this
@@ -78,31 +97,13 @@ func (q *taskQueue) put(ctx context.Context, t orchestrator.RemoteTask) error {
 	if q.queued(t) {
 		return orchestrator.ErrTaskQueued
 	}
-	if err := retryStore(ctx, func() error { return q.c.QueueTask(ctx, t) }); err != nil {
+	if err := orchestrator.RetryUnavailable(ctx, func() error { return q.c.QueueTask(ctx, t) }); err != nil {
 		return err
 	}
 	q.h.m.items.WithLabelValues(kindActivity, "queued").Inc()
 	q.log.Info("activity queued for a worker on any node (none connected here serves it)",
 		"instance_id", t.InstanceID, "execution_id", t.ExecutionID, "task_id", t.ID, "activity", t.Name)
 	return orchestrator.ErrTaskQueued
-}
-
-// retryStore calls write until it succeeds, fails for a reason other than
-// a store that does not answer (orchestrator.ErrUnavailable), or ctx ends.
-func retryStore(ctx context.Context, write func() error) error {
-	wait := 100 * time.Millisecond
-	for {
-		err := write()
-		if err == nil || !errors.Is(err, orchestrator.ErrUnavailable) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 2*time.Second)
-	}
 }
 
 // loop claims free tasks whenever the queue or the node's workers change,
@@ -151,7 +152,7 @@ func (q *taskQueue) claimFree(ctx context.Context, view *orchestrator.TaskQueueV
 		q.h.m.items.WithLabelValues(kindActivity, "claimed").Inc()
 		q.log.Info("claimed a queued activity for a worker of this node",
 			"instance_id", t.InstanceID, "execution_id", t.ExecutionID, "task_id", t.ID, "activity", t.Name)
-		go q.run(ctx, sctx, view, t)
+		q.wg.Go(func() { q.run(ctx, sctx, view, t) })
 	}
 }
 
@@ -167,7 +168,7 @@ func (q *taskQueue) run(ctx, session context.Context, view *orchestrator.TaskQue
 	defer cancel(nil)
 	stop := context.AfterFunc(session, func() { cancel(errors.New("the node's etcd session ended, and the claim with it")) })
 	defer stop()
-	go func() {
+	q.wg.Go(func() {
 		// Stop waiting when no worker here serves the task any more or
 		// the task left the queue (its execution ended).
 		for {
@@ -187,7 +188,7 @@ func (q *taskQueue) run(ctx, session context.Context, view *orchestrator.TaskQue
 			case <-time.After(time.Second):
 			}
 		}
-	}()
+	})
 	result, failure, err := q.h.dispatchActivity(rctx, t.RemoteTask, q.maxPayload)
 	bg, cancelBG := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancelBG()
@@ -210,5 +211,5 @@ func (q *taskQueue) run(ctx, session context.Context, view *orchestrator.TaskQue
 
 // finish stores the answer, retrying a store that does not answer.
 func (q *taskQueue) finish(ctx context.Context, t orchestrator.QueuedTask, result []byte, failure *orchestrator.FailureDetails) error {
-	return retryStore(ctx, func() error { return q.c.FinishTask(ctx, t, result, failure) })
+	return orchestrator.RetryUnavailable(ctx, func() error { return q.c.FinishTask(ctx, t, result, failure) })
 }
