@@ -57,8 +57,10 @@ func TestComposeClusterDocker(t *testing.T) {
 		if next.Token <= first.Token {
 			t.Errorf("fencing token %d after the takeover, not above %d", next.Token, first.Token)
 		}
-		if fo := s.mustMetric(next.Node, "soloist_failovers_total"); fo < 1 {
-			t.Errorf("%s took over a killed holder's instance but counts %v failovers", next.Node, fo)
+		// The owners key is in etcd a moment before the new holder's run
+		// counts how it came (it opens the execution first): wait for it.
+		if fo := s.waitMetric(next.Node, "soloist_failovers_total", 10*time.Second, func(v float64) bool { return v >= 1 }); fo < 1 {
+			t.Errorf("%s took over a killed holder's instance but counts %v failovers 10s later", next.Node, fo)
 		}
 		s.must(time.Minute, "start", victim)
 		s.waitReady(victim, time.Minute)

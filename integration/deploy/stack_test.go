@@ -277,6 +277,20 @@ func (s *stack) mustMetric(node, name string, want ...string) float64 {
 	return v
 }
 
+// waitMetric polls a node's metric until ok accepts it or within has
+// passed, and returns the last value read.
+func (s *stack) waitMetric(node, name string, within time.Duration, ok func(float64) bool, want ...string) float64 {
+	s.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		v := s.mustMetric(node, name, want...)
+		if ok(v) || time.Now().After(deadline) {
+			return v
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 const base = "/runtime/webhooks/durabletask"
 
 // start starts a function under an ID through a node; 202 or the test fails.
