@@ -33,14 +33,14 @@
 //     serialises the transactions, and a key has one CreateRevision.
 //   - Self-fencing: the session computes safe-until = send time of the last
 //     acknowledged keepalive + TTL x (1 - Drift) - Margin on the monotonic
-//     clock, and ends itself (cancelling every holding's context) at that
+//     clock, and ends itself (and every holding: Done, Context, AfterEnd) at that
 //     moment if no later keepalive was acknowledged. etcd cannot expire the
 //     lease before then, so, absent process pauses longer than the margin,
 //     an old holder stops before a new holder can take the key. A slow
 //     keepalive still counts when it is answered (it is not cut at TTL/3),
 //     and a new one is sent every TTL/3 beside those outstanding; one
 //     unanswered after TTL/3 is reported as a renew failure.
-//   - A holding's context is cancelled when its owners key is deleted or
+//   - A holding ends (Err, Done, Context, AfterEnd) when its owners key is deleted or
 //     replaced: the session's one watch (WithRequireLeader; a fresh read of
 //     the prefix whenever it breaks or is compacted) sees an operator's
 //     `etcdctl del` or `etcdctl lease revoke` within moments. The cost is

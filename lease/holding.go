@@ -54,11 +54,13 @@ type Handoff struct {
 }
 
 // Holding is a held owners key. Its token is the key's CreateRevision: it
-// grows with every new holder. Its context is cancelled, with the reason as
-// cause, as soon as the holding may be lost: the session ended or passed
-// its safe-until deadline, the key was deleted or replaced (the session's
-// watch sees an operator's etcdctl del or lease revoke within moments), the
-// holder reported a fenced-out write with Lose, or it released the key.
+// grows with every new holder. It ends, with the reason as its Err, as soon
+// as it may be lost: the session ended or passed its safe-until deadline,
+// the key was deleted or replaced (the session's watch sees an operator's
+// etcdctl del or lease revoke within moments), the holder reported a
+// fenced-out write with Lose, or it released the key. Its end is told
+// through Done, Context and AfterEnd; a holding costs none of them until
+// asked (a node holds thousands, most of them idle).
 type Holding struct {
 	s       *Session
 	key     string
@@ -68,10 +70,21 @@ type Holding struct {
 	reads   []*pb.ResponseOp
 	handoff *Handoff
 
+	// Guarded by s.mu:
+	err   error        // nil while held
+	hooks []*endHook   // AfterEnd's, called once at the end
+	tell  *holdingTell // made by Done or Context
+}
+
+// holdingTell is what Done and Context made, ended with the holding.
+type holdingTell struct {
+	done   chan struct{}
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	once   sync.Once
 }
+
+// endHook is one AfterEnd call's function.
+type endHook struct{ f func(error) }
 
 // Acquire tries once to take claim.Key. It returns a *HeldError if another
 // holder has it, ErrConditionFailed if a condition failed. If the commit's
@@ -272,12 +285,10 @@ func (s *Session) reconcile(ctx context.Context, claim Claim, cause error) (*Hol
 }
 
 func (s *Session) track(claim Claim, token, rev int64, reads []*pb.ResponseOp, marker *Handoff) (*Holding, error) {
-	hctx, cancel := context.WithCancelCause(s.ctx)
-	h := &Holding{s: s, key: claim.Key, value: claim.Value, token: token, rev: rev, reads: reads, handoff: marker, ctx: hctx, cancel: cancel}
+	h := &Holding{s: s, key: claim.Key, value: claim.Value, token: token, rev: rev, reads: reads, handoff: marker}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
-		cancel(s.err)
 		return nil, s.err
 	}
 	s.holdings[claim.Key] = h
@@ -320,18 +331,82 @@ func (h *Holding) ReleaseOp() clientv3.Op { return clientv3.OpDelete(h.key) }
 func (h *Holding) Session() *Session { return h.s }
 
 // Context is cancelled when the holding ends or may have ended; its cause
-// is the reason.
-func (h *Holding) Context() context.Context { return h.ctx }
+// is the reason. It is made at the first call.
+func (h *Holding) Context() context.Context {
+	h.s.mu.Lock()
+	defer h.s.mu.Unlock()
+	t := h.tellLocked()
+	if t.ctx == nil {
+		t.ctx, t.cancel = context.WithCancelCause(context.Background())
+		if h.err != nil {
+			t.cancel(h.err)
+		}
+	}
+	return t.ctx
+}
 
-// Done is closed when the holding ended or may have ended.
-func (h *Holding) Done() <-chan struct{} { return h.ctx.Done() }
+// Done is closed when the holding ended or may have ended. It is made at
+// the first call.
+func (h *Holding) Done() <-chan struct{} {
+	h.s.mu.Lock()
+	defer h.s.mu.Unlock()
+	t := h.tellLocked()
+	if t.done == nil {
+		t.done = make(chan struct{})
+		if h.err != nil {
+			close(t.done)
+		}
+	}
+	return t.done
+}
+
+func (h *Holding) tellLocked() *holdingTell {
+	if h.tell == nil {
+		h.tell = &holdingTell{}
+	}
+	return h.tell
+}
 
 // Err is nil while held, then the reason the holding ended.
 func (h *Holding) Err() error {
-	if h.ctx.Err() == nil {
-		return nil
+	h.s.mu.Lock()
+	defer h.s.mu.Unlock()
+	return h.err
+}
+
+// AfterEnd arranges for f to be called with the reason once the holding
+// ends, or at once if it has ended. f is called on the goroutine that ends
+// the holding (a watch, a fenced write's Lose, a Release, the session's
+// end), which may hold locks of the caller's: f must not block and should
+// hand anything longer to a goroutine of its own. stop unregisters f and
+// reports whether it did so before f was called. It costs a few bytes, not
+// a context, per holding.
+func (h *Holding) AfterEnd(f func(error)) (stop func() bool) {
+	hook := &endHook{f: f}
+	h.s.mu.Lock()
+	err := h.err
+	if err == nil {
+		h.hooks = append(h.hooks, hook)
 	}
-	return context.Cause(h.ctx)
+	h.s.mu.Unlock()
+	if err != nil {
+		f(err)
+		return func() bool { return false }
+	}
+	return func() bool {
+		h.s.mu.Lock()
+		defer h.s.mu.Unlock()
+		for i, k := range h.hooks {
+			if k == hook {
+				h.hooks = append(h.hooks[:i], h.hooks[i+1:]...)
+				if len(h.hooks) == 0 {
+					h.hooks = nil
+				}
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // Lose ends the holding with err; a holder calls it when a fenced write was
@@ -342,16 +417,39 @@ func (h *Holding) Lose(err error) { h.lose(err) }
 // (ReleaseOp).
 func (h *Holding) Forget() { h.lose(ErrReleased) }
 
+// lose ends the holding with err, once, and stops tracking its key.
 func (h *Holding) lose(err error) {
-	h.once.Do(func() {
-		h.cancel(err)
-		h.s.mu.Lock()
-		if h.s.holdings[h.key] == h {
-			delete(h.s.holdings, h.key)
-			h.s.retired[h.key] = h.token
-		}
+	h.s.mu.Lock()
+	if h.s.holdings[h.key] == h {
+		delete(h.s.holdings, h.key)
+		h.s.retired[h.key] = h.token
+	}
+	h.s.mu.Unlock()
+	h.end(err)
+}
+
+// end records err as the holding's end, once, and tells whoever asked.
+func (h *Holding) end(err error) {
+	h.s.mu.Lock()
+	if h.err != nil {
 		h.s.mu.Unlock()
-	})
+		return
+	}
+	h.err = err
+	hooks, t := h.hooks, h.tell
+	h.hooks = nil
+	h.s.mu.Unlock()
+	if t != nil {
+		if t.done != nil {
+			close(t.done)
+		}
+		if t.cancel != nil {
+			t.cancel(err)
+		}
+	}
+	for _, k := range hooks {
+		k.f(err)
+	}
 }
 
 // Release deletes the owners key if it is still this holding's. The holding

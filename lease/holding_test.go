@@ -328,6 +328,64 @@ func TestHoldingLose(t *testing.T) {
 	t.Logf("holding Done %v after Lose", done.Sub(lost).Round(time.Microsecond))
 }
 
+// AfterEnd tells a holding's end once, with its reason, to every hook
+// still registered (a stopped one is never called), at once to a hook
+// registered after the end; Context made before the end is cancelled with
+// the same cause; a session's end ends every holding it tracked.
+func TestHoldingAfterEnd(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	cli, op := e.Client(), e.Client()
+	s := newSession(t, cli, 5*time.Second)
+	h := acquire(t, s, lease.Claim{Key: prefix(t) + "owner", Value: "n1"})
+	ctx := h.Context()
+	told := make(chan error, 4)
+	h.AfterEnd(func(err error) { told <- err })
+	never := h.AfterEnd(func(err error) { told <- fmt.Errorf("a stopped hook was called: %w", err) })
+	if !never() {
+		t.Fatal("stop of a hook before the end reported false")
+	}
+	if _, err := op.Delete(ctxT(t), h.Key()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-told:
+		wantErr(t, err, lease.ErrKeyDeleted, "hook")
+	case <-time.After(5 * time.Second):
+		t.Fatal("no hook called 5s after the key was deleted")
+	}
+	waitClosed(t, ctx.Done(), time.Second, "holding Context after delete")
+	wantErr(t, context.Cause(ctx), lease.ErrKeyDeleted, "Context's cause")
+	if never() {
+		t.Fatal("stop after the end reported true")
+	}
+	var late error
+	stop := h.AfterEnd(func(err error) { late = err })
+	wantErr(t, late, lease.ErrKeyDeleted, "a hook registered after the end")
+	if stop() {
+		t.Fatal("stop of a hook called at registration reported true")
+	}
+	select {
+	case err := <-told:
+		t.Fatalf("a hook was called twice, or a stopped one was: %v", err)
+	default:
+	}
+
+	// The session's end ends every holding, hooks and Done alike.
+	h2 := acquire(t, s, lease.Claim{Key: prefix(t) + "second", Value: "n1"})
+	h2.AfterEnd(func(err error) { told <- err })
+	if err := s.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-told:
+		wantErr(t, err, lease.ErrSessionClosed, "hook at the session's end")
+	case <-time.After(5 * time.Second):
+		t.Fatal("no hook called 5s after the session closed")
+	}
+	waitClosed(t, h2.Done(), time.Second, "holding Done after the session closed")
+}
+
 // ReleaseAll leaves one handoff marker on a lease of its own and deletes
 // every key it still holds, many to a transaction; the next Acquire that
 // names the marker reads it in its own transaction, along with its reads.

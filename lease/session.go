@@ -189,8 +189,7 @@ func (s *Session) Held() int {
 	return len(s.holdings)
 }
 
-// end ends the session once with err; every holding's context is a child
-// of the session's, so every holding ends with it.
+// end ends the session once with err, and every holding with it.
 func (s *Session) end(err error) {
 	s.mu.Lock()
 	if s.err != nil {
@@ -198,9 +197,13 @@ func (s *Session) end(err error) {
 		return
 	}
 	s.err = err
+	held := s.holdings
 	s.holdings = map[string]*Holding{}
 	s.mu.Unlock()
 	s.cancel(err)
+	for _, h := range held {
+		h.end(err)
+	}
 	if !errors.Is(err, ErrSessionClosed) {
 		s.log.Warn("etcd session ended; every held instance stops", "error", err)
 	}

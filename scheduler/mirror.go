@@ -282,6 +282,6 @@ func (n *Node) dispatch(in orchestrator.InboxEntry) {
 func (n *Node) checkRun(id string, r *run) {
 	v, ok := n.instances[id]
 	if !ok || v.executionID != r.executionID || !v.status.Runnable() {
-		r.stop(errChanged)
+		n.stop(r, errChanged)
 	}
 }

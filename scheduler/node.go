@@ -576,7 +576,7 @@ func (n *Node) Drain(ctx context.Context) error {
 	}
 	n.checkpoint(ctx, drivers)
 	for _, r := range runs {
-		r.stop(errDrain)
+		n.stop(r, errDrain)
 	}
 	// A draining node registers no new run (startRun hands the instance
 	// off): n.runs only empties.

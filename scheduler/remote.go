@@ -87,7 +87,7 @@ func (n *Node) releaseUnserved() {
 	}
 	for _, r := range n.runs {
 		if r.remote && !n.remote.Serves(r.name, r.version) {
-			r.stop(errUnserved)
+			n.stop(r, errUnserved)
 		}
 	}
 }

@@ -19,14 +19,20 @@ import (
 // committed history (kept), to replay from memory when an inbox entry
 // comes or its first durable timer fires. After Config.ParkAfter it is
 // parked: kept is dropped too, and the run is driven again from etcd (one
-// read). Either way it keeps its holding, a timer for its first durable
-// timer and a stop hook.
+// read). Either way it keeps its holding (with a hook on its end) and a
+// timer for its first durable timer, and no context: a parked or unloaded
+// run costs no goroutine and no context, whatever the node holds.
 type run struct {
 	id, name, executionID string
 	holding               *lease.Holding
-	ctx                   context.Context // cancelled when the run must stop
-	cancel                context.CancelCauseFunc
 	nodeLog               *slog.Logger
+
+	// Guarded by mu (the holding's end tells the run from any goroutine):
+	mu     sync.Mutex
+	ctx    context.Context // while active (driven, opened, retried): cancelled when the run must stop; nil while parked
+	cancel context.CancelCauseFunc
+	cause  error       // why the run must stop, once told (stop)
+	unhook func() bool // stops the holding's AfterEnd hook
 
 	// Guarded by the node's mu:
 	driver    *orchestrator.Driver      // nil while parked, reopened, or between a failed run and its retry
@@ -35,7 +41,6 @@ type run struct {
 	remote    bool        // driven by the node's Remote (a worker), not the Registry
 	version   string      // the orchestration's version
 	wakeTimer *time.Timer // a parked run's first durable timer
-	unwatch   func() bool // stops a parked run's stop hook
 	// An unloaded run's execution, to drive again from memory (nil once
 	// parked, or if the history was too large to keep), and when the
 	// unload loop parks it (zero: never).
@@ -63,7 +68,84 @@ func (r *run) log() *slog.Logger {
 	return r.nodeLog.With("instance_id", r.id, "execution_id", r.executionID, "function", r.name, "fencing_token", r.holding.Token())
 }
 
-func (r *run) stop(cause error) { r.cancel(cause) }
+// stop tells r to stop, for cause (the first cause told wins): an active
+// run's context is cancelled; a parked or unloaded one, which nothing
+// runs, is settled on a goroutine of its own. It may be called with n.mu
+// held, and from the holding's end.
+func (n *Node) stop(r *run, cause error) {
+	r.mu.Lock()
+	if r.cause == nil {
+		r.cause = cause
+	}
+	cancel, cause := r.cancel, r.cause
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel(cause)
+		return
+	}
+	go func() {
+		n.mu.Lock()
+		was := n.unpark(r)
+		n.mu.Unlock()
+		if was {
+			n.settle(r, orchestrator.Outcome{Err: cause})
+		}
+	}()
+}
+
+// activate gives r a context for a driver, an open or a retry (a new one
+// after parking), or says why r must stop instead.
+func (r *run) activate() (context.Context, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cause != nil {
+		return nil, r.cause
+	}
+	if r.ctx == nil {
+		// Not a child of anything: stop cancels it. Nothing else holds it,
+		// so dropping it (rest) leaves nothing behind.
+		r.ctx, r.cancel = context.WithCancelCause(context.Background())
+	}
+	return r.ctx, nil
+}
+
+// rest drops the context of a run that parks or unloads (its driver has
+// ended; nothing uses it). It reports false, and keeps it, if the run was
+// told to stop meanwhile.
+func (r *run) rest() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cause != nil {
+		return false
+	}
+	r.ctx, r.cancel = nil, nil
+	return true
+}
+
+// stopped is why r must stop, or nil.
+func (r *run) stopped() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cause
+}
+
+// finish ends r for good: its context is cancelled (errStopped unless it
+// was told why) and its hook on the holding removed.
+func (r *run) finish() {
+	r.mu.Lock()
+	if r.cause == nil {
+		r.cause = errStopped
+	}
+	cancel, unhook, cause := r.cancel, r.unhook, r.cause
+	r.unhook = nil
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel(cause)
+	}
+	if unhook != nil {
+		unhook()
+	}
+}
 
 // deliver hands an inbox entry to the run's driver, or keeps it for the
 // next driver (a parked run is woken for it). Called with n.mu held.
@@ -80,23 +162,27 @@ func (n *Node) deliver(r *run, in orchestrator.InboxEntry) {
 // meanwhile handed over, under the node's lock, so none is missed.
 func (n *Node) startRun(h *lease.Holding, c *campaign) {
 	id := c.id
-	rctx, rcancel := context.WithCancelCause(h.Context())
-	r := &run{id: id, name: c.view.name, executionID: c.view.executionID, holding: h,
-		ctx: rctx, cancel: rcancel}
-	r.nodeLog = n.log
+	r := &run{id: id, name: c.view.name, executionID: c.view.executionID, holding: h, nodeLog: n.log}
+	rctx, _ := r.activate() // a new run is told nothing yet
+	unhook := h.AfterEnd(func(err error) { n.stop(r, err) })
+	r.mu.Lock()
+	r.unhook = unhook
+	r.mu.Unlock()
 	exec, err := n.client.OpenFrom(rctx, id, r.executionID, n.fence(r), h.TakeReads(), h.Revision())
 	n.mu.Lock()
 	delete(n.campaigning, id)
 	if n.draining {
 		n.mu.Unlock()
-		rcancel(errDrain)
+		n.stop(r, errDrain)
+		r.finish()
 		n.handOff(h)
 		n.poke()
 		return
 	}
 	if errors.Is(err, orchestrator.ErrExecutionChanged) {
 		n.mu.Unlock()
-		rcancel(err)
+		n.stop(r, err)
+		r.finish()
 		r.log().Debug("took an instance that changed meanwhile; releasing it", "error", err)
 		n.release(h)
 		n.poke()
@@ -113,7 +199,7 @@ func (n *Node) startRun(h *lease.Holding, c *campaign) {
 		n.retryLater(r, err)
 		return
 	}
-	n.drive(r, exec, n.begin(exec, h, c.gone, r))
+	n.drive(rctx, r, exec, n.begin(exec, h, c.gone, r))
 	for _, in := range c.inbox {
 		n.deliver(r, in)
 	}
@@ -132,11 +218,11 @@ func (n *Node) fence(r *run) orchestrator.Fence {
 	}}
 }
 
-// drive starts the driver of exec for r, and hands it the inbox entries
-// that came while r had none; its end settles the run. reason says how
-// the run came to be (begin's words, "retry" or "wake"), for its span.
-// Called with n.mu held.
-func (n *Node) drive(r *run, exec *orchestrator.Execution, reason string) {
+// drive starts the driver of exec for r, on ctx (r's active context), and
+// hands it the inbox entries that came while r had none; its end settles
+// the run. reason says how the run came to be (begin's words, "retry" or
+// "wake"), for its span. Called with n.mu held.
+func (n *Node) drive(ctx context.Context, r *run, exec *orchestrator.Execution, reason string) {
 	drive := n.cfg.Registry.Drive
 	st := exec.Status()
 	r.remote, r.version = false, st.Version
@@ -145,7 +231,7 @@ func (n *Node) drive(r *run, exec *orchestrator.Execution, reason string) {
 		drive, r.remote = n.remote.Drive, true
 		parkAfter = max(n.cfg.ParkAfter, 0)
 	}
-	d, err := drive(r.ctx, exec, orchestrator.RunOptions{
+	d, err := drive(ctx, exec, orchestrator.RunOptions{
 		Logger:    n.log,
 		OnEnd:     func(o orchestrator.Outcome) { n.settle(r, o) },
 		Reason:    reason,
@@ -187,6 +273,10 @@ func (n *Node) park(r *run, o orchestrator.Outcome) {
 		go n.rerun(r, "wake") // something came as it parked
 		return
 	}
+	if !r.rest() { // told to stop as it parked
+		go n.settle(r, orchestrator.Outcome{Err: r.stopped()})
+		return
+	}
 	r.parked = true
 	if r.kept == nil {
 		n.m.parked.Inc()
@@ -203,14 +293,6 @@ func (n *Node) park(r *run, o orchestrator.Outcome) {
 			}
 		})
 	}
-	r.unwatch = context.AfterFunc(r.ctx, func() {
-		n.mu.Lock()
-		was := n.unpark(r)
-		n.mu.Unlock()
-		if was {
-			n.settle(r, orchestrator.Outcome{Err: context.Cause(r.ctx)})
-		}
-	})
 }
 
 // wake drives a parked run again, for an inbox entry it was kept (r.inbox).
@@ -237,10 +319,6 @@ func (n *Node) unpark(r *run) bool {
 	if r.wakeTimer != nil {
 		r.wakeTimer.Stop()
 		r.wakeTimer = nil
-	}
-	if r.unwatch != nil {
-		r.unwatch()
-		r.unwatch = nil
 	}
 	return true
 }
@@ -284,7 +362,7 @@ func (n *Node) begin(exec *orchestrator.Execution, h *lease.Holding, gone ownerG
 // never bounces between nodes.
 func (n *Node) settle(r *run, o orchestrator.Outcome) {
 	h := r.holding
-	cause := context.Cause(r.ctx)
+	cause := r.stopped()
 	err := o.Err
 	switch {
 	case o.Parked:
@@ -337,7 +415,7 @@ func (n *Node) endRun(r *run) {
 	n.consider(r.id)
 	n.mu.Unlock()
 	n.m.instancesHeld.WithLabelValues(r.name).Dec()
-	r.cancel(errStopped)
+	r.finish()
 	n.runsWG.Done()
 	n.poke()
 }
@@ -352,13 +430,19 @@ func (n *Node) retryLater(r *run, err error) {
 	r.driver = nil
 	n.mu.Unlock()
 	r.log().Warn("run failed; holding the instance and trying again", "error", err, "retry_in", wait.Round(time.Millisecond))
-	// Whichever comes first: the retry, or the end of the holding.
+	// Whichever comes first: the retry, or the run's stop.
+	ctx, serr := r.activate()
+	if serr != nil { // told to stop, for a cause settle did not know
+		n.release(r.holding)
+		n.endRun(r)
+		return
+	}
 	var once sync.Once
 	t := time.AfterFunc(wait, func() { once.Do(func() { n.rerun(r, "retry") }) })
-	context.AfterFunc(r.ctx, func() {
+	context.AfterFunc(ctx, func() {
 		once.Do(func() {
 			t.Stop()
-			n.settle(r, orchestrator.Outcome{Err: context.Cause(r.ctx)})
+			n.settle(r, orchestrator.Outcome{Err: r.stopped()})
 		})
 	})
 }
@@ -366,8 +450,9 @@ func (n *Node) retryLater(r *run, err error) {
 // rerun reads the execution again and drives it, for a run that failed
 // (reason "retry") or was parked ("wake").
 func (n *Node) rerun(r *run, reason string) {
-	if r.ctx.Err() != nil {
-		n.settle(r, orchestrator.Outcome{Err: context.Cause(r.ctx)})
+	rctx, err := r.activate()
+	if err != nil {
+		n.settle(r, orchestrator.Outcome{Err: err})
 		return
 	}
 	n.mu.Lock()
@@ -378,7 +463,7 @@ func (n *Node) rerun(r *run, reason string) {
 	if kept != nil {
 		exec = kept.Reopen(n.fence(r))
 	} else {
-		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+		ctx, cancel := context.WithTimeout(rctx, 10*time.Second)
 		var err error
 		exec, err = n.client.Open(ctx, r.id, r.executionID, n.fence(r))
 		cancel()
@@ -388,7 +473,7 @@ func (n *Node) rerun(r *run, reason string) {
 		}
 	}
 	n.mu.Lock()
-	n.drive(r, exec, reason)
+	n.drive(rctx, r, exec, reason)
 	n.mu.Unlock()
 }
 
