@@ -33,8 +33,9 @@
 // the HTTP API's start) carries, when this node should run the instance
 // (it runs instances, is not draining, has the function at the start's
 // version, is below MaxConcurrent, the start is not scheduled for later,
-// and it is the instance's preferred node or holds no more than its share
-// of the held instances), a lease.Landing in the start's own transaction:
+// and it is the instance's preferred node or holds no more than its fair
+// share of the held instances, 1.25 x the even share plus 8), a
+// lease.Landing in the start's own transaction:
 // the owners key is created on this node's session lease in the commit
 // that creates the record, and the node runs the instance at once, with
 // no campaign. The holding is a won campaign's in every way (token,

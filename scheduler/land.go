@@ -24,9 +24,9 @@ import (
 // draining, has a live session, registers the function at the start's
 // version (natively, or with a connected worker that serves it: Remote), is below MaxConcurrent, the start is not scheduled for later
 // (StartAt), and the rendezvous order allows it: this node is the
-// instance's preferred node, or it holds no more than its share of the
-// held instances (held / live runner nodes, plus one), so that a client
-// that sends every start to one node does not pile the instances there.
+// instance's preferred node, or it holds no more than its fair share of
+// the held instances (fairShare), so that a client that sends every start
+// to one node does not pile the instances there.
 // Otherwise, or if the owners key exists (a terminateExisting over a
 // held execution), the start is as before and the preferred node
 // campaigns for it.
@@ -124,8 +124,8 @@ func (n *Node) prepareLanding(rec *orchestrator.Record, startAt time.Time) (*lea
 
 // fairLocked reports whether the rendezvous order lets this node take id
 // without a campaign: it is id's preferred node, or it holds no more than
-// its share of the instances held across the live runner nodes, plus one.
-// Called with n.mu held.
+// its fair share (fairShare) of the instances held across the live runner
+// nodes. Called with n.mu held.
 func (n *Node) fairLocked(id string) bool {
 	if n.rankLocked(id) == 0 {
 		return true
@@ -139,9 +139,34 @@ func (n *Node) fairLocked(id string) bool {
 	if _, self := n.nodes[n.cfg.NodeID]; !self {
 		runners++
 	}
-	mine := len(n.runs) + len(n.campaigning)
-	return mine*runners <= len(n.owners)+runners
+	// Both counts from the view, which sees an owners key only once the
+	// watch brings it, plus the campaigns and landings in flight here,
+	// which it does not see yet (a burst of starts to one node counts them
+	// at once).
+	inflight := len(n.campaigning)
+	return fairShare(n.ownedHere+inflight, len(n.owners)+inflight, runners)
 }
+
+// fairShare reports whether a node that holds mine of the held instances
+// (as its view counts them) across runners nodes may take one more
+// without a campaign: mine is at most the even share plus a quarter of it
+// plus landSlack. The slack is what a balanced load (every node receiving
+// its part of the starts) swings by: the view counts an owners key only
+// once the watch brings it, and short instances come and go faster than
+// that, so a tight bound sends most starts of a busy balanced cluster to
+// a campaign, one transaction more each. A client that sends every start
+// to one node still spreads them: that node stops landing at 1.25 x its
+// share + landSlack, and the preferred nodes campaign for the rest.
+func fairShare(mine, held, runners int) bool {
+	if runners < 1 {
+		runners = 1
+	}
+	return 4*mine*runners <= 5*held+4*landSlack*runners
+}
+
+// landSlack is how many instances above 1.25 x its even share a node may
+// hold and still take a start it receives without a campaign.
+const landSlack = 8
 
 // unland forgets a landing that did not take its instance: the node may
 // campaign for it as for any other.

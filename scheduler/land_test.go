@@ -110,6 +110,64 @@ func TestStartLandsOnReceivingNode(t *testing.T) {
 	})
 }
 
+// A client that sends every start to one node does not pile the
+// instances there: that node takes the starts it receives while it holds
+// at most 1.25 x its even share plus 8 (the landing slack), and the
+// preferred nodes campaign for the rest. 60 instances that keep running,
+// none preferring the receiving node, all started through it: it holds
+// some (it lands while under the bound), at most the bound, and the other
+// two the rest, each run once.
+func TestLandingSpreadsStartsSentToOneNode(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{finish: make(chan struct{})}
+	c := newCluster(t, 3, 5*time.Second, newBlockingRegistry(rec, nil))
+	waitNodesSeen(t, c)
+	recv := c.nodes[0]
+	var ids []string
+	for i := 0; len(ids) < 60; i++ {
+		id := fmt.Sprintf("pile-%d", i)
+		best, top := "", uint64(0)
+		for _, n := range nodeIDs(c) {
+			if s := scheduler.Score(n, id); best == "" || s > top {
+				best, top = n, s
+			}
+		}
+		if best != recv.ID() {
+			ids = append(ids, id)
+		}
+	}
+	for _, id := range ids {
+		if res, err := recv.StartInstance(context.Background(), "Block", orchestrator.StartOptions{InstanceID: id}); err != nil || !res.Started {
+			t.Fatalf("StartInstance %s: %+v, %v", id, res, err)
+		}
+	}
+	eventually(t, 20*time.Second, "all 60 held", func() bool {
+		held := 0
+		for _, n := range c.nodes {
+			held += len(n.Held())
+		}
+		return held == len(ids)
+	})
+	mine := len(recv.Held())
+	// The bound at the last start: 4 x mine x 3 <= 5 x 59 + 4 x 8 x 3.
+	if bound := (5*(len(ids)-1)+96)/12 + 1; mine > bound {
+		t.Errorf("the receiving node holds %d of %d, want at most %d (1.25 x its share + 8)", mine, len(ids), bound)
+	}
+	if landed := recv.counter("soloist_starts_landed_total"); landed < 8 || int(landed) > mine {
+		t.Errorf("the receiving node landed %v starts and holds %d, want at least 8 landed (its slack) and no more than it holds", landed, mine)
+	}
+	t.Logf("the receiving node holds %d of %d; the others %d and %d", mine, len(ids), len(c.nodes[1].Held()), len(c.nodes[2].Held()))
+	eventually(t, 10*time.Second, "every instance running", func() bool { return rec.count() == len(ids) })
+	close(rec.finish)
+	cl := c.client()
+	for _, id := range ids {
+		waitStatus(t, cl, id, orchestrator.StatusCompleted, 20*time.Second)
+	}
+	if rec.count() != len(ids) {
+		t.Fatalf("%d runs for %d instances, want one each", rec.count(), len(ids))
+	}
+}
+
 // 150 racing starts of one ID through the StartInstance of three nodes:
 // exactly one is acknowledged, the others are refused with
 // ErrInstanceExists, and the orchestration runs once, on one node, taken

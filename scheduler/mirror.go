@@ -45,7 +45,7 @@ func (n *Node) mirror() {
 		n.mu.Lock()
 		n.reset(kvs)
 		n.mu.Unlock()
-		n.publish(nil)
+		n.publish(nil, true)
 		n.poke()
 		wch := n.cfg.Etcd.Watch(clientv3.WithRequireLeader(n.ctx), from, clientv3.WithRange(end),
 			clientv3.WithRev(rev+1))
@@ -56,12 +56,15 @@ func (n *Node) mirror() {
 				}
 				break
 			}
+			changes := make([]Change, 0, len(wr.Events))
 			n.mu.Lock()
 			for _, ev := range wr.Events {
-				n.apply(ev)
+				if c, ok := n.apply(ev); ok {
+					changes = append(changes, c)
+				}
 			}
 			n.mu.Unlock()
-			n.publish(wr.Events)
+			n.publish(changes, false)
 		}
 	}
 }
@@ -100,6 +103,7 @@ func (n *Node) reset(kvs []*mvccpb.KeyValue) {
 	oldOwners := n.owners
 	n.instances = map[string]*instanceView{}
 	n.owners = map[string]ownerView{}
+	n.ownedHere = 0
 	n.nodes = map[string]*orchestrator.NodeInfo{}
 	var inbox []orchestrator.InboxEntry
 	for _, kv := range kvs {
@@ -127,49 +131,67 @@ func (n *Node) reset(kvs []*mvccpb.KeyValue) {
 	n.recountUnrunnable()
 }
 
-// apply folds one change into the view; it is called with n.mu held.
-func (n *Node) apply(ev *clientv3.Event) {
+// apply folds one change into the view, and describes it for the
+// subscribers (Subscribe) from what it decoded: inbox entries are not
+// changes. It is called with n.mu held.
+func (n *Node) apply(ev *clientv3.Event) (Change, bool) {
 	key := string(ev.Kv.Key)
 	del := ev.Type == clientv3.EventTypeDelete
-	if id, _, ok := n.keys.InboxID(key); ok {
+	if _, _, ok := n.keys.InboxID(key); ok {
 		if !del && ev.Kv.Version == 1 {
 			n.dispatch(orchestrator.ParseInboxEntry(key, ev.Kv.CreateRevision, ev.Kv.Value))
 		}
-		_ = id
-		return
+		return Change{}, false
 	}
+	c := Change{Deleted: del, Revision: ev.Kv.ModRevision}
 	if id, ok := orchestrator.IDFrom(n.keys.Instances(), key); ok {
+		c.Kind, c.ID = ChangeInstance, id
 		if del {
 			delete(n.instances, id)
-		} else if !n.putInstance(id, ev.Kv) {
-			return // only its revision changed (a holder's step): nothing to decide
+		} else {
+			var changed bool
+			if c.Status, changed = n.putInstance(id, ev.Kv); !changed {
+				return c, true // only its revision changed (a holder's step): nothing to decide
+			}
 		}
 		if r := n.runs[id]; r != nil {
 			n.checkRun(id, r)
 		}
 		n.consider(id)
 		n.checkRunnable(id)
-		return
+		return c, true
 	}
 	if id, ok := orchestrator.IDFrom(n.keys.Owners(), key); ok {
+		c.Kind, c.ID = ChangeOwner, id
 		if del {
-			o := n.owners[id]
+			o, had := n.owners[id]
+			if had && o.node == n.cfg.NodeID {
+				n.ownedHere--
+			}
 			delete(n.owners, id)
 			if _, active := n.instances[id]; active {
 				n.ownerGone[id] = ownerGone{at: time.Now(), executionID: o.executionID, node: o.node, leaseID: o.leaseID}
 			}
 			n.consider(id)
 			n.checkRunnable(id)
-			return
+			return c, true
 		}
 		var o orchestrator.Owner
 		_ = json.Unmarshal(ev.Kv.Value, &o) // a foreign value still marks the key as held
+		if old, had := n.owners[id]; had && old.node == n.cfg.NodeID {
+			n.ownedHere--
+		}
+		if o.Node == n.cfg.NodeID {
+			n.ownedHere++
+		}
 		n.owners[id] = ownerView{node: o.Node, executionID: o.ExecutionID, leaseID: o.LeaseID, token: ev.Kv.CreateRevision}
 		delete(n.ownerGone, id)
 		n.checkRunnable(id)
-		return
+		c.Owner = &Holder{Node: o.Node, LeaseID: o.LeaseID, ExecutionID: o.ExecutionID, FencingToken: ev.Kv.CreateRevision}
+		return c, true
 	}
 	if id, ok := orchestrator.IDFrom(n.keys.Nodes(), key); ok {
+		c.Kind, c.ID = ChangeNode, id
 		old, had := n.nodes[id]
 		if del {
 			delete(n.nodes, id)
@@ -179,12 +201,16 @@ func (n *Node) apply(ev *clientv3.Event) {
 				info = &orchestrator.NodeInfo{Node: id} // a node that does not say what it runs: assume it runs all
 			}
 			n.nodes[id] = info
+			copied := *info // the view's own is the node's, not the subscribers'
+			c.Node = &copied
 		}
 		if had == del || (had && !del && old.Draining != n.nodes[id].Draining) {
 			n.requeueLocked() // ranks changed
 		}
 		n.recountUnrunnable()
+		return c, true
 	}
+	return Change{}, false
 }
 
 // runnableSomewhere reports whether some live node registers v's function
@@ -233,23 +259,24 @@ func (n *Node) recountUnrunnable() {
 }
 
 // putInstance folds a record put into the view, decoding only what a
-// campaign decision needs (orchestrator.RecordSummary). It reports whether
-// anything but the record's revision changed: a holder's step rewrites the
-// record of the same runnable execution, which no node can act on, so
-// apply stops there. Called with n.mu held.
-func (n *Node) putInstance(id string, kv *mvccpb.KeyValue) bool {
+// campaign decision needs (orchestrator.RecordSummary), and returns its
+// status ("" if corrupt). It reports whether anything but the record's
+// revision changed: a holder's step rewrites the record of the same
+// runnable execution, which no node can act on, so apply stops there.
+// Called with n.mu held.
+func (n *Node) putInstance(id string, kv *mvccpb.KeyValue) (orchestrator.RuntimeStatus, bool) {
 	rec, err := orchestrator.ParseRecordSummary(kv.Value)
 	if err != nil {
 		n.log.Warn("ignoring corrupt instance record", "instance_id", id, "error", err)
 		delete(n.instances, id)
-		return true
+		return "", true
 	}
 	if !rec.RuntimeStatus.Active() {
 		delete(n.instances, id)
 		n.checkRunnable(id)
 		delete(n.ownerGone, id)
 		delete(n.retries, id)
-		return true
+		return rec.RuntimeStatus, true
 	}
 	var notBefore time.Time
 	if rec.ScheduledStartTime != nil && rec.RuntimeStatus == orchestrator.StatusPending {
@@ -258,11 +285,11 @@ func (n *Node) putInstance(id string, kv *mvccpb.KeyValue) bool {
 	if v := n.instances[id]; v != nil && v.executionID == rec.ExecutionID && v.status == rec.RuntimeStatus &&
 		v.name == rec.Name && v.version == rec.Version && v.notBefore.Equal(notBefore) {
 		v.modRev = kv.ModRevision
-		return false
+		return rec.RuntimeStatus, false
 	}
 	n.instances[id] = &instanceView{name: rec.Name, version: rec.Version, status: rec.RuntimeStatus, executionID: rec.ExecutionID,
 		modRev: kv.ModRevision, notBefore: notBefore}
-	return true
+	return rec.RuntimeStatus, true
 }
 
 // dispatch hands an inbox entry to the run of its instance, or keeps it

@@ -147,6 +147,7 @@ type Node struct {
 	session     *lease.Session
 	instances   map[string]*instanceView // active instances only
 	owners      map[string]ownerView
+	ownedHere   int                  // owners keys in the view that name this node
 	ownerGone   map[string]ownerGone // owners keys seen deleted, while the instance is active
 	nodes       map[string]*orchestrator.NodeInfo
 	unrunnable  map[string]string // active, unheld instances no live node can run: id -> function

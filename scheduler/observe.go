@@ -129,9 +129,9 @@ func (n *Node) Subscribe(buf int) (<-chan Change, func()) {
 // (Subscribe, Owners): nodes of a role that runs instances do.
 func (n *Node) Watches() bool { return n.cfg.Role.Runs() }
 
-// publish hands the changes of one watch response (nil: a reset) to the
-// subscribers; it never blocks the watch.
-func (n *Node) publish(evs []*clientv3.Event) {
+// publish hands the changes of one watch response (apply's), or a reset,
+// to the subscribers; it never blocks the watch.
+func (n *Node) publish(changes []Change, reset bool) {
 	s := &n.subs
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -139,15 +139,12 @@ func (n *Node) publish(evs []*clientv3.Event) {
 		return
 	}
 	now := time.Now()
-	var out []Change
-	if evs == nil {
-		out = []Change{{Kind: ChangeReset, Seen: now}}
+	out := changes
+	if reset {
+		out = []Change{{Kind: ChangeReset}}
 	}
-	for _, ev := range evs {
-		if c, ok := n.change(ev); ok {
-			c.Seen = now
-			out = append(out, c)
-		}
+	for i := range out {
+		out[i].Seen = now
 	}
 	for _, fn := range s.fns {
 		for _, c := range out {
@@ -166,42 +163,6 @@ func (n *Node) publish(evs []*clientv3.Event) {
 			break
 		}
 	}
-}
-
-// change describes one watch event; inbox entries are not changes.
-func (n *Node) change(ev *clientv3.Event) (Change, bool) {
-	key := string(ev.Kv.Key)
-	c := Change{Deleted: ev.Type == clientv3.EventTypeDelete, Revision: ev.Kv.ModRevision}
-	if id, ok := orchestrator.IDFrom(n.keys.Instances(), key); ok {
-		c.Kind, c.ID = ChangeInstance, id
-		if !c.Deleted {
-			if rec, err := orchestrator.ParseRecord(ev.Kv.Value); err == nil {
-				c.Status = rec.RuntimeStatus
-			}
-		}
-		return c, true
-	}
-	if id, ok := orchestrator.IDFrom(n.keys.Owners(), key); ok {
-		c.Kind, c.ID = ChangeOwner, id
-		if !c.Deleted {
-			var o orchestrator.Owner
-			_ = json.Unmarshal(ev.Kv.Value, &o)
-			c.Owner = &Holder{Node: o.Node, LeaseID: o.LeaseID, ExecutionID: o.ExecutionID, FencingToken: ev.Kv.CreateRevision}
-		}
-		return c, true
-	}
-	if id, ok := orchestrator.IDFrom(n.keys.Nodes(), key); ok {
-		c.Kind, c.ID = ChangeNode, id
-		if !c.Deleted {
-			info := &orchestrator.NodeInfo{}
-			if json.Unmarshal(ev.Kv.Value, info) != nil {
-				info = &orchestrator.NodeInfo{Node: id}
-			}
-			c.Node = info
-		}
-		return c, true
-	}
-	return Change{}, false
 }
 
 // Owners returns who holds each held instance, as the node's view has it

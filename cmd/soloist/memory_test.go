@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 )
@@ -51,5 +52,52 @@ func TestReleaseMemoryAfterBurst(t *testing.T) {
 			t.Fatalf("free heap still %d MiB (objects %d MiB) 10s after the burst", h.free>>20, h.objects>>20)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestGCFloorPercent(t *testing.T) {
+	g := gcFloor{floor: 64 << 20}
+	for _, c := range []struct {
+		live uint64
+		want int
+	}{
+		{0, maxGCPercent},
+		{1 << 10, maxGCPercent}, // nearly empty: bounded
+		{4 << 20, 1500},         // 4 MiB live: goal 64 MiB
+		{16 << 20, 300},         // goal 64 MiB
+		{32 << 20, 100},         // half the floor: as without it
+		{500 << 20, 100},        // many instances held: as without it
+	} {
+		if got := g.percent(c.live); got != c.want {
+			t.Errorf("percent(%d MiB live) = %d, want %d", c.live>>20, got, c.want)
+		}
+		if p := g.percent(c.live); c.live > 0 && p < maxGCPercent && c.live*uint64(100+p)/100 < g.floor && p != 100 {
+			t.Errorf("percent(%d) = %d: goal %d below the floor", c.live, p, c.live*uint64(100+p)/100)
+		}
+	}
+}
+
+// TestGCFloorRun sets GOGC from the live heap at once, and restores 100
+// when it stops.
+func TestGCFloorRun(t *testing.T) {
+	var mu sync.Mutex
+	var got []int
+	g := gcFloor{floor: 1 << 40, every: 10 * time.Millisecond, set: func(p int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, p)
+		return 100
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.run(ctx, slog.New(slog.DiscardHandler)) }()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	// A floor of 1 TiB is far above any test's live heap: the bound.
+	if len(got) != 2 || got[0] != maxGCPercent || got[1] != 100 {
+		t.Fatalf("GOGC set to %v, want [%d 100] (the bound once, then restored)", got, maxGCPercent)
 	}
 }

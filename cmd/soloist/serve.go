@@ -560,7 +560,13 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 	memCtx, memStop := context.WithCancel(ctx)
 	memDone := make(chan struct{})
 	go func() { defer close(memDone); defaultMemRelease.run(memCtx, log) }()
-	defer func() { memStop(); <-memDone }()
+	floorDone := make(chan struct{})
+	if os.Getenv("GOGC") == "" {
+		go func() { defer close(floorDone); defaultGCFloor.run(memCtx, log) }()
+	} else {
+		close(floorDone)
+	}
+	defer func() { memStop(); <-memDone; <-floorDone }()
 	var runErr error
 	select {
 	case err := <-startErr:

@@ -25,6 +25,7 @@ type config struct {
 	keep     bool
 	pprofDir string
 	nodeArgs []string
+	nodeEnv  []string
 
 	warmup   time.Duration // before every throughput window
 	leaseTTL time.Duration // --lease-ttl of the throughput phases
@@ -75,7 +76,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	cfg := &config{}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var phases, nodeArgs string
+	var phases, nodeArgs, nodeEnv string
 	fs.BoolVar(&cfg.short, "short", false, "CI mode: smaller counts and shorter windows (under 2 minutes on 2 cores); flags you set still win")
 	fs.IntVar(&cfg.nodes, "nodes", 3, "soloist `nodes` per cluster")
 	fs.IntVar(&cfg.c, "c", 64, "`concurrency` of the etcd, start and lifecycle load")
@@ -83,6 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the run's directory (logs of every process, etcd data) and print its path")
 	fs.StringVar(&cfg.pprofDir, "pprof", "", "`directory` for CPU profiles of the nodes during each measured window (PHASE-NODE.pprof)")
 	fs.StringVar(&nodeArgs, "node-args", "", "extra `arguments` for every soloist serve, space-separated")
+	fs.StringVar(&nodeEnv, "node-env", "", "extra environment `VAR=value` pairs for every soloist serve, space-separated (GOGC=100 turns the node's GC floor off)")
 
 	fs.DurationVar(&cfg.warmup, "warmup", 3*time.Second, "warm-up before each throughput window, not counted (short: "+shortDefaults["warmup"]+")")
 	fs.DurationVar(&cfg.leaseTTL, "lease-ttl", 10*time.Second, "--lease-ttl of the nodes in the starts, lifecycle, reqs, grpc, idle and api phases")
@@ -129,6 +131,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, err
 	}
 	cfg.nodeArgs = strings.Fields(nodeArgs)
+	cfg.nodeEnv = strings.Fields(nodeEnv)
 	if cfg.etcdConns == 0 {
 		cfg.etcdConns = cfg.nodes
 	}

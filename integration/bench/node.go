@@ -85,7 +85,7 @@ func (c *cluster) newNode(i int, opts nodeOpts) (*node, error) {
 		Name:    n.id,
 		Bin:     c.b.soloist,
 		Args:    args,
-		Env:     proc.CleanEnv(),
+		Env:     proc.CleanEnv(c.b.cfg.nodeEnv...),
 		LogPath: filepath.Join(c.dir, n.id+".log"),
 		Clock:   c.b.clock,
 	}

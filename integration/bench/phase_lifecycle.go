@@ -138,6 +138,10 @@ func phaseLifecycle(ctx context.Context, b *bench, r *results) error {
 	r.addNum("lifecycle", "unfinished", float64(l.started-l.completed), f0,
 		fmt.Sprintf("of %d started (202), not Completed %s after the window (%d of them Failed/Terminated)", l.started, cfg.lifecycleGrace, l.failed))
 	cpu(r, "lifecycle")
+	if landed, won, err := landedAndWon(ctx, c.nodes); err == nil && l.started > 0 {
+		r.addNum("lifecycle", "lifecycle_landed_share", landed/float64(l.started), f2,
+			fmt.Sprintf("soloist_starts_landed_total summed over the nodes / lifecycles started (warm-up and window): the starts taken in their own transaction by the node that received them; %.0f campaigns won besides (each one more transaction)", won))
+	}
 	if l.startErrors > 0 {
 		r.addNum("lifecycle", "lifecycle_start_errors", float64(l.startErrors), f0, oneLine(l.example))
 	}
@@ -145,4 +149,18 @@ func phaseLifecycle(ctx context.Context, b *bench, r *results) error {
 		r.note("lifecycle", "unparsed records", fmt.Sprintf("%d watched values had no runtimeStatus", unparsed))
 	}
 	return nil
+}
+
+// landedAndWon sums, over nodes, the starts each took in their own
+// transaction and the campaigns each won.
+func landedAndWon(ctx context.Context, nodes []*node) (landed, won float64, err error) {
+	for _, n := range nodes {
+		m, err := n.metrics(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		landed += m.sum("soloist_starts_landed_total", nil)
+		won += m.sum("soloist_campaigns_total", map[string]string{"result": "won"})
+	}
+	return landed, won, nil
 }
