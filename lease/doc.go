@@ -44,7 +44,10 @@
 //     replaced: the session's one watch (WithRequireLeader; a fresh read of
 //     the prefix whenever it breaks or is compacted) sees an operator's
 //     `etcdctl del` or `etcdctl lease revoke` within moments. The cost is
-//     one watch per node, whatever it holds.
+//     one watch per node, whatever it holds, or none: a caller that
+//     already watches the prefix feeds the session (Config.Fed: Observe,
+//     and Resync after it lists again), with the same guarantee as long as
+//     its watch has the same properties.
 //   - No key of a live session is left untracked: an Acquire whose commit
 //     has an unknown outcome reads the key until it knows or its context
 //     ends (then ErrOutcomeUnknown), and the session deletes, with a compare

@@ -810,3 +810,81 @@ func TestHoldingDoneOnDeleteDuringRelist(t *testing.T) {
 		t.Fatalf("session ended: %v", s.Err())
 	}
 }
+
+// A fed session (Config.Fed) opens no watch of its own and learns from its
+// caller's: a delete Observe'd ends the holding; a Resync listing without a
+// held key ends that holding (its key went while the caller's watch was
+// down) and keeps the others; an untracked key on the lease that the
+// caller's watch shows is deleted, off the caller's goroutine.
+func TestFedSession(t *testing.T) {
+	t.Parallel()
+	e := leasetest.Start(t)
+	cli, op := e.Client(), e.Client()
+	var orphans atomic.Int32
+	s := newSessionCfg(t, cli, lease.Config{TTL: 5 * time.Second, Fed: true, OnOrphan: func(string) { orphans.Add(1) }})
+	p := prefix(t)
+
+	// The caller's watch, from before any key.
+	resp, err := op.Get(ctxT(t), p+"x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wch := op.Watch(wctx, p, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	feed := make(chan struct{})
+	go func() {
+		defer close(feed)
+		for wr := range wch {
+			for _, ev := range wr.Events {
+				s.Observe(ev)
+			}
+		}
+	}()
+
+	h := acquire(t, s, lease.Claim{Key: p + "a", Value: "n1"})
+	if _, err := op.Delete(ctxT(t), h.Key()); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, h.Done(), 5*time.Second, "fed holding after its key was deleted")
+	wantErr(t, h.Err(), lease.ErrKeyDeleted, "fed holding")
+
+	// Resync: b's key is gone from the listing (deleted while the caller's
+	// watch was down: the test stops feeding), c's is there.
+	cancel()
+	<-feed
+	hb := acquire(t, s, lease.Claim{Key: p + "b", Value: "n1"})
+	hc := acquire(t, s, lease.Claim{Key: p + "c", Value: "n1"})
+	if _, err := op.Delete(ctxT(t), hb.Key()); err != nil {
+		t.Fatal(err)
+	}
+	list, err := op.Get(ctxT(t), p, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hb.Err() != nil {
+		t.Fatalf("the holding ended before the caller told the session (%v): the session watches by itself", hb.Err())
+	}
+	s.Resync(list.Kvs, list.Header.Revision)
+	wantErr(t, hb.Err(), lease.ErrKeyDeleted, "holding absent from the Resync listing")
+	if hc.Err() != nil {
+		t.Fatalf("holding present in the listing ended: %v", hc.Err())
+	}
+
+	// An untracked key on the session's lease, shown by the caller's watch.
+	g, err := op.Get(ctxT(t), p+"x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := op.Put(ctxT(t), p+"orphan", "n1", clientv3.WithLease(s.LeaseID())); err != nil {
+		t.Fatal(err)
+	}
+	evs := op.Watch(ctxT(t), p+"orphan", clientv3.WithRev(g.Header.Revision+1))
+	wr := <-evs
+	if len(wr.Events) != 1 {
+		t.Fatalf("watch: %v %v", wr.Events, wr.Err())
+	}
+	s.Observe(wr.Events[0])
+	eventually(t, 5*time.Second, "the untracked key deleted", func() bool { return get(t, op, p+"orphan") == nil })
+	eventually(t, 5*time.Second, "OnOrphan called", func() bool { return orphans.Load() == 1 })
+}

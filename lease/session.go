@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -44,7 +45,7 @@ var (
 // Config configures a Session.
 type Config struct {
 	// Prefix is where every key the session acquires lives (the owners
-	// keys). The session watches it, with one watch for all its holdings, to
+	// keys). The session watches it (or is fed, Fed), with one watch for all its holdings, to
 	// end a holding whose key is deleted or replaced, and to delete any key
 	// on its lease that no holding tracks. Required.
 	Prefix string
@@ -65,6 +66,14 @@ type Config struct {
 	// OnOrphan, if set, is called for every key on the session's lease that
 	// no holding tracked, after the session deleted it.
 	OnOrphan func(key string)
+	// Fed, if true, means the caller already watches Prefix and feeds the
+	// session every change under it, in revision order (Observe), and what
+	// it read when it listed the prefix again (Resync): the session then
+	// opens no watch of its own. etcd sends each change under the prefix
+	// to one watcher less per session. The guarantees are the watch's, as
+	// long as the caller's watch is (WithRequireLeader, relisted when it
+	// breaks).
+	Fed bool
 }
 
 // ValidateTTL checks that ttl is whole seconds and at least 2s.
@@ -144,10 +153,48 @@ func NewSession(ctx context.Context, cli *clientv3.Client, cfg Config) (*Session
 		holdings: map[string]*Holding{}, pending: map[string]*pendingAcquire{}, retired: map[string]int64{},
 	}
 	s.safeUntil = s.deadline(sent, resp.TTL)
-	s.loopWG.Add(2)
+	s.loopWG.Add(1)
 	go s.keepAlive()
-	go s.watch(resp.Revision + 1)
+	if !cfg.Fed {
+		s.loopWG.Add(1)
+		go s.watch(resp.Revision + 1)
+	}
 	return s, nil
+}
+
+// Observe is one change under Prefix from the caller's watch
+// (Config.Fed), as the session's own watch would see it: a delete or a
+// replacement of a held key ends its holding; a key on this session's
+// lease that nothing tracks is deleted, on a goroutine of its own. It never
+// waits for etcd, and may be called with the caller's locks held.
+func (s *Session) Observe(ev *clientv3.Event) {
+	key := string(ev.Kv.Key)
+	if !s.underPrefix(key) {
+		return
+	}
+	if ev.Type == clientv3.EventTypeDelete {
+		s.deleted(key, ev.Kv.ModRevision)
+		return
+	}
+	s.put(key, ev.Kv.CreateRevision, ev.Kv.ModRevision, clientv3.LeaseID(ev.Kv.Lease))
+}
+
+// Resync is the caller's fresh read of its range at revision rev
+// (Config.Fed), after its watch broke: every key under Prefix then, with
+// any others, which are ignored. A holding whose key is not among them ends
+// (its key went while the watch was down), and untracked keys on the lease
+// are deleted, as after the session's own relist. It never waits for etcd.
+func (s *Session) Resync(kvs []*mvccpb.KeyValue, rev int64) {
+	present := map[string]int64{}
+	for _, kv := range kvs {
+		key := string(kv.Key)
+		if !s.underPrefix(key) {
+			continue
+		}
+		present[key] = kv.CreateRevision
+		s.put(key, kv.CreateRevision, kv.ModRevision, clientv3.LeaseID(kv.Lease))
+	}
+	s.loseAbsent(present, rev)
 }
 
 func (s *Session) deadline(sent time.Time, ttlSeconds int64) time.Time {
@@ -381,6 +428,13 @@ func (s *Session) relist() (int64, error) {
 		}
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
+	s.loseAbsent(present, rev)
+	return rev + 1, nil
+}
+
+// loseAbsent ends the holdings whose keys a read at rev did not find
+// (present), unless they were taken after it.
+func (s *Session) loseAbsent(present map[string]int64, rev int64) {
 	s.mu.Lock()
 	var gone []*Holding
 	for key, h := range s.holdings {
@@ -392,7 +446,6 @@ func (s *Session) relist() (int64, error) {
 	for _, h := range gone {
 		h.lose(ErrKeyDeleted)
 	}
-	return rev + 1, nil
 }
 
 func (s *Session) deleted(key string, rev int64) {
@@ -434,7 +487,9 @@ func (s *Session) put(key string, created, modified int64, leaseID clientv3.Leas
 // the key before the session's next relist (a broken watch), and every
 // node skips an instance whose owners key exists.
 func (s *Session) orphan(key string, created int64) {
-	if s.deleteOrphan(key, created) == nil {
+	// A fed session is called from its caller's watch, perhaps under the
+	// caller's locks: even the first attempt goes to the goroutine.
+	if !s.cfg.Fed && s.deleteOrphan(key, created) == nil {
 		return
 	}
 	s.mu.Lock()
@@ -446,15 +501,20 @@ func (s *Session) orphan(key string, created int64) {
 	go func() {
 		defer s.loopWG.Done()
 		b := newBackoff(200*time.Millisecond, 5*time.Second)
+		var wait time.Duration
+		if !s.cfg.Fed {
+			wait = b.NextBackOff() // the first attempt failed
+		}
 		for {
 			select {
 			case <-s.ctx.Done():
 				return
-			case <-time.After(b.NextBackOff()):
+			case <-time.After(wait):
 			}
 			if s.deleteOrphan(key, created) == nil {
 				return
 			}
+			wait = b.NextBackOff()
 		}
 	}()
 }

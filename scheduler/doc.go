@@ -9,7 +9,10 @@
 // from one paged listing at one revision and ONE watch from that revision
 // + 1, whatever the node holds; when the watch breaks (compaction, no
 // leader, a lost connection) it lists again. Nothing else watches: the
-// lease session watches the owners keys for its holdings, and that is all.
+// lease session opens no watch of its own (lease.Config.Fed); the view's
+// watch feeds it every owners key change, and the listing after a break,
+// so a held key deleted or replaced ends its holding as the session's own
+// watch would.
 //
 // The view keeps of a record only what a campaign decision needs
 // (orchestrator.RecordSummary), and a change of the record's revision alone

@@ -43,7 +43,7 @@ func (n *Node) mirror() {
 		}
 		b.Reset()
 		n.mu.Lock()
-		n.reset(kvs)
+		n.reset(kvs, rev)
 		n.mu.Unlock()
 		n.publish(nil, true)
 		n.poke()
@@ -59,7 +59,7 @@ func (n *Node) mirror() {
 			changes := make([]Change, 0, len(wr.Events))
 			n.mu.Lock()
 			for _, ev := range wr.Events {
-				if c, ok := n.apply(ev); ok {
+				if c, ok := n.apply(ev, true); ok {
 					changes = append(changes, c)
 				}
 			}
@@ -97,9 +97,9 @@ func (n *Node) list(from, end string) ([]*mvccpb.KeyValue, int64, error) {
 	}
 }
 
-// reset replaces the view with a listing, then brings every run and
-// campaign up to date with it.
-func (n *Node) reset(kvs []*mvccpb.KeyValue) {
+// reset replaces the view with a listing at rev, then brings every run,
+// campaign and the session's holdings up to date with it.
+func (n *Node) reset(kvs []*mvccpb.KeyValue, rev int64) {
 	oldOwners := n.owners
 	n.instances = map[string]*instanceView{}
 	n.owners = map[string]ownerView{}
@@ -113,7 +113,10 @@ func (n *Node) reset(kvs []*mvccpb.KeyValue) {
 			}
 			continue
 		}
-		n.apply(&clientv3.Event{Type: clientv3.EventTypePut, Kv: kv})
+		n.apply(&clientv3.Event{Type: clientv3.EventTypePut, Kv: kv}, false) // the session gets the listing whole (Resync)
+	}
+	if n.session != nil {
+		n.session.Resync(kvs, rev) // holdings whose keys went while the watch was down end
 	}
 	for id, o := range oldOwners {
 		if _, still := n.owners[id]; !still {
@@ -133,8 +136,9 @@ func (n *Node) reset(kvs []*mvccpb.KeyValue) {
 
 // apply folds one change into the view, and describes it for the
 // subscribers (Subscribe) from what it decoded: inbox entries are not
-// changes. It is called with n.mu held.
-func (n *Node) apply(ev *clientv3.Event) (Change, bool) {
+// changes. An owners key's change goes to the session too, if feed. It is
+// called with n.mu held.
+func (n *Node) apply(ev *clientv3.Event, feed bool) (Change, bool) {
 	key := string(ev.Kv.Key)
 	del := ev.Type == clientv3.EventTypeDelete
 	if _, _, ok := n.keys.InboxID(key); ok {
@@ -163,6 +167,9 @@ func (n *Node) apply(ev *clientv3.Event) (Change, bool) {
 	}
 	if id, ok := orchestrator.IDFrom(n.keys.Owners(), key); ok {
 		c.Kind, c.ID = ChangeOwner, id
+		if feed && n.session != nil {
+			n.session.Observe(ev) // a delete or replacement of a held key ends its holding
+		}
 		if del {
 			o, had := n.owners[id]
 			if had && o.node == n.cfg.NodeID {

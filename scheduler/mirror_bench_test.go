@@ -39,7 +39,7 @@ func BenchmarkMirrorApply(b *testing.B) {
 		id := fmt.Sprintf("inst-%04d", i)
 		owner, _ := json.Marshal(orchestrator.Owner{Node: "other", LeaseID: "00000000000000aa", ExecutionID: "exec-" + id})
 		n.apply(&clientv3.Event{Type: clientv3.EventTypePut, Kv: &mvccpb.KeyValue{
-			Key: []byte(n.keys.Owner(id)), Value: owner, CreateRevision: rev, ModRevision: rev, Version: 1}})
+			Key: []byte(n.keys.Owner(id)), Value: owner, CreateRevision: rev, ModRevision: rev, Version: 1}}, true)
 		rev++
 	}
 	for step := 0; step < 4; step++ {
@@ -58,7 +58,7 @@ func BenchmarkMirrorApply(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		n.mu.Lock()
-		n.apply(events[i%len(events)])
+		n.apply(events[i%len(events)], true)
 		n.mu.Unlock()
 	}
 }

@@ -404,6 +404,9 @@ func (n *Node) openSessionWaiting(ctx context.Context) (*lease.Session, error) {
 func (n *Node) openSession(ctx context.Context) (*lease.Session, error) {
 	s, err := lease.NewSession(ctx, n.cfg.Etcd, lease.Config{
 		Prefix: n.keys.Owners(), TTL: n.cfg.LeaseTTL, Logger: n.log,
+		// The mirror's watch holds the owners keys: it feeds the session
+		// (apply, reset), one etcd watcher less per node.
+		Fed:            n.cfg.Role.Runs(),
 		OnRenewFailure: func(error) { n.m.renewFailures.Inc() },
 		OnOrphan:       func(string) { n.m.orphans.Inc() },
 	})
