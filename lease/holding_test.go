@@ -348,12 +348,7 @@ func TestHoldingAfterEnd(t *testing.T) {
 	if _, err := op.Delete(ctxT(t), h.Key()); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-told:
-		wantErr(t, err, lease.ErrKeyDeleted, "hook")
-	case <-time.After(5 * time.Second):
-		t.Fatal("no hook called 5s after the key was deleted")
-	}
+	waitTold(t, told, lease.ErrKeyDeleted, "the key was deleted")
 	waitClosed(t, ctx.Done(), time.Second, "holding Context after delete")
 	wantErr(t, context.Cause(ctx), lease.ErrKeyDeleted, "Context's cause")
 	if never() {
@@ -377,13 +372,19 @@ func TestHoldingAfterEnd(t *testing.T) {
 	if err := s.Close(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
+	waitTold(t, told, lease.ErrSessionClosed, "the session closed")
+	waitClosed(t, h2.Done(), time.Second, "holding Done after the session closed")
+}
+
+// waitTold waits up to 5s for a hook to be told want, after what happened.
+func waitTold(t *testing.T, told <-chan error, want error, after string) {
+	t.Helper()
 	select {
 	case err := <-told:
-		wantErr(t, err, lease.ErrSessionClosed, "hook at the session's end")
+		wantErr(t, err, want, "hook after "+after)
 	case <-time.After(5 * time.Second):
-		t.Fatal("no hook called 5s after the session closed")
+		t.Fatalf("no hook called 5s after %s", after)
 	}
-	waitClosed(t, h2.Done(), time.Second, "holding Done after the session closed")
 }
 
 // ReleaseAll leaves one handoff marker on a lease of its own and deletes

@@ -21,19 +21,23 @@ import (
 func preferredID(t *testing.T, want string, nodes []string) string {
 	t.Helper()
 	for i := 0; i < 10000; i++ {
-		id := fmt.Sprintf("land-%d", i)
-		best, top := "", uint64(0)
-		for _, n := range nodes {
-			if s := scheduler.Score(n, id); best == "" || s > top {
-				best, top = n, s
-			}
-		}
-		if best == want {
+		if id := fmt.Sprintf("land-%d", i); preferredNode(id, nodes) == want {
 			return id
 		}
 	}
 	t.Fatalf("no ID prefers %s", want)
 	return ""
+}
+
+// preferredNode is id's rendezvous-preferred node among nodes.
+func preferredNode(id string, nodes []string) string {
+	best, top := "", uint64(0)
+	for _, n := range nodes {
+		if s := scheduler.Score(n, id); best == "" || s > top {
+			best, top = n, s
+		}
+	}
+	return best
 }
 
 func nodeIDs(c *cluster) []string {
@@ -125,14 +129,7 @@ func TestLandingSpreadsStartsSentToOneNode(t *testing.T) {
 	recv := c.nodes[0]
 	var ids []string
 	for i := 0; len(ids) < 60; i++ {
-		id := fmt.Sprintf("pile-%d", i)
-		best, top := "", uint64(0)
-		for _, n := range nodeIDs(c) {
-			if s := scheduler.Score(n, id); best == "" || s > top {
-				best, top = n, s
-			}
-		}
-		if best != recv.ID() {
+		if id := fmt.Sprintf("pile-%d", i); preferredNode(id, nodeIDs(c)) != recv.ID() {
 			ids = append(ids, id)
 		}
 	}
