@@ -405,8 +405,10 @@ func (n *Node) openSession(ctx context.Context) (*lease.Session, error) {
 	s, err := lease.NewSession(ctx, n.cfg.Etcd, lease.Config{
 		Prefix: n.keys.Owners(), TTL: n.cfg.LeaseTTL, Logger: n.log,
 		// The mirror's watch holds the owners keys: it feeds the session
-		// (apply, reset), one etcd watcher less per node.
-		Fed:            n.cfg.Role.Runs(),
+		// (apply, reset), one etcd watcher less per node. A node that runs
+		// nothing (RoleAPI) has no mirror and holds nothing: it watches
+		// nothing at all.
+		Fed:            true,
 		OnRenewFailure: func(error) { n.m.renewFailures.Inc() },
 		OnOrphan:       func(string) { n.m.orphans.Inc() },
 	})
