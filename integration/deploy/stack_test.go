@@ -402,6 +402,61 @@ func (s *stack) owners(ids ...string) (map[string]owner, error) {
 	return out, nil
 }
 
+// waitSettled waits until the cluster has been settled for two lease
+// TTLs in a row: every node's etcd session up, and every owners key on
+// the lease of a live node key (none left on the lease of a session that
+// ended, which would expire later and count as a failover). A node that
+// rejoins after a cut can lose its new session once more while its etcd
+// connections recover.
+func (s *stack) waitSettled(nodes []string, within time.Duration) {
+	s.t.Helper()
+	deadline := time.Now().Add(within)
+	var since time.Time
+	last := ""
+	for time.Now().Before(deadline) {
+		why := s.unsettled(nodes)
+		switch {
+		case why != "":
+			since, last = time.Time{}, why
+		case since.IsZero():
+			since = time.Now()
+		case time.Since(since) >= 2*s.ttl:
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.t.Fatalf("the cluster did not settle within %s: %s", within, last)
+}
+
+// unsettled says why the cluster is not settled, or "".
+func (s *stack) unsettled(nodes []string) string {
+	for _, n := range nodes {
+		if up, err := s.metric(n, "soloist_etcd_session_up"); err != nil || up != 1 {
+			return fmt.Sprintf("%s: session up %v (%v)", n, up, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	nk, err := s.etcd.Get(ctx, "/soloist/v1/nodes/", clientv3.WithPrefix())
+	if err != nil {
+		return err.Error()
+	}
+	live := map[int64]bool{}
+	for _, kv := range nk.Kvs {
+		live[kv.Lease] = true
+	}
+	ok, err := s.etcd.Get(ctx, "/soloist/v1/owners/", clientv3.WithPrefix())
+	if err != nil {
+		return err.Error()
+	}
+	for _, kv := range ok.Kvs {
+		if !live[kv.Lease] {
+			return fmt.Sprintf("%s is on lease %x, no live node's", kv.Key, kv.Lease)
+		}
+	}
+	return ""
+}
+
 // waitOwner polls until cond holds for the owner of id, every 50ms.
 func (s *stack) waitOwner(id string, within time.Duration, cond func(owner) bool) (owner, time.Duration) {
 	s.t.Helper()
