@@ -425,13 +425,9 @@ func (c *Client) reconcileStart(ctx context.Context, rec, decided *Record, decid
 				}
 			}
 		}
-		t := time.NewTimer(min(b.NextBackOff(), time.Second))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if sleep(ctx, min(b.NextBackOff(), time.Second)) != nil {
 			return false, nil, 0, fmt.Errorf("%w: the outcome of the start of '%s' is unknown (%v); read its status before retrying",
 				ErrUnavailable, rec.InstanceID, cause)
-		case <-t.C:
 		}
 	}
 }

@@ -33,9 +33,17 @@ func (e *Engine) commit() error {
 		e.exec.mu.Unlock()
 	}
 	e.history = append(e.history, e.pending...)
-	e.pending, e.consumed, e.extra, e.needMark = nil, nil, nil, false
-	e.shown, e.consumedShown, e.deferredSince = 0, 0, time.Time{}
+	e.clearPending()
+	e.needMark = false
 	return nil
+}
+
+// clearPending forgets what a commit or final write has written: the
+// pending events, their inbox keys, the step's extra writes and the batch
+// of deferred steps among them.
+func (e *Engine) clearPending() {
+	e.pending, e.consumed, e.extra = nil, nil, nil
+	e.shown, e.consumedShown, e.deferredSince = 0, 0, time.Time{}
 }
 
 // write commits a step, part by part, with its attempts made under wctx
@@ -109,19 +117,38 @@ func newRetry() *backoff.ExponentialBackOff {
 // repeat, as its outcome is unknown), or ctx ends, waiting the package's
 // backoff (newRetry) between attempts.
 func RetryUnavailable(ctx context.Context, write func() error) error {
+	return retry(ctx, write, func(err error) bool { return errors.Is(err, ErrUnavailable) }, nil)
+}
+
+// retry calls write until it succeeds, fails with an error retryable does
+// not accept, or ctx ends (then ctx's cause), telling onRetry (if set) of
+// each wait of the package's backoff.
+func retry(ctx context.Context, write func() error, retryable func(error) bool, onRetry func(err error, wait time.Duration)) error {
 	b := newRetry()
 	for {
 		err := write()
-		if err == nil || !errors.Is(err, ErrUnavailable) {
+		if err == nil || !retryable(err) {
 			return err
 		}
-		t := time.NewTimer(b.NextBackOff())
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return context.Cause(ctx)
-		case <-t.C:
+		wait := b.NextBackOff()
+		if onRetry != nil {
+			onRetry(err, wait)
 		}
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+// sleep waits d, or until ctx ends (then its cause).
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -206,7 +233,7 @@ func (e *Engine) finishWith(st RuntimeStatus, output json.RawMessage, fd *Failur
 	}
 	e.failure = ev.FailureDetails
 	e.history = append(e.history, e.pending...)
-	e.pending, e.consumed, e.extra, e.shown, e.consumedShown = nil, nil, nil, 0, 0
+	e.clearPending()
 	return st, nil
 }
 
@@ -308,6 +335,6 @@ func (e *Engine) continueAsNew(c Complete) (RuntimeStatus, error) {
 	if err := e.tracedFinal(wctx, s, StatusContinuedAsNew); err != nil {
 		return "", err
 	}
-	e.pending, e.consumed, e.extra, e.shown, e.consumedShown = nil, nil, nil, 0, 0
+	e.clearPending()
 	return StatusContinuedAsNew, nil
 }

@@ -221,12 +221,8 @@ func (p RetryPolicy) Do(ctx context.Context, try func() error, final func(error)
 			onRetry(attempt, err, wait)
 		}
 		if wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return context.Cause(ctx)
-			case <-t.C:
+			if err := sleep(ctx, wait); err != nil {
+				return err
 			}
 		}
 		wait = p.next(wait)

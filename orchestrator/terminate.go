@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/cenkalti/backoff/v5"
 )
 
 // An orchestration that terminates another instance (the TerminateInstance
@@ -18,28 +16,19 @@ import (
 // commit. It returns only when each is made (or found unneeded: the target
 // is terminal or gone) or ctx ends.
 func (g *Engine) terminateAll(ctx context.Context, ts []TerminateInstance) error {
+	transient := func(err error) bool {
+		return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoSpace) || errors.Is(err, ErrStoreDenied)
+	}
 	for _, a := range ts {
-		var b *backoff.ExponentialBackOff
-		for {
-			err := g.exec.c.terminateOther(ctx, a.InstanceID, a.Reason, a.Recursive)
-			if err == nil {
-				break
+		err := retry(ctx, func() error { return g.exec.c.terminateOther(ctx, a.InstanceID, a.Reason, a.Recursive) }, transient,
+			func(err error, wait time.Duration) {
+				g.log.Warn("cannot terminate the instance yet; retrying", g.logArgs("target_instance_id", a.InstanceID, "error", err, "retry_in", wait.Round(time.Millisecond))...)
+			})
+		if err != nil {
+			if ctx.Err() != nil && err == context.Cause(ctx) {
+				return err // ended waiting, as before a retry
 			}
-			if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrNoSpace) && !errors.Is(err, ErrStoreDenied) {
-				return fmt.Errorf("orchestrator: terminate '%s' (task %d): %w", a.InstanceID, a.ID, err)
-			}
-			if b == nil {
-				b = newRetry()
-			}
-			wait := b.NextBackOff()
-			g.log.Warn("cannot terminate the instance yet; retrying", g.logArgs("target_instance_id", a.InstanceID, "error", err, "retry_in", wait.Round(time.Millisecond))...)
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return context.Cause(ctx)
-			case <-t.C:
-			}
+			return fmt.Errorf("orchestrator: terminate '%s' (task %d): %w", a.InstanceID, a.ID, err)
 		}
 	}
 	return nil

@@ -102,30 +102,40 @@ func TestParkedRunWakesOnEvents(t *testing.T) {
 	t.Parallel()
 	fx := newEffects()
 	c := parkCluster(t, 1, 100*time.Millisecond, collectRegistry(fx))
+	wakesOnThreeEvents(t, c, fx, "p", "parked", parkedOn)
+}
+
+// wakesOnThreeEvents starts a Collect of three events as id on c's one
+// node and raises each once the run waits as waiting counts it (parked or
+// unloaded, named state), and still held: each wakes it, and it completes
+// with every event once and its activity run once, leaving nothing
+// waiting or held.
+func wakesOnThreeEvents(t *testing.T, c *cluster, fx *effects, id, state string, waiting func(*testNode) float64) {
+	t.Helper()
 	n := c.nodes[0]
 	cl := c.client()
-	startCollect(t, cl, "p", 3)
+	startCollect(t, cl, id, 3)
 	for i := 1; i <= 3; i++ {
-		eventually(t, 10*time.Second, fmt.Sprintf("parked before event %d", i), func() bool { return parkedOn(n) == 1 })
-		if h := n.Held(); len(h) != 1 || h[0] != "p" {
-			t.Fatalf("a parked run is still held: Held() = %v", h)
+		eventually(t, 10*time.Second, fmt.Sprintf("%s before event %d", state, i), func() bool { return waiting(n) == 1 })
+		if h := n.Held(); len(h) != 1 || h[0] != id {
+			t.Fatalf("a %s run is still held: Held() = %v", state, h)
 		}
-		raise(t, cl, "p", i)
+		raise(t, cl, id, i)
 		eventually(t, 10*time.Second, fmt.Sprintf("woken by event %d", i), func() bool {
 			return n.counter("soloist_run_wakes_total", "reason", "event") >= float64(i)
 		})
 	}
-	st := waitStatus(t, cl, "p", orchestrator.StatusCompleted, 10*time.Second)
+	st := waitStatus(t, cl, id, orchestrator.StatusCompleted, 10*time.Second)
 	if got := outputInts(t, st); fmt.Sprint(got) != "[1 2 3]" {
 		t.Fatalf("output %v, want [1 2 3]", got)
 	}
-	if k := fx.count("p"); k != 1 {
-		t.Fatalf("activity ran %d times across parkings, want 1", k)
+	if k := fx.count(id); k != 1 {
+		t.Fatalf("activity ran %d times across %s waits, want 1", k, state)
 	}
-	if k := historyCount(t, cl, "p", orchestrator.EventEventRaised); k != 3 {
+	if k := historyCount(t, cl, id, orchestrator.EventEventRaised); k != 3 {
 		t.Fatalf("history has %d EventRaised, want 3", k)
 	}
-	eventually(t, 5*time.Second, "nothing parked or held", func() bool { return parkedOn(n) == 0 && len(n.Held()) == 0 })
+	eventually(t, 5*time.Second, "nothing "+state+" or held", func() bool { return waiting(n) == 0 && len(n.Held()) == 0 })
 }
 
 // Events raised while the run parks, wakes and parks again (ParkAfter 1ms,
@@ -318,28 +328,7 @@ func TestUnloadedRunWakesOnEvents(t *testing.T) {
 			c := parkCluster(t, 1, parkAfter, collectRegistry(fx))
 			n := c.nodes[0]
 			cl := c.client()
-			startCollect(t, cl, "u", 3)
-			for i := 1; i <= 3; i++ {
-				eventually(t, 10*time.Second, fmt.Sprintf("unloaded before event %d", i), func() bool { return unloadedOn(n) == 1 })
-				if h := n.Held(); len(h) != 1 || h[0] != "u" {
-					t.Fatalf("an unloaded run is still held: Held() = %v", h)
-				}
-				raise(t, cl, "u", i)
-				eventually(t, 10*time.Second, fmt.Sprintf("woken by event %d", i), func() bool {
-					return n.counter("soloist_run_wakes_total", "reason", "event") >= float64(i)
-				})
-			}
-			st := waitStatus(t, cl, "u", orchestrator.StatusCompleted, 10*time.Second)
-			if got := outputInts(t, st); fmt.Sprint(got) != "[1 2 3]" {
-				t.Fatalf("output %v, want [1 2 3]", got)
-			}
-			if k := fx.count("u"); k != 1 {
-				t.Fatalf("activity ran %d times across unloads, want 1", k)
-			}
-			if k := historyCount(t, cl, "u", orchestrator.EventEventRaised); k != 3 {
-				t.Fatalf("history has %d EventRaised, want 3", k)
-			}
-			eventually(t, 5*time.Second, "nothing unloaded or held", func() bool { return unloadedOn(n) == 0 && len(n.Held()) == 0 })
+			wakesOnThreeEvents(t, c, fx, "u", "unloaded", unloadedOn)
 			if parkAfter < 0 {
 				if p := parkedOn(n); p != 0 {
 					t.Fatalf("%v parked with ParkAfter < 0", p)
@@ -351,7 +340,7 @@ func TestUnloadedRunWakesOnEvents(t *testing.T) {
 			eventually(t, 10*time.Second, "unloaded", func() bool { return unloadedOn(n) == 1 })
 			eventually(t, 10*time.Second, "parked after ParkAfter", func() bool { return parkedOn(n) == 1 && unloadedOn(n) == 0 })
 			raise(t, cl, "v", 7)
-			st = waitStatus(t, cl, "v", orchestrator.StatusCompleted, 10*time.Second)
+			st := waitStatus(t, cl, "v", orchestrator.StatusCompleted, 10*time.Second)
 			if got := outputInts(t, st); fmt.Sprint(got) != "[7]" {
 				t.Fatalf("output %v, want [7]", got)
 			}

@@ -77,7 +77,8 @@ func (n *Node) stop(r *run, cause error) {
 	if r.cause == nil {
 		r.cause = cause
 	}
-	cancel, cause := r.cancel, r.cause
+	cancel := r.cancel
+	cause = r.cause
 	r.mu.Unlock()
 	if cancel != nil {
 		cancel(cause)
@@ -464,7 +465,6 @@ func (n *Node) rerun(r *run, reason string) {
 		exec = kept.Reopen(n.fence(r))
 	} else {
 		ctx, cancel := context.WithTimeout(rctx, 10*time.Second)
-		var err error
 		exec, err = n.client.Open(ctx, r.id, r.executionID, n.fence(r))
 		cancel()
 		if err != nil {

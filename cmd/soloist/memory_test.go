@@ -82,16 +82,24 @@ func TestGCFloorPercent(t *testing.T) {
 func TestGCFloorRun(t *testing.T) {
 	var mu sync.Mutex
 	var got []int
+	first := make(chan struct{})
 	g := gcFloor{floor: 1 << 40, every: 10 * time.Millisecond, set: func(p int) int {
 		mu.Lock()
 		defer mu.Unlock()
-		got = append(got, p)
+		if got = append(got, p); len(got) == 1 {
+			close(first)
+		}
 		return 100
 	}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); g.run(ctx, slog.New(slog.DiscardHandler)) }()
-	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-first:
+	case <-time.After(5 * time.Second):
+		t.Fatal("GOGC not set within 5s")
+	}
+	time.Sleep(30 * time.Millisecond) // three more looks at an unchanged heap: no more sets
 	cancel()
 	<-done
 	mu.Lock()

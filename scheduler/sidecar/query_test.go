@@ -1,7 +1,6 @@
 package sidecar_test
 
 import (
-	"io"
 	"slices"
 	"testing"
 
@@ -143,21 +142,7 @@ func TestStreamInstanceHistory(t *testing.T) {
 	s := v.startServer(serverOpts{reg: testRegistry(t)})
 	s.start(t, "Hello", "h", `"Tokyo"`)
 	done := s.waitDone(t, "h")
-	stream, err := s.stub.StreamInstanceHistory(callCtx(t), &pb.StreamInstanceHistoryRequest{InstanceId: "h"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var events []*pb.HistoryEvent
-	for {
-		chunk, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		events = append(events, chunk.GetEvents()...)
-	}
+	_, events := historyKinds(t, s, "h")
 	var kinds []string
 	for _, ev := range events {
 		if ev.GetTimestamp() == nil {

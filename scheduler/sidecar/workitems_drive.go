@@ -120,8 +120,13 @@ func closing(ctx context.Context, err error) error {
 // (orchestrator.ErrTaskQueued: the result comes through the inbox). A task
 // in the queue already (an earlier holder queued it) is left there.
 func (h *hub) activity(ctx context.Context, t orchestrator.RemoteTask, maxPayload int) (json.RawMessage, *orchestrator.FailureDetails, error) {
-	if h.tq != nil && (h.tq.queued(t) || !h.servesActivity(t.Name)) {
-		return nil, nil, h.tq.put(ctx, t)
+	if h.tq != nil {
+		if h.tq.queued(t) {
+			return nil, nil, orchestrator.ErrTaskQueued // its result comes through the inbox
+		}
+		if !h.servesActivity(t.Name) {
+			return nil, nil, h.tq.put(ctx, t)
+		}
 	}
 	return h.dispatchActivity(ctx, t, maxPayload)
 }

@@ -94,9 +94,6 @@ func (q *taskQueue) queued(t orchestrator.RemoteTask) bool {
 // put queues t for a worker on any node, retrying a store that does not
 // answer until ctx ends; ErrTaskQueued once it is queued.
 func (q *taskQueue) put(ctx context.Context, t orchestrator.RemoteTask) error {
-	if q.queued(t) {
-		return orchestrator.ErrTaskQueued
-	}
 	if err := orchestrator.RetryUnavailable(ctx, func() error { return q.c.QueueTask(ctx, t) }); err != nil {
 		return err
 	}
