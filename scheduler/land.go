@@ -140,10 +140,11 @@ func (n *Node) fairLocked(id string) bool {
 		runners++
 	}
 	// Both counts from the view, which sees an owners key only once the
-	// watch brings it, plus the campaigns and landings in flight here,
-	// which it does not see yet (a burst of starts to one node counts them
-	// at once).
-	inflight := len(n.campaigning)
+	// watch brings it, plus what it does not see yet: the campaigns and
+	// landings in flight here and the runs they began whose owners keys
+	// the watch has not brought (a burst of starts to one node counts them
+	// at once, even when the watch lags behind).
+	inflight := len(n.campaigning) + len(n.unseen)
 	return fairShare(n.ownedHere+inflight, len(n.owners)+inflight, runners)
 }
 

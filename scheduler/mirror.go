@@ -190,6 +190,7 @@ func (n *Node) apply(ev *clientv3.Event, feed bool) (Change, bool) {
 		}
 		if o.Node == n.cfg.NodeID {
 			n.ownedHere++
+			delete(n.unseen, id)
 		}
 		n.owners[id] = ownerView{node: o.Node, executionID: o.ExecutionID, leaseID: o.LeaseID, token: ev.Kv.CreateRevision}
 		delete(n.ownerGone, id)

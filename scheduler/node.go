@@ -148,6 +148,7 @@ type Node struct {
 	instances   map[string]*instanceView // active instances only
 	owners      map[string]ownerView
 	ownedHere   int                  // owners keys in the view that name this node
+	unseen      map[string]struct{}  // runs whose owners key the view does not name this node for yet
 	ownerGone   map[string]ownerGone // owners keys seen deleted, while the instance is active
 	nodes       map[string]*orchestrator.NodeInfo
 	unrunnable  map[string]string // active, unheld instances no live node can run: id -> function
@@ -262,7 +263,7 @@ func New(cfg Config) (*Node, error) {
 		runsGone:  make(chan struct{}),
 		instances: map[string]*instanceView{}, owners: map[string]ownerView{},
 		ownerGone: map[string]ownerGone{}, nodes: map[string]*orchestrator.NodeInfo{}, unrunnable: map[string]string{},
-		campaigning: map[string]*campaign{}, runs: map[string]*run{},
+		campaigning: map[string]*campaign{}, runs: map[string]*run{}, unseen: map[string]struct{}{},
 		retries: map[string]*retryState{}, scheds: scheds, startedAt: time.Now().UTC(),
 	}, nil
 }

@@ -190,6 +190,9 @@ func (n *Node) startRun(h *lease.Holding, c *campaign) {
 		return
 	}
 	n.runs[id] = r
+	if o, ok := n.owners[id]; !ok || o.node != n.cfg.NodeID {
+		n.unseen[id] = struct{}{} // the watch brings its owners key in a moment
+	}
 	n.runsWG.Add(1)
 	n.m.instancesHeld.WithLabelValues(r.name).Inc()
 	if err != nil {
@@ -409,6 +412,7 @@ func (n *Node) endRun(r *run) {
 	n.mu.Lock()
 	if n.runs[r.id] == r {
 		delete(n.runs, r.id)
+		delete(n.unseen, r.id)
 		if n.draining && len(n.runs) == 0 {
 			close(n.runsGone)
 		}
