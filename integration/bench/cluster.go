@@ -49,7 +49,11 @@ func (b *bench) newCluster(name string, n int, opts nodeOpts) (*cluster, error) 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	etcd, err := proc.StartCluster(dir, b.etcdBin, b.clock, 1)
+	var etcdArgs []string
+	if b.cfg.pprofDir != "" {
+		etcdArgs = append(etcdArgs, "--enable-pprof")
+	}
+	etcd, err := proc.StartCluster(dir, b.etcdBin, b.clock, 1, etcdArgs...)
 	if etcd != nil {
 		for _, m := range etcd.Members {
 			b.track(m.Proc)

@@ -59,10 +59,11 @@ func forceGC(ctx context.Context, n *node) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// profile captures a CPU profile of d from every node that serves pprof,
-// into -pprof DIR as PHASE-NODE.pprof, and returns a function that waits
-// for the captures. Without -pprof it does nothing.
-func (b *bench) profile(ctx context.Context, phase string, nodes []*node, d time.Duration) (wait func()) {
+// profile captures a CPU profile of d from every node of c that serves
+// pprof, into -pprof DIR as PHASE-NODE.pprof, and one of etcd (started with
+// --enable-pprof under -pprof) as PHASE-etcd.pprof, and returns a function
+// that waits for the captures. Without -pprof it does nothing.
+func (b *bench) profile(ctx context.Context, phase string, c *cluster, d time.Duration) (wait func()) {
 	if b.cfg.pprofDir == "" {
 		return func() {}
 	}
@@ -72,7 +73,15 @@ func (b *bench) profile(ctx context.Context, phase string, nodes []*node, d time
 	}
 	secs := int(math.Ceil(d.Seconds()))
 	var wg sync.WaitGroup
-	for _, n := range nodes {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		path := filepath.Join(b.cfg.pprofDir, phase+"-etcd.pprof")
+		if err := fetchTo(ctx, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", c.etcdEndpoint(), secs), path); err != nil {
+			b.logf("pprof etcd: %v", err)
+		}
+	}()
+	for _, n := range c.nodes {
 		if !servesPprof(ctx, n) {
 			b.logf("pprof: %s serves no /debug/pprof/; no profile of it", n.id)
 			continue
