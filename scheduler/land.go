@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -143,9 +144,48 @@ func (n *Node) fairLocked(id string) bool {
 	// watch brings it, plus what it does not see yet: the campaigns and
 	// landings in flight here and the runs they began whose owners keys
 	// the watch has not brought (a burst of starts to one node counts them
-	// at once, even when the watch lags behind).
+	// at once, even when the watch lags behind), and the other nodes'
+	// takes in flight (othersInFlight).
 	inflight := len(n.campaigning) + len(n.unseen)
-	return fairShare(n.ownedHere+inflight, len(n.owners)+inflight, runners)
+	others := othersInFlight(len(n.campaigning), n.othersTook.at(time.Now()), runners)
+	return fairShare(n.ownedHere+inflight, len(n.owners)+inflight+others, runners)
+}
+
+// othersInFlight estimates the takes in flight on the other runner nodes,
+// which no view shows: each of them has as many starts in flight as this
+// node (mine) when the load is spread, so as many are counted for each,
+// but never more than the other nodes were seen taking over the last
+// second or so (took, takeRate): on a busy cluster whose instances are
+// short, most held instances are starts in flight, and counting only this
+// node's made every node believe it held most of them (a fifth of the
+// starts of the benchmark's lifecycle phase went to a campaign, one
+// transaction more each); a client that sends its starts to one node still
+// spreads them, because the other nodes take only what it leaves them.
+func othersInFlight(mine int, took float64, runners int) int {
+	if runners < 2 {
+		return 0
+	}
+	each := min(mine, int(took)/(runners-1))
+	return each * (runners - 1)
+}
+
+// takeRate counts events with an exponential decay of takeDecay: its
+// value is about the events of the last takeDecay.
+type takeRate struct {
+	v    float64
+	last time.Time
+}
+
+const takeDecay = time.Second
+
+func (r *takeRate) add(now time.Time) { r.v = r.at(now) + 1; r.last = now }
+
+// at is the value at now.
+func (r *takeRate) at(now time.Time) float64 {
+	if r.v == 0 || !now.After(r.last) {
+		return r.v
+	}
+	return r.v * math.Exp(-float64(now.Sub(r.last))/float64(takeDecay))
 }
 
 // fairShare reports whether a node that holds mine of the held instances

@@ -165,6 +165,62 @@ func TestLandingSpreadsStartsSentToOneNode(t *testing.T) {
 	}
 }
 
+// 60 starts sent to one node at once, none of them preferring it: the
+// node's starts in flight count towards its share, and the other nodes'
+// takes are assumed only as far as the view saw them take, so it still
+// takes no more than its bound and the rest run elsewhere.
+func TestLandingSpreadsABurstSentToOneNode(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{finish: make(chan struct{})}
+	c := newCluster(t, 3, 5*time.Second, newBlockingRegistry(rec, nil))
+	waitNodesSeen(t, c)
+	recv := c.nodes[0]
+	var ids []string
+	for i := 0; len(ids) < 60; i++ {
+		if id := fmt.Sprintf("burst-%d", i); preferredNode(id, nodeIDs(c)) != recv.ID() {
+			ids = append(ids, id)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(ids))
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if res, err := recv.StartInstance(context.Background(), "Block", orchestrator.StartOptions{InstanceID: id}); err != nil || !res.Started {
+				errs <- fmt.Errorf("StartInstance %s: %+v, %v", id, res, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "all 60 held", func() bool {
+		held := 0
+		for _, n := range c.nodes {
+			held += len(n.Held())
+		}
+		return held == len(ids)
+	})
+	mine := len(recv.Held())
+	// The sequential bound (1.25 x 20 + 8 = 33), and for the starts in
+	// flight at once a quarter of the burst more.
+	if bound := (5*(len(ids)-1)+96)/12 + 1 + len(ids)/4; mine > bound {
+		t.Errorf("the receiving node holds %d of %d, want at most %d", mine, len(ids), bound)
+	}
+	t.Logf("the receiving node holds %d of %d; the others %d and %d", mine, len(ids), len(c.nodes[1].Held()), len(c.nodes[2].Held()))
+	close(rec.finish)
+	cl := c.client()
+	for _, id := range ids {
+		waitStatus(t, cl, id, orchestrator.StatusCompleted, 20*time.Second)
+	}
+	if rec.count() != len(ids) {
+		t.Fatalf("%d runs for %d instances, want one each", rec.count(), len(ids))
+	}
+}
+
 // 150 racing starts of one ID through the StartInstance of three nodes:
 // exactly one is acknowledged, the others are refused with
 // ErrInstanceExists, and the orchestration runs once, on one node, taken

@@ -191,6 +191,8 @@ func (n *Node) apply(ev *clientv3.Event, feed bool) (Change, bool) {
 		if o.Node == n.cfg.NodeID {
 			n.ownedHere++
 			delete(n.unseen, id)
+		} else if feed && ev.Kv.Version == 1 {
+			n.othersTook.add(time.Now()) // a take seen as it happened, not in a listing
 		}
 		n.owners[id] = ownerView{node: o.Node, executionID: o.ExecutionID, leaseID: o.LeaseID, token: ev.Kv.CreateRevision}
 		delete(n.ownerGone, id)

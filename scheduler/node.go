@@ -149,6 +149,7 @@ type Node struct {
 	owners      map[string]ownerView
 	ownedHere   int                  // owners keys in the view that name this node
 	unseen      map[string]struct{}  // runs whose owners key the view does not name this node for yet
+	othersTook  takeRate             // owners keys the view saw other nodes create, lately (land.go)
 	ownerGone   map[string]ownerGone // owners keys seen deleted, while the instance is active
 	nodes       map[string]*orchestrator.NodeInfo
 	unrunnable  map[string]string // active, unheld instances no live node can run: id -> function
