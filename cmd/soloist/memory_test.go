@@ -24,6 +24,25 @@ func TestWorthReleasing(t *testing.T) {
 	}
 }
 
+// Under the GC floor a busy node's free heap is about the floor: not worth
+// a release; a burst parked above it still is.
+func TestWorthReleasingAboveTheFloor(t *testing.T) {
+	m := defaultMemRelease
+	m.headroom = defaultGCFloor.floor
+	for _, c := range []struct {
+		h    heapSample
+		want bool
+	}{
+		{heapSample{free: 70 << 20, objects: 5 << 20}, false},   // busy, small live heap under the floor's goal
+		{heapSample{free: 200 << 20, objects: 80 << 20}, true},  // after a burst parked
+		{heapSample{free: 120 << 20, objects: 10 << 20}, false}, // within the floor and min
+	} {
+		if got := m.worthReleasing(c.h); got != c.want {
+			t.Errorf("worthReleasing(free %d MiB, objects %d MiB) with the floor's headroom = %v, want %v", c.h.free>>20, c.h.objects>>20, got, c.want)
+		}
+	}
+}
+
 // sink keeps the burst reachable until the test drops it.
 var sink [][]byte
 

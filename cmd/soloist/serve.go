@@ -559,9 +559,14 @@ func serve(ctx context.Context, o *serveOptions, log *slog.Logger, lvl slog.Leve
 	go func() { startErr <- node.Start(startCtx) }()
 	memCtx, memStop := context.WithCancel(ctx)
 	memDone := make(chan struct{})
-	go func() { defer close(memDone); defaultMemRelease.run(memCtx, log) }()
+	release := defaultMemRelease
+	floorOn := os.Getenv("GOGC") == ""
+	if floorOn {
+		release.headroom = defaultGCFloor.floor
+	}
+	go func() { defer close(memDone); release.run(memCtx, log) }()
 	floorDone := make(chan struct{})
-	if os.Getenv("GOGC") == "" {
+	if floorOn {
 		go func() { defer close(floorDone); defaultGCFloor.run(memCtx, log) }()
 	} else {
 		close(floorDone)
