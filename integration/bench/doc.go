@@ -210,7 +210,9 @@
 // Every node runs with --metrics-listen on a port of its own and --pprof,
 // so the bench can force a collection before it reads an idle node's
 // memory. -pprof DIR also captures a CPU profile of every node over each
-// measured window (DIR/PHASE-NODE.pprof).
+// measured window (DIR/PHASE-NODE.pprof), and of etcd, which it then
+// starts with --enable-pprof (DIR/PHASE-etcd.pprof); in the handoff phase
+// of the peers and etcd over the 3 s from the SIGTERM on.
 //
 // # Errors
 //
