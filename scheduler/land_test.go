@@ -123,46 +123,15 @@ func TestStartLandsOnReceivingNode(t *testing.T) {
 // two the rest, each run once.
 func TestLandingSpreadsStartsSentToOneNode(t *testing.T) {
 	t.Parallel()
-	rec := &recorder{finish: make(chan struct{})}
-	c := newCluster(t, 3, 5*time.Second, newBlockingRegistry(rec, nil))
-	waitNodesSeen(t, c)
-	recv := c.nodes[0]
-	var ids []string
-	for i := 0; len(ids) < 60; i++ {
-		if id := fmt.Sprintf("pile-%d", i); preferredNode(id, nodeIDs(c)) != recv.ID() {
-			ids = append(ids, id)
-		}
-	}
-	for _, id := range ids {
-		if res, err := recv.StartInstance(context.Background(), "Block", orchestrator.StartOptions{InstanceID: id}); err != nil || !res.Started {
-			t.Fatalf("StartInstance %s: %+v, %v", id, res, err)
-		}
-	}
-	eventually(t, 20*time.Second, "all 60 held", func() bool {
-		held := 0
-		for _, n := range c.nodes {
-			held += len(n.Held())
-		}
-		return held == len(ids)
-	})
-	mine := len(recv.Held())
+	sp := startThroughOneNode(t, "pile", false)
 	// The bound at the last start: 4 x mine x 3 <= 5 x 59 + 4 x 8 x 3.
-	if bound := (5*(len(ids)-1)+96)/12 + 1; mine > bound {
-		t.Errorf("the receiving node holds %d of %d, want at most %d (1.25 x its share + 8)", mine, len(ids), bound)
+	if bound := (5*(len(sp.ids)-1)+96)/12 + 1; sp.mine > bound {
+		t.Errorf("the receiving node holds %d of %d, want at most %d (1.25 x its share + 8)", sp.mine, len(sp.ids), bound)
 	}
-	if landed := recv.counter("soloist_starts_landed_total"); landed < 8 || int(landed) > mine {
-		t.Errorf("the receiving node landed %v starts and holds %d, want at least 8 landed (its slack) and no more than it holds", landed, mine)
+	if landed := sp.recv.counter("soloist_starts_landed_total"); landed < 8 || int(landed) > sp.mine {
+		t.Errorf("the receiving node landed %v starts and holds %d, want at least 8 landed (its slack) and no more than it holds", landed, sp.mine)
 	}
-	t.Logf("the receiving node holds %d of %d; the others %d and %d", mine, len(ids), len(c.nodes[1].Held()), len(c.nodes[2].Held()))
-	eventually(t, 10*time.Second, "every instance running", func() bool { return rec.count() == len(ids) })
-	close(rec.finish)
-	cl := c.client()
-	for _, id := range ids {
-		waitStatus(t, cl, id, orchestrator.StatusCompleted, 20*time.Second)
-	}
-	if rec.count() != len(ids) {
-		t.Fatalf("%d runs for %d instances, want one each", rec.count(), len(ids))
-	}
+	sp.finish(t)
 }
 
 // 60 starts sent to one node at once, none of them preferring it: the
@@ -171,53 +140,84 @@ func TestLandingSpreadsStartsSentToOneNode(t *testing.T) {
 // takes no more than its bound and the rest run elsewhere.
 func TestLandingSpreadsABurstSentToOneNode(t *testing.T) {
 	t.Parallel()
-	rec := &recorder{finish: make(chan struct{})}
-	c := newCluster(t, 3, 5*time.Second, newBlockingRegistry(rec, nil))
-	waitNodesSeen(t, c)
-	recv := c.nodes[0]
-	var ids []string
-	for i := 0; len(ids) < 60; i++ {
-		if id := fmt.Sprintf("burst-%d", i); preferredNode(id, nodeIDs(c)) != recv.ID() {
-			ids = append(ids, id)
+	sp := startThroughOneNode(t, "burst", true)
+	// The sequential bound (1.25 x 20 + 8 = 33), and for the starts in
+	// flight at once a quarter of the burst more.
+	if bound := (5*(len(sp.ids)-1)+96)/12 + 1 + len(sp.ids)/4; sp.mine > bound {
+		t.Errorf("the receiving node holds %d of %d, want at most %d", sp.mine, len(sp.ids), bound)
+	}
+	sp.finish(t)
+}
+
+// spread is 60 blocking instances started through one node of three.
+type spread struct {
+	c    *cluster
+	rec  *recorder
+	recv *testNode
+	ids  []string
+	mine int // held by the receiving node once all are held
+}
+
+// startThroughOneNode starts 60 instances that keep running, none
+// preferring the receiving node, all through it (one after the other, or
+// all at once), and waits until all are held.
+func startThroughOneNode(t *testing.T, prefix string, atOnce bool) *spread {
+	t.Helper()
+	sp := &spread{rec: &recorder{finish: make(chan struct{})}}
+	sp.c = newCluster(t, 3, 5*time.Second, newBlockingRegistry(sp.rec, nil))
+	waitNodesSeen(t, sp.c)
+	sp.recv = sp.c.nodes[0]
+	for i := 0; len(sp.ids) < 60; i++ {
+		if id := fmt.Sprintf("%s-%d", prefix, i); preferredNode(id, nodeIDs(sp.c)) != sp.recv.ID() {
+			sp.ids = append(sp.ids, id)
 		}
 	}
+	start := func(id string) error {
+		if res, err := sp.recv.StartInstance(context.Background(), "Block", orchestrator.StartOptions{InstanceID: id}); err != nil || !res.Started {
+			return fmt.Errorf("StartInstance %s: %+v, %v", id, res, err)
+		}
+		return nil
+	}
+	errs := make(chan error, len(sp.ids))
 	var wg sync.WaitGroup
-	errs := make(chan error, len(ids))
-	for _, id := range ids {
+	for _, id := range sp.ids {
+		if !atOnce {
+			errs <- start(id)
+			continue
+		}
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if res, err := recv.StartInstance(context.Background(), "Block", orchestrator.StartOptions{InstanceID: id}); err != nil || !res.Started {
-				errs <- fmt.Errorf("StartInstance %s: %+v, %v", id, res, err)
-			}
-		}()
+		go func() { defer wg.Done(); errs <- start(id) }()
 	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Fatal(err)
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	eventually(t, 20*time.Second, "all 60 held", func() bool {
 		held := 0
-		for _, n := range c.nodes {
+		for _, n := range sp.c.nodes {
 			held += len(n.Held())
 		}
-		return held == len(ids)
+		return held == len(sp.ids)
 	})
-	mine := len(recv.Held())
-	// The sequential bound (1.25 x 20 + 8 = 33), and for the starts in
-	// flight at once a quarter of the burst more.
-	if bound := (5*(len(ids)-1)+96)/12 + 1 + len(ids)/4; mine > bound {
-		t.Errorf("the receiving node holds %d of %d, want at most %d", mine, len(ids), bound)
-	}
-	t.Logf("the receiving node holds %d of %d; the others %d and %d", mine, len(ids), len(c.nodes[1].Held()), len(c.nodes[2].Held()))
-	close(rec.finish)
-	cl := c.client()
-	for _, id := range ids {
+	sp.mine = len(sp.recv.Held())
+	t.Logf("the receiving node holds %d of %d; the others %d and %d", sp.mine, len(sp.ids), len(sp.c.nodes[1].Held()), len(sp.c.nodes[2].Held()))
+	return sp
+}
+
+// finish lets every instance complete and checks each ran once.
+func (sp *spread) finish(t *testing.T) {
+	t.Helper()
+	eventually(t, 10*time.Second, "every instance running", func() bool { return sp.rec.count() == len(sp.ids) })
+	close(sp.rec.finish)
+	cl := sp.c.client()
+	for _, id := range sp.ids {
 		waitStatus(t, cl, id, orchestrator.StatusCompleted, 20*time.Second)
 	}
-	if rec.count() != len(ids) {
-		t.Fatalf("%d runs for %d instances, want one each", rec.count(), len(ids))
+	if sp.rec.count() != len(sp.ids) {
+		t.Fatalf("%d runs for %d instances, want one each", sp.rec.count(), len(sp.ids))
 	}
 }
 
