@@ -272,7 +272,10 @@ func (n *Node) handleTick(s *scheduled, now time.Time) {
 		return
 	}
 	log := n.log.With("schedule", s.Name, "instance_id", s.InstanceID, "tick", tick.Format(time.RFC3339))
-	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+	// A claim begun is finished even if the node stops meanwhile (its
+	// stop waits for this loop): cut off, it may have been committed
+	// unseen, and the tick would be claimed in etcd but counted nowhere.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(n.ctx), 5*time.Second)
 	c, err := n.client.ClaimTick(ctx, orchestrator.Tick{
 		Schedule: s.Name, Function: s.Function, InstanceID: s.InstanceID, Input: s.Input, At: tick, Node: n.cfg.NodeID,
 	})
