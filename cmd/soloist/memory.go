@@ -20,10 +20,10 @@ import (
 // the OS (debug.FreeOSMemory: one full GC), at most once per
 // releaseEvery. A release leaves next to no free heap, so another one
 // needs another burst of at least min freed; a busy node's free heap
-// stays below its live heap or within the GC floor's headroom, so it never
-// pays for this (one full GC: 77 ms
-// of one core with 10,000 parked instances). The library (package scheduler) never does it:
-// a process that embeds it decides for itself.
+// stays below its live heap or within the GC floor's headroom, so it
+// never pays for this (one full GC: 77 ms of one core with 10,000 parked
+// instances). The library (package scheduler) never does it: a process
+// that embeds it decides for itself.
 type memRelease struct {
 	checkEvery, releaseEvery time.Duration
 	min                      uint64 // free heap bytes below which it is not worth a GC

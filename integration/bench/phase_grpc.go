@@ -66,7 +66,7 @@ func phaseGRPC(ctx context.Context, b *bench, r *results) error {
 
 	b.logf("grpc: %d HelloCities lifecycles in flight over %d nodes, each with a gRPC worker, %s warm-up + %s, grace %s",
 		cfg.lifecycleInflight, len(c.nodes), cfg.warmup, cfg.grpcDuration, cfg.lifecycleGrace)
-	wait := b.profile(ctx, "grpc", c, cfg.warmup+cfg.grpcDuration)
+	wait := b.profile(ctx, "grpc", c, c.nodes, cfg.warmup+cfg.grpcDuration)
 	cpu := c.cpuWindow(cfg.warmup, cfg.grpcDuration)
 	l := runLifecycles(ctx, sw, start, cfg.lifecycleInflight, cfg.warmup, cfg.grpcDuration, cfg.lifecycleGrace, "gl")
 	wait()

@@ -117,7 +117,7 @@ func phaseLifecycle(ctx context.Context, b *bench, r *results) error {
 	}
 	b.logf("lifecycle: %d HelloCities lifecycles in flight over %d nodes, %s warm-up + %s, grace %s",
 		cfg.lifecycleInflight, len(c.nodes), cfg.warmup, cfg.lifecycleDuration, cfg.lifecycleGrace)
-	wait := b.profile(ctx, "lifecycle", c, cfg.warmup+cfg.lifecycleDuration)
+	wait := b.profile(ctx, "lifecycle", c, c.nodes, cfg.warmup+cfg.lifecycleDuration)
 	cpu := c.cpuWindow(cfg.warmup, cfg.lifecycleDuration)
 	s := newStarter(cfg.lifecycleInflight)
 	defer s.close()

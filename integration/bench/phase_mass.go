@@ -171,7 +171,7 @@ func phaseHandoff(ctx context.Context, b *bench, r *results) error {
 	b.logf("handoff: SIGTERM %s holding %d", victim.id, len(ids))
 	// Under -pprof: the peers and etcd over the handoff (the victim's
 	// profile ends with it).
-	waitProfile := b.profile(ctx, "handoff", &cluster{b: b, etcd: c.etcd, nodes: c.nodes[1:]}, 3*time.Second)
+	waitProfile := b.profile(ctx, "handoff", c, c.nodes[1:], 3*time.Second)
 	defer waitProfile()
 	t0 := time.Now()
 	if err := victim.sigterm(); err != nil {

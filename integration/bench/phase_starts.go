@@ -77,7 +77,7 @@ func (b *bench) startLoad(ctx context.Context, c *cluster, phase string) startLo
 	b.logf("%s: %d starts in flight over %d nodes, %s warm-up + %s", phase, b.cfg.c, len(c.nodes), b.cfg.warmup, b.cfg.startsDuration)
 	s := newStarter(b.cfg.c)
 	defer s.close()
-	wait := b.profile(ctx, phase, c, b.cfg.warmup+b.cfg.startsDuration)
+	wait := b.profile(ctx, phase, c, c.nodes, b.cfg.warmup+b.cfg.startsDuration)
 	defer wait()
 	return runStartLoad(ctx, s, c.urls(c.nodes), b.cfg.c, b.cfg.warmup, b.cfg.startsDuration, phase)
 }

@@ -59,11 +59,11 @@ func forceGC(ctx context.Context, n *node) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// profile captures a CPU profile of d from every node of c that serves
-// pprof, into -pprof DIR as PHASE-NODE.pprof, and one of etcd (started with
-// --enable-pprof under -pprof) as PHASE-etcd.pprof, and returns a function
-// that waits for the captures. Without -pprof it does nothing.
-func (b *bench) profile(ctx context.Context, phase string, c *cluster, d time.Duration) (wait func()) {
+// profile captures a CPU profile of d from each of nodes that serves
+// pprof, into -pprof DIR as PHASE-NODE.pprof, and one of c's etcd (started
+// with --enable-pprof under -pprof) as PHASE-etcd.pprof, and returns a
+// function that waits for the captures. Without -pprof it does nothing.
+func (b *bench) profile(ctx context.Context, phase string, c *cluster, nodes []*node, d time.Duration) (wait func()) {
 	if b.cfg.pprofDir == "" {
 		return func() {}
 	}
@@ -81,7 +81,7 @@ func (b *bench) profile(ctx context.Context, phase string, c *cluster, d time.Du
 			b.logf("pprof etcd: %v", err)
 		}
 	}()
-	for _, n := range c.nodes {
+	for _, n := range nodes {
 		if !servesPprof(ctx, n) {
 			b.logf("pprof: %s serves no /debug/pprof/; no profile of it", n.id)
 			continue
