@@ -1,8 +1,11 @@
 package scheduler
 
 import (
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/soloist-dev/soloist/orchestrator"
 )
 
 func TestOthersInFlight(t *testing.T) {
@@ -42,5 +45,51 @@ func TestTakeRateDecays(t *testing.T) {
 	}
 	if v := r.at(now.Add(-time.Second)); v != r.at(now) {
 		t.Fatalf("a clock before the last take changes the count to %.1f", v)
+	}
+}
+
+// A snapshot of a busy balanced cluster of short instances, as a node's
+// view had it when it refused to land (the benchmark's lifecycle phase):
+// 15 of the 18 owners keys it saw were its own and 16 of its starts were
+// in flight. With the other nodes seen taking instances, their starts in
+// flight count too and it lands; seeing them take nothing (every start
+// comes here), it still refuses.
+func TestFairCountsOthersInFlight(t *testing.T) {
+	view := func(othersTook int) *Node {
+		n := &Node{
+			cfg:         Config{NodeID: "a"},
+			nodes:       map[string]*orchestrator.NodeInfo{"a": {Node: "a"}, "b": {Node: "b"}, "c": {Node: "c"}},
+			owners:      map[string]ownerView{},
+			campaigning: map[string]*campaign{},
+			unseen:      map[string]struct{}{},
+		}
+		for i := range 18 {
+			node := "b"
+			if i < 15 {
+				node = "a"
+				n.ownedHere++
+			}
+			n.owners[fmt.Sprintf("held-%d", i)] = ownerView{node: node}
+		}
+		for i := range 16 {
+			n.campaigning[fmt.Sprintf("flight-%d", i)] = &campaign{}
+		}
+		now := time.Now()
+		for range othersTook {
+			n.othersTook.add(now)
+		}
+		return n
+	}
+	id := ""
+	for i := 0; id == ""; i++ {
+		if c := fmt.Sprintf("start-%d", i); view(0).rankLocked(c) > 0 {
+			id = c
+		}
+	}
+	if !view(600).fairLocked(id) {
+		t.Errorf("with the other nodes taking 600 a second, 15 of 18 seen and 16 in flight is not within the share; want it landed")
+	}
+	if view(0).fairLocked(id) {
+		t.Errorf("with the other nodes taking nothing, 15 of 18 seen and 16 in flight is within the share; want a campaign")
 	}
 }
