@@ -269,7 +269,10 @@ func (c *Client) startIf(ctx context.Context, name string, opts StartOptions, cm
 	encoded := rec.encode()
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		policy := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
-		write := []clientv3.Op{clientv3.OpPut(key, encoded), clientv3.OpPut(c.keys.Input(id), string(input))}
+		write := []clientv3.Op{clientv3.OpPut(key, encoded)}
+		if !isNull(input) {
+			write = append(write, clientv3.OpPut(c.keys.Input(id), string(input)))
+		}
 		replaced := ""
 		if cur != nil {
 			switch {
@@ -373,6 +376,19 @@ func (c *Client) startRefused(id string, err error) error {
 	return fmt.Errorf("start of '%s' was not written: %w", id, err)
 }
 
+// inputOp writes an execution's input over whatever the instance's input
+// key holds: a null input is no key (readers take a missing payload key for
+// null), which saves the start of an instance without input a write.
+func (c *Client) inputOp(id string, input json.RawMessage) clientv3.Op {
+	if isNull(input) {
+		return clientv3.OpDelete(c.keys.Input(id))
+	}
+	return clientv3.OpPut(c.keys.Input(id), string(input))
+}
+
+// isNull reports whether v is the JSON null.
+func isNull(v json.RawMessage) bool { return string(v) == "null" }
+
 // replaceOps puts a new execution's record (encoded) and input over an old
 // execution and clears what belonged to the old one. The owners key is left to its
 // holder, which releases it when it sees the change; until then nobody can
@@ -381,7 +397,7 @@ func (c *Client) startRefused(id string, err error) error {
 func (c *Client) replaceOps(old *Record, id, encoded string, input json.RawMessage) []clientv3.Op {
 	ops := []clientv3.Op{
 		clientv3.OpPut(c.keys.Instance(id), encoded),
-		clientv3.OpPut(c.keys.Input(id), string(input)),
+		c.inputOp(id, input),
 		clientv3.OpDelete(c.keys.Output(id)),
 		clientv3.OpDelete(c.keys.CustomStatus(id)),
 		clientv3.OpDelete(c.keys.FailureDetails(id)),

@@ -77,6 +77,23 @@ func TestStartRecord(t *testing.T) {
 	if st := v.decode(t, r2.Status.InstanceID); string(st.Input) != "null" {
 		t.Fatalf("input without input: %s", st.Input)
 	}
+	// A null input is no key (readers take a missing one for null): the
+	// start is one write less.
+	if in := v.get(t, v.keys.Input(r2.Status.InstanceID)); in != nil {
+		t.Fatalf("a start without input wrote the input key: %s", in.Value)
+	}
+	// Replacing an execution that had an input by one without removes the
+	// old input rather than leaving it for the new execution.
+	if _, err := v.c.Start(ctxT(t), "report", orchestrator.StartOptions{InstanceID: "nightly", Input: json.RawMessage(`null`),
+		ConflictPolicy: orchestrator.ConflictTerminateExisting}); err != nil {
+		t.Fatal(err)
+	}
+	if in := v.get(t, v.keys.Input("nightly")); in != nil {
+		t.Fatalf("the replacing start without input left the old input: %s", in.Value)
+	}
+	if st := v.decode(t, "nightly"); string(st.Input) != "null" {
+		t.Fatalf("input of the replacing execution: %s", st.Input)
+	}
 	if r2.Status.ExecutionID == r2.Status.InstanceID {
 		t.Fatal("generated instance ID reused as execution ID")
 	}

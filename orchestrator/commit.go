@@ -317,7 +317,7 @@ func (e *Engine) continueAsNew(c Complete) (RuntimeStatus, error) {
 		},
 		final: func(*Record) []clientv3.Op {
 			return []clientv3.Op{
-				clientv3.OpPut(x.c.keys.Input(id), string(input)),
+				x.c.inputOp(id, input),
 				clientv3.OpDelete(x.c.keys.Output(id)),
 				clientv3.OpDelete(x.c.keys.History(id, oldExec), clientv3.WithPrefix()),
 				clientv3.OpDelete(x.c.keys.Blobs(id, oldExec), clientv3.WithPrefix()),
