@@ -135,6 +135,54 @@ func (c *Client) OpenOps(id, executionID string) []clientv3.Op {
 	}
 }
 
+// LandedOps are the reads a node that takes an instance in its start
+// transaction (a landing) needs besides what the start wrote: the inbox
+// only. The record and input are the start's own, a new execution has no
+// history yet, and a start leaves no custom status (a replacing start
+// deletes it). OpenLanded expects their responses.
+func (c *Client) LandedOps(id string) []clientv3.Op {
+	ip := c.keys.InboxPrefix(id)
+	return []clientv3.Op{
+		clientv3.OpGet(ip, clientv3.WithRange(clientv3.GetPrefixRangeEnd(ip)), clientv3.WithLimit(inboxPage),
+			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)),
+	}
+}
+
+// OpenLanded builds the Execution of a start that rec and input describe,
+// from the responses of LandedOps read in the start's own transaction, at
+// its revision rev (which is then the record's ModRevision). Responses
+// read in any later transaction do not do: the record may have changed
+// since; Open reads it anew.
+func (c *Client) OpenLanded(ctx context.Context, rec *Record, input json.RawMessage, fence Fence, resps []*pb.ResponseOp, rev int64) (*Execution, error) {
+	if len(resps) != 1 {
+		return nil, fmt.Errorf("orchestrator: OpenLanded got %d responses, want the 1 of LandedOps", len(resps))
+	}
+	if !rec.RuntimeStatus.Runnable() {
+		return nil, fmt.Errorf("%w: '%s' started %s", ErrExecutionChanged, rec.InstanceID, rec.RuntimeStatus)
+	}
+	r := *rec
+	x := &Execution{c: c, fence: fence, id: r.InstanceID, rec: &r, rev: rev, readRev: rev, input: input, custom: jsonNull}
+	if len(x.input) == 0 {
+		x.input = jsonNull
+	}
+	return x, x.addInbox(ctx, resps[0].GetResponseRange(), rev)
+}
+
+// addInbox takes the inbox entries of a first read, reading all of the
+// inbox at rev if they did not fit it.
+func (x *Execution) addInbox(ctx context.Context, ir *pb.RangeResponse, rev int64) error {
+	for _, kv := range ir.Kvs {
+		x.inbox = append(x.inbox, ParseInboxEntry(string(kv.Key), kv.CreateRevision, kv.Value))
+	}
+	if ir.More {
+		var err error
+		if x.inbox, err = x.c.readInbox(ctx, x.id, rev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Open reads executionID of id for a holder, in one transaction. It returns
 // ErrExecutionChanged if the record belongs to another execution or is not
 // runnable (terminal or suspended).
@@ -175,14 +223,8 @@ func (c *Client) OpenFrom(ctx context.Context, id, executionID string, fence Fen
 	if x.history, err = c.readHistory(ctx, id, executionID, hr, rev); err != nil {
 		return nil, err
 	}
-	ir := resps[4].GetResponseRange()
-	for _, kv := range ir.Kvs {
-		x.inbox = append(x.inbox, ParseInboxEntry(string(kv.Key), kv.CreateRevision, kv.Value))
-	}
-	if ir.More {
-		if x.inbox, err = c.readInbox(ctx, id, rev); err != nil {
-			return nil, err
-		}
+	if err := x.addInbox(ctx, resps[4].GetResponseRange(), rev); err != nil {
+		return nil, err
 	}
 	return x, nil
 }

@@ -219,6 +219,13 @@ type campaign struct {
 	view  instanceView
 	gone  ownerGone
 	inbox []orchestrator.InboxEntry // entries the watch saw meanwhile, for the run
+	// landed is the record a landing's start wrote, and landedInput its
+	// input: the run opens from them and the inbox the start read
+	// (orchestrator.Client.OpenLanded). reopen marks a landing that
+	// learned its outcome by reading later: its run reads everything anew.
+	landed      *orchestrator.Record
+	landedInput json.RawMessage
+	reopen      bool
 }
 
 // campaign tries once to take the owners keys of cs (in one transaction

@@ -16,7 +16,8 @@ import (
 // when this node should run it, takes it in the same transaction ("start
 // where you land"): the start's commit also creates the instance's owners
 // key on this node's session lease (a lease.Landing, a nested transaction
-// that never fails the start), and the node runs the instance at once,
+// that never fails the start, reading in it only the inbox: the record
+// and input are the start's own), and the node runs the instance at once,
 // without a campaign. The holding is a won campaign's: its fencing token
 // is the owners key's CreateRevision, under the same self-fencing and
 // watch. The start's answer is the same either way.
@@ -55,8 +56,10 @@ func (n *Node) StartInstance(ctx context.Context, name string, opts orchestrator
 	var h *lease.Holding
 	if len(op) == 1 {
 		h, err = land.Adopt(ctx, res.Revision, op[0])
+		c.landedInput = res.Status.Input
 	} else {
 		h, err = land.Adopt(ctx, 0, nil)
+		c.landed, c.reopen = nil, true
 	}
 	if err != nil {
 		// Not taken (the key was held) or not known: the instance is
@@ -112,11 +115,11 @@ func (n *Node) prepareLanding(rec *orchestrator.Record, startAt time.Time) (*lea
 		Node: n.cfg.NodeID, LeaseID: leaseHex(s.LeaseID()), ExecutionID: rec.ExecutionID,
 		AcquiredTime: time.Now().UTC(),
 	})
-	l, err := s.Land(lease.Claim{Key: n.keys.Owner(id), Value: string(value), Reads: n.client.OpenOps(id, rec.ExecutionID)})
+	l, err := s.Land(lease.Claim{Key: n.keys.Owner(id), Value: string(value), Reads: n.client.LandedOps(id)})
 	if err != nil {
 		return nil, nil
 	}
-	c := &campaign{id: id, gone: n.ownerGone[id], view: instanceView{
+	c := &campaign{id: id, gone: n.ownerGone[id], landed: rec, view: instanceView{
 		name: rec.Name, version: rec.Version, status: rec.RuntimeStatus, executionID: rec.ExecutionID,
 	}}
 	n.campaigning[id] = c

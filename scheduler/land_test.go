@@ -114,6 +114,56 @@ func TestStartLandsOnReceivingNode(t *testing.T) {
 	})
 }
 
+// A landed run opens from what its start wrote rather than reading it
+// back: it gets the start's input and the inbox entries that were there
+// before the start (a raise that raced an earlier execution's final
+// write leaves one), and its commits keep the record's fields (version,
+// tags) the start wrote.
+func TestLandedRunSeesWhatTheStartWrote(t *testing.T) {
+	t.Parallel()
+	reg := orchestrator.NewRegistry()
+	_ = reg.AddOrchestrator("Echo", func(ctx *orchestrator.OrchestrationContext) (any, error) {
+		var in map[string]int
+		if err := ctx.GetInput(&in); err != nil {
+			return nil, err
+		}
+		var late int
+		if err := ctx.WaitForExternalEvent("late", 0).Await(&late); err != nil {
+			return nil, err
+		}
+		ctx.SetCustomStatus("got it")
+		return in["n"] + late, nil
+	})
+	c := newCluster(t, 3, 5*time.Second, reg)
+	waitNodesSeen(t, c)
+	recv := c.nodes[0]
+	id := preferredID(t, recv.ID(), nodeIDs(c))
+	cl := c.client()
+	if _, err := cl.Etcd().Put(context.Background(), cl.Keys().InboxPrefix(id)+"leftover",
+		`{"seq":0,"eventType":"EventRaised","name":"late","input":2}`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := recv.StartInstance(context.Background(), "Echo", orchestrator.StartOptions{
+		InstanceID: id, Input: json.RawMessage(`{"n": 40}`), Tags: map[string]string{"team": "a"}})
+	if err != nil || !res.Started {
+		t.Fatalf("StartInstance: %+v, %v", res, err)
+	}
+	if got := recv.counter("soloist_starts_landed_total"); got != 1 {
+		t.Fatalf("starts landed = %v, want 1", got)
+	}
+	st := waitStatus(t, cl, id, orchestrator.StatusCompleted, 10*time.Second)
+	if string(st.Output) != "42" || string(st.Input) != `{"n": 40}` || string(st.CustomStatus) != `"got it"` ||
+		st.Tags["team"] != "a" || st.ExecutionID != res.Status.ExecutionID {
+		t.Fatalf("completed: output %s input %s custom %s tags %v execution %s (started %s)",
+			st.Output, st.Input, st.CustomStatus, st.Tags, st.ExecutionID, res.Status.ExecutionID)
+	}
+	for _, n := range c.nodes {
+		if got := campaigned(n); got != 0 {
+			t.Fatalf("%s campaigned %v times, want 0: the start was to land", n.ID(), got)
+		}
+	}
+}
+
 // A client that sends every start to one node does not pile the
 // instances there: that node takes the starts it receives while it holds
 // at most 1.25 x its even share plus 8 (the landing slack), and the

@@ -169,7 +169,19 @@ func (n *Node) startRun(h *lease.Holding, c *campaign) {
 	r.mu.Lock()
 	r.unhook = unhook
 	r.mu.Unlock()
-	exec, err := n.client.OpenFrom(rctx, id, r.executionID, n.fence(r), h.TakeReads(), h.Revision())
+	var (
+		exec *orchestrator.Execution
+		err  error
+	)
+	switch {
+	case c.landed != nil:
+		exec, err = n.client.OpenLanded(rctx, c.landed, c.landedInput, n.fence(r), h.TakeReads(), h.Revision())
+	case c.reopen:
+		h.TakeReads()
+		exec, err = n.client.Open(rctx, id, r.executionID, n.fence(r))
+	default:
+		exec, err = n.client.OpenFrom(rctx, id, r.executionID, n.fence(r), h.TakeReads(), h.Revision())
+	}
 	n.mu.Lock()
 	delete(n.campaigning, id)
 	if n.draining {
