@@ -1,11 +1,11 @@
 package orchestrator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -80,7 +80,9 @@ type Kept struct {
 	rec           *Record
 	rev           int64
 	input, custom json.RawMessage
-	history       []HistoryEvent
+	// history is the committed history, encoded as in etcd: a fraction of
+	// the size of the decoded events, for as long as the run waits.
+	history []byte
 }
 
 // keep is what x needs to be driven again after its run parked with the
@@ -102,16 +104,25 @@ func (x *Execution) keep(hist []HistoryEvent) *Kept {
 	if x.inflight != "" {
 		return nil
 	}
-	return &Kept{c: x.c, id: x.id, rec: x.rec, rev: x.rev, input: x.input, custom: x.custom, history: slices.Clip(hist)}
+	enc, err := json.Marshal(hist)
+	if err != nil {
+		return nil
+	}
+	return &Kept{c: x.c, id: x.id, rec: x.rec, rev: x.rev, input: x.input, custom: x.custom, history: enc}
 }
 
 // Reopen is the kept execution again, with the holder's fence (as Open
 // takes it), to Drive: its run replays the kept history instead of reading
 // etcd, and takes the inbox from its caller (every entry the last run
 // consumed is in the history; the others reach the new run through
-// Driver.Deliver). Reopen it once.
-func (k *Kept) Reopen(fence Fence) *Execution {
-	return &Execution{c: k.c, fence: fence, id: k.id, rec: k.rec, rev: k.rev, input: k.input, custom: k.custom, history: k.history}
+// Driver.Deliver). Reopen it once. An error (a kept history that does not
+// decode) means the run must Open the execution from etcd instead.
+func (k *Kept) Reopen(fence Fence) (*Execution, error) {
+	var hist []HistoryEvent
+	if err := json.Unmarshal(k.history, &hist); err != nil {
+		return nil, fmt.Errorf("orchestrator: the kept history of '%s' does not decode: %w", k.id, err)
+	}
+	return &Execution{c: k.c, fence: fence, id: k.id, rec: k.rec, rev: k.rev, input: k.input, custom: k.custom, history: hist}, nil
 }
 
 // inboxPage bounds the inbox entries an open reads in its first read.
@@ -161,7 +172,9 @@ func (c *Client) OpenLanded(ctx context.Context, rec *Record, input json.RawMess
 		return nil, fmt.Errorf("%w: '%s' started %s", ErrExecutionChanged, rec.InstanceID, rec.RuntimeStatus)
 	}
 	r := *rec
-	x := &Execution{c: c, fence: fence, id: r.InstanceID, rec: &r, rev: rev, readRev: rev, input: input, custom: jsonNull}
+	// The input is copied: the caller's may alias a buffer it reuses (or a
+	// request body's, many times the input's size, kept while the run is).
+	x := &Execution{c: c, fence: fence, id: r.InstanceID, rec: &r, rev: rev, readRev: rev, input: bytes.Clone(input), custom: jsonNull}
 	if len(x.input) == 0 {
 		x.input = jsonNull
 	}

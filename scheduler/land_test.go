@@ -118,17 +118,21 @@ func TestStartLandsOnReceivingNode(t *testing.T) {
 // back: it gets the start's input and the inbox entries that were there
 // before the start (a raise that raced an earlier execution's final
 // write leaves one), and its commits keep the record's fields (version,
-// tags) the start wrote.
+// tags) the start wrote. It keeps a copy of the input, not the caller's
+// buffer.
 func TestLandedRunSeesWhatTheStartWrote(t *testing.T) {
 	t.Parallel()
 	reg := orchestrator.NewRegistry()
 	_ = reg.AddOrchestrator("Echo", func(ctx *orchestrator.OrchestrationContext) (any, error) {
-		var in map[string]int
-		if err := ctx.GetInput(&in); err != nil {
-			return nil, err
-		}
 		var late int
 		if err := ctx.WaitForExternalEvent("late", 0).Await(&late); err != nil {
+			return nil, err
+		}
+		if err := ctx.WaitForExternalEvent("go", 0).Await(nil); err != nil {
+			return nil, err
+		}
+		var in map[string]int
+		if err := ctx.GetInput(&in); err != nil {
 			return nil, err
 		}
 		ctx.SetCustomStatus("got it")
@@ -143,10 +147,17 @@ func TestLandedRunSeesWhatTheStartWrote(t *testing.T) {
 		`{"seq":0,"eventType":"EventRaised","name":"late","input":2}`); err != nil {
 		t.Fatal(err)
 	}
+	buf := []byte(`{"n": 40}`)
 	res, err := recv.StartInstance(context.Background(), "Echo", orchestrator.StartOptions{
-		InstanceID: id, Input: json.RawMessage(`{"n": 40}`), Tags: map[string]string{"team": "a"}})
+		InstanceID: id, Input: buf, Tags: map[string]string{"team": "a"}})
 	if err != nil || !res.Started {
 		t.Fatalf("StartInstance: %+v, %v", res, err)
+	}
+	// The caller's buffer is its own again once the start returns: the
+	// run reads its input (after "go") from a copy.
+	copy(buf, `{"n": 99}`)
+	if err := cl.RaiseEvent(context.Background(), id, "go", nil); err != nil {
+		t.Fatal(err)
 	}
 	if got := recv.counter("soloist_starts_landed_total"); got != 1 {
 		t.Fatalf("starts landed = %v, want 1", got)

@@ -478,8 +478,11 @@ func (n *Node) rerun(r *run, reason string) {
 	n.mu.Unlock()
 	var exec *orchestrator.Execution
 	if kept != nil {
-		exec = kept.Reopen(n.fence(r))
-	} else {
+		if exec, err = kept.Reopen(n.fence(r)); err != nil {
+			r.log().Warn("reading the instance from etcd instead", "error", err)
+		}
+	}
+	if exec == nil {
 		ctx, cancel := context.WithTimeout(rctx, 10*time.Second)
 		exec, err = n.client.Open(ctx, r.id, r.executionID, n.fence(r))
 		cancel()
