@@ -139,8 +139,8 @@
 // goes on. The batch commits when the orchestration schedules anything
 // else (a timer, a sub-orchestration, an activity not registered here, a
 // retried activity's attempt), waits with none of the batch's activities
-// running, finishes (the batch is the final write: HelloCities is start,
-// acquire, one commit), would start more than RunOptions.BatchTasks
+// running, finishes (the batch is the final write: HelloCities is the
+// start, taking the instance where it lands, and one commit), would start more than RunOptions.BatchTasks
 // activities, or BatchBudget has passed since the batch's last commit (a
 // checkpoint then, while its activities go on; a result that arrives after
 // the budget is committed before the next activity starts).
