@@ -36,6 +36,19 @@ func payloadOf(what string, v *wrapperspb.StringValue, maxPayload int) (json.Raw
 	return json.RawMessage(s), nil
 }
 
+// customStatusOf is a worker's custom status as Soloist stores it: JSON
+// text as it is, and any other text as a JSON string. The Go SDK
+// (durabletask-go) sends the string SetCustomStatus was given without
+// serializing it, where the other SDKs send JSON; taken as a string, such a
+// status reads back JSON-quoted (docs/durable-task-sdks.md).
+func customStatusOf(v *wrapperspb.StringValue, maxPayload int) (json.RawMessage, error) {
+	if v == nil || v.GetValue() == "" || json.Valid([]byte(v.GetValue())) {
+		return payloadOf("customStatus", v, maxPayload)
+	}
+	b, _ := json.Marshal(v.GetValue()) // a string always encodes
+	return payloadOf("customStatus", wrapperspb.String(string(b)), maxPayload)
+}
+
 // workerFailure is a worker's failure details in Soloist's terms, at most
 // maxFailureDepth deep; nil for nil.
 func workerFailure(f *pb.TaskFailureDetails) *orchestrator.FailureDetails {
@@ -79,7 +92,7 @@ func activityEvent(d *dispatch, res *pb.ActivityResponse, maxPayload int) (orche
 // payloads that are not JSON or are over the limit. The engine checks the
 // IDs' sequence itself.
 func checkActions(res *pb.OrchestratorResponse, maxPayload int) error {
-	if _, err := payloadOf("customStatus", res.GetCustomStatus(), maxPayload); err != nil {
+	if _, err := customStatusOf(res.GetCustomStatus(), maxPayload); err != nil {
 		return err
 	}
 	seen := map[int32]bool{}

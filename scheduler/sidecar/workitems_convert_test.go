@@ -118,3 +118,29 @@ func TestActivityEvent(t *testing.T) {
 		t.Fatalf("failure depth %d, want %d", depth, maxFailureDepth)
 	}
 }
+
+// A custom status that is JSON text is stored as it is; other text (the Go
+// SDK sends SetCustomStatus's string unserialized) as a JSON string, not a
+// refusal that would fail the orchestration; either way within the limit.
+func TestCustomStatusOf(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{`{"step":1}`, `{"step":1}`},
+		{`"quoted"`, `"quoted"`},
+		{`42`, `42`},
+		{`approved by ops`, `"approved by ops"`},
+		{`say "hi"`, `"say \"hi\""`},
+	} {
+		got, err := customStatusOf(wrapperspb.String(c.in), 1024)
+		if err != nil || string(got) != c.want {
+			t.Errorf("customStatusOf(%q) = %s, %v; want %s", c.in, got, err, c.want)
+		}
+		if err := checkActions(&pb.OrchestratorResponse{CustomStatus: wrapperspb.String(c.in)}, 1024); err != nil {
+			t.Errorf("checkActions refused the custom status %q: %v", c.in, err)
+		}
+	}
+	if got, err := customStatusOf(nil, 1024); got != nil || err != nil {
+		t.Errorf("no custom status: %s, %v", got, err)
+	}
+	_, err := customStatusOf(wrapperspb.String(strings.Repeat("x", 1023)), 1024)
+	wantStatus(t, err, codes.InvalidArgument, "customStatus is 1025 bytes")
+}

@@ -179,7 +179,7 @@ func actionsOf(res *pb.OrchestratorResponse, maxPayload int) ([]orchestrator.Act
 	}
 	var out []orchestrator.Action
 	if cs := res.GetCustomStatus(); cs != nil {
-		v, _ := payloadOf("customStatus", cs, maxPayload)
+		v, _ := customStatusOf(cs, maxPayload)
 		if v == nil {
 			v = json.RawMessage("null")
 		}
