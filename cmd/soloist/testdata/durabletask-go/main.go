@@ -2,8 +2,8 @@
 // with the Go SDK (github.com/microsoft/durabletask-go) and nothing of
 // Soloist, a module of its own. Given a gRPC address it serves an
 // orchestration and an activity, starts the orchestration, raises the
-// event it waits for, waits for its end and prints its final state as
-// JSON. TestServeDurableTaskGoSDK runs it against soloist serve.
+// event it waits for, waits for its end, then races starts of another ID,
+// and prints the final state and the race's count as JSON. TestServeDurableTaskGoSDK runs it against soloist serve.
 package main
 
 import (
@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/microsoft/durabletask-go/api"
@@ -19,7 +20,9 @@ import (
 	"github.com/microsoft/durabletask-go/client"
 	"github.com/microsoft/durabletask-go/task"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 )
 
 func main() {
@@ -71,8 +74,32 @@ func run(addr, id string) error {
 	if md.FailureDetails != nil {
 		out["failure"] = md.FailureDetails.GetErrorMessage()
 	}
+	// The singleton race: racing starts of one ID, each a plain
+	// ScheduleNewOrchestration as an SDK user writes it.
+	won, refused := 0, 0
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := 0; i < racers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.ScheduleNewOrchestration(ctx, "SdkGreet", api.WithInstanceID(api.InstanceID(id+"-race")), api.WithInput([]string{"Oslo"}))
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				won++
+			} else if status.Code(err) == codes.AlreadyExists {
+				refused++
+			}
+		}()
+	}
+	wg.Wait()
+	out["raceWon"], out["raceRefused"] = won, refused
 	return json.NewEncoder(os.Stdout).Encode(out)
 }
+
+// racers is how many starts of one ID race.
+const racers = 20
 
 func greet(ctx *task.OrchestrationContext) (any, error) {
 	var cities []string
