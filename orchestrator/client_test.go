@@ -14,6 +14,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/soloist-dev/soloist/lease/leasetest"
 	"github.com/soloist-dev/soloist/orchestrator"
@@ -778,4 +779,61 @@ func TestStartAppliedLate(t *testing.T) {
 	if v.record(t, "late-2") == nil {
 		t.Fatal("the late write did not land (the test did not make the case)")
 	}
+}
+
+// etcd answers NOSPACE both for a write it refused (its alarm was up) and
+// for one it applied and found over the quota while applying it (the
+// write that raises the alarm). Starts that race into a small quota: each
+// one answered with ErrNoSpace wrote nothing, and each one that succeeded
+// is there.
+func TestStartNoSpaceAnswersWhatHappened(t *testing.T) {
+	t.Parallel()
+	e := leasetest.StartWith(t, func(cfg *embed.Config) { cfg.QuotaBackendBytes = 8 << 20 })
+	v := envOn(t, e, e.Client(), e.Client())
+	input := json.RawMessage(`"` + strings.Repeat("x", 60<<10) + `"`)
+	var (
+		mu               sync.Mutex
+		started, refused []string
+	)
+	var wg sync.WaitGroup
+	for w := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				id := fmt.Sprintf("fill-%d-%d", w, i)
+				_, err := v.c.Start(ctxT(t), "report", orchestrator.StartOptions{InstanceID: id, Input: input})
+				mu.Lock()
+				switch {
+				case err == nil:
+					started = append(started, id)
+				case errors.Is(err, orchestrator.ErrNoSpace):
+					refused = append(refused, id)
+				default:
+					mu.Unlock()
+					t.Errorf("start %s: %v", id, err)
+					return
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(refused) == 0 {
+		t.Fatalf("no start was refused (%d started)", len(started))
+	}
+	for _, id := range refused {
+		if rec := v.record(t, id); rec != nil {
+			t.Errorf("start %s was answered NOSPACE, but its record is there", id)
+		}
+	}
+	for _, id := range started {
+		if v.record(t, id) == nil {
+			t.Errorf("start %s succeeded, but its record is missing", id)
+		}
+	}
+	t.Logf("%d started, %d refused", len(started), len(refused))
 }

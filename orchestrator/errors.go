@@ -156,7 +156,9 @@ func storeErr(err error) error {
 
 // IsPermanent reports whether err is a store error that retrying cannot
 // mend: ErrNoSpace (until an operator acts), ErrStoreLimit, ErrStoreDenied.
-// Such a write was not applied.
+// Such a write was not applied, except with ErrNoSpace: etcd also answers
+// NOSPACE for a write it applied and found over the quota while applying
+// it (the write that raises the alarm).
 func IsPermanent(err error) bool {
 	return errors.Is(err, ErrNoSpace) || errors.Is(err, ErrStoreLimit) || errors.Is(err, ErrStoreDenied)
 }

@@ -329,7 +329,9 @@ func (e *Execution) write(ctx context.Context, p part) error {
 			Commit()
 		if err != nil {
 			err = storeErr(err)
-			if !IsPermanent(err) && encoded != "" {
+			// Of unknown outcome, unless refused for good; NOSPACE may
+			// come for a write etcd applied (see IsPermanent).
+			if (!IsPermanent(err) || errors.Is(err, ErrNoSpace)) && encoded != "" {
 				e.inflight = encoded
 			}
 			return err

@@ -30,9 +30,16 @@ type Etcd struct {
 // every client made by Client (an open client makes Close wait ~7 s).
 func Start(t testing.TB) *Etcd {
 	t.Helper()
+	return StartWith(t, nil)
+}
+
+// StartWith is Start with configure applied to the embedded etcd's
+// configuration before it starts (for example a small QuotaBackendBytes).
+func StartWith(t testing.TB, configure func(*embed.Config)) *Etcd {
+	t.Helper()
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		e, err := start(t.TempDir())
+		e, err := start(t.TempDir(), configure)
 		if err == nil {
 			e.t = t
 			t.Cleanup(e.Close)
@@ -49,7 +56,7 @@ func Start(t testing.TB) *Etcd {
 func StartIn(dir string) (*Etcd, error) {
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		e, err := start(dir)
+		e, err := start(dir, nil)
 		if err == nil {
 			return e, nil
 		}
@@ -58,7 +65,7 @@ func StartIn(dir string) (*Etcd, error) {
 	return nil, fmt.Errorf("leasetest: start embedded etcd: %w", lastErr)
 }
 
-func start(dir string) (*Etcd, error) {
+func start(dir string, configure func(*embed.Config)) (*Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
 	cfg.LogLevel = "error"
@@ -75,6 +82,9 @@ func start(dir string) (*Etcd, error) {
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	if configure != nil {
+		configure(cfg)
+	}
 	srv, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, err
