@@ -337,13 +337,13 @@ func (c *Client) startIf(ctx context.Context, name string, opts StartOptions, cm
 				// the quota while applying (which raises the alarm). The
 				// answer comes after the apply either way, so one read
 				// tells which.
-				applied, rerr := c.startApplied(ctx, key, rec.ExecutionID)
+				got, _, rerr := c.read(ctx, id)
 				switch {
-				case rerr != nil:
+				case rerr == nil && got.ExecutionID == rec.ExecutionID:
+					return started(replaced), nil
+				case errors.Is(rerr, ErrUnavailable) || errors.Is(rerr, ErrStoreDenied): // not read; absent or corrupt is not ours
 					return nil, fmt.Errorf("%w: the outcome of the start of '%s' is unknown (%v, and reading it failed: %v); read its status before retrying",
 						ErrUnavailable, id, err, rerr)
-				case applied:
-					return started(replaced), nil
 				}
 			}
 			if IsPermanent(err) {
@@ -425,20 +425,6 @@ func (c *Client) replaceOps(old *Record, id, encoded string, input json.RawMessa
 		ops = append(ops, clientv3.OpDelete(c.keys.FinishedEntry(old.LastUpdatedTime, id)))
 	}
 	return ops
-}
-
-// startApplied reports whether the record at key is the execution
-// executionID (a linearizable read).
-func (c *Client) startApplied(ctx context.Context, key, executionID string) (bool, error) {
-	resp, err := c.etcd.Get(ctx, key)
-	if err != nil {
-		return false, storeErr(err)
-	}
-	if len(resp.Kvs) == 0 {
-		return false, nil
-	}
-	got, err := ParseRecord(resp.Kvs[0].Value)
-	return err == nil && got.ExecutionID == executionID, nil
 }
 
 // reconcileStart finds out what a start whose commit has an unknown outcome

@@ -134,15 +134,13 @@ const inboxPage = 1000
 // trip.
 func (c *Client) OpenOps(id, executionID string) []clientv3.Op {
 	hp := c.keys.History(id, executionID)
-	ip := c.keys.InboxPrefix(id)
 	return []clientv3.Op{
 		clientv3.OpGet(c.keys.Instance(id)),
 		clientv3.OpGet(c.keys.Input(id)),
 		clientv3.OpGet(c.keys.CustomStatus(id)),
 		clientv3.OpGet(hp, clientv3.WithRange(clientv3.GetPrefixRangeEnd(hp)), clientv3.WithLimit(historyPage),
 			clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)),
-		clientv3.OpGet(ip, clientv3.WithRange(clientv3.GetPrefixRangeEnd(ip)), clientv3.WithLimit(inboxPage),
-			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)),
+		c.inboxFirstRead(id),
 	}
 }
 
@@ -152,11 +150,15 @@ func (c *Client) OpenOps(id, executionID string) []clientv3.Op {
 // history yet, and a start leaves no custom status (a replacing start
 // deletes it). OpenLanded expects their responses.
 func (c *Client) LandedOps(id string) []clientv3.Op {
+	return []clientv3.Op{c.inboxFirstRead(id)}
+}
+
+// inboxFirstRead reads the first inboxPage entries of id's inbox, in
+// arrival order (addInbox reads on if there are more).
+func (c *Client) inboxFirstRead(id string) clientv3.Op {
 	ip := c.keys.InboxPrefix(id)
-	return []clientv3.Op{
-		clientv3.OpGet(ip, clientv3.WithRange(clientv3.GetPrefixRangeEnd(ip)), clientv3.WithLimit(inboxPage),
-			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)),
-	}
+	return clientv3.OpGet(ip, clientv3.WithRange(clientv3.GetPrefixRangeEnd(ip)), clientv3.WithLimit(inboxPage),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 }
 
 // OpenLanded builds the Execution of a start that rec and input describe,
